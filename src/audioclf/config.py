@@ -1,0 +1,190 @@
+"""Typed run configuration: YAML recipe + ``key=value`` overrides -> :class:`Config`.
+
+Sections are dataclasses, so every valid key is visible in one place and an unknown key is an error that
+names the key and the closest valid ones. ``model`` and ``features`` are checked against the model
+registry and :class:`audioclf.features.FeatureConfig` when the run is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # folder-per-class tree or CSV (fname,labels[,split,fold,<groups>])
+    audio_root: str | None = None  # where CSV file names resolve (default: the CSV's folder)
+    sample_rate: int | None = None  # None: inferred from the files (see experiment.infer_sample_rate)
+    clip_seconds: float | None = None  # None: inferred from the median duration
+    pad_mode: str = "tile"  # short clips: "tile" (repeat, MISSION S1) or "pad" (zeros)
+    train_crop: str = "random"  # long clips in training: random | center | start | max_energy
+    eval_crop: str = "center"
+    trim_silence: bool = False
+    split: str = "auto"  # auto | given | stratified | iterative | group | heldout | random
+    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    group: str | None = None  # group column kept apart across splits (speaker, location ...)
+    heldout: list[str] | None = None  # group values seen only in test (unseen devices)
+    strict: bool = False  # a bad audio file is an error instead of a reported skip
+    cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: str = "none"
+    scheduler_args: dict[str, Any] = field(default_factory=dict)
+    label_smoothing: float = 0.0
+    monitor: str | None = None  # metric for best checkpoint / early stopping (default: task's primary)
+    patience: int | None = None  # early stopping patience in epochs; None = off
+    min_delta: float = 0.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool | None = None  # mixed precision; None = on for CUDA
+    num_workers: int = 0
+    grad_clip: float | None = None
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    out: str | None = None  # run directory (default runs/<timestamp>-<model>)
+    data: DataConfig = field(default_factory=DataConfig)
+    features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "small_cnn"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert YAML/CLI scalars to the annotated type, with an error naming the key."""
+    if value is None:
+        return None
+    origin, args = get_origin(hint), get_args(hint)
+    if args and type(None) in args:  # Optional[X]
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key) if len(inner) == 1 else value
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(value)
+                return low in {"true", "1", "yes"}
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is list:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return [_coerce(v, args[0], key) for v in items] if args else list(items)
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key '{key}': expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_closest(key, names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``key=value`` with YAML rules (numbers, bools, lists, null)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``a.b.c=value`` overrides to a nested dict (returns a new dict)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value (e.g. train.epochs=10)")
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = parse_value(raw)
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    return _build(Config, data or {}, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML recipe (a path or a bundled recipe name such as ``demo``) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_recipe(path)
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def recipe_dir() -> Path:
+    return Path(__file__).parent / "configs"
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    candidate = Path(path)
+    if not candidate.exists() and candidate.suffix == "":
+        bundled = recipe_dir() / f"{candidate.name}.yaml"
+        if bundled.exists():
+            candidate = bundled
+        else:
+            names = sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+            raise ConfigError(f"no config file or recipe named '{path}'{_closest(str(path), names)}")
+    if not candidate.exists():
+        raise ConfigError(f"config file not found: {candidate}")
+    try:
+        data = yaml.safe_load(candidate.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{candidate}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{candidate}: expected a mapping of config sections at the top level")
+    return data

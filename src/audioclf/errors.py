@@ -1,0 +1,22 @@
+"""User-facing errors: one line that names the file, row or key and what was expected."""
+
+
+class AudioclfError(Exception):
+    """Base class for errors the CLI prints as a single line (no traceback)."""
+
+
+class AudioDecodeError(AudioclfError):
+    """An audio file is missing, empty, corrupt or not audio at all."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class DataError(AudioclfError):
+    """A manifest/CSV row or dataset layout is invalid (unknown label, missing file ...)."""
+
+
+class ConfigError(AudioclfError):
+    """An unknown or invalid configuration key/value."""

@@ -1,0 +1,45 @@
+import pytest
+
+from audioclf.config import apply_overrides, load_config
+from audioclf.errors import ConfigError
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["train.epochs=7", "train.lr=3e-4", "data.fractions=[0.7,0.15,0.15]",
+                             "data.trim_silence=true", "model.name=mlp", "model.hidden=[32,16]", "seed=3"])
+    assert cfg.train.epochs == 7 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.data.fractions == [0.7, 0.15, 0.15]
+    assert cfg.data.trim_silence is True
+    assert cfg.model == {"name": "mlp", "hidden": [32, 16]}
+    assert cfg.seed == 3
+
+
+def test_unknown_key_names_it_and_the_closest_valid_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*did you mean epochs"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"'dta'.*data"):
+        load_config(None, ["dta.path=x"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"'train\.epochs': expected int"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"'data\.strict': expected bool"):
+        load_config(None, ["data.strict=maybe"])
+
+
+def test_override_needs_equals_sign():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides({}, ["train.epochs"])
+
+
+def test_bundled_recipe_by_name_and_unknown_recipe(tmp_path):
+    cfg = load_config("demo", ["train.epochs=2"])
+    assert cfg.model["name"] == "small_cnn" and cfg.train.epochs == 2
+    with pytest.raises(ConfigError, match="no config file or recipe named 'dmeo'.*demo"):
+        load_config("dmeo")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        load_config(str(bad))
