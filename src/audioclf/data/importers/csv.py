@@ -1,0 +1,181 @@
+"""Plain CSV/TSV importer: ``fname,labels[,split,fold,duration,<group columns>]`` -> Manifest.
+
+Column names are matched case-insensitively, with synonyms:
+
+- file: ``path`` | ``fname`` | ``filename`` | ``file`` (required)
+- labels: ``labels`` | ``label`` -- several labels comma-separated in one (quoted) cell, as in FSD2019's
+  ``train_curated.csv``; without a label column the items are unlabelled
+- ``split``: train / val / test (also training, validation, valid, dev -> val; evaluate, eval, testing -> test)
+- ``fold`` (integer), ``duration`` (seconds), ``id`` (kept; otherwise the file name without extension)
+- every other column is a group column (speaker, device, location ...)
+
+The manifest snapshot written by :meth:`Manifest.to_csv` loads through here too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from ...errors import DataError
+from ..manifest import Item, Manifest
+
+FILE_COLUMNS = ("path", "fname", "filename", "file")
+LABEL_COLUMNS = ("labels", "label")
+SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "val": "val", "validation": "val", "valid": "val", "dev": "val",
+    "test": "test", "testing": "test", "evaluate": "test", "eval": "test",
+}
+
+
+def import_csv(path: str | Path, audio_root: str | Path | None = None,
+               classes: Sequence[str] | None = None) -> Manifest:
+    """Read a user CSV (comma- or tab-separated, detected from the header line) into a Manifest.
+
+    File names resolve against ``audio_root`` when given; otherwise against the CSV's folder, and then
+    against ``<csv folder>/audio/``. Absolute file names are used as they are. Every referenced file must
+    exist. When ``classes`` is given, every label must be one of them (and the class order is kept).
+    In a CSV where no row has more than one label (single-label), an empty label cell is an error; in a
+    multi-label CSV it means "no labels".
+    Errors name the CSV and the 1-based line number.
+    """
+    path = Path(path)
+    header, rows = _read_rows(path)
+    columns = _map_columns(path, header)
+    known = None if classes is None else set(classes)
+
+    parsed = []  # (line, cells, labels)
+    for line, row in rows:
+        if len(row) > len(header):
+            raise DataError(f"{path}: line {line}: {len(row)} fields, expected at most {len(header)} like the header")
+        cells = dict(zip(header, row))
+        parsed.append((line, cells, _parse_labels(cells.get(columns["labels"], "")) if columns["labels"] else ()))
+    multi_label = any(len(labels) > 1 for _, _, labels in parsed)
+
+    items = []
+    for line, cells, labels in parsed:
+        where = f"{path}: line {line}"
+        name = cells.get(columns["file"], "").strip()
+        if not name:
+            raise DataError(f"{where}: empty '{columns['file']}' cell; expected a file name")
+        if columns["labels"] and not labels and not multi_label:
+            raise DataError(f"{where}: empty '{columns['labels']}' cell; a single-label CSV needs one label per row")
+        if known is not None:
+            unknown = [label for label in labels if label not in known]
+            if unknown:
+                raise DataError(f"{where}: unknown label '{unknown[0]}'; expected one of the {len(known)} classes")
+        items.append(Item(
+            id=(cells.get(columns["id"], "").strip() if columns["id"] else "") or _default_id(name),
+            path=_resolve_file(name, path, audio_root, where),
+            labels=labels,
+            split=_parse_split(cells.get(columns["split"], "") if columns["split"] else "", where),
+            fold=_parse_number(int, cells.get(columns["fold"], "") if columns["fold"] else "", where, "fold"),
+            groups={col: cells[col].strip() for col in columns["groups"] if cells.get(col, "").strip()},
+            duration=_parse_number(float, cells.get(columns["duration"], "") if columns["duration"] else "",
+                                   where, "duration"),
+        ))
+    _check_duplicate_ids(path, items, [line for line, _, _ in parsed])
+    return Manifest(items, classes=classes)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header (stripped names) and the non-blank rows with their 1-based line numbers."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read CSV ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file; expected a CSV with a header line") from None
+    first_line = text.split("\n", 1)[0]
+    # A tab in the header means TSV (DCASE setup files); commas then only occur inside label cells.
+    delimiter = "\t" if first_line.count("\t") > first_line.count(",") or path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = next(reader, None)
+    if not header or not any(cell.strip() for cell in header):
+        raise DataError(f"{path}: line 1: empty file; expected a header like 'fname,labels'")
+    header = [cell.strip() for cell in header]
+    rows = []
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            # line_num is the reader's physical line after the row (a quoted cell may span lines).
+            rows.append((reader.line_num, row))
+    return header, rows
+
+
+def _map_columns(path: Path, header: list[str]) -> dict:
+    """Which header name plays which role; the rest are group columns."""
+    lower = [name.lower() for name in header]
+    duplicates = sorted({name for name in lower if lower.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{path}: line 1: column '{duplicates[0]}' appears twice")
+
+    def find(candidates: Sequence[str]) -> str | None:
+        for candidate in candidates:
+            if candidate in lower:
+                return header[lower.index(candidate)]
+        return None
+
+    columns = {"file": find(FILE_COLUMNS), "labels": find(LABEL_COLUMNS), "split": find(("split",)),
+               "fold": find(("fold",)), "duration": find(("duration",)), "id": find(("id",))}
+    if columns["file"] is None:
+        raise DataError(f"{path}: line 1: no file column; expected one of {', '.join(FILE_COLUMNS)} "
+                        f"(header: {','.join(header)})")
+    roles = {name for name in columns.values() if name}
+    columns["groups"] = [name for name in header if name not in roles and name]
+    return columns
+
+
+def _parse_labels(cell: str) -> tuple[str, ...]:
+    """'Bark, Walk_and_footsteps' -> ('Bark', 'Walk_and_footsteps'); duplicates and blanks dropped."""
+    labels = (label.strip() for label in cell.split(","))
+    return tuple(dict.fromkeys(label for label in labels if label))
+
+
+def _parse_split(cell: str, where: str) -> str | None:
+    value = cell.strip().lower()
+    if not value:
+        return None
+    if value not in SPLIT_NAMES:
+        raise DataError(f"{where}: split '{cell.strip()}' is not one of train, val, test "
+                        f"(or {', '.join(k for k in SPLIT_NAMES if k not in ('train', 'val', 'test'))})")
+    return SPLIT_NAMES[value]
+
+
+def _parse_number(kind: type, cell: str, where: str, column: str):
+    value = cell.strip()
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise DataError(f"{where}: {column} '{value}' is not {expected}") from None
+
+
+def _default_id(name: str) -> str:
+    """The file name as written in the CSV, without extension, with forward slashes."""
+    return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
+
+
+def _resolve_file(name: str, csv_path: Path, audio_root: str | Path | None, where: str) -> str:
+    if audio_root is not None:
+        candidates = [Path(audio_root) / name]
+    else:
+        candidates = [csv_path.parent / name, csv_path.parent / "audio" / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return os.path.abspath(candidate)
+    looked = " or ".join(str(c) for c in candidates)
+    raise DataError(f"{where}: file '{name}' not found (looked for {looked})")
+
+
+def _check_duplicate_ids(path: Path, items: list[Item], lines: list[int]) -> None:
+    first: dict[str, int] = {}
+    for item, line in zip(items, lines):
+        if item.id in first:
+            raise DataError(f"{path}: line {line}: id '{item.id}' already used on line {first[item.id]}")
+        first[item.id] = line

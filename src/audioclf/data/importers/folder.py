@@ -1,0 +1,57 @@
+"""Folder-per-class importer: ``<root>/<class>/**/<file>.wav`` -> single-label Manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ...errors import DataError
+from ..manifest import Item, Manifest
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
+
+
+def import_folder(root: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Manifest:
+    """One item per audio file below ``root/<class>/``; the label is the first-level folder name.
+
+    Files are found recursively below each class folder; other extensions (case-insensitive) and hidden
+    files or folders (name starting with ".") are ignored. Item ids are the paths relative to ``root``
+    without extension (``rock/album1/song``); item paths are absolute.
+    """
+    root = Path(root)
+    expected = f"expected {root}/<class>/<file>.wav"
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found; {expected}")
+    suffixes = {ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in extensions}
+    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
+    if loose:
+        # Not an error (e.g. a README.wav next to the classes), but never silently dropped.
+        log.warning("%s: ignoring %d audio file(s) outside a class folder (e.g. %s)", root, len(loose), loose[0])
+
+    items: list[Item] = []
+    ids: dict[str, Path] = {}
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in _audio_files(class_dir, suffixes):
+            item_id = path.relative_to(root).with_suffix("").as_posix()
+            if item_id in ids:
+                raise DataError(f"{path}: same id '{item_id}' as {ids[item_id]}; keep one file per name")
+            ids[item_id] = path
+            items.append(Item(id=item_id, path=os.path.abspath(path), labels=(class_dir.name,)))
+    if not items:
+        raise DataError(f"{root}: no class folder with audio files ({', '.join(sorted(suffixes))}); {expected}")
+    return Manifest(items)
+
+
+def _audio_files(folder: Path, suffixes: set[str]) -> list[Path]:
+    """Audio files below ``folder`` in sorted order, skipping hidden files and folders."""
+    found = []
+    # followlinks: datasets are often symlinked into place.
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(Path(dirpath) / name for name in filenames
+                     if not name.startswith(".") and Path(name).suffix.lower() in suffixes)
+    return sorted(found)
