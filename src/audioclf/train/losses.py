@@ -1,0 +1,93 @@
+"""Losses on logits, and the matching logits -> probabilities map, per task.
+
+* ``single_label``: softmax cross-entropy. Targets are class indices (N,) or probability rows (N, C)
+  (MixUp's interpolated labels); one-hot rows give exactly the index loss.
+* ``multi_label``: sigmoid binary cross-entropy on (N, C) float targets (MISSION S1 and S5), averaged
+  over items and classes like Keras' ``binary_crossentropy``.
+
+Models return logits and the losses apply the softmax / sigmoid themselves: the fused log-softmax and
+``binary_cross_entropy_with_logits`` are numerically stable where ``log(softmax(x))`` is not.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["TASKS", "SingleLabelLoss", "MultiLabelLoss", "build_loss", "probabilities"]
+
+TASKS = ("single_label", "multi_label")
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
+
+
+def _check_smoothing(label_smoothing: float) -> float:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing={label_smoothing}; expected 0 <= label_smoothing < 1")
+    return float(label_smoothing)
+
+
+class SingleLabelLoss(nn.Module):
+    """Mean softmax cross-entropy; ``label_smoothing`` mixes the targets with the uniform distribution
+    (``(1 - eps) * y + eps / C``), for index and probability targets alike."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = _check_smoothing(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != 2:
+            raise DataError(f"single_label loss: logits of shape {tuple(logits.shape)}; expected (N, C)")
+        if targets.ndim == 1:
+            if targets.is_floating_point():
+                raise DataError("single_label loss: (N,) targets must be integer class indices")
+            if targets.shape[0] != logits.shape[0]:
+                raise DataError(f"single_label loss: {targets.shape[0]} targets for {logits.shape[0]} logits rows")
+            return F.cross_entropy(logits, targets.long(), label_smoothing=self.label_smoothing)
+        if targets.shape != logits.shape:
+            raise DataError(
+                f"single_label loss: targets of shape {tuple(targets.shape)}; expected (N,) class indices "
+                f"or (N, C) probabilities matching logits {tuple(logits.shape)}"
+            )
+        # torch applies the same (1 - eps) * y + eps / C smoothing to probability targets.
+        return F.cross_entropy(logits, targets.to(logits.dtype), label_smoothing=self.label_smoothing)
+
+
+class MultiLabelLoss(nn.Module):
+    """Mean sigmoid binary cross-entropy over items and classes; ``label_smoothing`` pulls each 0/1
+    target towards 1/2 (``(1 - eps) * y + eps / 2``)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = _check_smoothing(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.shape != logits.shape:
+            raise DataError(
+                f"multi_label loss: targets of shape {tuple(targets.shape)}; expected {tuple(logits.shape)} "
+                "(one 0/1 column per class)"
+            )
+        targets = targets.to(logits.dtype)
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def build_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:
+    """The training loss for ``task``: ``loss(logits, targets) -> scalar mean``."""
+    _check_task(task)
+    if task == "single_label":
+        return SingleLabelLoss(label_smoothing)
+    return MultiLabelLoss(label_smoothing)
+
+
+def probabilities(task: str, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from logits: softmax over classes (single-label) or per-class sigmoid."""
+    _check_task(task)
+    return torch.softmax(logits, dim=-1) if task == "single_label" else torch.sigmoid(logits)
