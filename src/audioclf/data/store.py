@@ -1,0 +1,183 @@
+"""On-disk feature/waveform cache and crash-safe file writes.
+
+Everything the project writes (checkpoints, manifests, metrics, cache entries) goes through
+:func:`atomic_write`: the data lands in a temp file in the *same* folder and is renamed over the target
+with ``os.replace``, which is atomic on POSIX and Windows within one filesystem. A crash or Ctrl-C leaves
+either the old file or the new one, never half of one (at worst a stray ``.*.tmp*`` file).
+
+:class:`FeatureCache` is content-addressed: the key hashes the audio file's *bytes* and the settings that
+produced the array, so a renamed or copied file still hits and an edited file or a changed setting misses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["FeatureCache", "atomic_write", "atomic_write_bytes", "atomic_write_text", "settings_json"]
+
+log = logging.getLogger(__name__)
+
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20  # hash files in 1 MiB reads so a long recording is never held in memory
+
+
+# --- atomic writes ------------------------------------------------------------------------------
+def _temp_path(path: Path) -> Path:
+    # same folder (os.replace must not cross filesystems); hidden; keeps the suffix because writers
+    # such as np.save and savefig pick or append the format from it
+    return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write_fn: Callable[[Path], Any]) -> Path:
+    """Call ``write_fn(tmp_path)`` to write a temp file next to ``path``, then rename it over ``path``.
+
+    ``write_fn`` receives a path with the same suffix as ``path`` (so ``np.save``, ``torch.save``,
+    ``fig.savefig`` and ``Manifest.to_csv``-style writers work unchanged). Parent folders are created.
+    If ``write_fn`` raises, the temp file is removed, ``path`` is left as it was and the error propagates.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        write_fn(tmp)
+        if not tmp.exists():
+            raise DataError(f"{path}: the writer did not create its temp file {tmp.name}")
+        with open(tmp, "rb+") as handle:  # flush file data before the rename makes it visible
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; newlines are written as given (no platform translation)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(text.encode(encoding)))
+
+
+# --- feature cache ------------------------------------------------------------------------------
+def _json_default(value: Any) -> Any:
+    """Settings may hold paths, numpy scalars/arrays and dataclasses (e.g. a FeatureConfig)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise DataError(f"cache settings: cannot encode {type(value).__name__} value {value!r} as JSON")
+
+
+def settings_json(settings: dict[str, Any]) -> str:
+    """Canonical JSON (sorted keys, no spaces): equal settings give equal text whatever the dict order."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+
+
+class FeatureCache:
+    """Arrays keyed by (audio file contents, settings), stored as ``root/ab/abcdef....npy``.
+
+    Safe to share between processes and threads: entries are written atomically and a racing writer
+    only replaces an entry with an identical one. A corrupt or truncated entry is a miss, with a warning.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def key(self, audio_path: str | Path, settings: dict[str, Any]) -> str:
+        """sha256 over the file's bytes and :func:`settings_json` of ``settings`` (64 hex chars).
+
+        Raises ``OSError`` (e.g. ``FileNotFoundError``) when the file cannot be read, so loaders can
+        report the file as skipped with the OS's reason.
+        """
+        digest = hashlib.sha256()
+        with open(audio_path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        # the settings follow a separator so (file, settings) pairs cannot collide by shifting bytes
+        digest.update(b"\0audioclf-settings\0")
+        digest.update(settings_json(settings).encode("ascii"))
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        """Where the entry for ``key`` lives (two-character fan-out keeps folders small)."""
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise DataError(f"cache key {key!r}: expected 64 lowercase hex characters from FeatureCache.key")
+        return self.root / key[:2] / f"{key}.npy"
+
+    def __contains__(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached array, or None on a miss or an unreadable entry."""
+        path = self.path(key)
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError) as exc:
+            # a torn copy, a disk error or a foreign file: recompute rather than fail the whole run
+            warnings.warn(f"{path}: unreadable feature-cache entry treated as a miss ({exc})", stacklevel=2)
+            return None
+
+    def put(self, key: str, array: np.ndarray) -> Path:
+        """Store ``array`` under ``key`` (atomically; an existing entry is replaced)."""
+        path = self.path(key)
+        array = np.asarray(array)
+        if array.dtype == object:
+            raise DataError(f"cache key {key[:12]}…: object arrays cannot be cached; expected a numeric array")
+        return atomic_write(path, lambda tmp: np.save(tmp, array, allow_pickle=False))
+
+    def clear(self) -> int:
+        """Delete every entry (and stray temp files); returns how many entries were removed."""
+        removed = 0
+        if not self.root.is_dir():
+            return removed
+        for folder in self.root.iterdir():
+            if not (folder.is_dir() and len(folder.name) == 2):
+                continue
+            for entry in folder.iterdir():
+                if entry.suffix == ".npy" and _KEY.match(entry.stem):
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+                elif entry.name.startswith(".") and ".tmp-" in entry.name:  # left by a killed writer
+                    entry.unlink(missing_ok=True)
+        log.info("cleared %d feature-cache entries under %s", removed, self.root)
+        return removed
