@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .store import atomic_write_text
 
 TASKS = ("single_label", "multi_label")
 BASE_COLUMNS = ("id", "path", "labels", "split", "fold", "duration")
@@ -185,7 +184,7 @@ class Manifest:
                 "" if item.duration is None else repr(float(item.duration)),  # repr round-trips exactly
                 *[item.groups.get(name, "") for name in groups],
             ])
-        _atomic_write_text(Path(path), buffer.getvalue())
+        atomic_write_text(Path(path), buffer.getvalue())
         return Path(path)
 
     @classmethod
@@ -262,17 +261,3 @@ def _parse_number(kind: type, text: str | None, where: str, column: str) -> Any:
         return kind(text)
     except ValueError:
         raise DataError(f"{where}: {column} '{text}' is not a valid {kind.__name__}") from None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename, so readers never see half a file."""
-    # store.atomic_write_text did not exist when this was written; this stays a 10-line local copy.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
