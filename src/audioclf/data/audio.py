@@ -1,0 +1,364 @@
+"""Waveform I/O and cheap waveform operations (numpy, float32).
+
+Decoding goes through soundfile (libsndfile: wav, flac, ogg, mp3, aiff ...), resampling through soxr.
+Multi-channel arrays are channels-last, ``(n_samples, n_channels)``, as soundfile returns them.
+Every way a file can be unusable surfaces as :class:`~audioclf.errors.AudioDecodeError` naming the
+path, so a caller can report-and-skip one bad file in a large dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ..errors import AudioDecodeError
+
+__all__ = [
+    "AudioInfo",
+    "SilenceParams",
+    "audio_info",
+    "fix_length",
+    "load_audio",
+    "resample",
+    "silence_params_for_duration",
+    "split_on_silence",
+    "to_mono",
+    "trim_silence",
+    "trim_silence_by_length",
+    "write_audio",
+]
+
+PathLike = str | os.PathLike
+
+# soundfile reports failures through several exception types depending on where they happen
+# (libsndfile itself, its Python wrapper's argument checks, the OS).
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the file header says, without decoding the samples."""
+
+    sample_rate: int
+    n_samples: int
+    channels: int
+    duration: float
+
+
+# --- decoding -----------------------------------------------------------------------------------
+def _check_file(path: PathLike) -> Path:
+    """Cheap checks that give clearer reasons than libsndfile's 'System error'."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioDecodeError(path, "file not found")
+    if not p.is_file():
+        raise AudioDecodeError(path, "not a regular file")
+    if p.stat().st_size == 0:
+        raise AudioDecodeError(path, "empty file (0 bytes)")
+    return p
+
+
+def _short_reason(exc: BaseException) -> str:
+    """One line from a soundfile/OS exception (libsndfile messages can span lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot decode audio ({text})"
+
+
+def audio_info(path: PathLike) -> AudioInfo:
+    """Sample rate, length, channels and duration from the header only (fast).
+
+    Raises :class:`AudioDecodeError` for a missing, empty or unreadable file, or one with no samples.
+    """
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except _DECODE_ERRORS as exc:
+        raise AudioDecodeError(path, _short_reason(exc)) from exc
+    if info.frames <= 0:
+        raise AudioDecodeError(path, "no audio samples")
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioDecodeError(path, f"invalid header (sample rate {info.samplerate}, "
+                                     f"{info.channels} channels)")
+    return AudioInfo(sample_rate=int(info.samplerate), n_samples=int(info.frames),
+                     channels=int(info.channels), duration=info.frames / info.samplerate)
+
+
+def load_audio(path: PathLike, sample_rate: int | None = None,
+               mono: bool = True) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 in [-1, 1], optionally mixed down and resampled.
+
+    Returns ``(wave, sr)``: ``wave`` is 1-D when ``mono`` is true, else ``(n_samples, n_channels)``;
+    ``sr`` is ``sample_rate`` when given, else the file's own rate.
+    Raises :class:`AudioDecodeError` (never a raw soundfile error) for a missing, empty, corrupt or
+    non-audio file, a file with zero samples, or one containing NaN/inf samples.
+    """
+    _check_file(path)
+    try:
+        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except _DECODE_ERRORS as exc:
+        raise AudioDecodeError(path, _short_reason(exc)) from exc
+    if data.shape[0] == 0:
+        raise AudioDecodeError(path, "no audio samples")
+    if not np.isfinite(data).all():
+        # Float WAVs can carry NaN/inf; they would poison every later feature and gradient.
+        raise AudioDecodeError(path, "contains NaN or infinite samples")
+    wave = to_mono(data) if mono else data
+    if sample_rate is not None and sample_rate != file_sr:
+        wave = resample(wave, int(file_sr), int(sample_rate))
+        file_sr = sample_rate
+    return np.ascontiguousarray(wave, dtype=np.float32), int(file_sr)
+
+
+def to_mono(wave: np.ndarray) -> np.ndarray:
+    """Mean over channels of a channels-last ``(n, ch)`` array; a 1-D array is returned as is."""
+    wave = np.asarray(wave)
+    if wave.ndim == 1:
+        return wave
+    if wave.ndim != 2:
+        raise ValueError(f"wave: expected 1-D or (n_samples, n_channels), got shape {wave.shape}")
+    return wave.mean(axis=1, dtype=np.float64).astype(wave.dtype if wave.dtype.kind == "f" else np.float32)
+
+
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample along axis 0 with soxr ("HQ"); output length is ``round(n * target_sr / orig_sr)``."""
+    if orig_sr <= 0:
+        raise ValueError(f"orig_sr: expected a positive rate, got {orig_sr}")
+    if target_sr <= 0:
+        raise ValueError(f"target_sr: expected a positive rate, got {target_sr}")
+    wave = np.asarray(wave, dtype=np.float32)
+    if orig_sr == target_sr:
+        return wave
+    return soxr.resample(np.ascontiguousarray(wave), orig_sr, target_sr, quality="HQ")
+
+
+# --- writing ------------------------------------------------------------------------------------
+def write_audio(path: PathLike, wave: np.ndarray, sr: int, subtype: str | None = None) -> Path:
+    """Write ``wave`` atomically: to a hidden temp file in the same directory, then ``os.replace``.
+
+    The format follows the extension (soundfile's rule), so the temp name keeps it
+    (``.name.tmp-XXXXXXXX.wav``). ``subtype`` defaults to soundfile's (PCM_16 for WAV/FLAC), which
+    also makes the bytes deterministic (float WAVs carry a PEAK chunk with a timestamp).
+    A crash never leaves a half-written file under the final name.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}")
+    try:
+        sf.write(str(tmp), np.asarray(wave), int(sr), subtype=subtype)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+# --- silence ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SilenceParams:
+    """Arguments of :func:`trim_silence` (see :func:`silence_params_for_duration`)."""
+
+    threshold_db: float = -40.0
+    min_silence_s: float = 0.3
+    pad_s: float = 0.05
+
+
+def silence_params_for_duration(duration_s: float) -> SilenceParams:
+    """Silence-removal parameters chosen by clip length (FSD2019 recipe, MISSION S1 §3).
+
+    Short clips have little to spare, so only long, deep pauses are cut and more context is kept;
+    long recordings (often with conversation pauses) are cut more eagerly. The tiers mirror the
+    report's pydub ``split_on_silence`` usage, whose exact values were not published.
+    """
+    if duration_s < 2.0:
+        return SilenceParams(threshold_db=-50.0, min_silence_s=0.5, pad_s=0.1)
+    if duration_s < 10.0:
+        return SilenceParams(threshold_db=-40.0, min_silence_s=0.3, pad_s=0.05)
+    return SilenceParams(threshold_db=-35.0, min_silence_s=0.25, pad_s=0.05)
+
+
+def _frame_rms_db(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """RMS in dB of centred frames (frame i is centred on sample i * hop, zero-padded at the edges).
+
+    Uses a cumulative sum of squares: O(n) and no strided copies.
+    """
+    n = len(wave)
+    half = frame_length // 2
+    power = np.concatenate([[0.0], np.cumsum(np.square(wave, dtype=np.float64))])
+    centres = np.arange(1 + n // hop_length) * hop_length
+    lo = np.clip(centres - half, 0, n)
+    hi = np.clip(centres - half + frame_length, 0, n)
+    rms = np.sqrt(np.maximum(power[hi] - power[lo], 0.0) / frame_length)
+    return 20.0 * np.log10(np.maximum(rms, 1e-20))
+
+
+def split_on_silence(
+    wave: np.ndarray,
+    sr: int,
+    threshold_db: float = -40.0,
+    min_silence_s: float = 0.3,
+    pad_s: float = 0.05,
+    frame_length: int = 1024,
+    hop_length: int = 256,
+) -> list[tuple[int, int]]:
+    """Non-silent parts of ``wave`` as sample ranges ``[(start, end), ...]``, sorted, non-overlapping.
+
+    A frame is silent when its RMS is more than ``-threshold_db`` dB below the loudest frame's RMS.
+    Only silent stretches of at least ``min_silence_s`` split the signal (shorter pauses stay);
+    each part keeps ``pad_s`` seconds of context on both sides (parts that then touch are merged).
+    An all-silent (e.g. all-zero) input has no parts: returns ``[]``.
+    A 2-D ``(n, ch)`` input is analysed on its channel mean.
+    """
+    if sr <= 0:
+        raise ValueError(f"sr: expected a positive rate, got {sr}")
+    if threshold_db >= 0:
+        raise ValueError(f"threshold_db: expected a negative dB value, got {threshold_db}")
+    if min_silence_s < 0 or pad_s < 0:
+        raise ValueError(f"min_silence_s/pad_s: expected >= 0, got {min_silence_s}/{pad_s}")
+    if frame_length <= 0 or hop_length <= 0:
+        raise ValueError(f"frame_length/hop_length: expected > 0, got {frame_length}/{hop_length}")
+    mono = to_mono(np.asarray(wave))
+    n = len(mono)
+    if n == 0:
+        return []
+    db = _frame_rms_db(mono, frame_length, hop_length)
+    peak = db.max()
+    if peak <= -400.0:  # all zeros
+        return []
+    silent = db < peak + threshold_db
+
+    # Silent runs of frames -> silent sample ranges. A frame is silent only if its whole window is
+    # quiet, so the run [a, b] covers samples from a's window start to b's window end.
+    half = frame_length // 2
+    edges = np.diff(np.concatenate([[0], silent.astype(np.int8), [0]]))
+    run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    min_len = int(round(min_silence_s * sr))
+    gaps = []
+    for a, b in zip(run_starts, run_ends):
+        start = max(0, a * hop_length - half)
+        end = min(n, b * hop_length - half + frame_length)
+        if end - start >= max(min_len, 1):
+            gaps.append((start, end))
+
+    # Complement of the long gaps, padded, merged.
+    pad = int(round(pad_s * sr))
+    parts: list[tuple[int, int]] = []
+    cursor = 0
+    for g_start, g_end in [*gaps, (n, n)]:
+        if g_start > cursor:
+            start, end = max(0, cursor - pad), min(n, g_start + pad)
+            if parts and start <= parts[-1][1]:
+                parts[-1] = (parts[-1][0], end)
+            else:
+                parts.append((start, end))
+        cursor = max(cursor, g_end)
+    return parts
+
+
+def trim_silence(
+    wave: np.ndarray,
+    sr: int,
+    threshold_db: float = -40.0,
+    min_silence_s: float = 0.3,
+    pad_s: float = 0.05,
+    frame_length: int = 1024,
+    hop_length: int = 256,
+) -> np.ndarray:
+    """Remove silent stretches of at least ``min_silence_s`` anywhere in the clip.
+
+    The non-silent parts from :func:`split_on_silence` (each with ``pad_s`` of context) are
+    concatenated. Never returns an empty array: an all-silent input is returned unchanged.
+    """
+    parts = split_on_silence(wave, sr, threshold_db, min_silence_s, pad_s, frame_length, hop_length)
+    if not parts:
+        return wave
+    if len(parts) == 1 and parts[0] == (0, len(wave)):
+        return wave
+    return np.concatenate([wave[s:e] for s, e in parts], axis=0)
+
+
+def trim_silence_by_length(wave: np.ndarray, sr: int) -> np.ndarray:
+    """:func:`trim_silence` with :func:`silence_params_for_duration` of this clip (MISSION S1 §3)."""
+    params = silence_params_for_duration(len(wave) / sr)
+    return trim_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
+
+
+# --- fixed length -------------------------------------------------------------------------------
+FixMode = Literal["tile", "pad"]
+CropMode = Literal["random", "center", "start", "max_energy"]
+_MODES = ("tile", "pad")
+_CROPS = ("random", "center", "start", "max_energy")
+
+
+def _window_energies(wave: np.ndarray, starts: np.ndarray, n_samples: int) -> np.ndarray:
+    """Sum of squares of ``wave[s : s + n_samples]`` for each start (all channels)."""
+    sq = np.square(wave, dtype=np.float64)
+    if sq.ndim > 1:
+        sq = sq.reshape(len(sq), -1).sum(axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(sq)])
+    return cum[starts + n_samples] - cum[starts]
+
+
+def fix_length(
+    wave: np.ndarray,
+    n_samples: int,
+    mode: FixMode = "tile",
+    crop: CropMode = "random",
+    k: int = 3,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Make ``wave`` exactly ``n_samples`` long (along axis 0).
+
+    Short clips: ``mode="tile"`` repeats the clip from its start; ``mode="pad"`` zero-pads, centred
+    for ``crop="center"`` and at the end otherwise.
+    Long clips: ``crop="random"`` a uniformly random window, ``"center"`` the middle one,
+    ``"start"`` the first one, ``"max_energy"`` the highest-energy of ``k`` random windows (ties:
+    the first drawn) — random each call, so training sees different loud windows each epoch.
+    Random crops use ``rng`` (a fresh unseeded generator when None); same ``rng`` state, same output.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples <= 0:
+        raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
+    if mode not in _MODES:
+        raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
+    if crop not in _CROPS:
+        raise ValueError(f"crop: expected one of {_CROPS}, got {crop!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    wave = np.asarray(wave)
+    if wave.ndim == 0 or len(wave) == 0:
+        raise ValueError(f"wave: expected a non-empty array, got shape {wave.shape}")
+    n = len(wave)
+    n_samples = int(n_samples)
+
+    if n == n_samples:
+        return wave.copy()
+    if n < n_samples:
+        if mode == "tile":
+            reps = -(-n_samples // n)
+            return np.concatenate([wave] * reps, axis=0)[:n_samples]
+        extra = n_samples - n
+        left = extra // 2 if crop == "center" else 0
+        widths = [(left, extra - left)] + [(0, 0)] * (wave.ndim - 1)
+        return np.pad(wave, widths)
+
+    span = n - n_samples  # valid starts: 0..span
+    if crop == "start":
+        start = 0
+    elif crop == "center":
+        start = span // 2
+    else:
+        rng = rng if rng is not None else np.random.default_rng()
+        if crop == "random":
+            start = int(rng.integers(0, span + 1))
+        else:
+            starts = rng.integers(0, span + 1, size=k)
+            start = int(starts[np.argmax(_window_energies(wave, starts, n_samples))])
+    return wave[start : start + n_samples].copy()

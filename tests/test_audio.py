@@ -1,0 +1,341 @@
+"""Waveform I/O (decode, resample, mono), silence trimming, fixed length and atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioclf.data import audio
+from audioclf.data.audio import (
+    AudioInfo,
+    audio_info,
+    fix_length,
+    load_audio,
+    resample,
+    silence_params_for_duration,
+    split_on_silence,
+    to_mono,
+    trim_silence,
+    trim_silence_by_length,
+    write_audio,
+)
+from audioclf.errors import AudioDecodeError
+
+SR = 44100
+
+
+def sine(freq: float, seconds: float, sr: int, amp: float = 0.5) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+
+
+def peak_frequency(wave: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.fft.rfftfreq(len(wave), 1 / sr)[np.argmax(spectrum)])
+
+
+@pytest.fixture
+def stereo() -> np.ndarray:
+    # Different content per channel so a wrong mix-down (e.g. taking channel 0) is visible.
+    return np.stack([sine(1000, 0.5, SR, 0.6), sine(1000, 0.5, SR, 0.2)], axis=1)
+
+
+# --- decoding -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_load_lossless_mono_mix_and_stereo(tmp_path, stereo, ext):
+    path = tmp_path / f"clip.{ext}"
+    sf.write(path, stereo, SR)
+    wave, sr = load_audio(path)
+    assert sr == SR and wave.dtype == np.float32 and wave.shape == (len(stereo),)
+    np.testing.assert_allclose(wave, stereo.mean(axis=1), atol=1e-4)  # 16-bit quantisation
+    both, _ = load_audio(path, mono=False)
+    assert both.shape == (len(stereo), 2)
+    np.testing.assert_allclose(both, stereo, atol=1e-4)
+
+
+def test_load_ogg_and_mono_file(tmp_path):
+    clip = sine(1000, 0.5, SR)
+    sf.write(tmp_path / "clip.ogg", clip, SR)
+    sf.write(tmp_path / "mono.wav", clip, SR)
+    ogg, sr = load_audio(tmp_path / "clip.ogg")
+    assert sr == SR and ogg.ndim == 1 and len(ogg) == len(clip)
+    assert abs(peak_frequency(ogg, sr) - 1000) < 5  # lossy, but the tone survives
+    mono, _ = load_audio(tmp_path / "mono.wav", mono=False)
+    assert mono.shape == (len(clip), 1)
+
+
+def test_resampling_on_load_keeps_length_and_frequency(tmp_path, stereo):
+    path = tmp_path / "clip.wav"
+    sf.write(path, stereo, SR)
+    wave, sr = load_audio(path, sample_rate=16000)
+    assert sr == 16000
+    assert len(wave) == round(len(stereo) * 16000 / SR)
+    assert abs(peak_frequency(wave, sr) - 1000) < 16000 / len(wave)  # within one FFT bin
+    # Same result as librosa's soxr_hq path (the reference implementation).
+    native, _ = load_audio(path)
+    ref = librosa.resample(native, orig_sr=SR, target_sr=16000, res_type="soxr_hq")
+    np.testing.assert_allclose(wave, ref, atol=1e-5)
+    same, sr_same = load_audio(path, sample_rate=SR)
+    assert sr_same == SR and np.array_equal(same, native)
+
+
+def test_audio_info_reads_header(tmp_path, stereo):
+    path = tmp_path / "clip.flac"
+    sf.write(path, stereo, SR)
+    info = audio_info(path)
+    assert info == AudioInfo(sample_rate=SR, n_samples=len(stereo), channels=2, duration=len(stereo) / SR)
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = tmp_path / "good.wav"
+    sf.write(good, sine(440, 0.2, 16000), 16000)
+    raw = good.read_bytes()
+    files = {
+        "missing": tmp_path / "missing.wav",
+        "empty": tmp_path / "empty.wav",
+        "text": tmp_path / "text.wav",
+        "corrupt_header": tmp_path / "corrupt.wav",
+        "truncated_header": tmp_path / "truncated.wav",
+        "directory": tmp_path / "folder.wav",
+        "zero_samples": tmp_path / "zero.wav",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is not audio\n" * 20)
+    files["corrupt_header"].write_bytes(b"RIFF" + bytes(range(256)) * 4 + raw[1100:])
+    files["truncated_header"].write_bytes(raw[:20])
+    files["directory"].mkdir()
+    sf.write(files["zero_samples"], np.zeros(0, dtype=np.float32), 16000)
+    return files
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "corrupt_header", "truncated_header",
+                                  "directory", "zero_samples"])
+def test_bad_files_raise_audio_decode_error_naming_the_path(tmp_path, case):
+    path = _bad_files(tmp_path)[case]
+    for call in (lambda: load_audio(path), lambda: load_audio(path, sample_rate=8000), lambda: audio_info(path)):
+        with pytest.raises(AudioDecodeError) as info:
+            call()
+        assert not isinstance(info.value, sf.LibsndfileError)
+        assert info.value.path == str(path)
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message and info.value.reason
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_rejected(tmp_path, bad_value):
+    wave = sine(440, 0.1, 16000)
+    wave[100] = bad_value
+    path = tmp_path / "float.wav"
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match="NaN or infinite") as info:
+        load_audio(path)
+    assert info.value.path == str(path)
+
+
+def test_to_mono_and_resample_arguments():
+    x = np.array([[1.0, 3.0], [2.0, 4.0]], dtype=np.float32)
+    np.testing.assert_array_equal(to_mono(x), [2.0, 3.0])
+    np.testing.assert_array_equal(to_mono(x[:, 0]), x[:, 0])
+    with pytest.raises(ValueError, match="wave"):
+        to_mono(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="target_sr"):
+        resample(x[:, 0], 16000, 0)
+    with pytest.raises(ValueError, match="orig_sr"):
+        resample(x[:, 0], -1, 16000)
+    stereo = np.tile(x, (500, 1))
+    assert resample(stereo, 16000, 8000).shape == (500, 2)  # channels-last is kept
+
+
+# --- silence ------------------------------------------------------------------------------------
+SR16 = 16000
+
+
+def _tone_gap_tone(gap_s: float, lead_s: float = 0.0) -> tuple[np.ndarray, int, int]:
+    """lead silence + 0.5 s tone + gap + 0.5 s tone (boundaries deliberately not hop-aligned)."""
+    a = sine(500, 0.5, SR16)[:7999]
+    b = sine(700, 0.5, SR16)[:8003]
+    lead = np.zeros(int(lead_s * SR16), np.float32)
+    gap = np.zeros(int(gap_s * SR16) + 37, np.float32)
+    return np.concatenate([lead, a, gap, b]), len(lead), len(gap)
+
+
+def test_trim_silence_removes_a_known_gap():
+    wave, _, gap = _tone_gap_tone(1.0)
+    pad = int(0.05 * SR16)
+    out = trim_silence(wave, SR16, min_silence_s=0.3, pad_s=0.05, hop_length=256)
+    removed = len(wave) - len(out)
+    # Each edge of the gap is found within one hop, never inside the sound (so at most 2 hops short).
+    assert gap - 2 * pad - 2 * 256 < removed <= gap - 2 * pad
+    (a_start, a_end), (b_start, b_end) = split_on_silence(wave, SR16, min_silence_s=0.3, pad_s=0.0)
+    assert a_start == 0 and b_end == len(wave)
+    assert 7999 <= a_end < 7999 + 256 and 7999 + gap - 256 < b_start <= 7999 + gap
+    # The audible parts survive untouched: the clip starts with tone A and ends with tone B.
+    np.testing.assert_array_equal(out[:7999], wave[:7999])
+    np.testing.assert_array_equal(out[-8003:], wave[-8003:])
+
+
+def test_trim_silence_removes_leading_silence_and_keeps_short_pauses():
+    wave, lead, _ = _tone_gap_tone(0.1, lead_s=0.8)
+    out = trim_silence(wave, SR16, min_silence_s=0.3, pad_s=0.0)
+    # Leading 0.8 s goes (within one hop); the 0.1 s pause is shorter than min_silence_s and stays.
+    assert abs((len(wave) - len(out)) - lead) <= 256
+    np.testing.assert_array_equal(out[-len(wave) + lead + 256:], wave[lead + 256:])
+
+
+def test_split_on_silence_matches_librosa_split():
+    wave, _, _ = _tone_gap_tone(0.6, lead_s=0.4)
+    ours = split_on_silence(wave, SR16, threshold_db=-40, min_silence_s=0.0, pad_s=0.0)
+    ref = librosa.effects.split(wave, top_db=40, frame_length=1024, hop_length=256)
+    assert len(ours) == len(ref) == 2
+    # librosa reports frame positions; ours are window edges: they agree within one frame.
+    assert np.all(np.abs(np.array(ours) - ref) <= 1024)
+
+
+def test_split_with_low_noise_floor_and_padding_merge():
+    rng = np.random.default_rng(0)
+    wave, _, _ = _tone_gap_tone(0.5)
+    noisy = wave + rng.normal(0, 1e-4, len(wave)).astype(np.float32)  # ~ -74 dB below the tone
+    assert len(split_on_silence(noisy, SR16, min_silence_s=0.3, pad_s=0.05)) == 2
+    # Padding of 0.3 s on both sides covers the 0.5 s gap: the parts merge into one.
+    assert split_on_silence(noisy, SR16, min_silence_s=0.3, pad_s=0.3) == [(0, len(wave))]
+
+
+def test_all_silent_input_is_returned_unchanged():
+    zeros = np.zeros(SR16, np.float32)
+    assert split_on_silence(zeros, SR16) == []
+    assert trim_silence(zeros, SR16) is zeros
+    tone = sine(440, 1.0, SR16)
+    np.testing.assert_array_equal(trim_silence(tone, SR16), tone)
+
+
+def test_silence_params_by_clip_length():
+    short, mid, long = (silence_params_for_duration(d) for d in (1.0, 5.0, 30.0))
+    assert short.min_silence_s >= mid.min_silence_s >= long.min_silence_s
+    assert short.threshold_db <= mid.threshold_db <= long.threshold_db
+    wave, _, gap = _tone_gap_tone(1.0)
+    assert len(wave) - len(trim_silence_by_length(wave, SR16)) > gap // 2
+
+
+def test_split_on_silence_validates_arguments():
+    wave = sine(440, 0.5, SR16)
+    with pytest.raises(ValueError, match="threshold_db"):
+        split_on_silence(wave, SR16, threshold_db=10)
+    with pytest.raises(ValueError, match="hop_length"):
+        split_on_silence(wave, SR16, hop_length=0)
+
+
+# --- fixed length -------------------------------------------------------------------------------
+SHORT = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+LONG = np.arange(10, dtype=np.float32)
+
+
+@pytest.mark.parametrize("mode, crop, expected", [
+    ("tile", "random", [1, 2, 3, 1, 2, 3, 1, 2]),
+    ("tile", "center", [1, 2, 3, 1, 2, 3, 1, 2]),
+    ("pad", "random", [1, 2, 3, 0, 0, 0, 0, 0]),
+    ("pad", "start", [1, 2, 3, 0, 0, 0, 0, 0]),
+    ("pad", "max_energy", [1, 2, 3, 0, 0, 0, 0, 0]),
+    ("pad", "center", [0, 0, 1, 2, 3, 0, 0, 0]),
+])
+def test_fix_length_short_clips(mode, crop, expected):
+    out = fix_length(SHORT, 8, mode=mode, crop=crop, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(out, expected)
+    assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize("crop, expected", [("start", [0, 1, 2, 3]), ("center", [3, 4, 5, 6])])
+def test_fix_length_long_clips_deterministic_crops(crop, expected):
+    np.testing.assert_array_equal(fix_length(LONG, 4, crop=crop), expected)
+
+
+def test_fix_length_exact_length_is_a_copy():
+    out = fix_length(LONG, 10)
+    np.testing.assert_array_equal(out, LONG)
+    out[0] = 99
+    assert LONG[0] == 0
+
+
+def test_fix_length_random_crop_is_uniform_and_seeded():
+    starts = set()
+    for seed in range(60):
+        out = fix_length(LONG, 8, crop="random", rng=np.random.default_rng(seed))
+        assert np.array_equal(out, fix_length(LONG, 8, crop="random", rng=np.random.default_rng(seed)))
+        start = int(out[0])
+        np.testing.assert_array_equal(out, LONG[start : start + 8])
+        starts.add(start)
+    assert starts == {0, 1, 2}
+
+
+def test_fix_length_max_energy_picks_the_loudest_of_k_windows():
+    wave = np.zeros(100, np.float32)
+    wave[60:80] = 1.0
+    for seed in range(20):
+        candidates = np.random.default_rng(seed).integers(0, 81, size=3)  # same draws as fix_length
+        energies = [np.sum(wave[s : s + 20] ** 2) for s in candidates]
+        expected = wave[candidates[int(np.argmax(energies))] :][:20]
+        out = fix_length(wave, 20, crop="max_energy", k=3, rng=np.random.default_rng(seed))
+        np.testing.assert_array_equal(out, expected)
+    # With many candidates the loud block is found exactly.
+    out = fix_length(wave, 20, crop="max_energy", k=500, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(out, np.ones(20))
+
+
+def test_fix_length_multichannel_along_axis_0():
+    stereo = np.stack([SHORT, -SHORT], axis=1)
+    out = fix_length(stereo, 5, mode="tile")
+    np.testing.assert_array_equal(out[:, 0], [1, 2, 3, 1, 2])
+    assert fix_length(stereo, 6, mode="pad", crop="center").shape == (6, 2)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"n_samples": 0}, "n_samples"), ({"n_samples": 2.5}, "n_samples"), ({"mode": "loop"}, "mode"),
+    ({"crop": "end"}, "crop"), ({"k": 0}, "k"), ({"rng": 42}, "rng"),
+])
+def test_fix_length_validates_arguments(kwargs, name):
+    args = {"n_samples": 4, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        fix_length(LONG, **args)
+    with pytest.raises(ValueError, match="wave"):
+        fix_length(np.zeros(0), 4)
+
+
+# --- writing ------------------------------------------------------------------------------------
+def test_write_audio_round_trip_leaves_no_temp_file(tmp_path):
+    clip = sine(440, 0.25, 16000)
+    path = write_audio(tmp_path / "sub" / "out.wav", clip, 16000)
+    assert path == tmp_path / "sub" / "out.wav"
+    assert os.listdir(tmp_path / "sub") == ["out.wav"]
+    back, sr = load_audio(path)
+    assert sr == 16000
+    np.testing.assert_allclose(back, clip, atol=1 / 2**15)
+    write_audio(tmp_path / "out.flac", clip, 16000)  # format follows the extension
+    assert sf.info(tmp_path / "out.flac").format == "FLAC"
+
+
+def test_write_audio_temp_name_keeps_extension_and_directory(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append((Path(src), Path(dst)))
+        assert sf.info(str(src)).format == "WAV"  # complete before the rename
+        real_replace(src, dst)
+
+    monkeypatch.setattr(audio.os, "replace", spy)
+    write_audio(tmp_path / "clip.wav", sine(440, 0.1, 16000), 16000)
+    (src, dst), = seen
+    assert src.parent == dst.parent == tmp_path
+    assert src.name.startswith(".clip.tmp-") and src.suffix == ".wav"
+
+
+def test_write_audio_failure_keeps_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "clip.xyz"
+    target.write_bytes(b"old")
+    with pytest.raises(Exception):
+        write_audio(target, sine(440, 0.1, 16000), 16000)  # unknown format
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["clip.xyz"]
