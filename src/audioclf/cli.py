@@ -1,0 +1,177 @@
+"""Command line: argument parsing and printing only; every command calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from .errors import AudioclfError
+
+# soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _split_positionals(values: list[str]) -> tuple[str | None, list[str]]:
+    """``train [CONFIG] [key=value ...]``: the first item without '=' is the config file/recipe."""
+    config, overrides = None, []
+    for value in values:
+        if "=" in value:
+            overrides.append(value)
+        elif config is None:
+            config = value
+        else:
+            raise AudioclfError(f"unexpected argument '{value}': expected key=value overrides after the config")
+    return config, overrides
+
+
+def _print_results(run_dir: Path) -> None:
+    from .console import per_group_table, results_table
+    from .runs import RunDir
+
+    summary = RunDir(run_dir).read_summary()
+    out.print(results_table(summary.get("metrics", {}), title=f"Results ({summary.get('task')}, "
+                            f"best epoch {summary.get('best_epoch')})"))
+    group_table = per_group_table(summary.get("metrics", {}).get("test", {}))
+    if group_table is not None:
+        out.print(group_table)
+    skipped = summary.get("skipped", [])
+    if skipped:
+        out.print(f"[yellow]{len(skipped)} file(s) skipped:[/yellow]")
+        for entry in skipped[:20]:
+            out.print(f"  {entry['path']}: {entry['reason']}")
+    out.print(f"run directory: {run_dir}")
+
+
+def _print_predictions(predictions, predictor, top_k: int) -> None:
+    for pred in predictions:
+        if pred.probs is None:
+            out.print(f"{pred.path}: [red]skipped[/red] ({pred.error})")
+            continue
+        ranked = ", ".join(f"{label} {p:.3f}" for label, p in predictor.top_k(pred.probs, top_k))
+        out.print(f"{pred.path}: {ranked}")
+
+
+def cmd_demo(args) -> None:
+    from .console import ConsoleReporter
+    from .demo import demo_test_files, run_demo
+    from .inference import Predictor
+
+    kind = "multi-label" if args.multi_label else "single-label"
+    err.print(f"audioclf demo ({kind}): generating data and training in {args.out}")
+    run_dir = run_demo(args.out, multi_label=args.multi_label, overrides=args.overrides,
+                       reporter=ConsoleReporter(err))
+    _print_results(run_dir)
+    predictor = Predictor.from_run(run_dir)
+    files = demo_test_files(run_dir)
+    out.print("Predictions on a few test files (top 3):")
+    _print_predictions(predictor.predict_files(files), predictor, 3)
+
+
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .console import ConsoleReporter
+    from .experiment import train
+
+    config, overrides = _split_positionals(args.args)
+    if args.data:
+        overrides = [f"data.path={args.data}", *overrides]
+    if args.out:
+        overrides.append(f"out={args.out}")
+    if args.strict:
+        overrides.append("data.strict=true")
+    cfg = load_config(config, overrides)
+    run_dir = train(cfg, resume=args.resume, reporter=ConsoleReporter(err))
+    _print_results(run_dir)
+
+
+def cmd_evaluate(args) -> None:
+    from .console import per_group_table, results_table
+    from .experiment import evaluate_run
+    from .data.store import atomic_write_text
+
+    result = evaluate_run(args.run_dir, data=args.data, split=args.split, strict=args.strict)
+    out.print(results_table({"test": result["metrics"]}, title=f"Evaluation on {result['n_items']} items"))
+    group_table = per_group_table(result["metrics"])
+    if group_table is not None:
+        out.print(group_table)
+    for entry in result["skipped"]:
+        out.print(f"[yellow]skipped[/yellow] {entry['path']}: {entry['reason']}")
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
+
+
+def cmd_predict(args) -> None:
+    from .inference import Predictor, write_predictions_csv
+
+    predictor = Predictor.from_run(args.run_dir)
+    predictions = predictor.predict_files(args.paths, aggregate=args.aggregate)
+    _print_predictions(predictions, predictor, args.top_k)
+    if args.csv:
+        write_predictions_csv(args.csv, predictions, predictor.classes)
+        out.print(f"wrote {args.csv}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audioclf", description="Train, evaluate and deploy audio classifiers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate a synthetic dataset, train, evaluate and predict")
+    demo.add_argument("--out", default="demo_run", help="output folder (data/ and run/) [demo_run]")
+    demo.add_argument("--multi-label", action="store_true", help="mixtures of 1-3 classes per clip")
+    demo.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.epochs=5)")
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train on a folder/CSV or from a config recipe")
+    train.add_argument("args", nargs="*", metavar="[CONFIG] [key=value]",
+                       help="YAML config or bundled recipe name, then overrides such as train.epochs=20")
+    train.add_argument("--data", help="folder with one sub-folder per class, or a CSV (fname,labels[,split,...])")
+    train.add_argument("--out", help="run directory [runs/<time>-<model>]")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a run on its test split or on other data")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", help="folder or CSV to evaluate on (default: the run's test split)")
+    evaluate.add_argument("--split", help="only items of this split (train/val/test)")
+    evaluate.add_argument("--strict", action="store_true")
+    evaluate.add_argument("--json", help="also write the results to this JSON file")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="predict labels for audio files or folders")
+    predict.add_argument("run_dir")
+    predict.add_argument("paths", nargs="+", help="audio files and/or folders")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
+                         help="how windows of a long recording are combined [mean]")
+    predict.add_argument("--csv", help="write all probabilities to this CSV")
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except AudioclfError as exc:
+        if args.verbose:
+            raise
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

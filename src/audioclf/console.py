@@ -1,0 +1,86 @@
+"""Terminal output: progress bars, per-epoch lines and result tables (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+# Metrics shown first in tables, in this order; the rest follow alphabetically.
+_LEADING = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "lwlrap", "mAP", "mAP_per_example",
+            "pSR", "lrap", "micro_f1", "loss")
+
+
+class _Bar:
+    def __init__(self, progress: Progress, task: int):
+        self._progress, self._task = progress, task
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+class ConsoleReporter:
+    """What ``experiment.train`` calls to show progress; quiet=True prints epochs only."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+
+    def bar(self, description: str, total: int) -> _Bar:
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=self.console, transient=True,
+                            disable=self.quiet or not self.console.is_terminal)
+        progress.start()
+        return _Bar(progress, progress.add_task(description, total=total))
+
+    def epoch(self, record: dict[str, Any], monitor: str, improved: bool) -> None:
+        shown = [f"epoch {record['epoch']:>3}", f"train loss {record.get('train/loss', float('nan')):.4f}",
+                 f"val loss {record.get('val/loss', float('nan')):.4f}",
+                 f"val {monitor} {record.get(f'val/{monitor}', float('nan')):.4f}", f"{record['seconds']:.1f}s"]
+        self.console.print("  ".join(shown) + ("  [green]* best[/green]" if improved else ""))
+
+
+def ordered_metric_names(names) -> list[str]:
+    plain = [n for n in names if "/" not in n]
+    return [n for n in _LEADING if n in plain] + sorted(n for n in plain if n not in _LEADING)
+
+
+def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") -> Table:
+    """One row per metric, one column per split (val, test)."""
+    splits = [s for s in ("val", "test") if metrics.get(s)]
+    table = Table(title=title)
+    table.add_column("metric")
+    for split in splits:
+        table.add_column(split, justify="right")
+    names = ordered_metric_names({n for s in splits for n in metrics[s]})
+    for name in names:
+        table.add_row(name, *[_fmt(metrics[s].get(name)) for s in splits])
+    return table
+
+
+def per_group_table(values: dict[str, float], title: str = "Per group (test)") -> Table | None:
+    """Rows group=value, columns metrics, from flat ``per_group/<group>/<value>/<metric>`` keys."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in values.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == "per_group":
+            rows.setdefault(f"{parts[1]}={parts[2]}", {})[parts[3]] = value
+    if not rows:
+        return None
+    metrics = sorted({m for row in rows.values() for m in row})
+    table = Table(title=title)
+    table.add_column("group")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for name in sorted(rows):
+        table.add_row(name, *[_fmt(rows[name].get(m)) for m in metrics])
+    return table
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,155 @@
+"""From a Manifest to batches of fixed-length waveforms.
+
+Decoding and resampling are the expensive part of audio loading, so they happen once per file
+(:func:`decode_manifest`, optionally persisted in a :class:`~audioclf.data.store.FeatureCache`); the
+per-epoch work in :class:`WaveformDataset` is only the cheap fixed-length crop, which keeps DataLoader
+workers optional. Features are computed on the training device by the model's front-end.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import AudioDecodeError
+from .audio import fix_length, load_audio, trim_silence
+from .manifest import Manifest
+from .store import FeatureCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that could not be used, and why (listed in summary.json)."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+def _decode_one(path: str, sample_rate: int, trim: bool) -> np.ndarray:
+    wave, _ = load_audio(path, sample_rate=sample_rate, mono=True)
+    if trim:
+        wave = trim_silence(wave, sample_rate)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def decode_manifest(
+    manifest: Manifest,
+    sample_rate: int,
+    trim: bool = False,
+    strict: bool = False,
+    cache_dir: str | Path | None = None,
+    workers: int = 4,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], list[Skipped]]:
+    """Decode, mix down, resample (and optionally trim) every item once.
+
+    Returns the waveforms by item id and the list of skipped files. A bad file is reported and skipped;
+    with ``strict=True`` the first bad file raises :class:`AudioDecodeError`.
+    """
+    cache = FeatureCache(Path(cache_dir)) if cache_dir else None
+    settings = {"what": "waveform", "sample_rate": sample_rate, "trim": trim, "mono": True}
+
+    def work(item):
+        key = None
+        if cache is not None:
+            try:
+                key = cache.key(item.path, settings)
+            except OSError as exc:
+                return item, None, AudioDecodeError(item.path, f"cannot read file ({exc.strerror})")
+            hit = cache.get(key)
+            if hit is not None:
+                return item, hit, None
+        try:
+            wave = _decode_one(item.path, sample_rate, trim)
+        except AudioDecodeError as exc:
+            return item, None, exc
+        if cache is not None and key is not None:
+            cache.put(key, wave)
+        return item, wave, None
+
+    waves: dict[str, np.ndarray] = {}
+    skipped: list[Skipped] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(work, manifest.items)
+        for item, wave, error in _progress(results, len(manifest), "decoding audio", progress):
+            if error is not None:
+                if strict:
+                    raise error
+                log.warning("skipping %s: %s", error.path, error.reason)
+                skipped.append(Skipped(error.path, error.reason))
+            else:
+                waves[item.id] = wave
+    return waves, skipped
+
+
+def _progress(iterable, total: int, description: str, enabled: bool):
+    if not enabled or total < 50:
+        yield from iterable
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for value in iterable:
+            yield value
+            bar.advance(task)
+
+
+def targets_for(manifest: Manifest, classes: list[str], task: str) -> np.ndarray:
+    """Class indices (single-label) or a multi-hot float matrix (multi-label) in ``classes`` order."""
+    index = {name: i for i, name in enumerate(classes)}
+    if task == "single_label":
+        return np.array([index[item.labels[0]] for item in manifest.items], dtype=np.int64)
+    matrix = np.zeros((len(manifest), len(classes)), dtype=np.float32)
+    for row, item in enumerate(manifest.items):
+        for label in item.labels:
+            matrix[row, index[label]] = 1.0
+    return matrix
+
+
+class WaveformDataset(torch.utils.data.Dataset):
+    """Fixed-length crops of decoded waveforms with their targets.
+
+    The crop for item ``i`` in epoch ``e`` is drawn from ``default_rng([seed, e, i])``: the same seed
+    gives the same batches whatever the number of DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        waves: list[np.ndarray],
+        targets: np.ndarray,
+        n_samples: int,
+        pad_mode: str = "tile",
+        crop: str = "random",
+        seed: int = 0,
+    ):
+        if len(waves) != len(targets):
+            raise ValueError(f"{len(waves)} waveforms but {len(targets)} targets")
+        self.waves = waves
+        self.targets = torch.as_tensor(targets)
+        self.n_samples = n_samples
+        self.pad_mode = pad_mode
+        self.crop = crop
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        wave = fix_length(self.waves[index], self.n_samples, mode=self.pad_mode, crop=self.crop, rng=rng)
+        return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), self.targets[index]

@@ -1,0 +1,466 @@
+"""Train and evaluate from a :class:`~audioclf.config.Config`: the library function behind ``audioclf train``.
+
+Steps: read the manifest -> decode every file once (bad files reported and skipped) -> splits -> infer
+what the config leaves open (sample rate, clip length, task, classes) -> front-end + model -> epochs with
+best/last checkpoints and early stopping -> test evaluation, plots and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .config import Config, config_from_dict
+from .data.audio import audio_info
+from .data.dataset import Skipped, WaveformDataset, decode_manifest, targets_for
+from .data.importers import load_manifest
+from .data.manifest import Manifest
+from .data.splits import assign_splits
+from .errors import AudioDecodeError, ConfigError, DataError
+from .features import FeatureConfig
+from .models.classifier import AudioClassifier
+from .models.registry import create_model, model_input_kind
+from .runs import RunDir, plot_confusion, plot_curves
+from .train.callbacks import EarlyStopping
+from .train.loop import evaluation_loss, predict_loader, supervised_step, train_one_epoch
+from .train.losses import build_loss
+from .train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+# --- reproducibility and devices ----------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """One seed for Python, NumPy and torch (CPU runs with the same seed give the same metrics)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name}: CUDA is not available on this machine (use cpu or auto)")
+    return device
+
+
+# --- what the config may leave open -------------------------------------------------------------
+def infer_sample_rate(paths: list[str]) -> int:
+    """The most common native rate, capped at 22,050 Hz.
+
+    Sound classification rarely needs content above 11 kHz, and a lower rate makes every later step
+    cheaper; data recorded below the cap keeps its own rate (never upsampled).
+    """
+    rates = collections.Counter()
+    for path in paths[:2000]:  # headers only; a sample is enough to find the common rate
+        try:
+            rates[audio_info(path).sample_rate] += 1
+        except AudioDecodeError:
+            continue  # reported (and skipped) by the decoding pass
+    if not rates:
+        raise DataError("no readable audio file found to infer the sample rate from")
+    return min(rates.most_common(1)[0][0], 22050)
+
+
+def infer_clip_seconds(durations: list[float]) -> float:
+    """Median duration, rounded to 0.1 s and kept within 0.5..10 s (long files are cropped/windowed)."""
+    median = float(np.median(durations)) if durations else 1.0
+    return float(min(10.0, max(0.5, round(median, 1))))
+
+
+def default_features(sample_rate: int) -> dict[str, Any]:
+    """Log-mel with a ~32 ms window and 10 ms hop at any rate (64 mels; 40 below 16 kHz)."""
+    n_fft = 2 ** math.ceil(math.log2(0.032 * sample_rate))
+    return {
+        "kind": "logmel",
+        "sample_rate": sample_rate,
+        "n_fft": n_fft,
+        "hop_length": max(1, round(sample_rate / 100)),
+        "n_mels": 64 if sample_rate >= 16000 else 40,
+    }
+
+
+# --- data ---------------------------------------------------------------------------------------
+@dataclass
+class PreparedData:
+    manifest: Manifest  # usable items only, with splits
+    waves: dict[str, np.ndarray]
+    skipped: list[Skipped]
+    sample_rate: int
+    clip_seconds: float
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    def split(self, name: str) -> Manifest:
+        return self.manifest.subset(name)
+
+
+def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool = True) -> PreparedData:
+    data = cfg.data
+    if manifest is None:
+        if not data.path:
+            raise ConfigError("data.path is required: a folder with one sub-folder per class, or a CSV")
+        manifest = load_manifest(data.path, audio_root=data.audio_root)
+    if len(manifest) == 0:
+        raise DataError(f"{data.path}: no audio items found")
+    sample_rate = data.sample_rate or infer_sample_rate([item.path for item in manifest])
+    waves, skipped = decode_manifest(
+        manifest, sample_rate, trim=data.trim_silence, strict=data.strict, cache_dir=data.cache_dir,
+        progress=progress,
+    )
+    bad = {s.path for s in skipped}
+    usable = manifest.filter(lambda item: item.path not in bad)
+    if len(usable) == 0:
+        raise DataError(f"{data.path}: none of the {len(manifest)} files could be decoded")
+    usable = assign_splits(
+        usable, method=data.split, fractions=tuple(data.fractions), group=data.group,
+        heldout=data.heldout, seed=cfg.seed,
+    )
+    clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
+    return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+
+
+def make_dataset(prepared: PreparedData, split: str, classes: list[str], task: str, cfg: Config, train: bool):
+    subset = prepared.split(split)
+    targets = targets_for(subset, classes, task)
+    waves = [prepared.waves[item.id] for item in subset]
+    crop = cfg.data.train_crop if train else cfg.data.eval_crop
+    return WaveformDataset(waves, targets, prepared.n_samples, cfg.data.pad_mode, crop, seed=cfg.seed)
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A fresh permutation per epoch from (seed, epoch): resuming at epoch e gives the same order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+def make_loader(dataset, batch_size: int, workers: int, sampler=None, device=None):
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+        pin_memory=device is not None and device.type == "cuda", drop_last=False,
+    )
+
+
+# --- model --------------------------------------------------------------------------------------
+def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: int) -> AudioClassifier:
+    model_args = dict(cfg.model)
+    name = model_args.pop("name", None) or "small_cnn"
+    kind = model_input_kind(name)
+    if kind == "waveform":
+        backbone = create_model(name, n_classes=n_classes, input_shape=(n_samples,), **model_args)
+        return AudioClassifier(backbone, None)
+    if kind != "features":
+        raise ConfigError(f"model.name={name} takes '{kind}' input; audio training needs a features or waveform model")
+    feature_cfg = FeatureConfig.from_dict({**default_features(sample_rate), **cfg.features, "sample_rate": sample_rate})
+    from .features import FrontEnd
+
+    input_shape = tuple(FrontEnd(feature_cfg).output_shape(n_samples))
+    backbone = create_model(name, n_classes=n_classes, input_shape=input_shape, **model_args)
+    return AudioClassifier(backbone, feature_cfg)
+
+
+@torch.no_grad()
+def fit_standardizer(model: AudioClassifier, dataset, device: torch.device, max_items: int = 2000) -> None:
+    """Per-band mean/std of the training features (centre crops, up to ``max_items`` clips)."""
+    if model.frontend is None:
+        return
+    n = min(len(dataset), max_items)
+    total = total_sq = None
+    count = 0
+    for start in range(0, n, 64):
+        wave = torch.stack([dataset[i][0] for i in range(start, min(n, start + 64))]).to(device)
+        feats = model.frontend(wave).double()  # (B, 1, F, T)
+        s, sq = feats.sum(dim=(0, 1, 3)), (feats**2).sum(dim=(0, 1, 3))
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += feats.shape[0] * feats.shape[1] * feats.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-3)
+    model.standardize.mean.copy_(mean.float().view_as(model.standardize.mean))
+    model.standardize.std.copy_(std.float().view_as(model.standardize.std))
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    params = list(model.parameters())
+    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+def evaluate_split(model, dataset, subset: Manifest, task: str, classes: list[str], device, batch_size: int, amp: bool):
+    """Metrics (incl. loss and per-group results) and raw outputs for one split."""
+    loader = make_loader(dataset, batch_size, 0)
+    probs, targets = predict_loader(model, loader, task, device, amp)
+    if len(probs) == 0:
+        return {}, probs, targets
+    groups = {name: subset.group_values(name) for name in subset.group_names} or None
+    values = M.compute_metrics(task, targets, probs, groups=groups, class_names=classes)
+    values["loss"] = evaluation_loss(task, probs, targets)
+    return values, probs, targets
+
+
+# --- the run ------------------------------------------------------------------------------------
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{cfg.model.get('name', 'model')}"
+
+
+def train(
+    cfg: Config,
+    resume: bool = False,
+    manifest: Manifest | None = None,
+    reporter: Any = None,
+) -> Path:
+    """Train, evaluate on the test split and write the run directory; returns its path.
+
+    ``reporter`` (optional) receives progress: ``reporter.epoch(record)`` and ``reporter.bar(...)``;
+    the CLI passes a rich console reporter, notebooks can pass nothing.
+    """
+    run = RunDir(cfg.out or default_run_dir(cfg))
+    start_epoch, checkpoint = 1, None
+    if resume:
+        if not run.checkpoint("last").exists():
+            raise ConfigError(f"--resume: {run.root} has no checkpoints/last.pt to continue from")
+        checkpoint = run.load_checkpoint("last")
+        # The run's own config, with what the user changed now (e.g. more epochs) on top.
+        saved = run.read_config()
+        cfg = config_from_dict(_merge(saved, _explicit(cfg)))
+        manifest = Manifest.from_csv(run.manifest)
+        start_epoch = checkpoint["epoch"] + 1
+    seed_everything(cfg.seed)
+    prepared = prepare_data(cfg, manifest, progress=reporter is not None)
+    task, classes = prepared.manifest.task, list(prepared.manifest.classes)
+    if checkpoint is not None:
+        task, classes = checkpoint["task"], checkpoint["classes"]
+    train_set = prepared.split("train")
+    if len(train_set) == 0:
+        raise DataError("the train split is empty (check the split column or data.fractions)")
+    if len(prepared.split("val")) == 0:
+        raise DataError("the validation split is empty (add val rows or set data.split)")
+
+    device = resolve_device(cfg.train.device)
+    amp = cfg.train.amp if cfg.train.amp is not None else device.type == "cuda"
+    model = build_classifier(cfg, len(classes), prepared.sample_rate, prepared.n_samples).to(device)
+    datasets = {s: make_dataset(prepared, s, classes, task, cfg, train=(s == "train")) for s in SPLITS}
+    eval_train = make_dataset(prepared, "train", classes, task, cfg, train=False)
+    monitor = cfg.train.monitor or M.primary_metric(task)
+
+    optimizer = build_optimizer(
+        model.parameters(), name=cfg.train.optimizer, lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum,
+    )
+    scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, epochs=cfg.train.epochs, monitor=monitor,
+                                **cfg.train.scheduler_args)
+    stopper = EarlyStopping(monitor, patience=cfg.train.patience, min_delta=cfg.train.min_delta)
+    scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported() else None
+    step = supervised_step(build_loss(task, label_smoothing=cfg.train.label_smoothing))
+
+    resolved = cfg.to_dict()
+    resolved["data"]["sample_rate"] = prepared.sample_rate
+    resolved["data"]["clip_seconds"] = prepared.clip_seconds
+    resolved["features"] = model.feature_config.to_dict() if model.feature_config else {}
+    resolved["train"]["monitor"] = monitor
+    resolved["out"] = str(run.root)
+
+    if checkpoint is None:
+        fit_standardizer(model, eval_train, device)
+        run.create()
+        run.write_config(resolved)
+        prepared.manifest.to_csv(run.manifest)
+        if run.metrics.exists():
+            run.metrics.unlink()  # a fresh run in an existing directory starts a fresh log
+    else:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        stopper.load_state_dict(checkpoint["early_stopping"])
+        run.truncate_metrics(checkpoint["epoch"])
+        run.write_config(resolved)
+
+    sampler = EpochShuffle(len(datasets["train"]), cfg.seed)
+    train_loader = make_loader(datasets["train"], cfg.train.batch_size, cfg.train.num_workers, sampler, device)
+    base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved,
+                  "sample_rate": prepared.sample_rate, "clip_samples": prepared.n_samples}
+    complexity = count_parameters(model)
+    if checkpoint is not None:
+        set_rng_state(checkpoint["rng"])  # dropout etc. continue exactly where the run stopped
+
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        if stopper.should_stop:
+            break
+        sampler.set_epoch(epoch)
+        datasets["train"].set_epoch(epoch)
+        started = time.perf_counter()
+        bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", len(datasets["train"])) if reporter else None
+        train_values = train_one_epoch(
+            model, train_loader, step, optimizer, device, amp=amp, scaler=scaler,
+            grad_clip=cfg.train.grad_clip, progress=bar.advance if bar else None,
+        )
+        if bar:
+            bar.close()
+        val_values, _, _ = evaluate_split(
+            model, datasets["val"], prepared.split("val"), task, classes, device, cfg.train.batch_size, amp
+        )
+        if monitor not in val_values:
+            raise ConfigError(f"train.monitor={monitor}: not a validation metric; available: {', '.join(sorted(k for k in val_values if '/' not in k))}")
+        improved = stopper.update(val_values[monitor])
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(val_values[monitor])
+        record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
+                  **{f"train/{k}": v for k, v in train_values.items()},
+                  **{f"val/{k}": v for k, v in val_values.items()}}
+        run.append_metrics(record)
+        state = {**base_state, "epoch": epoch, "model": model.state_dict(), "val": val_values}
+        if improved:
+            run.save_checkpoint("best", state)
+        run.save_checkpoint("last", {**state, "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                                     "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict()})
+        if reporter:
+            reporter.epoch(record, monitor, improved)
+
+    return finalize_run(run, prepared, monitor, complexity, device, amp, cfg.train.batch_size, reporter)
+
+
+def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, device, amp, batch_size, reporter=None) -> Path:
+    """Evaluate the best checkpoint on val and test, write plots and summary.json."""
+    best = run.load_checkpoint("best")
+    model = AudioClassifier.from_spec(best["spec"]).to(device)
+    model.load_state_dict(best["model"])
+    task, classes = best["task"], best["classes"]
+    cfg = config_from_dict(best["config"])
+    results: dict[str, dict[str, float]] = {}
+    for split in ("val", "test"):
+        subset = prepared.split(split)
+        if len(subset) == 0:
+            continue
+        dataset = make_dataset(prepared, split, classes, task, cfg, train=False)
+        values, probs, targets = evaluate_split(model, dataset, subset, task, classes, device, batch_size, amp)
+        results[split] = values
+        if task == "single_label":
+            matrix = M.confusion_matrix(targets, probs.argmax(1), len(classes))
+            plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
+            results[split + "_confusion"] = matrix.tolist()
+    plot_curves(run.read_metrics(), run.plots, monitor)
+    summary = {
+        "task": task,
+        "classes": classes,
+        "metrics": {s: results[s] for s in ("val", "test") if s in results},
+        "confusion": {s: results[f"{s}_confusion"] for s in ("val", "test") if f"{s}_confusion" in results},
+        "monitor": monitor,
+        "best_epoch": best["epoch"],
+        "skipped": [s.to_dict() for s in prepared.skipped],
+        "counts": {s: len(prepared.split(s)) for s in SPLITS},
+        "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},
+        "sample_rate": prepared.sample_rate,
+        "clip_seconds": prepared.clip_seconds,
+    }
+    run.write_summary(summary)
+    return run.root
+
+
+def _explicit(cfg: Config) -> dict[str, Any]:
+    """The values of ``cfg`` that differ from the defaults (what the user actually set)."""
+    default = Config().to_dict()
+
+    def diff(a, b):
+        out = {}
+        for key, value in a.items():
+            if isinstance(value, dict) and isinstance(b.get(key), dict) and key not in ("model", "features"):
+                sub = diff(value, b[key])
+                if sub:
+                    out[key] = sub
+            elif value != b.get(key):
+                out[key] = value
+        return out
+
+    return diff(cfg.to_dict(), default)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _merge(merged.get(key, {}), value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None = None,
+                 which: str = "best", strict: bool = False, device: str = "auto") -> dict[str, Any]:
+    """Evaluate a trained run: on its own test split, or on every item of ``data`` (folder or CSV).
+
+    Uses the same decoding and eval crop as training, so evaluating a run on its own test split gives
+    the test metrics in its summary.json. Labels in ``data`` must be among the run's classes.
+    """
+    run = RunDir(run_dir).require()
+    state = run.load_checkpoint(which)
+    cfg = config_from_dict(state["config"])
+    classes, task = state["classes"], state["task"]
+    if data is None:
+        manifest = Manifest.from_csv(run.manifest)
+        split = split or "test"
+    else:
+        manifest = load_manifest(data, classes=classes)
+    cfg.data.strict = strict
+    cfg.data.split = "given"
+    if split is not None:
+        manifest = manifest.filter(lambda item: item.split == split)
+    # Everything in the chosen set is evaluated: mark it as "test" for the shared machinery.
+    manifest = Manifest([dataclassed(item, "test") for item in manifest], classes=classes, task=task)
+    prepared = prepare_data(cfg, manifest, progress=False)
+    torch_device = resolve_device(device)
+    model = AudioClassifier.from_spec(state["spec"]).to(torch_device)
+    model.load_state_dict(state["model"])
+    dataset = make_dataset(prepared, "test", classes, task, cfg, train=False)
+    values, probs, targets = evaluate_split(model, dataset, prepared.split("test"), task, classes,
+                                            torch_device, cfg.train.batch_size, amp=False)
+    result = {"task": task, "classes": classes, "n_items": len(prepared.split("test")), "metrics": values,
+              "skipped": [s.to_dict() for s in prepared.skipped]}
+    if task == "single_label" and len(probs):
+        result["confusion"] = M.confusion_matrix(targets, probs.argmax(1), len(classes)).tolist()
+    return result
+
+
+def dataclassed(item, split: str):
+    return dataclasses.replace(item, split=split)

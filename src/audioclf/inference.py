@@ -1,0 +1,121 @@
+"""Prediction from a run directory on files, folders and long recordings.
+
+A recording longer than the training clip is cut into clip-length windows with 50 % overlap (the last one
+aligned to the end, so no audio is ignored) and the window probabilities are aggregated (mean by default,
+``max`` is the usual choice for "is this sound anywhere in the file" tagging).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.audio import fix_length, load_audio
+from .data.importers.folder import AUDIO_EXTENSIONS
+from .data.store import atomic_write_text
+from .errors import AudioDecodeError, ConfigError, DataError
+from .models.classifier import AudioClassifier
+from .runs import RunDir
+from .train.losses import probabilities
+
+
+@dataclass
+class Prediction:
+    path: str
+    probs: np.ndarray | None  # (C,) or None when the file could not be read
+    error: str | None = None
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Window starts covering the whole signal; the last window ends exactly at the end."""
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+class Predictor:
+    def __init__(self, model: AudioClassifier, classes: list[str], task: str, sample_rate: int,
+                 clip_samples: int, pad_mode: str = "tile", device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.classes, self.task = list(classes), task
+        self.sample_rate, self.clip_samples, self.pad_mode = sample_rate, clip_samples, pad_mode
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> "Predictor":
+        state = RunDir(run_dir).require().load_checkpoint(which)
+        model = AudioClassifier.from_spec(state["spec"])
+        model.load_state_dict(state["model"])
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        pad_mode = state.get("config", {}).get("data", {}).get("pad_mode", "tile")
+        return cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
+                   pad_mode, device)
+
+    @torch.no_grad()
+    def predict_wave(self, wave: np.ndarray, aggregate: str = "mean", batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for one mono waveform at ``self.sample_rate``."""
+        if aggregate not in ("mean", "max"):
+            raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
+        if len(wave) <= self.clip_samples:
+            windows = [fix_length(wave, self.clip_samples, mode=self.pad_mode, crop="center")]
+        else:
+            starts = window_starts(len(wave), self.clip_samples, self.clip_samples // 2)
+            windows = [wave[s : s + self.clip_samples] for s in starts]
+        batch = torch.from_numpy(np.stack(windows).astype(np.float32))
+        probs = torch.cat([
+            probabilities(self.task, self.model(chunk.to(self.device)).float()).cpu()
+            for chunk in batch.split(batch_size)
+        ]).numpy()
+        return probs.mean(0) if aggregate == "mean" else probs.max(0)
+
+    def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
+        results = []
+        for path in expand_paths(paths):
+            try:
+                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True)
+            except AudioDecodeError as exc:
+                results.append(Prediction(str(path), None, exc.reason))
+                continue
+            results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
+        return results
+
+    def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-probs)[:k]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+
+def expand_paths(paths: list[str | Path]) -> list[Path]:
+    """Files as given; folders expanded (recursively, sorted) to the audio files inside."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")))
+        else:
+            out.append(path)  # a missing file is reported per file by predict_files
+    if not out:
+        raise DataError(f"no audio files found in {', '.join(map(str, paths))}")
+    return out
+
+
+def write_predictions_csv(path: str | Path, predictions: list[Prediction], classes: list[str]) -> None:
+    """One row per file: path, top label, one probability column per class; unreadable files have an error."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "prediction", *classes, "error"])
+    for pred in predictions:
+        if pred.probs is None:
+            writer.writerow([pred.path, "", *[""] * len(classes), pred.error])
+        else:
+            writer.writerow([pred.path, classes[int(np.argmax(pred.probs))],
+                             *[f"{p:.6f}" for p in pred.probs], ""])
+    atomic_write_text(Path(path), buffer.getvalue())

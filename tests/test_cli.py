@@ -1,0 +1,87 @@
+"""The CLI as a user meets it: exit codes, one-line errors, predict output."""
+
+import csv
+
+import pytest
+
+from audioclf.cli import main
+from audioclf.data.synth.demo import make_demo_dataset
+from audioclf.inference import window_starts
+
+TINY = ["train.epochs=1", "train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32",
+        "features.n_fft=512", "features.hop_length=320"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = make_demo_dataset(root / "data", n_per_class=8, seconds=1.0, seed=3)
+    assert main(["train", "--data", str(data), "--out", str(root / "run"), *TINY]) == 0
+    return root / "run", data
+
+
+def test_train_then_predict_prints_top_k_and_writes_csv(cli_run, capsys, tmp_path):
+    run, data = cli_run
+    files = sorted(data.rglob("*.wav"))[:3]
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", str(run), *map(str, files), "--top-k", "2", "--csv", str(out_csv)]) == 0
+    printed = capsys.readouterr().out
+    for path in files:
+        assert path.name in printed
+    with open(out_csv) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    for row in rows:
+        probs = [float(v) for k, v in row.items() if k not in ("path", "prediction", "error")]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert row["prediction"] in row
+
+
+def test_predict_reports_an_unreadable_file_and_goes_on(cli_run, capsys, tmp_path):
+    run, data = cli_run
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    good = sorted(data.rglob("*.wav"))[0]
+    assert main(["predict", str(run), str(bad), str(good)]) == 0
+    printed = capsys.readouterr().out
+    assert "bad.wav: skipped" in printed and good.name in printed
+
+
+def test_predict_long_recording_uses_windows(cli_run, tmp_path):
+    import numpy as np
+
+    from audioclf.data.audio import load_audio, write_audio
+    from audioclf.inference import Predictor
+
+    run, data = cli_run
+    clip, sr = load_audio(sorted(data.rglob("*.wav"))[0])
+    long_path = tmp_path / "long.wav"
+    write_audio(long_path, np.tile(clip, 7), sr)
+    predictor = Predictor.from_run(run)
+    probs = predictor.predict_files([long_path])[0].probs
+    assert probs.shape == (len(predictor.classes),) and probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_evaluate_command(cli_run, capsys, tmp_path):
+    run, _ = cli_run
+    assert main(["evaluate", str(run), "--json", str(tmp_path / "e.json")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert (tmp_path / "e.json").exists()
+
+
+def test_errors_are_one_line_with_exit_code_2(cli_run, capsys, tmp_path):
+    run, data = cli_run
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "x"), "train.epoch=3"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "train.epoch" in message and "epochs" in message and "Traceback" not in message
+    assert len(message.splitlines()) == 1
+    assert main(["predict", str(tmp_path / "no_run"), "x.wav"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "y"), "model.name=resnet9000"]) == 2
+    assert "resnet9000" in capsys.readouterr().err
+
+
+def test_window_starts_cover_the_signal():
+    assert window_starts(100, 100, 50) == [0]
+    assert window_starts(250, 100, 50) == [0, 50, 100, 150]
+    assert window_starts(260, 100, 50) == [0, 50, 100, 150, 160]

@@ -1,0 +1,156 @@
+"""End-to-end runs on tiny generated data: run directory contents, skips, seeds, resume, evaluate."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from audioclf.config import load_config
+from audioclf.data.synth.demo import make_demo_dataset
+from audioclf.errors import AudioDecodeError, ConfigError, DataError
+from audioclf.experiment import evaluate_run, train
+from audioclf.runs import RunDir
+
+TINY = ["train.epochs=2", "train.batch_size=16", "data.clip_seconds=1.0", "data.sample_rate=16000",
+        "features.n_mels=32", "features.n_fft=512", "features.hop_length=320", "model.name=small_cnn"]
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n_per_class=10, seconds=1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained_run(folder_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    return train(load_config(None, [f"data.path={folder_data}", f"out={out}", *TINY]))
+
+
+def test_run_directory_holds_everything(trained_run):
+    run = RunDir(trained_run)
+    for path in (run.config, run.manifest, run.metrics, run.summary, run.checkpoint("best"), run.checkpoint("last"),
+                 run.plots / "loss.png", run.plots / "metrics.png", run.plots / "confusion_test.png"):
+        assert path.exists() and path.stat().st_size > 0, path
+    summary = run.read_summary()
+    assert summary["task"] == "single_label"
+    assert len(summary["classes"]) >= 8
+    for split in ("val", "test"):
+        for name in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss"):
+            assert 0.0 <= summary["metrics"][split][name] < np.inf
+    assert summary["skipped"] == []
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    # The resolved config records what was inferred, so the run can be re-created from it.
+    assert run.read_config()["data"]["sample_rate"] == 16000
+    assert not list(run.root.rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_same_seed_gives_identical_metrics(folder_data, trained_run, tmp_path):
+    again = train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'again'}", *TINY]))
+    first, second = RunDir(trained_run).read_metrics(), RunDir(again).read_metrics()
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(first) == strip(second)
+    assert RunDir(trained_run).read_summary()["metrics"] == RunDir(again).read_summary()["metrics"]
+
+
+def test_evaluate_reproduces_the_summary_test_metrics(trained_run):
+    result = evaluate_run(trained_run)
+    expected = RunDir(trained_run).read_summary()["metrics"]["test"]
+    assert result["n_items"] == RunDir(trained_run).read_summary()["counts"]["test"]
+    for name in ("accuracy", "log_loss"):
+        assert result["metrics"][name] == pytest.approx(expected[name], abs=1e-6)
+
+
+def test_bad_files_are_reported_and_skipped(folder_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(folder_data, data)
+    cls = sorted(p.name for p in data.iterdir())[0]
+    (data / cls / "empty.wav").write_bytes(b"")
+    (data / cls / "notes.wav").write_text("this is not audio\n" * 20)
+    good = sorted((data / cls).glob("*.wav"))[0].read_bytes()
+    (data / cls / "corrupt.wav").write_bytes(good[:44] + bytes(range(256)) * 3)  # header ok, wrong size/data
+    (data / cls / "truncated.wav").write_bytes(good[:30])
+    run = train(load_config(None, [f"data.path={data}", f"out={tmp_path / 'run'}", *TINY, "train.epochs=1"]))
+    skipped = {e["path"].rsplit("/", 1)[-1]: e["reason"] for e in RunDir(run).read_summary()["skipped"]}
+    assert {"empty.wav", "notes.wav", "truncated.wav"} <= set(skipped)
+    assert all(reason for reason in skipped.values())
+    manifest_text = RunDir(run).manifest.read_text()
+    for name in skipped:
+        assert name not in manifest_text
+    with pytest.raises(AudioDecodeError, match=r"(empty|notes|truncated|corrupt)\.wav"):
+        train(load_config(None, [f"data.path={data}", f"out={tmp_path / 'strict'}", *TINY, "data.strict=true"]))
+
+
+def test_csv_with_split_column_is_respected(folder_data, tmp_path):
+    rows = []
+    for i, path in enumerate(sorted(folder_data.rglob("*.wav"))):
+        rows.append({"fname": str(path.relative_to(folder_data)), "labels": path.parent.name,
+                     "split": ("train", "train", "validation", "test")[i % 4], "speaker": f"s{i % 3}"})
+    csv_path = folder_data / "labels.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    try:
+        run = train(load_config(None, [f"data.path={csv_path}", f"out={tmp_path / 'run'}", *TINY, "train.epochs=1"]))
+    finally:
+        csv_path.unlink()
+    with open(RunDir(run).manifest) as handle:
+        used = {r["id"] if "id" in r else r["path"]: r for r in csv.DictReader(handle)}
+    splits = [r["split"] for r in used.values()]
+    assert splits.count("test") == sum(1 for r in rows if r["split"] == "test")
+    assert splits.count("val") == sum(1 for r in rows if r["split"] == "validation")
+    summary = RunDir(run).read_summary()
+    # The extra column is a group column: per-group test metrics are reported.
+    assert any(k.startswith("per_group/speaker/") for k in summary["metrics"]["test"])
+
+
+def test_multi_label_csv_trains_with_multilabel_metrics(tmp_path):
+    csv_path = make_demo_dataset(tmp_path / "ml", n_per_class=6, seconds=1.0, multi_label=True, seed=2)
+    run = train(load_config(None, [f"data.path={csv_path}", f"out={tmp_path / 'run'}", *TINY, "train.epochs=1"]))
+    summary = RunDir(run).read_summary()
+    assert summary["task"] == "multi_label"
+    for name in ("lwlrap", "mAP", "pSR"):
+        assert 0.0 <= summary["metrics"]["test"][name] <= 1.0
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(folder_data, trained_run, tmp_path, monkeypatch):
+    import audioclf.experiment as experiment
+
+    original, calls = experiment.train_one_epoch, {"n": 0}
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_one_epoch", crash_on_second_epoch)
+    out = tmp_path / "run"
+    cfg = load_config(None, [f"data.path={folder_data}", f"out={out}", *TINY])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert [r["epoch"] for r in RunDir(out).read_metrics()] == [1]
+    monkeypatch.setattr(experiment, "train_one_epoch", original)
+    train(load_config(None, [f"out={out}"]), resume=True)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(RunDir(out).read_metrics()) == strip(RunDir(trained_run).read_metrics())
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoints/last.pt"):
+        train(load_config(None, [f"out={tmp_path}"]), resume=True)
+
+
+def test_missing_data_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.path is required"):
+        train(load_config(None, [f"out={tmp_path}"]))
+    with pytest.raises(DataError):
+        train(load_config(None, [f"data.path={tmp_path / 'nowhere'}", f"out={tmp_path}"]))
+
+
+def test_summary_is_valid_json_without_nan(trained_run):
+    text = (trained_run / "summary.json").read_text()
+    assert "NaN" not in text
+    json.loads(text)
