@@ -85,3 +85,14 @@ def test_window_starts_cover_the_signal():
     assert window_starts(100, 100, 50) == [0]
     assert window_starts(250, 100, 50) == [0, 50, 100, 150]
     assert window_starts(260, 100, 50) == [0, 50, 100, 150, 160]
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_demo_command_ends_with_results_and_predictions(tmp_path, capsys, multi_label):
+    args = ["demo", "--out", str(tmp_path), "--clips-per-class", "12", "train.epochs=1"]
+    assert main(args + (["--multi-label"] if multi_label else [])) == 0
+    printed = capsys.readouterr().out
+    assert ("lwlrap" if multi_label else "accuracy") in printed
+    assert "Predictions on a few test files" in printed and "(true: " in printed
+    for name in ("summary.json", "metrics.jsonl", "config.yaml", "manifest.csv", "checkpoints/best.pt"):
+        assert (tmp_path / "run" / name).exists()

@@ -154,3 +154,21 @@ def test_summary_is_valid_json_without_nan(trained_run):
     text = (trained_run / "summary.json").read_text()
     assert "NaN" not in text
     json.loads(text)
+
+
+def test_zero_config_infers_rate_and_clip_length_from_the_files(tmp_path):
+    """44.1 kHz stereo files of varied length: rate capped at 22.05 kHz, clip = median duration."""
+    from audioclf.data.audio import write_audio
+    from audioclf.data.synth.demo import DEMO_CLASSES, synthesize_event
+
+    rng = np.random.default_rng(0)
+    for cls in DEMO_CLASSES[:3]:
+        for i, seconds in enumerate([0.6, 1.2, 1.5, 1.5, 1.8, 2.4]):
+            mono = synthesize_event(cls, 44100, int(seconds * 44100), rng) * 0.3
+            write_audio(tmp_path / "data" / cls / f"{i}.wav", np.stack([mono, 0.5 * mono], axis=1), 44100)
+    run = train(load_config(None, [f"data.path={tmp_path / 'data'}", f"out={tmp_path / 'run'}", "train.epochs=1"]))
+    config = RunDir(run).read_config()
+    assert config["data"]["sample_rate"] == 22050
+    assert config["data"]["clip_seconds"] == 1.5
+    assert config["features"]["n_fft"] == 1024 and config["features"]["hop_length"] == 220
+    assert RunDir(run).read_summary()["counts"]["train"] >= 12

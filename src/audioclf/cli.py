@@ -48,13 +48,14 @@ def _print_results(run_dir: Path) -> None:
     out.print(f"run directory: {run_dir}")
 
 
-def _print_predictions(predictions, predictor, top_k: int) -> None:
-    for pred in predictions:
+def _print_predictions(predictions, predictor, top_k: int, truth=None) -> None:
+    for i, pred in enumerate(predictions):
         if pred.probs is None:
             out.print(f"{pred.path}: [red]skipped[/red] ({pred.error})")
             continue
         ranked = ", ".join(f"{label} {p:.3f}" for label, p in predictor.top_k(pred.probs, top_k))
-        out.print(f"{pred.path}: {ranked}")
+        known = f"  (true: {', '.join(truth[i])})" if truth is not None else ""
+        out.print(f"{pred.path}: {ranked}{known}")
 
 
 def cmd_demo(args) -> None:
@@ -64,13 +65,15 @@ def cmd_demo(args) -> None:
 
     kind = "multi-label" if args.multi_label else "single-label"
     err.print(f"audioclf demo ({kind}): generating data and training in {args.out}")
-    run_dir = run_demo(args.out, multi_label=args.multi_label, overrides=args.overrides,
+    run_dir = run_demo(args.out, multi_label=args.multi_label, n_per_class=args.clips_per_class,
+                       overrides=args.overrides,
                        reporter=ConsoleReporter(err))
     _print_results(run_dir)
     predictor = Predictor.from_run(run_dir)
-    files = demo_test_files(run_dir)
+    picked = demo_test_files(run_dir)
     out.print("Predictions on a few test files (top 3):")
-    _print_predictions(predictor.predict_files(files), predictor, 3)
+    _print_predictions(predictor.predict_files([path for path, _ in picked]), predictor, 3,
+                       truth=[labels for _, labels in picked])
 
 
 def cmd_train(args) -> None:
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate a synthetic dataset, train, evaluate and predict")
     demo.add_argument("--out", default="demo_run", help="output folder (data/ and run/) [demo_run]")
     demo.add_argument("--multi-label", action="store_true", help="mixtures of 1-3 classes per clip")
+    demo.add_argument("--clips-per-class", type=int, default=100, help="generated clips per class [100]")
     demo.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.epochs=5)")
     demo.set_defaults(func=cmd_demo)
 

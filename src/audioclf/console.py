@@ -58,6 +58,8 @@ def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") 
     for split in splits:
         table.add_column(split, justify="right")
     names = ordered_metric_names({n for s in splits for n in metrics[s]})
+    if "log_loss" in names:  # for single-label, "loss" is the same number again
+        names.remove("loss")
     for name in names:
         table.add_row(name, *[_fmt(metrics[s].get(name)) for s in splits])
     return table

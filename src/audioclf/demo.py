@@ -10,7 +10,7 @@ from .data.synth.demo import make_demo_dataset
 from .experiment import train
 
 
-def run_demo(out: str | Path = "demo_run", multi_label: bool = False, n_per_class: int = 50,
+def run_demo(out: str | Path = "demo_run", multi_label: bool = False, n_per_class: int = 100,
              overrides: list[str] | None = None, reporter=None) -> Path:
     """Write ``out/data`` (generated audio) and ``out/run`` (the trained run); returns the run dir."""
     out = Path(out)
@@ -20,14 +20,14 @@ def run_demo(out: str | Path = "demo_run", multi_label: bool = False, n_per_clas
     return train(cfg, reporter=reporter)
 
 
-def demo_test_files(run_dir: Path, n: int = 4) -> list[str]:
-    """A few files from the run's test split (one per class where possible) to show predictions."""
+def demo_test_files(run_dir: Path, n: int = 4) -> list[tuple[str, tuple[str, ...]]]:
+    """A few (path, true labels) from the run's test split, one per class where possible."""
     manifest = Manifest.from_csv(Path(run_dir) / "manifest.csv").subset("test")
     picked, seen = [], set()
     for item in manifest:
         if item.labels and item.labels[0] not in seen:
             seen.add(item.labels[0])
-            picked.append(item.path)
+            picked.append((item.path, item.labels))
         if len(picked) == n:
             break
     return picked

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import AudioDecodeError
-from .audio import fix_length, load_audio, trim_silence
+from .audio import fix_length, load_audio, trim_silence_by_length
 from .manifest import Manifest
 from .store import FeatureCache
 
@@ -38,7 +38,7 @@ class Skipped:
 def _decode_one(path: str, sample_rate: int, trim: bool) -> np.ndarray:
     wave, _ = load_audio(path, sample_rate=sample_rate, mono=True)
     if trim:
-        wave = trim_silence(wave, sample_rate)
+        wave = trim_silence_by_length(wave, sample_rate)  # MISSION S1 §3: parameters by clip length
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
