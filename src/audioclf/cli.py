@@ -89,6 +89,14 @@ def cmd_train(args) -> None:
     if args.strict:
         overrides.append("data.strict=true")
     cfg = load_config(config, overrides)
+    if cfg.cv is not None:
+        from .console import cv_table
+        from .cv import cross_validate
+
+        root = cross_validate(cfg, reporter=ConsoleReporter(err))
+        out.print(cv_table(json.loads((root / "cv_summary.json").read_text())))
+        out.print(f"runs: {root}/fold_*")
+        return
     run_dir = train(cfg, resume=args.resume, reporter=ConsoleReporter(err))
     _print_results(run_dir)
 

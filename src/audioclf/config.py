@@ -60,6 +60,7 @@ class TrainConfig:
 class Config:
     seed: int = 0
     out: str | None = None  # run directory (default runs/<timestamp>-<model>)
+    cv: int | str | None = None  # cross-validation: "folds" (the fold column) or a number of folds
     data: DataConfig = field(default_factory=DataConfig)
     features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields
     model: dict[str, Any] = field(default_factory=lambda: {"name": "small_cnn"})

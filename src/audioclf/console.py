@@ -86,3 +86,18 @@ def per_group_table(values: dict[str, float], title: str = "Per group (test)") -
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def cv_table(cv_summary: dict[str, Any]) -> Table:
+    """Test metrics over folds: mean ± std and each fold's value."""
+    folds = cv_summary["folds"]
+    table = Table(title=f"Cross-validation ({len(folds)} folds, test split of each)")
+    table.add_column("metric")
+    table.add_column("mean ± std", justify="right")
+    for fold in folds:
+        table.add_column(f"fold {fold}", justify="right")
+    stats = cv_summary["test"]
+    for name in ordered_metric_names(stats):
+        row = stats[name]
+        table.add_row(name, f"{row['mean']:.4f} ± {row['std']:.4f}", *[_fmt(v) for v in row["folds"]])
+    return table

@@ -1,0 +1,99 @@
+"""k-fold cross-validation: one run per fold, test metrics reported as mean ± std.
+
+``cv=folds`` uses the manifest's ``fold`` column (ESC-50, UrbanSound8K and other predefined folds);
+``cv=K`` makes K stratified folds (iterative stratification for multi-label). In each run the held-out
+fold is the test split and validation is carved out of the remaining folds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .data.importers import load_manifest
+from .data.manifest import Manifest
+from .data.store import atomic_write_text
+from .errors import ConfigError, DataError
+from .runs import RunDir
+
+
+def assign_folds(manifest: Manifest, k: int, seed: int = 0) -> list[int]:
+    """Stratified fold numbers 1..k for every item."""
+    if k < 2 or k > len(manifest):
+        raise ConfigError(f"cv={k}: expected between 2 and {len(manifest)} folds")
+    n = len(manifest)
+    folds = np.zeros(n, dtype=int)
+    if manifest.task == "multi_label":
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(n), manifest.label_matrix())
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        labels = manifest.label_indices()
+        if np.bincount(labels).min() < k:
+            raise ConfigError(f"cv={k}: a class has fewer than {k} items; use fewer folds")
+        parts = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
+    for fold, (_, test_index) in enumerate(parts, start=1):
+        folds[test_index] = fold
+    return folds.tolist()
+
+
+def fold_values(manifest: Manifest, cv: Any, seed: int) -> list[int]:
+    """The fold of every item: from the manifest (``cv=folds``) or newly assigned (``cv=K``)."""
+    if cv == "folds":
+        missing = [item.id for item in manifest if item.fold is None]
+        if missing:
+            raise DataError(f"cv=folds: item {missing[0]} has no fold (the data needs a 'fold' column)")
+        return [int(item.fold) for item in manifest]
+    try:
+        k = int(cv)
+    except (TypeError, ValueError):
+        raise ConfigError(f"cv={cv!r}: expected 'folds' (use the fold column) or a number of folds") from None
+    return assign_folds(manifest, k, seed)
+
+
+def summarize_folds(summaries: dict[int, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """mean, std (sample, ddof=1) and per-fold values of every scalar test metric."""
+    names = sorted({k for s in summaries.values() for k in s["metrics"].get("test", {}) if "/" not in k})
+    table = {}
+    for name in names:
+        values = [s["metrics"]["test"][name] for s in summaries.values() if s["metrics"]["test"].get(name) is not None]
+        if values:
+            table[name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                           "folds": values}
+    return table
+
+
+def cross_validate(cfg: Config, reporter=None) -> Path:
+    """Train one run per fold under ``cfg.out``; writes ``cv_summary.json``; returns ``cfg.out``."""
+    from .experiment import default_run_dir, train
+
+    if not cfg.data.path:
+        raise ConfigError("data.path is required for cross-validation")
+    manifest = load_manifest(cfg.data.path, audio_root=cfg.data.audio_root)
+    folds = fold_values(manifest, cfg.cv, cfg.seed)
+    root = Path(cfg.out or default_run_dir(cfg))
+    summaries: dict[int, dict[str, Any]] = {}
+    for fold in sorted(set(folds)):
+        splits = ["test" if f == fold else "train" for f in folds]
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.cv = None
+        fold_cfg.out = str(root / f"fold_{fold}")
+        fold_cfg.data.split = "auto"  # train/test given -> val carved out of the training folds
+        # Decode each file once for all folds.
+        fold_cfg.data.cache_dir = cfg.data.cache_dir or str(root / ".cache")
+        if reporter:
+            reporter.console.print(f"[bold]fold {fold}[/bold] ({splits.count('test')} test items)")
+        run_dir = train(fold_cfg, manifest=manifest.with_splits(splits), reporter=reporter)
+        summaries[fold] = RunDir(run_dir).read_summary()
+    result = {"cv": cfg.cv, "folds": sorted(summaries), "test": summarize_folds(summaries),
+              "task": next(iter(summaries.values()))["task"]}
+    atomic_write_text(root / "cv_summary.json", json.dumps(result, indent=2) + "\n")
+    return root
