@@ -96,3 +96,30 @@ def test_demo_command_ends_with_results_and_predictions(tmp_path, capsys, multi_
     assert "Predictions on a few test files" in printed and "(true: " in printed
     for name in ("summary.json", "metrics.jsonl", "config.yaml", "manifest.csv", "checkpoints/best.pt"):
         assert (tmp_path / "run" / name).exists()
+
+
+def test_ensemble_of_two_runs_reports_members_and_mean(cli_run, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from audioclf.evaluation import ensemble_runs, run_outputs
+
+    run, data = cli_run
+    other = tmp_path / "other"
+    assert main(["train", "--data", str(data), "--out", str(other), *TINY, "seed=7"]) == 0
+    result = ensemble_runs([run, other])
+    first, second = run_outputs(run), run_outputs(other, data=str(run / "manifest.csv"), split="test")
+    assert result["n_items"] == len(first.manifest)
+    # The ensemble's log loss is that of the averaged probabilities (same item order: both sorted by id).
+    order1 = np.argsort([i.id for i in first.manifest])
+    order2 = np.argsort([i.id for i in second.manifest])
+    mean = (first.probs[order1] + second.probs[order2]) / 2
+    from audioclf.metrics import log_loss
+
+    assert result["ensemble"]["log_loss"] == pytest.approx(log_loss(first.targets[order1], mean), abs=1e-9)
+    assert result["members"][str(run)]["accuracy"] == pytest.approx(first.metrics["accuracy"])
+    capsys.readouterr()
+    assert main(["ensemble", str(run), str(other), "--json", str(tmp_path / "e.json")]) == 0
+    assert "ensemble" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["n_items"] == result["n_items"]

@@ -10,7 +10,8 @@ import pytest
 from audioclf.config import load_config
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioDecodeError, ConfigError, DataError
-from audioclf.experiment import evaluate_run, train
+from audioclf.evaluation import evaluate_run
+from audioclf.experiment import train
 from audioclf.runs import RunDir
 
 TINY = ["train.epochs=2", "train.batch_size=16", "data.clip_seconds=1.0", "data.sample_rate=16000",

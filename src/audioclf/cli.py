@@ -103,7 +103,7 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .console import per_group_table, results_table
-    from .experiment import evaluate_run
+    from .evaluation import evaluate_run
     from .data.store import atomic_write_text
 
     result = evaluate_run(args.run_dir, data=args.data, split=args.split, strict=args.strict)
@@ -114,6 +114,18 @@ def cmd_evaluate(args) -> None:
     for entry in result["skipped"]:
         out.print(f"[yellow]skipped[/yellow] {entry['path']}: {entry['reason']}")
     if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
+
+
+def cmd_ensemble(args) -> None:
+    from .console import ensemble_table
+    from .evaluation import ensemble_runs
+
+    result = ensemble_runs(args.run_dirs, data=args.data, split=args.split, weights=args.weights)
+    out.print(ensemble_table(result))
+    if args.json:
+        from .data.store import atomic_write_text
+
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
 
 
@@ -156,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--strict", action="store_true")
     evaluate.add_argument("--json", help="also write the results to this JSON file")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    ensemble = sub.add_parser("ensemble", help="average several runs' probabilities and compare with each")
+    ensemble.add_argument("run_dirs", nargs="+")
+    ensemble.add_argument("--data", help="folder or CSV (default: the first run's test split)")
+    ensemble.add_argument("--split", help="only items of this split")
+    ensemble.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal)")
+    ensemble.add_argument("--json", help="also write the results to this JSON file")
+    ensemble.set_defaults(func=cmd_ensemble)
 
     predict = sub.add_parser("predict", help="predict labels for audio files or folders")
     predict.add_argument("run_dir")

@@ -101,3 +101,17 @@ def cv_table(cv_summary: dict[str, Any]) -> Table:
         row = stats[name]
         table.add_row(name, f"{row['mean']:.4f} ± {row['std']:.4f}", *[_fmt(v) for v in row["folds"]])
     return table
+
+
+def ensemble_table(result: dict[str, Any]) -> Table:
+    """Rows = metrics; columns = each member, then the ensemble."""
+    members = list(result["members"])
+    table = Table(title=f"Ensemble of {len(members)} runs on {result['n_items']} items")
+    table.add_column("metric")
+    for i, _ in enumerate(members, start=1):
+        table.add_column(f"run {i}", justify="right")
+    table.add_column("ensemble", justify="right", style="bold")
+    for name in ordered_metric_names(result["ensemble"]):
+        table.add_row(name, *[_fmt(result["members"][m].get(name)) for m in members], _fmt(result["ensemble"][name]))
+    table.caption = "  ".join(f"run {i}: {m}" for i, m in enumerate(members, start=1))
+    return table
