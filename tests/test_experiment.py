@@ -173,3 +173,22 @@ def test_zero_config_infers_rate_and_clip_length_from_the_files(tmp_path):
     assert config["data"]["clip_seconds"] == 1.5
     assert config["features"]["n_fft"] == 1024 and config["features"]["hop_length"] == 220
     assert RunDir(run).read_summary()["counts"]["train"] >= 12
+
+
+def test_init_from_copies_matching_weights_and_keeps_a_new_head(folder_data, trained_run, tmp_path):
+    import torch
+
+    first = RunDir(trained_run).load_checkpoint("best")["model"]
+    # Stage 2 on a subset of the classes: the head differs in shape and is trained from scratch.
+    subset = tmp_path / "subset"
+    for cls in sorted(p.name for p in folder_data.iterdir())[:4]:
+        shutil.copytree(folder_data / cls, subset / cls)
+    run = train(load_config(None, [f"data.path={subset}", f"out={tmp_path / 'stage2'}", *TINY,
+                                   "train.epochs=1", "train.lr=1e-12", f"init_from={trained_run}"]))
+    second = RunDir(run).load_checkpoint("best")["model"]
+    report = RunDir(run).read_summary()["init_from"]
+    assert "standardize.mean" in report["loaded"]
+    head = [name for name in report["skipped"] if name.endswith("weight")]
+    assert head and all(second[name].shape != first[name].shape for name in head)
+    conv = next(name for name in report["loaded"] if name.endswith("weight") and second[name].ndim == 4)
+    torch.testing.assert_close(first[conv], second[conv], atol=1e-8, rtol=0)  # lr ~ 0: the copied weights

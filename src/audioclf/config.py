@@ -60,6 +60,7 @@ class TrainConfig:
 class Config:
     seed: int = 0
     out: str | None = None  # run directory (default runs/<timestamp>-<model>)
+    init_from: str | None = None  # a run directory whose matching weights start this run (two-stage)
     cv: int | str | None = None  # cross-validation: "folds" (the fold column) or a number of folds
     data: DataConfig = field(default_factory=DataConfig)
     features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields

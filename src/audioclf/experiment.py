@@ -224,6 +224,22 @@ def fit_standardizer(model: AudioClassifier, dataset, device: torch.device, max_
     model.standardize.std.copy_(std.float().view_as(model.standardize.std))
 
 
+def load_matching_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Copy every tensor whose name and shape match; the rest (e.g. a head for other classes) stays new."""
+    own = model.state_dict()
+    loaded, skipped = [], []
+    for name, tensor in own.items():
+        if name in state and state[name].shape == tensor.shape:
+            own[name] = state[name]
+            loaded.append(name)
+        else:
+            skipped.append(name)
+    if not loaded:
+        raise ConfigError("init_from: no tensor of that run fits this model (different architecture?)")
+    model.load_state_dict(own)
+    return {"loaded": loaded, "skipped": skipped}
+
+
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     params = list(model.parameters())
     return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
@@ -305,8 +321,16 @@ def train(
     resolved["train"]["monitor"] = monitor
     resolved["out"] = str(run.root)
 
+    extra_summary: dict[str, Any] = {}
     if checkpoint is None:
-        fit_standardizer(model, eval_train, device)
+        if cfg.init_from:
+            # Two-stage training (MISSION S1 §6.4): start from another run's weights, including its
+            # feature standardisation, which those weights were trained with.
+            report = load_matching_weights(model, RunDir(cfg.init_from).require().load_checkpoint("best")["model"])
+            extra_summary["init_from"] = {"run": str(cfg.init_from), **report}
+            log.info("init_from %s: loaded %d tensors, kept %d new", cfg.init_from, len(report["loaded"]), len(report["skipped"]))
+        else:
+            fit_standardizer(model, eval_train, device)
         run.create()
         run.write_config(resolved)
         prepared.manifest.to_csv(run.manifest)
@@ -361,10 +385,11 @@ def train(
         if reporter:
             reporter.epoch(record, monitor, improved)
 
-    return finalize_run(run, prepared, monitor, complexity, device, amp, cfg.train.batch_size, reporter)
+    return finalize_run(run, prepared, monitor, complexity, device, amp, cfg.train.batch_size, extra_summary)
 
 
-def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, device, amp, batch_size, reporter=None) -> Path:
+def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, device, amp, batch_size,
+                 extra_summary: dict[str, Any] | None = None) -> Path:
     """Evaluate the best checkpoint on val and test, write plots and summary.json."""
     best = run.load_checkpoint("best")
     model = AudioClassifier.from_spec(best["spec"]).to(device)
@@ -396,6 +421,7 @@ def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, 
         "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},
         "sample_rate": prepared.sample_rate,
         "clip_seconds": prepared.clip_seconds,
+        **(extra_summary or {}),
     }
     run.write_summary(summary)
     return run.root
