@@ -97,6 +97,12 @@ def cmd_train(args) -> None:
         out.print(cv_table(json.loads((root / "cv_summary.json").read_text())))
         out.print(f"runs: {root}/fold_*")
         return
+    if cfg.stages:
+        from .stages import train_stages
+
+        for run_dir in train_stages(cfg, reporter=ConsoleReporter(err)):
+            _print_results(run_dir)
+        return
     run_dir = train(cfg, resume=args.resume, reporter=ConsoleReporter(err))
     _print_results(run_dir)
 

@@ -20,7 +20,9 @@ from .errors import ConfigError
 
 @dataclass
 class DataConfig:
-    path: str | None = None  # folder-per-class tree or CSV (fname,labels[,split,fold,<groups>])
+    path: str | None = None  # folder-per-class tree or CSV (fname,labels[,split,fold,<groups>]); alias: root
+    format: str = "auto"  # auto (folder or CSV) | fsd2019 | gtzan | tau2022 | esc50 | urbansound8k | librispeech
+    options: dict[str, Any] = field(default_factory=dict)  # importer options, e.g. {subset: curated}
     audio_root: str | None = None  # where CSV file names resolve (default: the CSV's folder)
     sample_rate: int | None = None  # None: inferred from the files (see experiment.infer_sample_rate)
     clip_seconds: float | None = None  # None: inferred from the median duration
@@ -34,6 +36,15 @@ class DataConfig:
     heldout: list[str] | None = None  # group values seen only in test (unseen devices)
     strict: bool = False  # a bad audio file is an error instead of a reported skip
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
+
+
+@dataclass
+class AugmentConfig:
+    waveform: list[dict[str, Any]] = field(default_factory=list)  # per-item transforms: [{name: gain, p: 0.5}]
+    spec: str | dict[str, Any] | None = None  # SpecAugment on the device: "LD" or {policy: LD, band_shift: true}
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
+    mixup_on: str = "features"  # features | waveform
+    duplicate: bool = False  # MISSION S1: train on the set twice, only the second copy augmented
 
 
 @dataclass
@@ -62,9 +73,13 @@ class Config:
     out: str | None = None  # run directory (default runs/<timestamp>-<model>)
     init_from: str | None = None  # a run directory whose matching weights start this run (two-stage)
     cv: int | str | None = None  # cross-validation: "folds" (the fold column) or a number of folds
+    # Multi-stage recipes (MISSION S1 two-stage training): each entry {name, ...overrides} runs in
+    # <out>/<name>, starting from the previous stage's weights.
+    stages: list[dict[str, Any]] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields
     model: dict[str, Any] = field(default_factory=lambda: {"name": "small_cnn"})
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +172,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    return _build(Config, data or {}, "")
+    data = dict(data or {})
+    section = data.get("data")
+    if isinstance(section, dict) and "root" in section:  # data.root: the dataset's folder, same as data.path
+        section = dict(section)
+        root = section.pop("root")
+        if section.get("path") is None:
+            section["path"] = root
+        data["data"] = section
+    return _build(Config, data, "")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .data.importers import load_manifest
 from .data.manifest import Manifest
 from .data.store import atomic_write_text
 from .errors import ConfigError, DataError
@@ -73,11 +72,11 @@ def summarize_folds(summaries: dict[int, dict[str, Any]]) -> dict[str, dict[str,
 
 def cross_validate(cfg: Config, reporter=None) -> Path:
     """Train one run per fold under ``cfg.out``; writes ``cv_summary.json``; returns ``cfg.out``."""
-    from .experiment import default_run_dir, train
+    from .experiment import default_run_dir, import_data, train
 
     if not cfg.data.path:
         raise ConfigError("data.path is required for cross-validation")
-    manifest = load_manifest(cfg.data.path, audio_root=cfg.data.audio_root)
+    manifest = import_data(cfg)
     folds = fold_values(manifest, cfg.cv, cfg.seed)
     root = Path(cfg.out or default_run_dir(cfg))
     summaries: dict[int, dict[str, Any]] = {}

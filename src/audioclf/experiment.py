@@ -25,7 +25,7 @@ from . import metrics as M
 from .config import Config, config_from_dict
 from .data.audio import audio_info
 from .data.dataset import Skipped, WaveformDataset, decode_manifest, targets_for
-from .data.importers import load_manifest
+from .data.importers import get_importer, load_manifest
 from .data.manifest import Manifest
 from .data.splits import assign_splits
 from .errors import AudioDecodeError, ConfigError, DataError
@@ -34,7 +34,7 @@ from .models.classifier import AudioClassifier
 from .models.registry import create_model, model_input_kind
 from .runs import RunDir, plot_confusion, plot_curves
 from .train.callbacks import EarlyStopping
-from .train.loop import evaluation_loss, predict_loader, supervised_step, train_one_epoch
+from .train.loop import augmented_step, evaluation_loss, predict_loader, supervised_step, train_one_epoch
 from .train.losses import build_loss
 from .train.optim import build_optimizer, build_scheduler
 
@@ -128,12 +128,26 @@ class PreparedData:
         return self.manifest.subset(name)
 
 
+def import_data(cfg: Config) -> Manifest:
+    """The manifest for ``cfg.data``: auto-detected folder/CSV, or a named dataset importer."""
+    data = cfg.data
+    if data.format == "auto":
+        if data.options:
+            raise ConfigError("data.options are importer options: set data.format too (e.g. data.format=esc50)")
+        return load_manifest(data.path, audio_root=data.audio_root)
+    importer = get_importer(data.format)
+    try:
+        return importer(data.path, **data.options)
+    except TypeError as exc:  # an option the importer does not take
+        raise ConfigError(f"data.options for data.format={data.format}: {exc}") from None
+
+
 def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool = True) -> PreparedData:
     data = cfg.data
     if manifest is None:
         if not data.path:
             raise ConfigError("data.path is required: a folder with one sub-folder per class, or a CSV")
-        manifest = load_manifest(data.path, audio_root=data.audio_root)
+        manifest = import_data(cfg)
     if len(manifest) == 0:
         raise DataError(f"{data.path}: no audio items found")
     sample_rate = data.sample_rate or infer_sample_rate([item.path for item in manifest])
@@ -158,7 +172,47 @@ def make_dataset(prepared: PreparedData, split: str, classes: list[str], task: s
     targets = targets_for(subset, classes, task)
     waves = [prepared.waves[item.id] for item in subset]
     crop = cfg.data.train_crop if train else cfg.data.eval_crop
-    return WaveformDataset(waves, targets, prepared.n_samples, cfg.data.pad_mode, crop, seed=cfg.seed)
+    augment = None
+    if train and cfg.augment.waveform:
+        from .augment.waveform import build_waveform_augment
+
+        augment = build_waveform_augment(cfg.augment.waveform)
+    dataset = WaveformDataset(waves, targets, prepared.n_samples, cfg.data.pad_mode, crop, seed=cfg.seed,
+                              augment=augment, sample_rate=prepared.sample_rate)
+    if train and cfg.augment.duplicate:
+        from .augment.batch import DuplicateAugmented
+
+        # The batch carries which items are the augmented copy, so SpecAugment/MixUp touch only those.
+        dataset = DuplicateAugmented(dataset, flag=True)
+    return dataset
+
+
+def build_step(cfg: Config, task: str, n_classes: int):
+    """The training step: plain supervised, or with on-device SpecAugment / MixUp from ``cfg.augment``."""
+    loss = build_loss(task, label_smoothing=cfg.train.label_smoothing)
+    aug = cfg.augment
+    if aug.spec is None and not aug.mixup_alpha:
+        return supervised_step(loss)
+    from .augment.spectrogram import build_spec_augment
+
+    return augmented_step(loss, task, n_classes, build_spec_augment(aug.spec), aug.mixup_alpha, aug.mixup_on)
+
+
+def check_augment_config(cfg: Config) -> None:
+    """Fail before any decoding when an augmentation setting is wrong."""
+    aug = cfg.augment
+    if aug.mixup_on not in ("features", "waveform"):
+        raise ConfigError(f"augment.mixup_on={aug.mixup_on!r}: expected features or waveform")
+    if aug.mixup_alpha < 0:
+        raise ConfigError(f"augment.mixup_alpha={aug.mixup_alpha}: expected >= 0 (0 = off)")
+    if aug.waveform:
+        from .augment.waveform import build_waveform_augment
+
+        build_waveform_augment(aug.waveform)
+    if aug.spec is not None:
+        from .augment.spectrogram import build_spec_augment
+
+        build_spec_augment(aug.spec)
 
 
 class EpochShuffle(torch.utils.data.Sampler):
@@ -287,6 +341,7 @@ def train(
         manifest = Manifest.from_csv(run.manifest)
         start_epoch = checkpoint["epoch"] + 1
     seed_everything(cfg.seed)
+    check_augment_config(cfg)
     prepared = prepare_data(cfg, manifest, progress=reporter is not None)
     task, classes = prepared.manifest.task, list(prepared.manifest.classes)
     if checkpoint is not None:
@@ -312,7 +367,7 @@ def train(
                                 **cfg.train.scheduler_args)
     stopper = EarlyStopping(monitor, patience=cfg.train.patience, min_delta=cfg.train.min_delta)
     scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported() else None
-    step = supervised_step(build_loss(task, label_smoothing=cfg.train.label_smoothing))
+    step = build_step(cfg, task, len(classes))
 
     resolved = cfg.to_dict()
     resolved["data"]["sample_rate"] = prepared.sample_rate

@@ -132,6 +132,8 @@ class WaveformDataset(torch.utils.data.Dataset):
         pad_mode: str = "tile",
         crop: str = "random",
         seed: int = 0,
+        augment=None,
+        sample_rate: int | None = None,
     ):
         if len(waves) != len(targets):
             raise ValueError(f"{len(waves)} waveforms but {len(targets)} targets")
@@ -142,6 +144,10 @@ class WaveformDataset(torch.utils.data.Dataset):
         self.crop = crop
         self.seed = seed
         self.epoch = 0
+        self.augment = augment  # a waveform Compose: called as augment(wave, sample_rate, rng)
+        self.sample_rate = sample_rate
+        if augment is not None and sample_rate is None:
+            raise ValueError("sample_rate is required with waveform augmentation")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -149,7 +155,13 @@ class WaveformDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.waves)
 
-    def __getitem__(self, index: int):
+    def get(self, index: int, augment: bool):
+        """Item ``index`` with or without the waveform augmentation (see augment.batch.DuplicateAugmented)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         wave = fix_length(self.waves[index], self.n_samples, mode=self.pad_mode, crop=self.crop, rng=rng)
+        if augment and self.augment is not None:
+            wave = self.augment(np.asarray(wave, dtype=np.float32), self.sample_rate, rng)
         return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), self.targets[index]
+
+    def __getitem__(self, index: int):
+        return self.get(index, augment=True)

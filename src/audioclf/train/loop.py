@@ -17,12 +17,41 @@ from torch import nn
 
 from .losses import probabilities
 
-TaskStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+# step(model, inputs, targets, apply_to=None) -> {"loss", "output", ...}; ``apply_to`` is an optional (B,)
+# bool tensor saying which items may be augmented (DuplicateAugmented batches carry it).
+TaskStep = Callable[..., dict[str, torch.Tensor]]
 
 
 def supervised_step(loss_fn: nn.Module) -> TaskStep:
-    def step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, apply_to=None) -> dict[str, torch.Tensor]:
         logits = model(inputs)
+        return {"loss": loss_fn(logits.float(), targets), "output": logits}
+
+    return step
+
+
+def augmented_step(loss_fn: nn.Module, task: str, n_classes: int, spec_augment: nn.Module | None = None,
+                   mixup_alpha: float = 0.0, mixup_on: str = "features") -> TaskStep:
+    """Supervised step with on-device augmentation: MixUp (waveform or features) and SpecAugment.
+
+    Works on :class:`~audioclf.models.classifier.AudioClassifier` (``features`` then ``backbone``), so
+    augmentation sits between the front-end and the network and never enters checkpoints or exports.
+    """
+    from ..augment.batch import mixup
+
+    if mixup_on not in ("features", "waveform"):
+        raise ValueError(f"mixup_on: expected 'features' or 'waveform', got {mixup_on!r}")
+
+    def step(model: nn.Module, wave: torch.Tensor, targets: torch.Tensor, apply_to=None) -> dict[str, torch.Tensor]:
+        if mixup_alpha and mixup_on == "waveform":
+            wave, targets = mixup(wave, targets, mixup_alpha, task, n_classes, apply_to=apply_to)
+        x = model.features(wave)
+        if spec_augment is not None:
+            spec_augment.train()
+            x = spec_augment(x, apply_to=apply_to)
+        if mixup_alpha and mixup_on == "features":
+            x, targets = mixup(x, targets, mixup_alpha, task, n_classes, apply_to=apply_to)
+        logits = model.backbone(x)
         return {"loss": loss_fn(logits.float(), targets), "output": logits}
 
     return step
@@ -50,11 +79,11 @@ def train_one_epoch(
     model.train()
     sums: dict[str, float] = {}
     count = 0
-    for inputs, targets in loader:
+    for inputs, targets, *extra in loader:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         with autocast_for(device, amp):
-            out = step(model, inputs, targets)
+            out = step(model, inputs, targets, *[e.to(device, non_blocking=True) for e in extra])
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(out["loss"]).backward()
