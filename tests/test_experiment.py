@@ -192,3 +192,22 @@ def test_init_from_copies_matching_weights_and_keeps_a_new_head(folder_data, tra
     assert head and all(second[name].shape != first[name].shape for name in head)
     conv = next(name for name in report["loaded"] if name.endswith("weight") and second[name].ndim == 4)
     torch.testing.assert_close(first[conv], second[conv], atol=1e-8, rtol=0)  # lr ~ 0: the copied weights
+
+
+def test_augmentation_from_the_command_line_is_used_and_recorded(folder_data, trained_run, tmp_path):
+    overrides = [*TINY, "augment.spec=LD", "augment.mixup_alpha=0.4", "augment.duplicate=true",
+                 "augment.waveform=[{name: gain, p: 1.0, min_gain_db: -6, max_gain_db: 6}]"]
+    run = train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'aug'}", *overrides]))
+    config = RunDir(run).read_config()["augment"]
+    assert config["spec"] == "LD" and config["mixup_alpha"] == 0.4 and config["duplicate"] is True
+    assert config["waveform"][0]["name"] == "gain"
+    # Augmented training differs from the plain run with the same seed (same data, same model).
+    plain = RunDir(trained_run).read_metrics()[0]["train/loss"]
+    assert RunDir(run).read_metrics()[0]["train/loss"] != pytest.approx(plain)
+    assert RunDir(run).read_summary()["metrics"]["test"]["accuracy"] >= 0.0
+
+
+def test_bad_augmentation_settings_are_config_errors(folder_data, tmp_path):
+    for bad in ("augment.spec=LX", "augment.waveform=[{name: gian}]", "augment.mixup_on=labels"):
+        with pytest.raises(ConfigError):
+            train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'x'}", *TINY, bad]))
