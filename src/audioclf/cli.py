@@ -141,7 +141,14 @@ def cmd_predict(args) -> None:
     predictor = Predictor.from_run(args.run_dir)
     predictions = predictor.predict_files(args.paths, aggregate=args.aggregate)
     _print_predictions(predictions, predictor, args.top_k)
-    if args.csv:
+    if args.submission:
+        from .submission import write_submission
+
+        if not args.csv:
+            raise AudioclfError("--submission needs --csv OUT (where to write the submission)")
+        write_submission(predictions, predictor.classes, args.submission, args.csv)
+        out.print(f"wrote submission {args.csv}")
+    elif args.csv:
         write_predictions_csv(args.csv, predictions, predictor.classes)
         out.print(f"wrote {args.csv}")
 
@@ -190,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
                          help="how windows of a long recording are combined [mean]")
     predict.add_argument("--csv", help="write all probabilities to this CSV")
+    predict.add_argument("--submission", metavar="SAMPLE_CSV",
+                         help="write --csv in this sample submission's columns and row order (FSD2019)")
     predict.set_defaults(func=cmd_predict)
     return parser
 

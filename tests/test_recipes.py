@@ -1,0 +1,72 @@
+"""Each bundled recipe end to end on a fixture in its dataset's real layout (tiny settings)."""
+
+import json
+
+import pytest
+
+from audioclf.cli import main
+from audioclf.runs import RunDir
+
+import layouts
+
+FAST = ["train.epochs=1", "train.batch_size=8", "train.patience=null"]
+
+
+def _summary(run):
+    return RunDir(run).read_summary()
+
+
+def test_fsd2019_two_stage_recipe(tmp_path):
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    stages = ("stages=[{name: noisy, data: {options: {subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5}},"
+              " train: {epochs: 1}}, {name: curated, train: {epochs: 1}}]")
+    assert main(["train", "fsd2019", f"data.root={root}", f"out={tmp_path / 'run'}", *FAST, stages]) == 0
+    noisy, curated = _summary(tmp_path / "run" / "noisy"), _summary(tmp_path / "run" / "curated")
+    assert noisy["task"] == curated["task"] == "multi_label"
+    assert curated["classes"] == layouts.FSD_CLASSES  # the sample submission's columns, in order
+    assert 0.0 <= curated["metrics"]["val"]["lwlrap"] <= 1.0
+    assert curated["init_from"]["run"].endswith("noisy")
+    config = RunDir(tmp_path / "run" / "curated").read_config()
+    assert config["features"]["n_mels"] == 80 and config["augment"]["duplicate"] is True
+
+
+def test_fsd2019_submission_has_the_sample_columns(tmp_path):
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    run = tmp_path / "run"
+    assert main(["train", "fsd2019", f"data.root={root}", f"out={run}", *FAST, "stages=[]"]) == 0
+    out = tmp_path / "submission.csv"
+    assert main(["predict", str(run), str(root / "test"), "--submission", str(root / "sample_submission.csv"),
+                 "--csv", str(out)]) == 0
+    header = out.read_text().splitlines()[0].split(",")
+    assert header == (root / "sample_submission.csv").read_text().splitlines()[0].split(",")
+    assert len(out.read_text().splitlines()) == 1 + len(layouts.FSD_TEST)
+
+
+def test_gtzan_recipe_reports_accuracy_and_confusion(tmp_path):
+    root = layouts.gtzan(tmp_path / "g", per_genre=10)
+    run = tmp_path / "run"
+    assert main(["train", "gtzan", f"data.root={root}", f"out={run}", *FAST, "data.clip_seconds=1.0"]) == 0
+    summary = _summary(run)
+    assert summary["counts"] == {"train": 24, "val": 3, "test": 3}  # 80/10/10 within each genre
+    assert 0.0 <= summary["metrics"]["test"]["accuracy"] <= 1.0
+    assert len(summary["confusion"]["test"]) == len(layouts.GTZAN_GENRES)
+
+
+def test_dcase2022_recipe_reports_per_device_results(tmp_path):
+    root = layouts.tau2022(tmp_path / "tau")
+    run = tmp_path / "run"
+    assert main(["train", "dcase2022_task1", f"data.root={root}", f"out={run}", *FAST]) == 0
+    test = _summary(run)["metrics"]["test"]
+    assert "log_loss" in test and "accuracy" in test
+    devices = {k.split("/")[2] for k in test if k.startswith("per_group/device/")}
+    assert {"a", "s4", "s5", "s6"} <= devices
+
+
+def test_recipe_with_a_missing_file_names_it(tmp_path):
+    root = layouts.gtzan(tmp_path / "g", per_genre=10)
+    (root / "genres" / "jazz" / "jazz.00003.wav").write_text("not audio")
+    run = tmp_path / "run"
+    assert main(["train", "gtzan", f"data.root={root}", f"out={run}", *FAST, "data.clip_seconds=1.0"]) == 0
+    skipped = _summary(run)["skipped"]
+    assert [s["path"].rsplit("/", 1)[-1] for s in skipped] == ["jazz.00003.wav"]
+    assert main(["train", "gtzan", f"data.root={root}", f"out={tmp_path / 'strict'}", *FAST, "--strict"]) == 2
