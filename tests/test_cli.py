@@ -123,3 +123,23 @@ def test_ensemble_of_two_runs_reports_members_and_mean(cli_run, tmp_path, capsys
     assert main(["ensemble", str(run), str(other), "--json", str(tmp_path / "e.json")]) == 0
     assert "ensemble" in capsys.readouterr().out
     assert json.loads((tmp_path / "e.json").read_text())["n_items"] == result["n_items"]
+
+
+def test_augment_command_writes_variants_with_their_parameters(tmp_path, capsys):
+    import json
+
+    from audioclf.data.manifest import Manifest
+
+    data = make_demo_dataset(tmp_path / "data", n_per_class=1, seconds=0.5, seed=5)
+    out = tmp_path / "aug"
+    assert main(["augment", "--data", str(data), "--out", str(out), "--variants", "2",
+                 "--transform", "{name: gain, p: 1.0, min_gain_db: -6, max_gain_db: -3}",
+                 "--transform", "{name: polarity_inversion, p: 1.0}"]) == 0
+    manifest = Manifest.from_csv(out / "manifest.csv")
+    n_sources = len(list(data.rglob("*.wav")))
+    assert len(manifest) == 3 * n_sources
+    augmented = [item for item in manifest if item.groups.get("variant") != "0"]
+    record = json.loads(augmented[0].groups["augmentation"])
+    assert [r["name"] for r in record] == ["gain", "polarity_inversion"]
+    assert -6 <= record[0]["params"]["gain_db"] <= -3
+    assert main(["augment", "--data", str(data), "--out", str(tmp_path / "x")]) == 2

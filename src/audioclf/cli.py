@@ -135,6 +135,31 @@ def cmd_ensemble(args) -> None:
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
 
 
+def cmd_augment(args) -> None:
+    import yaml
+
+    from .augment.offline import augment_dataset
+    from .data.importers import load_manifest
+
+    specs = []
+    for text in args.transform:
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise AudioclfError(f"--transform {text!r}: not valid YAML (e.g. '{{name: gain, p: 1.0}}')") from None
+        specs.extend(spec if isinstance(spec, list) else [spec])
+    if args.transforms_file:
+        loaded = yaml.safe_load(Path(args.transforms_file).read_text())
+        specs.extend(loaded if isinstance(loaded, list) else [loaded])
+    if not specs:
+        raise AudioclfError("give at least one --transform (or --transforms-file)")
+    manifest = load_manifest(args.data)
+    result = augment_dataset(manifest, args.out, specs, n_variants=args.variants, sample_rate=args.sample_rate,
+                             seed=args.seed, keep_original=not args.no_original, strict=args.strict)
+    out.print(f"{len(result)} items ({len(manifest)} sources x {args.variants} variants"
+              f"{'' if args.no_original else ' + originals'}) -> {Path(args.out) / 'manifest.csv'}")
+
+
 def cmd_predict(args) -> None:
     from .inference import Predictor, write_predictions_csv
 
@@ -189,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal)")
     ensemble.add_argument("--json", help="also write the results to this JSON file")
     ensemble.set_defaults(func=cmd_ensemble)
+
+    augment = sub.add_parser("augment", help="write an augmented copy of a dataset, with a manifest of what made each file")
+    augment.add_argument("--data", required=True, help="folder or CSV to augment")
+    augment.add_argument("--out", required=True)
+    augment.add_argument("--transform", action="append", default=[], metavar="YAML",
+                         help="a transform, e.g. '{name: impulse_response, ir_dir: irs/, p: 1.0}' (repeatable, in order)")
+    augment.add_argument("--transforms-file", help="YAML list of transforms")
+    augment.add_argument("--variants", type=int, default=1, help="augmented variants per file [1]")
+    augment.add_argument("--sample-rate", type=int, help="resample to this rate first")
+    augment.add_argument("--seed", type=int, default=0)
+    augment.add_argument("--no-original", action="store_true", help="do not list the original files")
+    augment.add_argument("--strict", action="store_true")
+    augment.set_defaults(func=cmd_augment)
 
     predict = sub.add_parser("predict", help="predict labels for audio files or folders")
     predict.add_argument("run_dir")
