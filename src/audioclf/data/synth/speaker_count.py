@@ -1,0 +1,277 @@
+"""Speaker-count mixtures (MISSION S3, seeds/002 §II-C): 1..N different LibriSpeech speakers in one clip.
+
+Mixture ``i`` of a split holds ``1 + i mod max_speakers`` speakers (balanced counts in every prefix of the
+set), drawn without replacement from the split's speakers; for each speaker one of their utterances, and in
+it a random window of ``seconds``. A window whose RMS is more than ``-silence_db`` dB below the utterance's
+RMS (a pause) is redrawn, up to ``max_tries`` times (then the loudest window drawn is kept). The windows are
+averaged, ``(x_1 + ... + x_n) / n``, as in the report, and written as 16-bit WAV.
+
+Files are named as in the report, ``Audio_Train12.wav`` / ``Audio_Validation3.wav`` / ``Audio_Test7.wav``
+(``Audio_12.wav`` for a set without splits), in ``out_dir/audio/``; ``out_dir/metadata.csv`` has one row per
+file in the same order::
+
+    fname,label,split,sexes,n_female,n_male,speakers,utterances
+    Audio_Train1.wav,2,train,MF,1,1,1089|121,1089-134686-0003|121-121726-0012
+
+``label`` is the speaker count (the report's "Speakers" column; our CSV importer reads a ``label`` column
+as the class, so the classes are "1", "2", "3"); ``sexes`` lists the speakers' sex in the order of
+``speakers`` (the report's "Speakers Sex", e.g. ``MMF``); the other columns become group columns of the
+imported manifest (per-group results by sex mix come for free). Generation is deterministic and
+resumable; see :mod:`audioclf.data.synth.mixtures`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ConfigError, DataError
+from ..audio import fix_length, load_audio
+from ..manifest import Item, Manifest
+from .mixtures import (
+    MixtureJob,
+    OnItem,
+    check_count,
+    check_generation_record,
+    item_rng,
+    mixture_samples,
+    source_fingerprint,
+    write_csv,
+    write_mixture_files,
+)
+
+__all__ = [
+    "REPORT_SIZES",
+    "SPLIT_FILE_NAMES",
+    "SpeakerPool",
+    "MixturePlan",
+    "speaker_pools",
+    "plan_mixture",
+    "render_mixture",
+    "generate_speaker_count",
+    "librispeech_subset_splits",
+]
+
+log = logging.getLogger(__name__)
+
+# The report's set: 100,000 / 10,000 / 10,000 one-second mixtures.
+REPORT_SIZES: dict[str, int] = {"train": 100_000, "val": 10_000, "test": 10_000}
+# "Audio_<Conjunto><k>.wav" with Conjunto in Train, Validation, Test (seeds/002 §II-C1).
+SPLIT_FILE_NAMES: dict[str | None, str] = {None: "", "train": "Train", "val": "Validation", "test": "Test"}
+# Random-stream tag per split, so mixture i of "train" and mixture i of "val" differ.
+_SPLIT_STREAM: dict[str | None, int] = {None: 0, "train": 1, "val": 2, "test": 3}
+HEADER = ("fname", "label", "split", "sexes", "n_female", "n_male", "speakers", "utterances")
+
+
+@dataclass(frozen=True)
+class SpeakerPool:
+    """One speaker: id, sex ("F"/"M") and utterances (sorted by id)."""
+
+    id: str
+    sex: str
+    utterances: tuple[Item, ...]
+
+
+@dataclass(frozen=True)
+class MixturePlan:
+    """What mixture ``index`` of ``split`` is made of; drawn without reading any audio."""
+
+    split: str | None
+    index: int
+    fname: str
+    speakers: tuple[str, ...]
+    sexes: str
+    utterances: tuple[Item, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.speakers)
+
+    def row(self) -> tuple:
+        return (self.fname, self.count, self.split or "", self.sexes, self.sexes.count("F"), self.sexes.count("M"),
+                "|".join(self.speakers), "|".join(item.id for item in self.utterances))
+
+
+def speaker_pools(items: Sequence[Item], seconds: float | None = None) -> list[SpeakerPool]:
+    """Group utterances by their ``speaker`` group and read each speaker's ``sex`` group (M/F), in speaker
+    order (numeric ids numerically), so the pools do not depend on the manifest's row order.
+
+    Utterances whose known ``duration`` is shorter than ``seconds`` are left out while a speaker has longer
+    ones (a short one would be zero-padded).
+    """
+    by_speaker: dict[str, list[Item]] = {}
+    sexes: dict[str, str] = {}
+    for item in items:
+        speaker, sex = item.groups.get("speaker"), item.groups.get("sex", "").strip().upper()
+        if not speaker:
+            raise DataError(f"item {item.id}: no 'speaker' group; expected LibriSpeech items with speaker and sex")
+        if sex not in ("F", "M"):
+            raise DataError(f"item {item.id}: sex group '{item.groups.get('sex', '')}'; expected M or F")
+        if sexes.setdefault(speaker, sex) != sex:
+            raise DataError(f"item {item.id}: speaker {speaker} has sex {sex} here and {sexes[speaker]} elsewhere")
+        by_speaker.setdefault(speaker, []).append(item)
+    pools = []
+    for speaker in sorted(by_speaker, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s)):
+        utterances = sorted(by_speaker[speaker], key=lambda it: it.id)
+        if seconds is not None:
+            long_enough = [it for it in utterances if it.duration is None or it.duration >= seconds]
+            utterances = long_enough or utterances
+        pools.append(SpeakerPool(speaker, sexes[speaker], tuple(utterances)))
+    return pools
+
+
+def plan_mixture(pools: Sequence[SpeakerPool], split: str | None, index: int, seed: int,
+                 max_speakers: int) -> MixturePlan:
+    """Mixture ``index`` of ``split``: ``1 + index mod max_speakers`` distinct speakers, one utterance each."""
+    rng = item_rng(seed, _SPLIT_STREAM[split], index, 0)  # stream 0: the plan; 1: the windows
+    count = 1 + index % max_speakers
+    chosen = [pools[int(p)] for p in rng.choice(len(pools), size=count, replace=False)]
+    utterances = tuple(pool.utterances[int(rng.integers(len(pool.utterances)))] for pool in chosen)
+    return MixturePlan(split, index, f"Audio_{SPLIT_FILE_NAMES[split]}{index}.wav",
+                       tuple(pool.id for pool in chosen), "".join(pool.sex for pool in chosen), utterances)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+def _pick_window(wave: np.ndarray, n_samples: int, rng: np.random.Generator, silence_db: float,
+                 max_tries: int) -> int:
+    """Start of a random ``n_samples`` window of ``wave`` that is not a pause (see the module docstring)."""
+    span = len(wave) - n_samples
+    floor = _rms(wave) * 10.0 ** (silence_db / 20.0)
+    best_start, best_rms = 0, -1.0
+    for _ in range(max_tries):
+        start = int(rng.integers(0, span + 1))
+        level = _rms(wave[start: start + n_samples])
+        if level > floor:
+            return start
+        if level > best_rms:
+            best_start, best_rms = start, level
+    return best_start
+
+
+def render_mixture(
+    waves: Sequence[np.ndarray],
+    n_samples: int,
+    rng: np.random.Generator,
+    silence_db: float = -20.0,
+    max_tries: int = 10,
+) -> tuple[np.ndarray, list[int]]:
+    """Average one non-silent random ``n_samples`` window of each wave; returns (mixture, window starts).
+
+    A wave shorter than the window is zero-padded at the end (start 0).
+    """
+    if not waves:
+        raise ValueError("render_mixture needs at least one wave")
+    windows, starts = [], []
+    for wave in waves:
+        if len(wave) <= n_samples:
+            windows.append(fix_length(np.asarray(wave, dtype=np.float32), n_samples, mode="pad"))
+            starts.append(0)
+            continue
+        start = _pick_window(wave, n_samples, rng, silence_db, max_tries)
+        windows.append(wave[start: start + n_samples])
+        starts.append(start)
+    mixture = np.sum(np.stack(windows).astype(np.float64), axis=0) / len(windows)
+    return mixture.astype(np.float32), starts
+
+
+def _render(plan: MixturePlan, seed: int, sample_rate: int, n_samples: int, silence_db: float,
+            max_tries: int) -> np.ndarray:
+    waves = [load_audio(item.path, sample_rate)[0] for item in plan.utterances]
+    for item, wave in zip(plan.utterances, waves):
+        if not np.any(wave):  # no window can pass the pause test; say so rather than hide a silent speaker
+            log.warning("%s: utterance is all zeros; %s gets a silent speaker", item.path, plan.fname)
+    rng = item_rng(seed, _SPLIT_STREAM[plan.split], plan.index, 1)
+    return render_mixture(waves, n_samples, rng, silence_db, max_tries)[0]
+
+
+def _sizes(n: int | Mapping[str, int], source: Manifest) -> dict[str | None, int]:
+    """``{split: number of mixtures}``; per-split sizes need a source whose items carry splits."""
+    if isinstance(n, Mapping):
+        unknown = [key for key in n if key not in ("train", "val", "test")]
+        if unknown:
+            raise ConfigError(f"n: unknown split '{unknown[0]}'; expected train, val and/or test")
+        if not any(item.split for item in source):
+            raise ConfigError("n gives per-split sizes but no source item has a split; assign splits first (e.g. "
+                              "librispeech_subset_splits) so mixtures of different splits never share a speaker")
+        return {str(key): check_count(value, f"n[{key!r}]") for key, value in n.items()}
+    return {None: check_count(n)}
+
+
+def generate_speaker_count(
+    source: Manifest,
+    out_dir: str | os.PathLike,
+    max_speakers: int = 3,
+    n: int | Mapping[str, int] = 1000,
+    seconds: float = 1.0,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    silence_db: float = -20.0,
+    max_tries: int = 10,
+    progress: bool = True,
+    on_item: OnItem | None = None,
+) -> Path:
+    """Write a speaker-count set from LibriSpeech-like items (groups ``speaker`` and ``sex``); returns the
+    metadata CSV (``out_dir/metadata.csv``, loadable with ``load_manifest``; classes "1".."max_speakers").
+
+    ``n``: the number of mixtures (one set, files ``Audio_<i>.wav``, speakers drawn from all items), or per
+    split, e.g. :data:`REPORT_SIZES` ``{"train": 100000, "val": 10000, "test": 10000}`` (files
+    ``Audio_Train<i>.wav`` ..., speakers of a split drawn from the items of that split only).
+    ``on_item(path, written)`` is called after each mixture (progress hooks, tests).
+    The same arguments give byte-identical files; rerunning after an interruption completes the set.
+    """
+    n_samples = mixture_samples(seconds, sample_rate)
+    sizes = _sizes(n, source)
+    if isinstance(max_speakers, bool) or not isinstance(max_speakers, int) or max_speakers < 1:
+        raise ConfigError(f"max_speakers={max_speakers!r}; expected a positive int")
+    if not silence_db < 0:
+        raise ConfigError(f"silence_db={silence_db}; expected a negative level in dB (relative to the utterance)")
+    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
+        raise ConfigError(f"max_tries={max_tries!r}; expected a positive int")
+
+    pools: dict[str | None, list[SpeakerPool]] = {}
+    for split in sizes:
+        members = [item for item in source if split is None or item.split == split]
+        pools[split] = speaker_pools(members, seconds)
+        if len(pools[split]) < max_speakers:
+            where = "the source" if split is None else f"split '{split}' of the source"
+            raise DataError(f"{where} has {len(pools[split])} speakers; {max_speakers}-speaker mixtures need "
+                            f"at least {max_speakers}")
+
+    out = Path(out_dir)
+    check_generation_record(out, {
+        "kind": "speaker_count", "version": 1, "seed": int(seed), "max_speakers": max_speakers,
+        "seconds": float(seconds), "sample_rate": int(sample_rate), "silence_db": float(silence_db),
+        "max_tries": max_tries,
+        "source": source_fingerprint((item.id, item.groups.get("speaker", ""), item.groups.get("sex", ""),
+                                      item.split or "") for item in source),
+    })
+    plans = [plan_mixture(pools[split], split, i, seed, max_speakers)
+             for split, count in sizes.items() for i in range(count)]
+    jobs = [MixtureJob(out / "audio" / plan.fname,
+                       lambda plan=plan: _render(plan, seed, sample_rate, n_samples, silence_db, max_tries))
+            for plan in plans]
+    write_mixture_files(jobs, sample_rate, n_samples, progress, "speaker-count mixtures", on_item)
+    return write_csv(out / "metadata.csv", HEADER, (plan.row() for plan in plans))
+
+
+def librispeech_subset_splits(manifest: Manifest) -> Manifest:
+    """Splits from LibriSpeech subset names (the ``subset`` group): ``train-*`` -> train, ``dev-*`` -> val,
+    ``test-*`` -> test. LibriSpeech subsets have disjoint speakers, so the mixtures' splits do too."""
+    prefixes = {"train": "train", "dev": "val", "test": "test"}
+    splits = []
+    for item in manifest:
+        subset = item.groups.get("subset", "")
+        prefix = subset.split("-", 1)[0].lower()
+        if prefix not in prefixes:
+            raise DataError(f"item {item.id}: subset '{subset}'; expected a LibriSpeech subset name "
+                            "(train-*, dev-* or test-*)")
+        splits.append(prefixes[prefix])
+    return manifest.with_splits(splits)
