@@ -160,6 +160,38 @@ def cmd_augment(args) -> None:
               f"{'' if args.no_original else ' + originals'}) -> {Path(args.out) / 'manifest.csv'}")
 
 
+def _source_manifest(source: str):
+    """A LibriSpeech folder (with SPEAKERS.TXT) or any folder/CSV our importers read."""
+    from .data.importers import get_importer, load_manifest
+
+    root = Path(source)
+    if root.is_dir() and any((p / "SPEAKERS.TXT").exists() for p in (root, root.parent)):
+        from .data.synth.speaker_count import librispeech_subset_splits
+
+        return librispeech_subset_splits(get_importer("librispeech")(root))
+    return load_manifest(root)
+
+
+def cmd_synth(args) -> None:
+    if args.kind == "speaker-count":
+        from .data.synth.speaker_count import REPORT_SIZES, generate_speaker_count
+
+        n = REPORT_SIZES if args.report_sizes else args.n
+        if n is None:
+            raise AudioclfError("give --n N (one set) or --report-sizes (100,000 / 10,000 / 10,000 per split)")
+        csv_path = generate_speaker_count(_source_manifest(args.source), args.out, max_speakers=args.max_speakers,
+                                          n=n, seconds=args.seconds, sample_rate=args.sr, seed=args.seed)
+    else:
+        from .data.synth.mixtures import make_multilabel_mixtures
+
+        if args.n is None:
+            raise AudioclfError("give --n N, the number of mixtures")
+        csv_path = make_multilabel_mixtures(_source_manifest(args.source), args.out, n=args.n,
+                                            max_events=args.max_events, seed=args.seed, seconds=args.seconds,
+                                            sample_rate=args.sr)
+    out.print(f"wrote {csv_path}")
+
+
 def cmd_predict(args) -> None:
     from .inference import Predictor, write_predictions_csv
 
@@ -227,6 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--no-original", action="store_true", help="do not list the original files")
     augment.add_argument("--strict", action="store_true")
     augment.set_defaults(func=cmd_augment)
+
+    synth = sub.add_parser("synth", help="generate mixtures: speaker counting (S3) or multi-label from single-label")
+    synth.add_argument("kind", choices=("speaker-count", "mixtures"))
+    synth.add_argument("--source", required=True, help="LibriSpeech folder (speaker-count), or any folder/CSV")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, help="number of mixtures")
+    synth.add_argument("--report-sizes", action="store_true", help="speaker-count: 100k/10k/10k train/val/test")
+    synth.add_argument("--max-speakers", type=int, default=3)
+    synth.add_argument("--max-events", type=int, default=3)
+    synth.add_argument("--seconds", type=float, default=1.0)
+    synth.add_argument("--sr", type=int, default=16000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_synth)
 
     predict = sub.add_parser("predict", help="predict labels for audio files or folders")
     predict.add_argument("run_dir")
