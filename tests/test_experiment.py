@@ -211,3 +211,23 @@ def test_bad_augmentation_settings_are_config_errors(folder_data, tmp_path):
     for bad in ("augment.spec=LX", "augment.waveform=[{name: gian}]", "augment.mixup_on=labels"):
         with pytest.raises(ConfigError):
             train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'x'}", *TINY, bad]))
+
+
+def test_transfer_backbone_with_freezing_and_its_own_learning_rate(folder_data, tmp_path):
+    """A pretrained-style backbone from a local weights file, frozen but the last stages, two LRs."""
+    import torch
+
+    from audioclf.models import create_model
+
+    weights = tmp_path / "mobilenet.pt"
+    donor = create_model("mobilenet_v2", n_classes=3, input_shape=(1, 32, 51), width_mult=0.25)
+    torch.save(donor.backbone.state_dict() if hasattr(donor, "backbone") else donor.state_dict(), weights)
+    run = train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'run'}", *TINY, "train.epochs=1",
+                                   "model.name=mobilenet_v2", "model.width_mult=0.25", f"model.weights={weights}",
+                                   "model.freeze=last:2", "train.backbone_lr=0.0001"]))
+    summary = RunDir(run).read_summary()
+    params = summary["model"]["parameters"]
+    assert 0 < params["trainable"] < params["total"]
+    # The run loads anywhere: the weights file is only needed to start training.
+    weights.unlink()
+    assert evaluate_run(run)["metrics"]["accuracy"] == pytest.approx(summary["metrics"]["test"]["accuracy"])

@@ -16,6 +16,8 @@ from audioclf.models.mlp import MIXED_CYCLE, resolve_activations
 # A small input of each kind (batch excluded); small enough that every model runs in milliseconds.
 SMALL_INPUTS = {"features": (1, 40, 51), "waveform": (4000,), "embeddings": (10, 16)}
 N_CLASSES = 5
+# Reduced widths keep the suite fast; full-size counts are asserted in test_backbones.py.
+SMALL_KWARGS = {"cnn14": {"width": 8}, "mobilenet_v2": {"width_mult": 0.25}}
 
 
 def _count(module: nn.Module) -> int:
@@ -27,7 +29,8 @@ def test_every_model_forward_backward(name):
     """timm-style contract for every registered model: shape, logits, gradients, rebuild from spec."""
     torch.manual_seed(0)
     shape = SMALL_INPUTS[model_input_kind(name)]
-    model = create_model(name, n_classes=N_CLASSES, input_shape=shape)
+    kwargs = SMALL_KWARGS.get(name, {})
+    model = create_model(name, n_classes=N_CLASSES, input_shape=shape, **kwargs)
     x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
 
     model.train()
@@ -40,7 +43,7 @@ def test_every_model_forward_backward(name):
     assert any(g.abs().sum() > 0 for g in grads)
 
     spec = model.audioclf_spec
-    assert spec == {"name": name, "n_classes": N_CLASSES, "input_shape": shape, "kwargs": {}}
+    assert spec == {"name": name, "n_classes": N_CLASSES, "input_shape": shape, "kwargs": kwargs}
     rebuilt = create_model(spec["name"], spec["n_classes"], spec["input_shape"], **spec["kwargs"])
     rebuilt.load_state_dict(model.state_dict())
     model.eval(), rebuilt.eval()

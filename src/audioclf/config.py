@@ -53,6 +53,7 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 1e-3
+    backbone_lr: float | None = None  # transfer learning: the pretrained backbone's own rate (head uses lr)
     weight_decay: float = 0.0
     momentum: float = 0.9
     scheduler: str = "none"

@@ -31,6 +31,7 @@ from .data.splits import assign_splits
 from .errors import AudioDecodeError, ConfigError, DataError
 from .features import FeatureConfig
 from .models.classifier import AudioClassifier
+from .models.freeze import parameter_groups
 from .models.registry import create_model, model_input_kind
 from .runs import RunDir, plot_confusion, plot_curves
 from .train.callbacks import EarlyStopping
@@ -360,7 +361,7 @@ def train(
     monitor = cfg.train.monitor or M.primary_metric(task)
 
     optimizer = build_optimizer(
-        model.parameters(), name=cfg.train.optimizer, lr=cfg.train.lr,
+        parameter_groups(model, cfg.train.lr, cfg.train.backbone_lr), name=cfg.train.optimizer, lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum,
     )
     scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, epochs=cfg.train.epochs, monitor=monitor,

@@ -68,11 +68,15 @@ class AudioClassifier(nn.Module):
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "AudioClassifier":
         backbone_spec = spec["backbone"]
+        kwargs = dict(backbone_spec.get("kwargs", {}))
+        # Pretrained weights only initialise training; a checkpoint carries the trained ones, and the
+        # original weights file need not exist where the run is loaded.
+        kwargs.pop("weights", None)
         backbone = create_model(
             backbone_spec["name"],
             n_classes=backbone_spec["n_classes"],
             input_shape=tuple(backbone_spec["input_shape"]),
-            **backbone_spec.get("kwargs", {}),
+            **kwargs,
         )
         features = FeatureConfig.from_dict(spec["features"]) if spec.get("features") else None
         return cls(backbone, features)
