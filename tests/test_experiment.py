@@ -231,3 +231,23 @@ def test_transfer_backbone_with_freezing_and_its_own_learning_rate(folder_data, 
     # The run loads anywhere: the weights file is only needed to start training.
     weights.unlink()
     assert evaluate_run(run)["metrics"]["accuracy"] == pytest.approx(summary["metrics"]["test"]["accuracy"])
+
+
+def test_complexity_limits_gate_refuses_an_over_limit_model(folder_data, tmp_path):
+    from audioclf.errors import AudioclfError
+
+    out = tmp_path / "gate"
+    with pytest.raises(AudioclfError, match=r"params|parameters"):
+        train(load_config(None, [f"data.path={folder_data}", f"out={out}", *TINY, "limits.max_params=1000"]))
+    assert not (out / "checkpoints" / "best.pt").exists()
+    with pytest.raises(AudioclfError, match="MAC"):
+        train(load_config(None, [f"data.path={folder_data}", f"out={out}", *TINY, "limits.max_macs=1e5"]))
+
+
+def test_summary_records_complexity(trained_run):
+    from audioclf.compress.complexity import run_complexity
+
+    params = RunDir(trained_run).read_summary()["model"]["parameters"]
+    report = run_complexity(str(trained_run))
+    assert params["macs"] == report.macs_total > 0
+    assert params["deployed_params"] == report.params_total

@@ -192,10 +192,65 @@ def cmd_synth(args) -> None:
     out.print(f"wrote {csv_path}")
 
 
-def cmd_predict(args) -> None:
-    from .inference import Predictor, write_predictions_csv
+# Report input shapes (MISSION S4 Tables 3 and 5) for `audioclf complexity MODEL_NAME`.
+DEFAULT_INPUT_SHAPES = {"dcase2022_baseline": (1, 40, 51), "asc_teacher": (1, 40, 51), "asc_student": (1, 80, 51),
+                        "fsd_simple_cnn": (1, 80, 92), "genre_cnn1": (1, 201, 552), "genre_cnn2": (1, 201, 552)}
 
-    predictor = Predictor.from_run(args.run_dir)
+
+def cmd_complexity(args) -> None:
+    from .compress.complexity import check_limits, complexity_report, format_report, run_complexity
+
+    if Path(args.target).is_dir():
+        report = run_complexity(args.target, batchnorm_folded=not args.no_fold)
+    else:
+        from .models.registry import create_model, model_input_kind
+
+        shape = tuple(args.input_shape) if args.input_shape else DEFAULT_INPUT_SHAPES.get(args.target)
+        if shape is None:
+            kind = model_input_kind(args.target)
+            raise AudioclfError(f"{args.target} ({kind} input): give --input-shape, e.g. 1 40 51 for a 40x51 log-mel")
+        model = create_model(args.target, n_classes=args.n_classes, input_shape=shape)
+        report = complexity_report(model, shape, batchnorm_folded=not args.no_fold)
+    out.print(format_report(report), markup=False, highlight=False)
+    check_limits(report, max_params=args.max_params, max_macs=args.max_macs)
+    if args.max_params or args.max_macs:
+        out.print("within the limits")
+
+
+def cmd_export(args) -> None:
+    from .export import export_onnx
+
+    path = export_onnx(args.run_dir, out_path=args.out, with_frontend=args.with_frontend, opset=args.opset)
+    out.print(f"wrote {path} (checked against PyTorch with ONNX Runtime)")
+
+
+def cmd_quantize(args) -> None:
+    from .compress.quantize import quantize_run
+    from .console import quantization_table
+
+    result = quantize_run(args.run_dir, calibration=args.calibration, method=args.method,
+                          with_frontend=args.with_frontend)
+    out.print(quantization_table(result))
+
+
+def cmd_distill(args) -> None:
+    from .compress.distill import distill
+    from .config import load_config
+    from .console import ConsoleReporter
+
+    config, overrides = _split_positionals(args.args)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    student = load_config(config, overrides)
+    run_dir = distill(args.teacher, student, T=args.T, alpha=args.alpha, reporter=ConsoleReporter(err))
+    _print_results(run_dir)
+
+
+def cmd_predict(args) -> None:
+    from .inference import write_predictions_csv
+    from .onnx_predictor import load_predictor
+
+    predictor = load_predictor(args.run_dir)
     predictions = predictor.predict_files(args.paths, aggregate=args.aggregate)
     _print_predictions(predictions, predictor, args.top_k)
     if args.submission:
@@ -272,6 +327,38 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--sr", type=int, default=16000)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
+
+    complexity = sub.add_parser("complexity", help="parameters, MACs and size of a run or a registered model")
+    complexity.add_argument("target", help="run directory or model name (e.g. dcase2022_baseline)")
+    complexity.add_argument("--input-shape", type=int, nargs="+", help="input without batch, e.g. 1 40 51")
+    complexity.add_argument("--n-classes", type=int, default=10)
+    complexity.add_argument("--no-fold", action="store_true", help="count BatchNorm separately (not folded)")
+    complexity.add_argument("--max-params", type=int, help="fail when over (e.g. 128000)")
+    complexity.add_argument("--max-macs", type=float, help="fail when over (e.g. 30e6)")
+    complexity.set_defaults(func=cmd_complexity)
+
+    distill_p = sub.add_parser("distill", help="knowledge distillation from teacher run(s) into a student")
+    distill_p.add_argument("--teacher", action="append", required=True, help="teacher run directory (repeatable)")
+    distill_p.add_argument("args", nargs="*", metavar="[STUDENT_CONFIG] [key=value]")
+    distill_p.add_argument("--out")
+    distill_p.add_argument("--T", type=float, default=2.0, help="temperature [2]")
+    distill_p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss [0.5]")
+    distill_p.set_defaults(func=cmd_distill)
+
+    quantize = sub.add_parser("quantize", help="INT8 post-training quantization (ONNX Runtime), fp32 vs int8")
+    quantize.add_argument("run_dir")
+    quantize.add_argument("--calibration", type=int, default=200, help="training clips for calibration [200]")
+    quantize.add_argument("--method", choices=("auto", "static", "dynamic"), default="auto")
+    quantize.add_argument("--with-frontend", action="store_true")
+    quantize.set_defaults(func=cmd_quantize)
+
+    export = sub.add_parser("export", help="export a run to ONNX (optionally with the log-mel front-end)")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--out")
+    export.add_argument("--with-frontend", action="store_true", help="take raw waveform input")
+    export.add_argument("--opset", type=int, default=17)
+    export.set_defaults(func=cmd_export)
 
     predict = sub.add_parser("predict", help="predict labels for audio files or folders")
     predict.add_argument("run_dir")

@@ -48,6 +48,12 @@ class AugmentConfig:
 
 
 @dataclass
+class LimitsConfig:
+    max_params: int | None = None  # e.g. 128000 (DCASE 2022 Task 1); checked before training starts
+    max_macs: float | None = None  # per inference of the network (front-end excluded), e.g. 30e6
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
@@ -81,6 +87,7 @@ class Config:
     features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields
     model: dict[str, Any] = field(default_factory=lambda: {"name": "small_cnn"})
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -115,3 +115,16 @@ def ensemble_table(result: dict[str, Any]) -> Table:
         table.add_row(name, *[_fmt(result["members"][m].get(name)) for m in members], _fmt(result["ensemble"][name]))
     table.caption = "  ".join(f"run {i}: {m}" for i, m in enumerate(members, start=1))
     return table
+
+
+def quantization_table(result: dict[str, Any]) -> Table:
+    """fp32 vs int8: metrics, their drop, file sizes."""
+    table = Table(title=f"INT8 quantization ({result['method']}, {result['n_calibration']} calibration clips)")
+    for column in ("", "fp32", "int8", "drop"):
+        table.add_column(column, justify="right" if column else "left")
+    fp32, int8 = result["fp32"]["metrics"], result["int8"]["metrics"]
+    for name in ordered_metric_names(fp32):
+        table.add_row(name, _fmt(fp32.get(name)), _fmt(int8.get(name)), _fmt(result["drop"].get(name)))
+    table.add_row("bytes", f"{result['fp32']['bytes']:,}", f"{result['int8']['bytes']:,}",
+                  f"x{result['size_ratio']:.2f}")
+    return table

@@ -8,7 +8,6 @@ best/last checkpoints and early stopping -> test evaluation, plots and ``summary
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import math
 import random
@@ -295,9 +294,20 @@ def load_matching_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]
     return {"loaded": loaded, "skipped": skipped}
 
 
-def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+def measure_complexity(model: AudioClassifier, cfg: Config) -> dict[str, Any]:
+    """Parameters and MACs of one inference of the network (front-end excluded, BatchNorm folded), checked
+    against ``cfg.limits``: an over-limit model is refused before any training."""
+    from .compress.complexity import check_limits, complexity_report
+
     params = list(model.parameters())
-    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+    counts = {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+    shape = tuple(model.backbone.audioclf_spec["input_shape"])
+    was_training = model.training
+    report = complexity_report(model.backbone, shape)
+    model.train(was_training)
+    check_limits(report, max_params=cfg.limits.max_params, max_macs=cfg.limits.max_macs)
+    return {**counts, "deployed_params": report.params_total, "macs": report.macs_total,
+            "bytes_fp32": report.bytes_fp32, "bytes_int8": report.bytes_int8}
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -324,11 +334,15 @@ def train(
     resume: bool = False,
     manifest: Manifest | None = None,
     reporter: Any = None,
+    objective: Any = None,
 ) -> Path:
     """Train, evaluate on the test split and write the run directory; returns its path.
 
     ``reporter`` (optional) receives progress: ``reporter.epoch(record)`` and ``reporter.bar(...)``;
     the CLI passes a rich console reporter, notebooks can pass nothing.
+    ``objective`` (optional) replaces the supervised objective, e.g. knowledge distillation: it has
+    ``setup(cfg, prepared, train_set, task, classes, device) -> (train_set, step)`` and
+    ``summary(cfg, prepared, task, classes, device, amp) -> dict`` (merged into summary.json).
     """
     run = RunDir(cfg.out or default_run_dir(cfg))
     start_epoch, checkpoint = 1, None
@@ -356,6 +370,7 @@ def train(
     device = resolve_device(cfg.train.device)
     amp = cfg.train.amp if cfg.train.amp is not None else device.type == "cuda"
     model = build_classifier(cfg, len(classes), prepared.sample_rate, prepared.n_samples).to(device)
+    complexity = measure_complexity(model, cfg)  # refuses an over-limit model before anything is written
     datasets = {s: make_dataset(prepared, s, classes, task, cfg, train=(s == "train")) for s in SPLITS}
     eval_train = make_dataset(prepared, "train", classes, task, cfg, train=False)
     monitor = cfg.train.monitor or M.primary_metric(task)
@@ -368,7 +383,11 @@ def train(
                                 **cfg.train.scheduler_args)
     stopper = EarlyStopping(monitor, patience=cfg.train.patience, min_delta=cfg.train.min_delta)
     scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported() else None
-    step = build_step(cfg, task, len(classes))
+    train_set = datasets["train"]
+    if objective is None:
+        step = build_step(cfg, task, len(classes))
+    else:
+        train_set, step = objective.setup(cfg, prepared, train_set, task, classes, device)
 
     resolved = cfg.to_dict()
     resolved["data"]["sample_rate"] = prepared.sample_rate
@@ -400,11 +419,10 @@ def train(
         run.truncate_metrics(checkpoint["epoch"])
         run.write_config(resolved)
 
-    sampler = EpochShuffle(len(datasets["train"]), cfg.seed)
-    train_loader = make_loader(datasets["train"], cfg.train.batch_size, cfg.train.num_workers, sampler, device)
+    sampler = EpochShuffle(len(train_set), cfg.seed)
+    train_loader = make_loader(train_set, cfg.train.batch_size, cfg.train.num_workers, sampler, device)
     base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved,
                   "sample_rate": prepared.sample_rate, "clip_samples": prepared.n_samples}
-    complexity = count_parameters(model)
     if checkpoint is not None:
         set_rng_state(checkpoint["rng"])  # dropout etc. continue exactly where the run stopped
 
@@ -412,9 +430,9 @@ def train(
         if stopper.should_stop:
             break
         sampler.set_epoch(epoch)
-        datasets["train"].set_epoch(epoch)
+        train_set.set_epoch(epoch)
         started = time.perf_counter()
-        bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", len(datasets["train"])) if reporter else None
+        bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", len(train_set)) if reporter else None
         train_values = train_one_epoch(
             model, train_loader, step, optimizer, device, amp=amp, scaler=scaler,
             grad_clip=cfg.train.grad_clip, progress=bar.advance if bar else None,
@@ -441,6 +459,8 @@ def train(
         if reporter:
             reporter.epoch(record, monitor, improved)
 
+    if objective is not None:
+        extra_summary.update(objective.summary(cfg, prepared, task, classes, device, amp))
     return finalize_run(run, prepared, monitor, complexity, device, amp, cfg.train.batch_size, extra_summary)
 
 

@@ -1,0 +1,121 @@
+"""Prediction from an exported ONNX file with ONNX Runtime: the same interface as :class:`inference.Predictor`.
+
+The file's metadata (written by :mod:`audioclf.export`) gives the classes, task, sample rate and clip
+length. A model exported with its front-end takes waveforms directly; one exported without it takes the
+log-mel image, which is computed here with :class:`audioclf.features.FrontEnd` from the metadata's
+feature settings (the same computation as in training). Long recordings are windowed and aggregated
+exactly as :class:`~audioclf.inference.Predictor` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.audio import fix_length, load_audio
+from .errors import AudioclfError, AudioDecodeError, ConfigError
+from .export import decode_metadata, import_onnxruntime
+from .features import FeatureConfig, FrontEnd
+from .inference import Prediction, Predictor, expand_paths, window_starts
+
+__all__ = ["OnnxPredictor", "load_predictor", "onnx_session", "softmax", "sigmoid"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # no overflow for large logits
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # stable for any sign, unlike 1 / (1 + exp(-x))
+
+
+def onnx_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    """An ONNX Runtime session; ``threads`` limits intra- and inter-op threads (None: runtime default)."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = int(threads)
+    available = ort.get_available_providers()
+    chosen = [p for p in (providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]) if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen or ["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioclfError(f"{path}: cannot load ONNX model ({first})") from None
+
+
+class OnnxPredictor:
+    """``predict_wave`` / ``predict_files`` / ``top_k`` / ``classes`` for an exported ``.onnx`` file."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioclfError(f"{self.path}: ONNX model file not found")
+        self.session = onnx_session(self.path, threads, providers)
+        self.metadata: dict[str, Any] = decode_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.classes: list[str] = list(self.metadata["classes"])
+        self.task: str = self.metadata["task"]
+        self.sample_rate: int = self.metadata["sample_rate"]
+        self.clip_samples: int = self.metadata["clip_samples"]
+        self.pad_mode: str = self.metadata.get("pad_mode", "tile")
+        self.input_name: str = self.session.get_inputs()[0].name
+        self.frontend = None
+        if self.metadata["input"] == "features":
+            self.frontend = FrontEnd(FeatureConfig.from_dict(self.metadata["features"])).eval()
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> "OnnxPredictor":
+        return cls(path, threads)
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Logits for a batch of clip-length waveforms (B, clip_samples)."""
+        inputs = windows.astype(np.float32)
+        if self.frontend is not None:
+            with torch.no_grad():
+                inputs = self.frontend(torch.from_numpy(inputs)).numpy()
+        return self.session.run(None, {self.input_name: inputs})[0]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits) if self.task == "single_label" else sigmoid(logits)
+
+    def predict_wave(self, wave: np.ndarray, aggregate: str = "mean", batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for one mono waveform at ``self.sample_rate``."""
+        if aggregate not in ("mean", "max"):
+            raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
+        if len(wave) <= self.clip_samples:
+            windows = [fix_length(wave, self.clip_samples, mode=self.pad_mode, crop="center")]
+        else:
+            starts = window_starts(len(wave), self.clip_samples, self.clip_samples // 2)
+            windows = [wave[s : s + self.clip_samples] for s in starts]
+        batch = np.stack(windows).astype(np.float32)
+        probs = np.concatenate([self.probabilities(self.logits(batch[i : i + batch_size]))
+                                for i in range(0, len(batch), batch_size)]).astype(np.float64)
+        return probs.mean(0) if aggregate == "mean" else probs.max(0)
+
+    def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
+        results = []
+        for path in expand_paths(paths):
+            try:
+                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True)
+            except AudioDecodeError as exc:
+                results.append(Prediction(str(path), None, exc.reason))
+                continue
+            results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
+        return results
+
+    def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-probs)[:k]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+
+def load_predictor(path: str | Path, device: str = "auto") -> Predictor | OnnxPredictor:
+    """``.onnx`` file -> :class:`OnnxPredictor`; anything else is a run directory -> :class:`Predictor`."""
+    if Path(path).suffix.lower() == ".onnx":
+        return OnnxPredictor(path)
+    return Predictor.from_run(path, device=device)
