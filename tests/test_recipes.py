@@ -95,3 +95,27 @@ def test_speaker_count_synth_then_recipe(tmp_path):
     summary = _summary(run)
     assert summary["classes"] == ["1", "2", "3"] and summary["task"] == "single_label"
     assert 0.0 <= summary["metrics"]["test"]["accuracy"] <= 1.0
+
+
+def test_audioset_embeddings_recipe_then_evaluate(tmp_path, capsys):
+    from audioclf.data.embeddings import make_synthetic_embeddings
+    from audioclf.data.importers.audioset import write_h5
+
+    root = tmp_path / "audioset"
+    write_h5(root / "bal_train.h5", make_synthetic_embeddings(160, seed=1))
+    write_h5(root / "eval.h5", make_synthetic_embeddings(40, seed=2))
+    run = tmp_path / "run"
+    assert main(["train", "audioset_embeddings", f"data.root={root}", f"out={run}", "train.epochs=1",
+                 "model.hidden=16", "model.dense=16"]) == 0
+    summary = _summary(run)
+    assert summary["task"] == "multi_label" and len(summary["classes"]) == 527
+    for name in ("mAP", "mAP_per_example", "pSR"):
+        assert 0.0 <= summary["metrics"]["test"][name] <= 1.0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert "mAP" in capsys.readouterr().out
+    with open(root / "eval.h5", "r+b") as handle:  # a truncated HDF5 file: a clear error naming it
+        handle.truncate(2000)
+    assert main(["train", "audioset_embeddings", f"data.root={root}", f"out={tmp_path / 'bad'}",
+                 "train.epochs=1"]) == 2
+    assert "eval.h5" in capsys.readouterr().err

@@ -71,6 +71,10 @@ def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None 
 def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None = None, which: str = "best",
                  strict: bool = False, device: str = "auto") -> dict[str, Any]:
     """Metrics of one run (see :func:`run_outputs`), plus the confusion matrix for single-label."""
+    if RunDir(run_dir).require().load_checkpoint(which).get("input_kind") == "embeddings":
+        from .embeddings_run import evaluate_embeddings_run
+
+        return evaluate_embeddings_run(run_dir, data=data, which=which, device=device)
     out = run_outputs(run_dir, data, split, which, strict, device)
     result = {"task": out.task, "classes": out.classes, "n_items": len(out.manifest), "metrics": out.metrics,
               "skipped": [s.to_dict() for s in out.skipped]}

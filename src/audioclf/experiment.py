@@ -294,17 +294,18 @@ def load_matching_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]
     return {"loaded": loaded, "skipped": skipped}
 
 
-def measure_complexity(model: AudioClassifier, cfg: Config) -> dict[str, Any]:
-    """Parameters and MACs of one inference of the network (front-end excluded, BatchNorm folded), checked
-    against ``cfg.limits``: an over-limit model is refused before any training."""
+def measure_complexity(network: torch.nn.Module, cfg: Config) -> dict[str, Any]:
+    """Parameters and MACs of one inference (front-end excluded, BatchNorm folded), checked against
+    ``cfg.limits``: an over-limit model is refused before any training. ``network``: an AudioClassifier
+    (its backbone is measured) or a registered model."""
     from .compress.complexity import check_limits, complexity_report
 
-    params = list(model.parameters())
+    params = list(network.parameters())
     counts = {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
-    shape = tuple(model.backbone.audioclf_spec["input_shape"])
-    was_training = model.training
-    report = complexity_report(model.backbone, shape)
-    model.train(was_training)
+    measured = network.backbone if isinstance(network, AudioClassifier) else network
+    was_training = measured.training
+    report = complexity_report(measured, tuple(measured.audioclf_spec["input_shape"]))
+    measured.train(was_training)
     check_limits(report, max_params=cfg.limits.max_params, max_macs=cfg.limits.max_macs)
     return {**counts, "deployed_params": report.params_total, "macs": report.macs_total,
             "bytes_fp32": report.bytes_fp32, "bytes_int8": report.bytes_int8}
@@ -324,6 +325,20 @@ def evaluate_split(model, dataset, subset: Manifest, task: str, classes: list[st
 
 
 # --- the run ------------------------------------------------------------------------------------
+def is_embedding_config(cfg: Config) -> bool:
+    """Precomputed embeddings (AudioSet HDF5/TFRecord) instead of audio."""
+    if cfg.data.format == "audioset":
+        return True
+    name = cfg.model.get("name")
+    if name and model_input_kind(name) == "embeddings":
+        return True
+    if cfg.data.path and cfg.data.format == "auto":
+        from .embeddings_run import is_embedding_data
+
+        return is_embedding_data(cfg.data.path)
+    return False
+
+
 def default_run_dir(cfg: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{cfg.model.get('name', 'model')}"
@@ -344,6 +359,10 @@ def train(
     ``setup(cfg, prepared, train_set, task, classes, device) -> (train_set, step)`` and
     ``summary(cfg, prepared, task, classes, device, amp) -> dict`` (merged into summary.json).
     """
+    if objective is None and is_embedding_config(cfg):
+        from .embeddings_run import train_embeddings  # AudioSet embeddings (MISSION S5): no audio pipeline
+
+        return train_embeddings(cfg, resume=resume, reporter=reporter)
     run = RunDir(cfg.out or default_run_dir(cfg))
     start_epoch, checkpoint = 1, None
     if resume:
