@@ -251,3 +251,13 @@ def test_summary_records_complexity(trained_run):
     report = run_complexity(str(trained_run))
     assert params["macs"] == report.macs_total > 0
     assert params["deployed_params"] == report.params_total
+
+
+def test_report_md_has_the_tables_and_plots(trained_run):
+    text = (trained_run / "report.md").read_text()
+    assert "## Metrics" in text and "| accuracy |" in text
+    assert "## Per class (test)" in text
+    for plot in ("loss.png", "metrics.png", "confusion_test.png"):
+        assert f"(plots/{plot})" in text
+    summary = RunDir(trained_run).read_summary()
+    assert f"{summary['metrics']['test']['accuracy']:.4f}" in text

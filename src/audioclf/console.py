@@ -8,10 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-# Metrics shown first in tables, in this order; the rest follow alphabetically.
-_LEADING = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "lwlrap", "mAP", "mAP_per_example",
-            "pSR", "lrap", "micro_f1", "loss")
-
+from .report import ordered_metric_names
 
 class _Bar:
     def __init__(self, progress: Progress, task: int):
@@ -43,11 +40,6 @@ class ConsoleReporter:
                  f"val loss {record.get('val/loss', float('nan')):.4f}",
                  f"val {monitor} {record.get(f'val/{monitor}', float('nan')):.4f}", f"{record['seconds']:.1f}s"]
         self.console.print("  ".join(shown) + ("  [green]* best[/green]" if improved else ""))
-
-
-def ordered_metric_names(names) -> list[str]:
-    plain = [n for n in names if "/" not in n]
-    return [n for n in _LEADING if n in plain] + sorted(n for n in plain if n not in _LEADING)
 
 
 def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") -> Table:

@@ -77,6 +77,7 @@ from .experiment import (
 from .models.classifier import AudioClassifier
 from .models.registry import create_model, list_models, model_input_kind
 from .models.sequence import loss_for
+from .report import write_report
 from .runs import RunDir, plot_curves
 from .train.callbacks import EarlyStopping
 from .train.loop import evaluation_loss, predict_loader, supervised_step, train_one_epoch
@@ -543,6 +544,7 @@ def _finalize(run: RunDir, sources: dict[str, Source | None], options: Embedding
         "input_shape": best["input_shape"],
     }
     run.write_summary(summary)
+    write_report(run.root)
     return run.root
 
 

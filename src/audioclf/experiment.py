@@ -32,6 +32,7 @@ from .features import FeatureConfig
 from .models.classifier import AudioClassifier
 from .models.freeze import parameter_groups
 from .models.registry import create_model, model_input_kind
+from .report import write_report
 from .runs import RunDir, plot_confusion, plot_curves
 from .train.callbacks import EarlyStopping
 from .train.loop import augmented_step, evaluation_loss, predict_loader, supervised_step, train_one_epoch
@@ -492,6 +493,7 @@ def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, 
     task, classes = best["task"], best["classes"]
     cfg = config_from_dict(best["config"])
     results: dict[str, dict[str, float]] = {}
+    per_class: dict[str, dict[str, float]] = {}
     for split in ("val", "test"):
         subset = prepared.split(split)
         if len(subset) == 0:
@@ -499,6 +501,7 @@ def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, 
         dataset = make_dataset(prepared, split, classes, task, cfg, train=False)
         values, probs, targets = evaluate_split(model, dataset, subset, task, classes, device, batch_size, amp)
         results[split] = values
+        per_class[split] = M.per_class_metrics(task, targets, probs, classes)
         if task == "single_label":
             matrix = M.confusion_matrix(targets, probs.argmax(1), len(classes))
             plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
@@ -516,9 +519,11 @@ def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, 
         "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},
         "sample_rate": prepared.sample_rate,
         "clip_seconds": prepared.clip_seconds,
+        "per_class": per_class,
         **(extra_summary or {}),
     }
     run.write_summary(summary)
+    write_report(run.root)
     return run.root
 
 

@@ -255,4 +255,7 @@ def quantize_run(
         "seconds": round(time.perf_counter() - started, 3),
     }
     atomic_write_text(run.root / "quantization.json", json.dumps(_jsonable(report), indent=2) + "\n")
+    from ..report import write_report
+
+    write_report(run.root)  # report.md gains the fp32 vs int8 table
     return report

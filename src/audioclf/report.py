@@ -1,0 +1,121 @@
+"""``report.md`` in a run directory: the run's tables and plots in one readable page.
+
+Built only from files the run already wrote (summary.json, quantization.json, plots/), so it can be
+regenerated at any time (:func:`write_report`) and never disagrees with them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .data.store import atomic_write_text
+from .runs import RunDir
+
+# Metrics shown first, in this order; the rest follow alphabetically.
+LEADING = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "lwlrap", "mAP", "mAP_per_example", "pSR",
+           "lrap", "micro_f1", "loss")
+
+
+def ordered_metric_names(names) -> list[str]:
+    plain = [n for n in names if "/" not in n]
+    return [n for n in LEADING if n in plain] + sorted(n for n in plain if n not in LEADING)
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _grouped(values: dict[str, float], prefix: str) -> dict[str, dict[str, float]]:
+    """``prefix/<a>/<b>/<metric>`` (per_group) or ``prefix/<a>/<metric>`` (per_class) -> rows."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in values.items():
+        parts = key.split("/")
+        if parts[0] != prefix:
+            continue
+        name = "=".join(parts[1:-1])
+        rows.setdefault(name, {})[parts[-1]] = value
+    return rows
+
+
+def _rows_table(rows: dict[str, dict[str, float]], first: str) -> str:
+    metrics = sorted({m for row in rows.values() for m in row})
+    return markdown_table([first, *metrics], [[name, *[rows[name].get(m) for m in metrics]] for name in sorted(rows)])
+
+
+def build_report(run_dir: str | Path) -> str:
+    run = RunDir(run_dir)
+    summary = run.read_summary()
+    metrics = summary.get("metrics", {})
+    model = summary.get("model", {})
+    params = model.get("parameters", {})
+    out = [f"# Run report: `{run.root.name}`", ""]
+    facts = [["task", summary.get("task")], ["model", model.get("name")],
+             ["classes", len(summary.get("classes", []))],
+             ["items (train / val / test)", " / ".join(str(summary.get("counts", {}).get(s, 0)) for s in ("train", "val", "test"))],
+             ["best epoch (monitor)", f"{summary.get('best_epoch')} ({summary.get('monitor')})"]]
+    if summary.get("sample_rate"):
+        facts.append(["audio", f"{summary['sample_rate']} Hz, {summary.get('clip_seconds')} s clips"])
+    if params:
+        facts.append(["parameters (total / trainable)", f"{params.get('total', 0):,} / {params.get('trainable', 0):,}"])
+    if params.get("macs") is not None:
+        facts.append(["MACs per inference (BN folded)", f"{params['macs']:,} ({params['macs'] / 1e6:.2f} M)"])
+    out += [markdown_table(["", ""], facts), ""]
+
+    splits = [s for s in ("val", "test") if metrics.get(s)]
+    if splits:
+        names = ordered_metric_names({n for s in splits for n in metrics[s]})
+        out += ["## Metrics", "", markdown_table(["metric", *splits], [[n, *[metrics[s].get(n) for s in splits]] for n in names]), ""]
+    last = splits[-1] if splits else None
+    if last:
+        groups = _grouped(metrics[last], "per_group")
+        if groups:
+            out += [f"## Per group ({last})", "", _rows_table(groups, "group"), ""]
+        per_class = _grouped(summary.get("per_class", {}).get(last, {}), "per_class")
+        if per_class:
+            out += [f"## Per class ({last})", "", _rows_table(per_class, "class"), ""]
+
+    distillation = summary.get("distillation")
+    if distillation:
+        teacher = distillation.get("teacher_metrics", {}).get("test", {})
+        student = metrics.get("test", {})
+        names = ordered_metric_names(set(teacher) & set(student))
+        out += ["## Distillation", "", f"Teachers: {', '.join(distillation['teachers'])}; T = {distillation['T']}, "
+                f"alpha = {distillation['alpha']}.", "",
+                markdown_table(["metric (test)", "teacher", "student"], [[n, teacher.get(n), student.get(n)] for n in names]), ""]
+
+    quantization = run.root / "quantization.json"
+    if quantization.exists():
+        q = json.loads(quantization.read_text())
+        names = ordered_metric_names(q["fp32"]["metrics"])
+        rows = [[n, q["fp32"]["metrics"].get(n), q["int8"]["metrics"].get(n), q["drop"].get(n)] for n in names]
+        rows.append(["file bytes", q["fp32"]["bytes"], q["int8"]["bytes"], f"x{q['size_ratio']:.2f}"])
+        out += [f"## INT8 quantization ({q['method']})", "", markdown_table(["metric (test)", "fp32", "int8", "drop"], rows), ""]
+
+    plots = sorted(p.name for p in run.plots.glob("*.png")) if run.plots.exists() else []
+    if plots:
+        out += ["## Plots", ""] + [f"![{Path(name).stem}](plots/{name})" for name in plots] + [""]
+    skipped = summary.get("skipped", [])
+    if skipped:
+        out += [f"## Skipped files ({len(skipped)})", ""] + [f"- `{s['path']}`: {s['reason']}" for s in skipped] + [""]
+    return "\n".join(out)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    path = RunDir(run_dir).root / "report.md"
+    atomic_write_text(path, build_report(run_dir))
+    return path
