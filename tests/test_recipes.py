@@ -19,7 +19,7 @@ def _summary(run):
 def test_fsd2019_two_stage_recipe(tmp_path):
     root = layouts.fsd2019_kaggle(tmp_path / "fsd")
     stages = ("stages=[{name: noisy, data: {options: {subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5}},"
-              " train: {epochs: 1}}, {name: curated, train: {epochs: 1}}]")
+              " train: {epochs: 1}}, {name: curated, train: {epochs: 1}, init_from: '@noisy'}]")
     assert main(["train", "fsd2019", f"data.root={root}", f"out={tmp_path / 'run'}", *FAST, stages]) == 0
     noisy, curated = _summary(tmp_path / "run" / "noisy"), _summary(tmp_path / "run" / "curated")
     assert noisy["task"] == curated["task"] == "multi_label"
@@ -52,14 +52,26 @@ def test_gtzan_recipe_reports_accuracy_and_confusion(tmp_path):
     assert len(summary["confusion"]["test"]) == len(layouts.GTZAN_GENRES)
 
 
-def test_dcase2022_recipe_reports_per_device_results(tmp_path):
+def test_dcase2022_recipe_runs_the_whole_chain(tmp_path):
     root = layouts.tau2022(tmp_path / "tau")
-    run = tmp_path / "run"
-    assert main(["train", "dcase2022_task1", f"data.root={root}", f"out={run}", *FAST]) == 0
-    test = _summary(run)["metrics"]["test"]
+    out = tmp_path / "chain"
+    small = ("stages=[{name: baseline}, {name: teacher, features: {n_mels: 80}, model: {name: small_cnn}},"
+             " {name: student, kind: distill, teachers: [teacher], T: 2.0, features: {n_mels: 80},"
+             " model: {name: asc_student}, limits: {max_params: 128000, max_macs: 30.0e6}, quantize: 4, export: true}]")
+    assert main(["train", "dcase2022_task1", f"data.root={root}", f"out={out}", *FAST, small]) == 0
+    test = _summary(out / "baseline")["metrics"]["test"]
     assert "log_loss" in test and "accuracy" in test
     devices = {k.split("/")[2] for k in test if k.startswith("per_group/device/")}
     assert {"a", "s4", "s5", "s6"} <= devices
+    student = _summary(out / "student")
+    assert student["distillation"]["teachers"] == [str(out / "teacher")]
+    assert (out / "student" / "model.int8.onnx").exists() and (out / "student" / "model.onnx").exists()
+    table = (out / "report.md").read_text()
+    for row in ("| baseline | dcase2022_baseline |", "| teacher |", "| student | asc_student |",
+                "| student (int8) | asc_student |"):
+        assert row in table
+    assert "log_loss (test)" in table and "MMACs" in table
+    assert "## INT8 quantization" in (out / "student" / "report.md").read_text()
 
 
 def test_recipe_with_a_missing_file_names_it(tmp_path):
@@ -99,16 +111,17 @@ def test_speaker_count_synth_then_recipe(tmp_path):
 
 def test_audioset_embeddings_recipe_then_evaluate(tmp_path, capsys):
     from audioclf.data.embeddings import make_synthetic_embeddings
-    from audioclf.data.importers.audioset import write_h5
+    from audioclf.data.importers.audioset import write_class_labels, write_h5
 
     root = tmp_path / "audioset"
     write_h5(root / "bal_train.h5", make_synthetic_embeddings(160, seed=1))
+    write_class_labels(root / "class_labels_indices.csv", [f"sound {i}" for i in range(527)])
     write_h5(root / "eval.h5", make_synthetic_embeddings(40, seed=2))
     run = tmp_path / "run"
     assert main(["train", "audioset_embeddings", f"data.root={root}", f"out={run}", "train.epochs=1",
                  "model.hidden=16", "model.dense=16"]) == 0
     summary = _summary(run)
-    assert summary["task"] == "multi_label" and len(summary["classes"]) == 527
+    assert summary["task"] == "multi_label" and summary["classes"][:2] == ["sound 0", "sound 1"]
     for name in ("mAP", "mAP_per_example", "pSR"):
         assert 0.0 <= summary["metrics"]["test"][name] <= 1.0
     capsys.readouterr()

@@ -1,17 +1,49 @@
-"""Multi-stage training from one recipe: each stage's overrides on top of the base config, each stage
-initialised from the previous one's best weights (MISSION S1 §6.4: pre-train on noisy, fine-tune on
-curated with another freezing policy)."""
+"""Multi-stage recipes: several runs from one config, each with its own overrides.
+
+A stage is a mapping of config overrides plus a few stage keys:
+
+* ``name`` — its run directory is ``<out>/<name>``;
+* ``kind`` — ``train`` (default) or ``distill`` (from ``teachers``: names of earlier stages, with ``T`` and
+  ``alpha``);
+* ``init_from: "@<stage>"`` — start from an earlier stage's weights (MISSION S1 §6.4: pre-train on noisy,
+  fine-tune on curated);
+* ``quantize: N`` — INT8 post-training quantization with N calibration clips after training;
+  ``export: true`` — write the ONNX model.
+
+After the last stage ``<out>/report.md`` compares every stage (MISSION S4 Table 13: log loss, accuracy,
+parameters, MMACs for baseline, teacher, student fp32 and student int8).
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import Config, apply_overrides, config_from_dict
+from .data.store import atomic_write_text
 from .errors import ConfigError
+from .report import fmt, markdown_table
+from .runs import RunDir
+
+STAGE_KEYS = ("name", "kind", "teachers", "T", "alpha", "quantize", "export")
+
+
+@dataclass
+class Stage:
+    name: str
+    config: Config
+    kind: str = "train"
+    teachers: list[str] = field(default_factory=list)
+    T: float = 2.0
+    alpha: float = 0.5
+    quantize: int | None = None
+    export: bool = False
 
 
 def _flatten(prefix: str, value: Any) -> list[str]:
+    """Nested overrides -> ``a.b=value`` strings (dict-valued keys such as data.options stay whole)."""
     if isinstance(value, dict) and prefix.split(".")[-1] not in ("options", "scheduler_args"):
         return [item for key, sub in value.items() for item in _flatten(f"{prefix}.{key}" if prefix else key, sub)]
     import yaml
@@ -19,39 +51,95 @@ def _flatten(prefix: str, value: Any) -> list[str]:
     return [f"{prefix}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
 
 
-def stage_configs(cfg: Config) -> list[tuple[str, Config]]:
-    """(name, config) per stage; stage k > 0 gets ``init_from`` = stage k-1's run directory."""
+def plan_stages(cfg: Config) -> list[Stage]:
+    """The stages of ``cfg``, each with its full config; references to other stages checked."""
     root = Path(cfg.out or "runs/stages")
     base = cfg.to_dict()
     base["stages"] = []
-    out: list[tuple[str, Config]] = []
-    previous: Path | None = None
-    for index, stage in enumerate(cfg.stages):
-        if not isinstance(stage, dict):
-            raise ConfigError(f"stages[{index}]: expected a mapping of overrides, got {stage!r}")
-        stage = dict(stage)
-        name = str(stage.pop("name", f"stage{index + 1}"))
-        if "stages" in stage or "cv" in stage:
-            raise ConfigError(f"stages[{index}] ({name}): a stage cannot set 'stages' or 'cv'")
-        overrides = _flatten("", stage) + [f"out={root / name}"]
-        if previous is not None and "init_from" not in stage:
-            overrides.append(f"init_from={previous}")
+    stages: list[Stage] = []
+    for index, raw in enumerate(cfg.stages):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"stages[{index}]: expected a mapping of overrides, got {raw!r}")
+        raw = dict(raw)
+        extras = {key: raw.pop(key) for key in STAGE_KEYS if key in raw}
+        name = str(extras.get("name", f"stage{index + 1}"))
+        where = f"stages[{index}] ({name})"
+        if "stages" in raw or "cv" in raw:
+            raise ConfigError(f"{where}: a stage cannot set 'stages' or 'cv'")
+        earlier = {stage.name: root / stage.name for stage in stages}
+        init = raw.get("init_from")
+        if isinstance(init, str) and init.startswith("@"):
+            if init[1:] not in earlier:
+                raise ConfigError(f"{where}: init_from={init} names no earlier stage ({', '.join(earlier) or 'none'})")
+            raw["init_from"] = str(earlier[init[1:]])
         try:
-            stage_cfg = config_from_dict(apply_overrides(base, overrides))
+            config = config_from_dict(apply_overrides(base, _flatten("", raw) + [f"out={root / name}"]))
         except ConfigError as exc:
-            raise ConfigError(f"stages[{index}] ({name}): {exc}") from None
-        out.append((name, stage_cfg))
-        previous = root / name
-    return out
+            raise ConfigError(f"{where}: {exc}") from None
+        kind = extras.get("kind", "train")
+        if kind not in ("train", "distill"):
+            raise ConfigError(f"{where}: kind={kind!r}; expected train or distill")
+        teachers = list(extras.get("teachers", []))
+        if kind == "distill" and not teachers:
+            raise ConfigError(f"{where}: a distill stage needs teachers: [<earlier stage>, ...]")
+        for teacher in teachers:
+            if teacher not in earlier:
+                raise ConfigError(f"{where}: teacher '{teacher}' is not an earlier stage ({', '.join(earlier) or 'none'})")
+        quantize = extras.get("quantize")
+        stages.append(Stage(name, config, kind, teachers, float(extras.get("T", 2.0)), float(extras.get("alpha", 0.5)),
+                            None if quantize in (None, False) else int(quantize), bool(extras.get("export", False))))
+    return stages
 
 
 def train_stages(cfg: Config, reporter=None) -> list[Path]:
-    """Run every stage in order; returns their run directories."""
+    """Run every stage in order (then quantize/export where asked); returns the run directories."""
     from .experiment import train
 
-    runs = []
-    for name, stage_cfg in stage_configs(cfg):
+    root = Path(cfg.out or "runs/stages")
+    runs: dict[str, Path] = {}
+    for stage in plan_stages(cfg):
         if reporter:
-            reporter.console.print(f"[bold]stage {name}[/bold] -> {stage_cfg.out}")
-        runs.append(train(stage_cfg, reporter=reporter))
-    return runs
+            reporter.console.print(f"[bold]stage {stage.name}[/bold] ({stage.kind}) -> {stage.config.out}")
+        if stage.kind == "distill":
+            from .compress.distill import distill
+
+            run = distill([runs[t] for t in stage.teachers], stage.config, T=stage.T, alpha=stage.alpha,
+                          reporter=reporter)
+        else:
+            run = train(stage.config, reporter=reporter)
+        if stage.quantize:
+            from .compress.quantize import quantize_run
+
+            quantize_run(run, calibration=stage.quantize)
+        if stage.export:
+            from .export import export_onnx
+
+            export_onnx(run)
+        runs[stage.name] = Path(run)
+    write_stages_report(root, runs)
+    return list(runs.values())
+
+
+def write_stages_report(root: Path, runs: dict[str, Path]) -> Path:
+    """``<root>/report.md``: one row per stage (and per INT8 model) with its test metrics and size."""
+    rows, names = [], []
+    for name, run in runs.items():
+        summary = RunDir(run).read_summary()
+        test = summary.get("metrics", {}).get("test") or summary.get("metrics", {}).get("val", {})
+        params = summary.get("model", {}).get("parameters", {})
+        macs = params.get("macs")
+        metrics = [m for m in ("log_loss", "accuracy", "lwlrap", "mAP") if m in test]
+        names = names or metrics
+        rows.append([name, summary.get("model", {}).get("name"), *[test.get(m) for m in names],
+                     params.get("deployed_params", params.get("total")), None if macs is None else f"{macs / 1e6:.2f}"])
+        quantization = Path(run) / "quantization.json"
+        if quantization.exists():
+            q = json.loads(quantization.read_text())
+            rows.append([f"{name} (int8)", rows[-1][1], *[q["int8"]["metrics"].get(m) for m in names], rows[-1][-2],
+                         rows[-1][-1]])
+    header = ["stage", "model", *[f"{m} (test)" for m in names], "parameters", "MMACs"]
+    text = "\n".join([f"# Stages: `{root.name}`", "", markdown_table(header, rows), "",
+                      *[f"- {name}: [{fmt(str(run))}]({Path(run).name}/report.md)" for name, run in runs.items()], ""])
+    path = root / "report.md"
+    atomic_write_text(path, text)
+    return path
