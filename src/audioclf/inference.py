@@ -7,6 +7,8 @@ aligned to the end, so no audio is ignored) and the window probabilities are agg
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import csv
 import io
 from dataclasses import dataclass
@@ -41,7 +43,56 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-class Predictor:
+class WindowedPredictor(ABC):
+    """Files and long recordings -> class probabilities, given a model that scores clip-length windows.
+
+    Subclasses set ``classes``, ``task``, ``sample_rate``, ``clip_samples``, ``pad_mode`` and implement
+    :meth:`window_probabilities` (PyTorch: :class:`Predictor`; ONNX Runtime: ``OnnxPredictor``).
+    """
+
+    classes: list[str]
+    task: str
+    sample_rate: int
+    clip_samples: int
+    pad_mode: str = "tile"
+
+    @abstractmethod
+    def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """(B, clip_samples) float32 waveforms -> (B, C) probabilities."""
+
+    def predict_wave(self, wave: np.ndarray, aggregate: str = "mean", batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for one mono waveform at ``self.sample_rate``."""
+        if aggregate not in ("mean", "max"):
+            raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
+        if len(wave) <= self.clip_samples:
+            windows = [fix_length(wave, self.clip_samples, mode=self.pad_mode, crop="center")]
+        else:
+            starts = window_starts(len(wave), self.clip_samples, self.clip_samples // 2)
+            windows = [wave[s : s + self.clip_samples] for s in starts]
+        batch = np.stack(windows).astype(np.float32)
+        probs = np.concatenate([self.window_probabilities(batch[i : i + batch_size])
+                                for i in range(0, len(batch), batch_size)]).astype(np.float64)
+        return probs.mean(0) if aggregate == "mean" else probs.max(0)
+
+    def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
+        results = []
+        for path in expand_paths(paths):
+            try:
+                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True)
+            except AudioDecodeError as exc:
+                results.append(Prediction(str(path), None, exc.reason))
+                continue
+            results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
+        return results
+
+    def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-probs)[:k]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+
+class Predictor(WindowedPredictor):
+    """A trained run's best checkpoint (PyTorch, CPU or GPU)."""
+
     def __init__(self, model: AudioClassifier, classes: list[str], task: str, sample_rate: int,
                  clip_samples: int, pad_mode: str = "tile", device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -61,36 +112,9 @@ class Predictor:
                    pad_mode, device)
 
     @torch.no_grad()
-    def predict_wave(self, wave: np.ndarray, aggregate: str = "mean", batch_size: int = 64) -> np.ndarray:
-        """Class probabilities for one mono waveform at ``self.sample_rate``."""
-        if aggregate not in ("mean", "max"):
-            raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
-        if len(wave) <= self.clip_samples:
-            windows = [fix_length(wave, self.clip_samples, mode=self.pad_mode, crop="center")]
-        else:
-            starts = window_starts(len(wave), self.clip_samples, self.clip_samples // 2)
-            windows = [wave[s : s + self.clip_samples] for s in starts]
-        batch = torch.from_numpy(np.stack(windows).astype(np.float32))
-        probs = torch.cat([
-            probabilities(self.task, self.model(chunk.to(self.device)).float()).cpu()
-            for chunk in batch.split(batch_size)
-        ]).numpy()
-        return probs.mean(0) if aggregate == "mean" else probs.max(0)
-
-    def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
-        results = []
-        for path in expand_paths(paths):
-            try:
-                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True)
-            except AudioDecodeError as exc:
-                results.append(Prediction(str(path), None, exc.reason))
-                continue
-            results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
-        return results
-
-    def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
-        order = np.argsort(-probs)[:k]
-        return [(self.classes[i], float(probs[i])) for i in order]
+    def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        logits = self.model(torch.from_numpy(windows).to(self.device)).float()
+        return probabilities(self.task, logits).cpu().numpy()
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.audio import fix_length, load_audio
-from .errors import AudioclfError, AudioDecodeError, ConfigError
+from .errors import AudioclfError
 from .export import decode_metadata, import_onnxruntime
 from .features import FeatureConfig, FrontEnd
-from .inference import Prediction, Predictor, expand_paths, window_starts
+from .inference import Predictor, WindowedPredictor
 
 __all__ = ["OnnxPredictor", "load_predictor", "onnx_session", "softmax", "sigmoid"]
 
@@ -50,7 +49,7 @@ def onnx_session(path: str | Path, threads: int | None = None, providers: list[s
         raise AudioclfError(f"{path}: cannot load ONNX model ({first})") from None
 
 
-class OnnxPredictor:
+class OnnxPredictor(WindowedPredictor):
     """``predict_wave`` / ``predict_files`` / ``top_k`` / ``classes`` for an exported ``.onnx`` file."""
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
@@ -84,34 +83,8 @@ class OnnxPredictor:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits) if self.task == "single_label" else sigmoid(logits)
 
-    def predict_wave(self, wave: np.ndarray, aggregate: str = "mean", batch_size: int = 64) -> np.ndarray:
-        """Class probabilities for one mono waveform at ``self.sample_rate``."""
-        if aggregate not in ("mean", "max"):
-            raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
-        if len(wave) <= self.clip_samples:
-            windows = [fix_length(wave, self.clip_samples, mode=self.pad_mode, crop="center")]
-        else:
-            starts = window_starts(len(wave), self.clip_samples, self.clip_samples // 2)
-            windows = [wave[s : s + self.clip_samples] for s in starts]
-        batch = np.stack(windows).astype(np.float32)
-        probs = np.concatenate([self.probabilities(self.logits(batch[i : i + batch_size]))
-                                for i in range(0, len(batch), batch_size)]).astype(np.float64)
-        return probs.mean(0) if aggregate == "mean" else probs.max(0)
-
-    def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
-        results = []
-        for path in expand_paths(paths):
-            try:
-                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True)
-            except AudioDecodeError as exc:
-                results.append(Prediction(str(path), None, exc.reason))
-                continue
-            results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
-        return results
-
-    def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
-        order = np.argsort(-probs)[:k]
-        return [(self.classes[i], float(probs[i])) for i in order]
+    def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        return self.probabilities(self.logits(windows))
 
 
 def load_predictor(path: str | Path, device: str = "auto") -> Predictor | OnnxPredictor:

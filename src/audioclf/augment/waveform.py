@@ -27,6 +27,8 @@ Build a chain from config with :func:`build_waveform_augment`::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import difflib
 import inspect
 import math
@@ -161,7 +163,7 @@ class _AudioBank:
 
 
 # --- base class and Compose ---------------------------------------------------------------------
-class WaveformTransform:
+class WaveformTransform(ABC):
     """Base class: subclasses implement ``randomize_parameters`` and ``apply``; see the module docstring."""
 
     name: ClassVar[str] = ""
@@ -173,9 +175,9 @@ class WaveformTransform:
         """Draw this transform's parameters for ``wave`` (called only when it applies)."""
         return {}
 
+    @abstractmethod
     def apply(self, wave: np.ndarray, sr: int, params: Mapping[str, Any]) -> np.ndarray:
         """Deterministic: transform ``wave`` with ``params``; returns a new float32 array, same length."""
-        raise NotImplementedError
 
     def call_with_params(self, wave: np.ndarray, sr: int,
                          rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any] | None]:

@@ -143,7 +143,7 @@ def write_audio(path: PathLike, wave: np.ndarray, sr: int, subtype: str | None =
     """Write ``wave`` atomically: to a hidden temp file in the same directory, then ``os.replace``.
 
     The format follows the extension (soundfile's rule), so the temp name keeps it
-    (``.name.tmp-XXXXXXXX.wav``). ``subtype`` defaults to soundfile's (PCM_16 for WAV/FLAC), which
+    (``.name.tmp-<random>.wav``). ``subtype`` defaults to soundfile's (PCM_16 for WAV/FLAC), which
     also makes the bytes deterministic (float WAVs carry a PEAK chunk with a timestamp).
     A crash never leaves a half-written file under the final name.
     """

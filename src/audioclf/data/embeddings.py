@@ -19,6 +19,8 @@ worker, so workers take disjoint shards of it) and each shard's buffer shuffling
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +128,7 @@ def plan_stream(max_rows_in_memory: int, batch_size: int, chunk_rows: int = 4096
     return StreamPlan(chunk, max(0, buffer), batch_size)
 
 
-class EmbeddingStream(torch.utils.data.IterableDataset):
+class EmbeddingStream(torch.utils.data.IterableDataset, ABC):
     """Chunked, shuffled, sharded batches of (x, y) from a set too large for RAM (base class).
 
     Subclasses provide ``n_rows`` and ``_chunks(order_rng, shard, n_shards, plan)``, yielding uint8/bool
@@ -150,12 +152,13 @@ class EmbeddingStream(torch.utils.data.IterableDataset):
 
     # --- to be provided by subclasses --------------------------------------------------------------
     @property
-    def n_rows(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def n_rows(self) -> int:
+        """Rows this stream covers."""
 
     def _chunks(self, order_rng: np.random.Generator, shard: int, n_shards: int,
-                plan: StreamPlan) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # pragma: no cover - abstract
-        raise NotImplementedError
+                plan: StreamPlan) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(x, y) chunks of this shard in ``order_rng``'s order."""
 
     # --- shared machinery --------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

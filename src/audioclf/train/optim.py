@@ -15,6 +15,8 @@ a default) becomes a valid ``scheduler_args`` key, checked by ``build_scheduler`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import difflib
 import inspect
 import math
@@ -113,7 +115,7 @@ def build_optimizer(
 
 
 # --- scheduler interface ------------------------------------------------------------------------
-class Scheduler:
+class Scheduler(ABC):
     """Base class: remembers each group's base learning rate and the number of epochs stepped."""
 
     name = "scheduler"
@@ -128,8 +130,9 @@ class Scheduler:
         """Learning rate of the first parameter group (what the next epoch trains with)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
+    @abstractmethod
     def step(self, metric: float | None = None) -> None:
-        raise NotImplementedError
+        """Advance one epoch (``metric``: the monitored validation value, for plateau schedules)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "epoch": self.epoch, "base_lrs": list(self.base_lrs)}

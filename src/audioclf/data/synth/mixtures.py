@@ -105,7 +105,7 @@ def _is_complete(path: Path, sample_rate: int, n_samples: int) -> bool:
 
 
 def _remove_stale_temps(paths: Sequence[Path]) -> None:
-    """Delete temp files (``.<stem>.tmp-XXXX<suffix>``, see ``write_audio``) a killed run left for our files."""
+    """Delete temp files (``.<stem>.tmp-<random><suffix>``, see ``write_audio``) a killed run left for our files."""
     stems_by_dir: dict[Path, set[str]] = {}
     for path in paths:
         stems_by_dir.setdefault(path.parent, set()).add(path.stem)
