@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import difflib
 import dataclasses
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,14 +62,15 @@ from .data.importers.audioset import (
 from .data.tfrecord import count_records
 from .errors import ConfigError, DataError
 from .experiment import (
+    EpochFit,
     EpochShuffle,
     _explicit,
     _merge,
-    measure_complexity,
     default_run_dir,
     make_loader,
+    measure_complexity,
     resolve_device,
-    rng_state,
+    run_epochs,
     seed_everything,
     set_rng_state,
 )
@@ -80,7 +80,7 @@ from .models.sequence import loss_for
 from .report import write_report
 from .runs import RunDir, plot_curves
 from .train.callbacks import EarlyStopping
-from .train.loop import evaluation_loss, predict_loader, supervised_step, train_one_epoch
+from .train.loop import evaluation_loss, predict_loader, supervised_step
 from .train.optim import build_optimizer, build_scheduler
 
 __all__ = [
@@ -475,39 +475,18 @@ def train_embeddings(cfg: Config | Mapping[str, Any], resume: bool = False, repo
     if checkpoint is not None:
         set_rng_state(checkpoint["rng"])
 
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        if stopper.should_stop:
-            break
-        if loaders.sampler is not None:
-            loaders.sampler.set_epoch(epoch)
-        else:
-            loaders.train_data.set_epoch(epoch)
-        started = time.perf_counter()
-        bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", train_source.n_rows) if reporter else None
-        train_values = train_one_epoch(model, loaders.loader, step, optimizer, device, amp=amp, scaler=scaler,
-                                       grad_clip=cfg.train.grad_clip, progress=bar.advance if bar else None)
-        if bar:
-            bar.close()
-        val_values, _, _ = evaluate_loader(model, val_loader, classes, device, amp)
-        if monitor not in val_values:
-            available = ", ".join(sorted(k for k in val_values if "/" not in k))
-            raise ConfigError(f"train.monitor={monitor}: not a validation metric; available: {available}")
-        improved = stopper.update(val_values[monitor])
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_values[monitor])
-        record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
-                  **{f"train/{k}": v for k, v in train_values.items()},
-                  **{f"val/{k}": v for k, v in val_values.items()}}
-        if loaders.streamed:
-            record["stream/peak_rows"] = loaders.train_data.peak_rows if cfg.train.num_workers == 0 else None
-        run.append_metrics(record)
-        state = {**base_state, "epoch": epoch, "model": model.state_dict(), "val": val_values}
-        if improved:
-            run.save_checkpoint("best", state)
-        run.save_checkpoint("last", {**state, "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                                     "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict()})
-        if reporter:
-            reporter.epoch(record, monitor, improved)
+    def set_epoch(epoch: int) -> None:
+        (loaders.sampler if loaders.sampler is not None else loaders.train_data).set_epoch(epoch)
+
+    def stream_record() -> dict[str, Any]:
+        if not loaders.streamed:
+            return {}
+        return {"stream/peak_rows": loaders.train_data.peak_rows if cfg.train.num_workers == 0 else None}
+
+    fit = EpochFit(run, model, loaders.loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
+                   base_state)
+    run_epochs(fit, start_epoch, set_epoch, train_source.n_rows,
+               lambda: evaluate_loader(model, val_loader, classes, device, amp)[0], reporter, stream_record)
 
     sources = {"train": train_source, "val": val_source, "test": test_source}
     return _finalize(run, sources, options, monitor, complexity, device, amp, cfg.train.batch_size, loaders.streamed)

@@ -446,42 +446,80 @@ def train(
     if checkpoint is not None:
         set_rng_state(checkpoint["rng"])  # dropout etc. continue exactly where the run stopped
 
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        if stopper.should_stop:
-            break
+    def set_epoch(epoch: int) -> None:
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        started = time.perf_counter()
-        bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", len(train_set)) if reporter else None
-        train_values = train_one_epoch(
-            model, train_loader, step, optimizer, device, amp=amp, scaler=scaler,
-            grad_clip=cfg.train.grad_clip, progress=bar.advance if bar else None,
-        )
-        if bar:
-            bar.close()
-        val_values, _, _ = evaluate_split(
-            model, datasets["val"], prepared.split("val"), task, classes, device, cfg.train.batch_size, amp
-        )
-        if monitor not in val_values:
-            raise ConfigError(f"train.monitor={monitor}: not a validation metric; available: {', '.join(sorted(k for k in val_values if '/' not in k))}")
-        improved = stopper.update(val_values[monitor])
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_values[monitor])
-        record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
-                  **{f"train/{k}": v for k, v in train_values.items()},
-                  **{f"val/{k}": v for k, v in val_values.items()}}
-        run.append_metrics(record)
-        state = {**base_state, "epoch": epoch, "model": model.state_dict(), "val": val_values}
-        if improved:
-            run.save_checkpoint("best", state)
-        run.save_checkpoint("last", {**state, "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                                     "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict()})
-        if reporter:
-            reporter.epoch(record, monitor, improved)
+
+    def validate() -> dict[str, float]:
+        return evaluate_split(model, datasets["val"], prepared.split("val"), task, classes, device,
+                              cfg.train.batch_size, amp)[0]
+
+    fit = EpochFit(run, model, train_loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
+                   base_state)
+    run_epochs(fit, start_epoch, set_epoch, len(train_set), validate, reporter)
 
     if objective is not None:
         extra_summary.update(objective.summary(cfg, prepared, task, classes, device, amp))
     return finalize_run(run, prepared, monitor, complexity, device, amp, cfg.train.batch_size, extra_summary)
+
+
+@dataclass
+class EpochFit:
+    """Everything one epoch of training touches (shared by audio and embedding runs)."""
+
+    run: RunDir
+    model: torch.nn.Module
+    loader: Any
+    step: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    stopper: EarlyStopping
+    scaler: Any
+    device: torch.device
+    amp: bool
+    cfg: Config
+    monitor: str
+    base_state: dict[str, Any]
+
+
+def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validate, reporter=None,
+               extra_record=None) -> None:
+    """Epochs ``start_epoch..cfg.train.epochs``: train, validate, log, keep best/last, stop early.
+
+    ``set_epoch(epoch)`` reseeds the data order, ``validate()`` returns the validation metrics,
+    ``extra_record()`` (optional) adds entries to each metrics.jsonl line.
+    """
+    cfg, monitor = fit.cfg, fit.monitor
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        if fit.stopper.should_stop:
+            break
+        set_epoch(epoch)
+        started = time.perf_counter()
+        bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", n_items) if reporter else None
+        train_values = train_one_epoch(fit.model, fit.loader, fit.step, fit.optimizer, fit.device, amp=fit.amp,
+                                       scaler=fit.scaler, grad_clip=cfg.train.grad_clip,
+                                       progress=bar.advance if bar else None)
+        if bar:
+            bar.close()
+        val_values = validate()
+        if monitor not in val_values:
+            available = ", ".join(sorted(k for k in val_values if "/" not in k))
+            raise ConfigError(f"train.monitor={monitor}: not a validation metric; available: {available}")
+        improved = fit.stopper.update(val_values[monitor])
+        lr = fit.optimizer.param_groups[0]["lr"]
+        fit.scheduler.step(val_values[monitor])
+        record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
+                  **{f"train/{k}": v for k, v in train_values.items()},
+                  **{f"val/{k}": v for k, v in val_values.items()}, **(extra_record() if extra_record else {})}
+        fit.run.append_metrics(record)
+        state = {**fit.base_state, "epoch": epoch, "model": fit.model.state_dict(), "val": val_values}
+        if improved:
+            fit.run.save_checkpoint("best", state)
+        fit.run.save_checkpoint("last", {**state, "optimizer": fit.optimizer.state_dict(), "rng": rng_state(),
+                                         "scheduler": fit.scheduler.state_dict(),
+                                         "early_stopping": fit.stopper.state_dict()})
+        if reporter:
+            reporter.epoch(record, monitor, improved)
 
 
 def finalize_run(run: RunDir, prepared: PreparedData, monitor: str, complexity, device, amp, batch_size,
