@@ -70,6 +70,7 @@ from .experiment import (
     make_loader,
     measure_complexity,
     resolve_device,
+    restore_training_state,
     run_epochs,
     seed_everything,
     set_rng_state,
@@ -459,11 +460,7 @@ def train_embeddings(cfg: Config | Mapping[str, Any], resume: bool = False, repo
         if run.metrics.exists():
             run.metrics.unlink()  # a fresh run in an existing directory starts a fresh log
     else:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        stopper.load_state_dict(checkpoint["early_stopping"])
-        run.truncate_metrics(checkpoint["epoch"])
+        restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
         run.write_config(resolved)
 
     loaders = _train_loader(train_source, len(classes), options, cfg, device)

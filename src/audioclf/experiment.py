@@ -432,11 +432,7 @@ def train(
         if run.metrics.exists():
             run.metrics.unlink()  # a fresh run in an existing directory starts a fresh log
     else:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        stopper.load_state_dict(checkpoint["early_stopping"])
-        run.truncate_metrics(checkpoint["epoch"])
+        restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
         run.write_config(resolved)
 
     sampler = EpochShuffle(len(train_set), cfg.seed)
@@ -461,6 +457,16 @@ def train(
     if objective is not None:
         extra_summary.update(objective.summary(cfg, prepared, task, classes, device, amp))
     return finalize_run(run, prepared, monitor, complexity, device, amp, cfg.train.batch_size, extra_summary)
+
+
+def restore_training_state(checkpoint: dict[str, Any], run: RunDir, model, optimizer, scheduler, stopper) -> None:
+    """``--resume``: weights, optimizer, schedule and early-stopping state of the last finished epoch; the
+    metrics log is cut back to that epoch."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    stopper.load_state_dict(checkpoint["early_stopping"])
+    run.truncate_metrics(checkpoint["epoch"])
 
 
 @dataclass
