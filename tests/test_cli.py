@@ -143,3 +143,14 @@ def test_augment_command_writes_variants_with_their_parameters(tmp_path, capsys)
     assert [r["name"] for r in record] == ["gain", "polarity_inversion"]
     assert -6 <= record[0]["params"]["gain_db"] <= -3
     assert main(["augment", "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_overrides_may_follow_options(cli_run, tmp_path):
+    run, data = cli_run
+    out = tmp_path / "mixed"
+    assert main(["train", "--data", str(data), *TINY[:1], "--out", str(out), *TINY[1:], "train.lr=0.002"]) == 0
+    from audioclf.runs import RunDir
+
+    assert RunDir(out).read_config()["train"]["lr"] == 0.002
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(data), "--out", str(out), "--bogus"])

@@ -374,7 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting `key=value` overrides at the first option (`train demo --out X a.b=1`):
+    # overrides given after options are still overrides.
+    target = "args" if hasattr(args, "args") else "overrides" if hasattr(args, "overrides") else None
+    if extra and target and all("=" in e and not e.startswith("-") for e in extra):
+        setattr(args, target, [*getattr(args, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
