@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.importers.csv import _read_rows
+from .data.importers.csv import read_table
 from .data.store import atomic_write_text
 from .errors import DataError
 
@@ -37,7 +37,7 @@ def write_submission(predictions: Iterable[Any], classes: Sequence[str], sample_
     sample_path = Path(sample_submission_csv)
     if not sample_path.is_file():
         raise DataError(f"{sample_path}: sample submission not found")
-    header, rows = _read_rows(sample_path)
+    header, rows = read_table(sample_path)
     if header[0].lower() != "fname" or len(header) < 2:
         raise DataError(f"{sample_path}: line 1: expected a header 'fname,<class>,<class>...', "
                         f"got '{','.join(header[:3])}'")

@@ -44,7 +44,7 @@ def import_csv(path: str | Path, audio_root: str | Path | None = None,
     Errors name the CSV and the 1-based line number.
     """
     path = Path(path)
-    header, rows = _read_rows(path)
+    header, rows = read_table(path)
     columns = _map_columns(path, header)
     known = None if classes is None else set(classes)
 
@@ -82,7 +82,7 @@ def import_csv(path: str | Path, audio_root: str | Path | None = None,
     return Manifest(items, classes=classes)
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header (stripped names) and the non-blank rows with their 1-based line numbers."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
@@ -179,3 +179,26 @@ def _check_duplicate_ids(path: Path, items: list[Item], lines: list[int]) -> Non
         if item.id in first:
             raise DataError(f"{path}: line {line}: id '{item.id}' already used on line {first[item.id]}")
         first[item.id] = line
+
+
+def table_records(path: Path, required: Sequence[str], hint: str = "") -> list[tuple[int, dict[str, str]]]:
+    """(1-based line, {column: stripped cell}) rows of a dataset's table; ``required`` columns must exist
+    and every row must have as many fields as the header (errors name the file and line)."""
+    header, rows = read_table(path)
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise DataError(f"{path}: line 1: missing column '{missing[0]}'; expected columns {', '.join(required)}")
+    out = []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line}: {len(row)} fields, expected {len(header)} like the header{hint}")
+        out.append((line, {name: cell.strip() for name, cell in zip(header, row)}))
+    return out
+
+
+def folder_listing(folder: Path) -> set[str]:
+    """File names in ``folder`` (one directory read instead of a stat per clip); empty when missing."""
+    try:
+        return {entry.name for entry in os.scandir(folder)}
+    except OSError:
+        return set()

@@ -13,13 +13,12 @@ Evaluate with 5-fold cross-validation: :func:`fold_splits` (or the importer's ``
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from ...errors import ConfigError, DataError
 from ..manifest import Item, Manifest
 from . import register_importer
-from .csv import _read_rows
+from .csv import folder_listing, table_records
 
 COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 
@@ -36,10 +35,10 @@ def import_esc50(root: str | Path, esc10: bool = False, test_fold: int | None = 
     if not meta.is_file():
         raise DataError(f"{meta}: file not found; expected the ESC-50 folder with meta/esc50.csv and audio/")
     audio_dir = root / "audio"
-    present = _listing(audio_dir)
+    present = folder_listing(audio_dir)
     names: dict[int, str] = {}  # target -> category
     items, first_line = [], {}
-    for line, cells in _table_rows(meta, COLUMNS):
+    for line, cells in table_records(meta, COLUMNS):
         where = f"{meta}: line {line}"
         name = cells["filename"]
         if name in first_line:
@@ -88,25 +87,3 @@ def _integer(cells: dict[str, str], column: str, where: str) -> int:
         return int(cells[column])
     except ValueError:
         raise DataError(f"{where}: {column} '{cells[column]}' is not an integer") from None
-
-
-def _table_rows(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    """(line, {column: stripped cell}) rows; the ``required`` columns must be in the header."""
-    header, rows = _read_rows(path)
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise DataError(f"{path}: line 1: missing column '{missing[0]}'; expected {','.join(required)}")
-    out = []
-    for line, row in rows:
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line}: {len(row)} fields, expected {len(header)} like the header")
-        out.append((line, {name: cell.strip() for name, cell in zip(header, row)}))
-    return out
-
-
-def _listing(folder: Path) -> set[str]:
-    try:
-        return {entry.name for entry in os.scandir(folder)}
-    except OSError:
-        return set()
-

@@ -35,7 +35,9 @@ from ...errors import ConfigError, DataError
 from ..manifest import Item, Manifest
 from ..splits import iterative_stratified_split, random_split
 from . import register_importer
-from .csv import _read_rows
+from .csv import folder_listing, read_table, table_records
+
+_QUOTE_HINT = " (quote a labels cell that holds commas)"
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ def _classes(root: Path, parts: dict[str, _Part]) -> list[str]:
     """Class columns of sample_submission.csv, else the sorted labels of the train CSVs present."""
     sample = root / "sample_submission.csv"
     if sample.is_file():
-        header, _ = _read_rows(sample)
+        header, _ = read_table(sample)
         if not header or header[0].lower() != "fname" or len(header) < 2:
             raise DataError(f"{sample}: line 1: expected a header 'fname,<class>,<class>...', "
                             f"got '{','.join(header[:3])}...'")
@@ -154,7 +156,7 @@ def _classes(root: Path, parts: dict[str, _Part]) -> list[str]:
     labels: set[str] = set()
     for source in ("curated", "noisy"):
         if parts[source].table.is_file():
-            for _, cells in _table_rows(parts[source].table):
+            for _, cells in table_records(parts[source].table, ("fname", "labels"), _QUOTE_HINT):
                 labels.update(_split_labels(cells["labels"]))
     if not labels:
         raise DataError(f"{root}: no sample_submission.csv and no labelled train CSV to take the classes from")
@@ -165,10 +167,11 @@ def _read_part(part: _Part, classes: Sequence[str], labelled: bool, skip: Sequen
     """Items of one table; every file must exist in the part's audio folder."""
     if not part.table.is_file():
         raise DataError(f"{part.table}: file not found; needed for the FSD2019 {part.source} clips")
-    present = _listing(part.audio_dir)
+    present = folder_listing(part.audio_dir)
     known = set(classes)
     items, first_line = [], {}
-    for line, cells in _table_rows(part.table, labelled):
+    required = ("fname", "labels") if labelled else ("fname",)
+    for line, cells in table_records(part.table, required, _QUOTE_HINT):
         where = f"{part.table}: line {line}"
         fname = cells["fname"]
         if not fname:
@@ -193,31 +196,6 @@ def _read_part(part: _Part, classes: Sequence[str], labelled: bool, skip: Sequen
     return items
 
 
-def _table_rows(path: Path, labelled: bool = True) -> list[tuple[int, dict[str, str]]]:
-    """(line, {column: stripped cell}) rows; the columns fname (and labels) must be in the header."""
-    header, rows = _read_rows(path)
-    required = ("fname", "labels") if labelled else ("fname",)
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise DataError(f"{path}: line 1: missing column '{missing[0]}'; expected a header starting "
-                        f"'{','.join(required)}'")
-    out = []
-    for line, row in rows:
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line}: {len(row)} fields, expected {len(header)} like the header "
-                            "(quote a labels cell that holds commas)")
-        out.append((line, {name: cell.strip() for name, cell in zip(header, row)}))
-    return out
-
-
 def _split_labels(cell: str) -> tuple[str, ...]:
     """'Bark,Walk_and_footsteps' -> ('Bark', 'Walk_and_footsteps'), duplicates dropped."""
     return tuple(dict.fromkeys(label.strip() for label in cell.split(",") if label.strip()))
-
-
-def _listing(folder: Path) -> set[str]:
-    """File names in ``folder`` (one directory read instead of a stat per clip); empty when missing."""
-    try:
-        return {entry.name for entry in os.scandir(folder)}
-    except OSError:
-        return set()

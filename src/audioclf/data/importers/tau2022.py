@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from ...errors import ConfigError, DataError
 from ..manifest import Item, Manifest
 from . import register_importer
-from .csv import _read_rows
+from .csv import folder_listing, table_records
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _read_meta(path: Path, classes: Sequence[str] | None) -> dict[str, Item]:
     items: dict[str, Item] = {}
     first_line: dict[str, int] = {}
     folders: dict[Path, set[str]] = {}  # one directory listing per folder instead of a stat per clip
-    for line, cells in _table_rows(path, ("filename", "scene_label")):
+    for line, cells in table_records(path, ("filename", "scene_label")):
         where = f"{path}: line {line}"
         name, label = cells["filename"], cells["scene_label"]
         if name in first_line:
@@ -112,7 +112,7 @@ def _read_meta(path: Path, classes: Sequence[str] | None) -> dict[str, Item]:
         if fields["scene"] != label:
             raise DataError(f"{where}: file '{name}' names scene '{fields['scene']}' but scene_label is '{label}'")
         audio = path.parent / name
-        if audio.name not in folders.setdefault(audio.parent, _listing(audio.parent)):
+        if audio.name not in folders.setdefault(audio.parent, folder_listing(audio.parent)):
             raise DataError(f"{where}: audio file '{name}' not found in {audio.parent}")
         groups = {
             "device": (cells.get("source_label") or fields["device"]).lower(),
@@ -129,7 +129,7 @@ def _fold_items(path: Path, split: str, meta: dict[str, Item]) -> list[Item]:
         raise DataError(f"{path}: file not found; expected a tab-separated 'filename<TAB>scene_label' table "
                         "(or fold=None to import meta.csv without splits)")
     items, first_line = [], {}
-    for line, cells in _table_rows(path, ("filename", "scene_label")):
+    for line, cells in table_records(path, ("filename", "scene_label")):
         where = f"{path}: line {line}"
         name = cells["filename"]
         if name not in meta:
@@ -143,25 +143,3 @@ def _fold_items(path: Path, split: str, meta: dict[str, Item]) -> list[Item]:
                             f"('{item.labels[0]}')")
         items.append(Item(id=item.id, path=item.path, labels=item.labels, split=split, groups=item.groups))
     return items
-
-
-def _table_rows(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    """(line, {column: stripped cell}) rows of a TAU table; the ``required`` columns must be in the header."""
-    header, rows = _read_rows(path)
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise DataError(f"{path}: line 1: missing column '{missing[0]}'; expected a tab-separated header "
-                        f"with columns {', '.join(required)}")
-    out = []
-    for line, row in rows:
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line}: {len(row)} fields, expected {len(header)} like the header")
-        out.append((line, {name: cell.strip() for name, cell in zip(header, row)}))
-    return out
-
-
-def _listing(folder: Path) -> set[str]:
-    try:
-        return {entry.name for entry in os.scandir(folder)}
-    except OSError:
-        return set()

@@ -19,7 +19,8 @@ from pathlib import Path, PurePosixPath
 from ...errors import DataError
 from ..manifest import Item, Manifest
 from . import register_importer
-from .esc50 import _integer, _listing, _table_rows, fold_splits  # same fold-CSV conventions
+from .csv import folder_listing, table_records
+from .esc50 import _integer, fold_splits  # same fold-CSV conventions
 
 COLUMNS = ("slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class")
 SALIENCE = {"1": "foreground", "2": "background"}
@@ -39,7 +40,7 @@ def import_urbansound8k(root: str | Path, test_fold: int | None = None, val_fold
     listings: dict[int, set[str]] = {}
     names: dict[int, str] = {}  # classID -> class
     items, first_line = [], {}
-    for line, cells in _table_rows(meta, COLUMNS):
+    for line, cells in table_records(meta, COLUMNS):
         where = f"{meta}: line {line}"
         name = cells["slice_file_name"]
         if name in first_line:
@@ -52,7 +53,7 @@ def import_urbansound8k(root: str | Path, test_fold: int | None = None, val_fold
         if cells["salience"] not in SALIENCE:
             raise DataError(f"{where}: salience '{cells['salience']}' is not 1 (foreground) or 2 (background)")
         folder = root / "audio" / f"fold{fold}"
-        if name not in listings.setdefault(fold, _listing(folder)):
+        if name not in listings.setdefault(fold, folder_listing(folder)):
             raise DataError(f"{where}: audio file '{name}' not found in {folder}")
         items.append(Item(
             id=PurePosixPath(name).stem, path=os.path.abspath(folder / name), labels=(label,), fold=fold,
