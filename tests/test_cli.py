@@ -6,7 +6,7 @@ import pytest
 
 from audioclf.cli import main
 from audioclf.data.synth.demo import make_demo_dataset
-from audioclf.inference import window_starts
+from audioclf.data.audio import window_starts
 
 TINY = ["train.epochs=1", "train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32",
         "features.n_fft=512", "features.hop_length=320"]

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from audioclf.config import load_config
 from audioclf.data.synth.demo import make_demo_dataset
@@ -261,3 +262,26 @@ def test_report_md_has_the_tables_and_plots(trained_run):
         assert f"(plots/{plot})" in text
     summary = RunDir(trained_run).read_summary()
     assert f"{summary['metrics']['test']['accuracy']:.4f}" in text
+
+
+def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
+    """A class that only shows up at the end of long test files: windows find it, a centre crop cannot."""
+    import numpy as np
+
+    from audioclf.data.audio import write_audio
+    from audioclf.data.dataset import WaveformDataset
+    from audioclf.train.loop import predict_windows
+
+    class LastQuarterDetector(torch.nn.Module):  # "class 1" iff the window's last quarter is loud
+        def forward(self, wave):
+            loud = wave[:, -wave.shape[1] // 4:].abs().mean(dim=1) > 0.1
+            return torch.stack([(~loud).float(), loud.float()], dim=1) * 20
+
+    quiet, loud = np.zeros(8000, np.float32), np.full(2000, 0.5, np.float32)
+    waves = [np.concatenate([quiet, quiet, loud])]  # 18,000 samples, clip = 4,000
+    ds = WaveformDataset(waves, np.array([1]), n_samples=4000, crop="windows")
+    assert ds.windows(0).shape == (8, 4000)  # 50 % overlap, last window ends at the end
+    probs, _ = predict_windows(LastQuarterDetector(), ds, "single_label", torch.device("cpu"))
+    assert 0 < probs[0, 1] < 1  # averaged over windows: only the last ones see the sound
+    centre = WaveformDataset(waves, np.array([1]), n_samples=4000, crop="center")
+    assert LastQuarterDetector()(centre[0][0][None]).argmax().item() == 0

@@ -28,7 +28,7 @@ class DataConfig:
     clip_seconds: float | None = None  # None: inferred from the median duration
     pad_mode: str = "tile"  # short clips: "tile" (repeat, MISSION S1) or "pad" (zeros)
     train_crop: str = "random"  # long clips in training: random | center | start | max_energy
-    eval_crop: str = "center"
+    eval_crop: str = "windows"  # val/test: whole files as 50 %-overlap windows, averaged; or one crop
     trim_silence: bool = False
     split: str = "auto"  # auto | given | stratified | iterative | group | heldout | random
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])

@@ -35,7 +35,7 @@ from .models.registry import create_model, model_input_kind
 from .report import write_report
 from .runs import RunDir, plot_confusion, plot_curves
 from .train.callbacks import EarlyStopping
-from .train.loop import augmented_step, evaluation_loss, predict_loader, supervised_step, train_one_epoch
+from .train.loop import augmented_step, evaluation_loss, predict_loader, predict_windows, supervised_step, train_one_epoch
 from .train.losses import build_loss
 from .train.optim import build_optimizer, build_scheduler
 
@@ -200,7 +200,12 @@ def build_step(cfg: Config, task: str, n_classes: int):
 
 
 def check_augment_config(cfg: Config) -> None:
-    """Fail before any decoding when an augmentation setting is wrong."""
+    """Fail before any decoding when a data or augmentation setting is wrong."""
+    crops = ("random", "center", "start", "max_energy")
+    if cfg.data.train_crop not in crops:
+        raise ConfigError(f"data.train_crop={cfg.data.train_crop!r}: expected one of {', '.join(crops)}")
+    if cfg.data.eval_crop not in (*crops, "windows"):
+        raise ConfigError(f"data.eval_crop={cfg.data.eval_crop!r}: expected windows or one of {', '.join(crops)}")
     aug = cfg.augment
     if aug.mixup_on not in ("features", "waveform"):
         raise ConfigError(f"augment.mixup_on={aug.mixup_on!r}: expected features or waveform")
@@ -315,8 +320,10 @@ def measure_complexity(network: torch.nn.Module, cfg: Config) -> dict[str, Any]:
 # --- evaluation ---------------------------------------------------------------------------------
 def evaluate_split(model, dataset, subset: Manifest, task: str, classes: list[str], device, batch_size: int, amp: bool):
     """Metrics (incl. loss and per-group results) and raw outputs for one split."""
-    loader = make_loader(dataset, batch_size, 0)
-    probs, targets = predict_loader(model, loader, task, device, amp)
+    if getattr(dataset, "crop", None) == "windows":  # whole files: every window, probabilities averaged
+        probs, targets = predict_windows(model, dataset, task, device, amp, max_windows=max(batch_size, 64))
+    else:
+        probs, targets = predict_loader(model, make_loader(dataset, batch_size, 0), task, device, amp)
     if len(probs) == 0:
         return {}, probs, targets
     groups = {name: subset.group_values(name) for name in subset.group_names} or None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.audio import fix_length, load_audio
+from .data.audio import clip_windows, load_audio
 from .data.importers.folder import AUDIO_EXTENSIONS
 from .data.store import atomic_write_text
 from .errors import AudioDecodeError, ConfigError, DataError
@@ -31,16 +31,6 @@ class Prediction:
     path: str
     probs: np.ndarray | None  # (C,) or None when the file could not be read
     error: str | None = None
-
-
-def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
-    """Window starts covering the whole signal; the last window ends exactly at the end."""
-    if n_samples <= window:
-        return [0]
-    starts = list(range(0, n_samples - window + 1, hop))
-    if starts[-1] + window < n_samples:
-        starts.append(n_samples - window)
-    return starts
 
 
 class WindowedPredictor(ABC):
@@ -64,12 +54,7 @@ class WindowedPredictor(ABC):
         """Class probabilities for one mono waveform at ``self.sample_rate``."""
         if aggregate not in ("mean", "max"):
             raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
-        if len(wave) <= self.clip_samples:
-            windows = [fix_length(wave, self.clip_samples, mode=self.pad_mode, crop="center")]
-        else:
-            starts = window_starts(len(wave), self.clip_samples, self.clip_samples // 2)
-            windows = [wave[s : s + self.clip_samples] for s in starts]
-        batch = np.stack(windows).astype(np.float32)
+        batch = clip_windows(wave, self.clip_samples, self.pad_mode)
         probs = np.concatenate([self.window_probabilities(batch[i : i + batch_size])
                                 for i in range(0, len(batch), batch_size)]).astype(np.float64)
         return probs.mean(0) if aggregate == "mean" else probs.max(0)

@@ -138,12 +138,17 @@ def quantize_onnx(
 
 
 def evaluate_onnx(predictor, dataset, subset, task: str, classes: list[str], batch_size: int = 64) -> dict[str, float]:
-    """Test metrics (with per-group results and ``loss``) of an :class:`OnnxPredictor` on fixed-length clips."""
+    """Test metrics (with per-group results and ``loss``) of an :class:`OnnxPredictor`, on the same inputs as
+    the run's evaluation (whole files as windows, or fixed-length clips)."""
     from .. import metrics as M
     from ..train.loop import evaluation_loss
 
-    probs, targets = [], []
-    for start in range(0, len(dataset), batch_size):
+    if getattr(dataset, "crop", None) == "windows":  # whole files, as the run's own evaluation
+        probs = [np.stack([predictor.predict_wave(wave, batch_size=batch_size) for wave in dataset.waves])]
+        targets = [dataset.targets.numpy()] if len(dataset) else []
+    else:
+        probs, targets = [], []
+    for start in range(0, len(dataset) if not probs else 0, batch_size):
         items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
         waves = torch.stack([wave for wave, _ in items]).numpy()
         probs.append(predictor.probabilities(predictor.logits(waves)).astype(np.float64))

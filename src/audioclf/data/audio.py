@@ -362,3 +362,23 @@ def fix_length(
             starts = rng.integers(0, span + 1, size=k)
             start = int(starts[np.argmax(_window_energies(wave, starts, n_samples))])
     return wave[start : start + n_samples].copy()
+
+
+# --- whole recordings as clip-length windows -------------------------------------------------------
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Window starts covering the whole signal; the last window ends exactly at the end."""
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def clip_windows(wave: np.ndarray, n_samples: int, pad_mode: str = "tile") -> np.ndarray:
+    """A recording as (K, n_samples) windows with 50 % overlap covering all of it (K = 1 when it is no
+    longer than a clip: tiled or padded like training clips). Used to evaluate and predict on whole files."""
+    if len(wave) <= n_samples:
+        return fix_length(wave, n_samples, mode=pad_mode, crop="center")[None, :].astype(np.float32)
+    starts = window_starts(len(wave), n_samples, max(1, n_samples // 2))
+    return np.stack([wave[s : s + n_samples] for s in starts]).astype(np.float32)

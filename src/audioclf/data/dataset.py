@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import AudioDecodeError
-from .audio import fix_length, load_audio, trim_silence_by_length
+from .audio import clip_windows, fix_length, load_audio, trim_silence_by_length
 from .manifest import Manifest
 from .store import FeatureCache
 
@@ -158,10 +158,16 @@ class WaveformDataset(torch.utils.data.Dataset):
     def get(self, index: int, augment: bool):
         """Item ``index`` with or without the waveform augmentation (see augment.batch.DuplicateAugmented)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        wave = fix_length(self.waves[index], self.n_samples, mode=self.pad_mode, crop=self.crop, rng=rng)
+        # A "windows" dataset is evaluated through windows(); one item of it is its centre clip.
+        crop = "center" if self.crop == "windows" else self.crop
+        wave = fix_length(self.waves[index], self.n_samples, mode=self.pad_mode, crop=crop, rng=rng)
         if augment and self.augment is not None:
             wave = self.augment(np.asarray(wave, dtype=np.float32), self.sample_rate, rng)
         return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), self.targets[index]
 
     def __getitem__(self, index: int):
         return self.get(index, augment=True)
+
+    def windows(self, index: int) -> np.ndarray:
+        """The whole recording ``index`` as (K, n_samples) overlapping windows (evaluation on full files)."""
+        return clip_windows(self.waves[index], self.n_samples, self.pad_mode)

@@ -124,6 +124,48 @@ def predict_loader(
     return np.concatenate(probs).astype(np.float64), np.concatenate(targets)
 
 
+@torch.no_grad()
+def predict_windows(model: nn.Module, dataset, task: str, device: torch.device, amp: bool = False,
+                    max_windows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities per item from all of its windows (``dataset.windows(i)``), averaged.
+
+    Windows of several items share a forward pass (up to ``max_windows`` at once), so long files cost
+    their length and short ones stay batched.
+    """
+    model.eval()
+    n = len(dataset)
+    sums: np.ndarray | None = None
+    counts = np.zeros(n)
+    pending, owners = [], []
+
+    def flush() -> None:
+        nonlocal sums
+        batch = torch.from_numpy(np.concatenate(pending)).to(device)
+        with autocast_for(device, amp):
+            probs = probabilities(task, model(batch).float()).cpu().numpy().astype(np.float64)
+        if sums is None:
+            sums = np.zeros((n, probs.shape[1]))
+        np.add.at(sums, np.concatenate(owners), probs)
+        pending.clear()
+        owners.clear()
+
+    queued = 0
+    for index in range(n):
+        windows = dataset.windows(index)
+        pending.append(windows)
+        owners.append(np.full(len(windows), index))
+        counts[index] = len(windows)
+        queued += len(windows)
+        if queued >= max_windows:
+            flush()
+            queued = 0
+    if pending:
+        flush()
+    if sums is None:
+        return np.zeros((0, 0)), np.zeros((0,))
+    return sums / counts[:, None], dataset.targets.numpy()
+
+
 def evaluation_loss(task: str, probs: np.ndarray, targets: np.ndarray) -> float:
     """Mean loss from probabilities (what early stopping on ``loss`` watches)."""
     eps = 1e-7
