@@ -285,3 +285,23 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
     assert 0 < probs[0, 1] < 1  # averaged over windows: only the last ones see the sound
     centre = WaveformDataset(waves, np.array([1]), n_samples=4000, crop="center")
     assert LastQuarterDetector()(centre[0][0][None]).argmax().item() == 0
+
+
+def test_data_larger_than_the_memory_budget_is_memory_mapped_from_disk(folder_data, tmp_path, monkeypatch):
+    import audioclf.experiment as experiment
+    from audioclf.data import dataset as dataset_module
+
+    monkeypatch.setenv("AUDIOCLF_CACHE", str(tmp_path / "cache"))
+    seen = {}
+    original = dataset_module.WaveformDataset.__init__
+
+    def spy(self, waves, *args, **kwargs):
+        seen.setdefault("types", set()).update(type(w).__name__ for w in waves)
+        original(self, waves, *args, **kwargs)
+
+    monkeypatch.setattr(experiment.WaveformDataset, "__init__", spy)
+    run = train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'run'}", *TINY, "train.epochs=1",
+                                   "data.memory_gb=0.0001"]))
+    assert seen["types"] == {"memmap"}
+    assert any((tmp_path / "cache" / "waveforms").rglob("*.npy"))
+    assert RunDir(run).read_summary()["metrics"]["test"]["accuracy"] >= 0.0

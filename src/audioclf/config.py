@@ -36,6 +36,7 @@ class DataConfig:
     heldout: list[str] | None = None  # group values seen only in test (unseen devices)
     strict: bool = False  # a bad audio file is an error instead of a reported skip
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
+    memory_gb: float = 4.0  # decoded audio above this goes to a disk cache, memory-mapped (larger-than-RAM data)
 
 
 @dataclass
@@ -62,11 +63,11 @@ class TrainConfig:
     backbone_lr: float | None = None  # transfer learning: the pretrained backbone's own rate (head uses lr)
     weight_decay: float = 0.0
     momentum: float = 0.9
-    scheduler: str = "none"
+    scheduler: str = "cosine"  # zero-config default: decays to 0 at the last epoch
     scheduler_args: dict[str, Any] = field(default_factory=dict)
     label_smoothing: float = 0.0
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: task's primary)
-    patience: int | None = None  # early stopping patience in epochs; None = off
+    patience: int | None = 10  # early stopping patience in epochs; null = off
     min_delta: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # mixed precision; None = on for CUDA

@@ -100,6 +100,29 @@ def infer_clip_seconds(durations: list[float]) -> float:
     return float(min(10.0, max(0.5, round(median, 1))))
 
 
+def estimated_decoded_bytes(paths: list[str], sample_rate: int, sample: int = 500) -> float:
+    """float32 bytes of all files decoded at ``sample_rate``, from the headers of up to ``sample`` files."""
+    if not paths:
+        return 0.0
+    step = max(1, len(paths) // sample)
+    durations = []
+    for path in paths[::step]:
+        try:
+            durations.append(audio_info(path).duration)
+        except AudioDecodeError:
+            continue  # reported by the decoding pass
+    return float(np.mean(durations)) * sample_rate * 4 * len(paths) if durations else 0.0
+
+
+def default_cache_dir() -> Path:
+    """``$AUDIOCLF_CACHE``, else ``$XDG_CACHE_HOME/audioclf``, else ``~/.cache/audioclf``."""
+    import os
+
+    if os.environ.get("AUDIOCLF_CACHE"):
+        return Path(os.environ["AUDIOCLF_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "audioclf"
+
+
 def default_features(sample_rate: int) -> dict[str, Any]:
     """Log-mel with a ~32 ms window and 10 ms hop at any rate (64 mels; 40 below 16 kHz)."""
     n_fft = 2 ** math.ceil(math.log2(0.032 * sample_rate))
@@ -152,9 +175,17 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     if len(manifest) == 0:
         raise DataError(f"{data.path}: no audio items found")
     sample_rate = data.sample_rate or infer_sample_rate([item.path for item in manifest])
+    cache_dir, mmap = data.cache_dir, False
+    estimate = estimated_decoded_bytes([item.path for item in manifest], sample_rate)
+    if estimate > data.memory_gb * 2**30:
+        # Too big to hold decoded: keep it on disk and memory-map it (only the crops used are read).
+        cache_dir = cache_dir or str(default_cache_dir() / "waveforms")
+        mmap = True
+        log.warning("decoded audio needs about %.1f GB (data.memory_gb=%s): using the disk cache %s, memory-mapped",
+                    estimate / 2**30, data.memory_gb, cache_dir)
     waves, skipped = decode_manifest(
-        manifest, sample_rate, trim=data.trim_silence, strict=data.strict, cache_dir=data.cache_dir,
-        progress=progress,
+        manifest, sample_rate, trim=data.trim_silence, strict=data.strict, cache_dir=cache_dir,
+        progress=progress, mmap=mmap,
     )
     bad = {s.path for s in skipped}
     usable = manifest.filter(lambda item: item.path not in bad)

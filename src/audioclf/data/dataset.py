@@ -50,12 +50,16 @@ def decode_manifest(
     cache_dir: str | Path | None = None,
     workers: int = 4,
     progress: bool = True,
+    mmap: bool = False,
 ) -> tuple[dict[str, np.ndarray], list[Skipped]]:
     """Decode, mix down, resample (and optionally trim) every item once.
 
     Returns the waveforms by item id and the list of skipped files. A bad file is reported and skipped;
-    with ``strict=True`` the first bad file raises :class:`AudioDecodeError`.
+    with ``strict=True`` the first bad file raises :class:`AudioDecodeError`. ``mmap`` (with
+    ``cache_dir``): return memory-mapped arrays from the cache, so a dataset larger than RAM still trains.
     """
+    if mmap and not cache_dir:
+        raise ValueError("mmap=True needs a cache_dir to map the decoded audio from")
     cache = FeatureCache(Path(cache_dir)) if cache_dir else None
     settings = {"what": "waveform", "sample_rate": sample_rate, "trim": trim, "mono": True}
 
@@ -66,7 +70,7 @@ def decode_manifest(
                 key = cache.key(item.path, settings)
             except OSError as exc:
                 return item, None, AudioDecodeError(item.path, f"cannot read file ({exc.strerror})")
-            hit = cache.get(key)
+            hit = cache.get(key, mmap=mmap)
             if hit is not None:
                 return item, hit, None
         try:
@@ -75,6 +79,8 @@ def decode_manifest(
             return item, None, exc
         if cache is not None and key is not None:
             cache.put(key, wave)
+            if mmap:
+                wave = cache.get(key, mmap=True)
         return item, wave, None
 
     waves: dict[str, np.ndarray] = {}

@@ -145,11 +145,12 @@ class FeatureCache:
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The cached array, or None on a miss or an unreadable entry."""
+    def get(self, key: str, mmap: bool = False) -> np.ndarray | None:
+        """The cached array, or None on a miss or an unreadable entry; ``mmap``: memory-mapped, read-only
+        (data larger than RAM: only the parts used are read)."""
         path = self.path(key)
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, EOFError) as exc:
