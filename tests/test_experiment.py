@@ -268,7 +268,6 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
     """A class that only shows up at the end of long test files: windows find it, a centre crop cannot."""
     import numpy as np
 
-    from audioclf.data.audio import write_audio
     from audioclf.data.dataset import WaveformDataset
     from audioclf.train.loop import predict_windows
 
@@ -288,7 +287,6 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
 
 
 def test_data_larger_than_the_memory_budget_is_memory_mapped_from_disk(folder_data, tmp_path, monkeypatch):
-    import audioclf.experiment as experiment
     from audioclf.data import dataset as dataset_module
 
     monkeypatch.setenv("AUDIOCLF_CACHE", str(tmp_path / "cache"))
@@ -299,7 +297,7 @@ def test_data_larger_than_the_memory_budget_is_memory_mapped_from_disk(folder_da
         seen.setdefault("types", set()).update(type(w).__name__ for w in waves)
         original(self, waves, *args, **kwargs)
 
-    monkeypatch.setattr(experiment.WaveformDataset, "__init__", spy)
+    monkeypatch.setattr(dataset_module.WaveformDataset, "__init__", spy)
     run = train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'run'}", *TINY, "train.epochs=1",
                                    "data.memory_gb=0.0001"]))
     assert seen["types"] == {"memmap"}

@@ -14,7 +14,8 @@ from audioclf.config import load_config
 from audioclf.data.audio import write_audio
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioclfError, ConfigError
-from audioclf.experiment import build_classifier, fit_standardizer, make_dataset, prepare_data
+from audioclf.data.prepare import make_dataset, prepare_data
+from audioclf.experiment import build_classifier, fit_standardizer
 from audioclf.export import ExportableFrontEnd, dft_kernels, export_onnx, read_metadata
 from audioclf.features import FeatureConfig, FrontEnd
 from audioclf.inference import Predictor

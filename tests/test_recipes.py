@@ -1,9 +1,5 @@
 """Each bundled recipe end to end on a fixture in its dataset's real layout (tiny settings)."""
 
-import json
-
-import pytest
-
 from audioclf.cli import main
 from audioclf.runs import RunDir
 

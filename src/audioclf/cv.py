@@ -72,7 +72,8 @@ def summarize_folds(summaries: dict[int, dict[str, Any]]) -> dict[str, dict[str,
 
 def cross_validate(cfg: Config, reporter=None) -> Path:
     """Train one run per fold under ``cfg.out``; writes ``cv_summary.json``; returns ``cfg.out``."""
-    from .experiment import default_run_dir, import_data, train
+    from .data.prepare import import_data
+    from .experiment import default_run_dir, train
 
     if not cfg.data.path:
         raise ConfigError("data.path is required for cross-validation")

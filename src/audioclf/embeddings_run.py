@@ -63,11 +63,9 @@ from .data.tfrecord import count_records
 from .errors import ConfigError, DataError
 from .experiment import (
     EpochFit,
-    EpochShuffle,
     _explicit,
     _merge,
     default_run_dir,
-    make_loader,
     measure_complexity,
     resolve_device,
     restore_training_state,
@@ -75,6 +73,7 @@ from .experiment import (
     seed_everything,
     set_rng_state,
 )
+from .data.prepare import EpochShuffle, make_loader
 from .models.classifier import AudioClassifier
 from .models.registry import create_model, list_models, model_input_kind
 from .models.sequence import loss_for

@@ -15,7 +15,8 @@ from .data.dataset import Skipped
 from .data.importers import load_manifest
 from .data.manifest import Manifest
 from .errors import ConfigError, DataError
-from .experiment import evaluate_split, make_dataset, prepare_data, resolve_device
+from .data.prepare import make_dataset, prepare_data
+from .experiment import evaluate_split, resolve_device
 from .models.classifier import AudioClassifier
 from .runs import RunDir
 

@@ -378,7 +378,8 @@ def distill(
 
 def _teacher_metrics(teacher, prepared, classes, task, cfg, device, amp) -> dict[str, Any]:
     """The (ensembled) teacher on the student's val/test splits: the reference the student is compared to."""
-    from ..experiment import evaluate_split, make_dataset
+    from ..data.prepare import make_dataset
+    from ..experiment import evaluate_split
 
     out = {}
     for split in ("val", "test"):

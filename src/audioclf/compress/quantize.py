@@ -167,7 +167,7 @@ def _calibration_and_test(run, state: dict[str, Any], calibration: int, seed: in
 
     from ..config import config_from_dict
     from ..data.manifest import Manifest
-    from ..experiment import prepare_data
+    from ..data.prepare import prepare_data
 
     cfg = config_from_dict(state["config"])
     cfg.data.split = "given"
@@ -206,7 +206,7 @@ def quantize_run(
     """
     from .. import metrics as M
     from ..data.store import atomic_write_text
-    from ..experiment import make_dataset
+    from ..data.prepare import make_dataset
     from ..export import export_onnx
     from ..onnx_predictor import OnnxPredictor
     from ..runs import RunDir, _jsonable

@@ -1,0 +1,194 @@
+"""From a config's ``data`` section to decoded, split audio and its datasets and loaders.
+
+What the config may leave open (sample rate, clip length, feature settings) is inferred here from the
+files themselves; audio larger than the memory budget is memory-mapped from a disk cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..errors import AudioDecodeError, ConfigError, DataError
+from .audio import audio_info
+from .dataset import Skipped, WaveformDataset, decode_manifest, targets_for
+from .importers import get_importer, load_manifest
+from .manifest import Manifest
+from .splits import assign_splits
+
+log = logging.getLogger(__name__)
+
+
+# --- what the config may leave open -------------------------------------------------------------
+def infer_sample_rate(paths: list[str]) -> int:
+    """The most common native rate, capped at 22,050 Hz.
+
+    Sound classification rarely needs content above 11 kHz, and a lower rate makes every later step
+    cheaper; data recorded below the cap keeps its own rate (never upsampled).
+    """
+    rates = collections.Counter()
+    for path in paths[:2000]:  # headers only; a sample is enough to find the common rate
+        try:
+            rates[audio_info(path).sample_rate] += 1
+        except AudioDecodeError:
+            continue  # reported (and skipped) by the decoding pass
+    if not rates:
+        raise DataError("no readable audio file found to infer the sample rate from")
+    return min(rates.most_common(1)[0][0], 22050)
+
+
+def infer_clip_seconds(durations: list[float]) -> float:
+    """Median duration, rounded to 0.1 s and kept within 0.5..10 s (long files are cropped/windowed)."""
+    median = float(np.median(durations)) if durations else 1.0
+    return float(min(10.0, max(0.5, round(median, 1))))
+
+
+def estimated_decoded_bytes(paths: list[str], sample_rate: int, sample: int = 500) -> float:
+    """float32 bytes of all files decoded at ``sample_rate``, from the headers of up to ``sample`` files."""
+    if not paths:
+        return 0.0
+    step = max(1, len(paths) // sample)
+    durations = []
+    for path in paths[::step]:
+        try:
+            durations.append(audio_info(path).duration)
+        except AudioDecodeError:
+            continue  # reported by the decoding pass
+    return float(np.mean(durations)) * sample_rate * 4 * len(paths) if durations else 0.0
+
+
+def default_cache_dir() -> Path:
+    """``$AUDIOCLF_CACHE``, else ``$XDG_CACHE_HOME/audioclf``, else ``~/.cache/audioclf``."""
+    import os
+
+    if os.environ.get("AUDIOCLF_CACHE"):
+        return Path(os.environ["AUDIOCLF_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "audioclf"
+
+
+def default_features(sample_rate: int) -> dict[str, Any]:
+    """Log-mel with a ~32 ms window and 10 ms hop at any rate (64 mels; 40 below 16 kHz)."""
+    n_fft = 2 ** math.ceil(math.log2(0.032 * sample_rate))
+    return {
+        "kind": "logmel",
+        "sample_rate": sample_rate,
+        "n_fft": n_fft,
+        "hop_length": max(1, round(sample_rate / 100)),
+        "n_mels": 64 if sample_rate >= 16000 else 40,
+    }
+
+
+# --- data ---------------------------------------------------------------------------------------
+@dataclass
+class PreparedData:
+    manifest: Manifest  # usable items only, with splits
+    waves: dict[str, np.ndarray]
+    skipped: list[Skipped]
+    sample_rate: int
+    clip_seconds: float
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    def split(self, name: str) -> Manifest:
+        return self.manifest.subset(name)
+
+
+def import_data(cfg: Config) -> Manifest:
+    """The manifest for ``cfg.data``: auto-detected folder/CSV, or a named dataset importer."""
+    data = cfg.data
+    if data.format == "auto":
+        if data.options:
+            raise ConfigError("data.options are importer options: set data.format too (e.g. data.format=esc50)")
+        return load_manifest(data.path, audio_root=data.audio_root)
+    importer = get_importer(data.format)
+    try:
+        return importer(data.path, **data.options)
+    except TypeError as exc:  # an option the importer does not take
+        raise ConfigError(f"data.options for data.format={data.format}: {exc}") from None
+
+
+def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool = True) -> PreparedData:
+    data = cfg.data
+    if manifest is None:
+        if not data.path:
+            raise ConfigError("data.path is required: a folder with one sub-folder per class, or a CSV")
+        manifest = import_data(cfg)
+    if len(manifest) == 0:
+        raise DataError(f"{data.path}: no audio items found")
+    sample_rate = data.sample_rate or infer_sample_rate([item.path for item in manifest])
+    cache_dir, mmap = data.cache_dir, False
+    estimate = estimated_decoded_bytes([item.path for item in manifest], sample_rate)
+    if estimate > data.memory_gb * 2**30:
+        # Too big to hold decoded: keep it on disk and memory-map it (only the crops used are read).
+        cache_dir = cache_dir or str(default_cache_dir() / "waveforms")
+        mmap = True
+        log.warning("decoded audio needs about %.1f GB (data.memory_gb=%s): using the disk cache %s, memory-mapped",
+                    estimate / 2**30, data.memory_gb, cache_dir)
+    waves, skipped = decode_manifest(
+        manifest, sample_rate, trim=data.trim_silence, strict=data.strict, cache_dir=cache_dir,
+        progress=progress, mmap=mmap,
+    )
+    bad = {s.path for s in skipped}
+    usable = manifest.filter(lambda item: item.path not in bad)
+    if len(usable) == 0:
+        raise DataError(f"{data.path}: none of the {len(manifest)} files could be decoded")
+    usable = assign_splits(
+        usable, method=data.split, fractions=tuple(data.fractions), group=data.group,
+        heldout=data.heldout, seed=cfg.seed,
+    )
+    clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
+    return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+
+
+def make_dataset(prepared: PreparedData, split: str, classes: list[str], task: str, cfg: Config, train: bool):
+    subset = prepared.split(split)
+    targets = targets_for(subset, classes, task)
+    waves = [prepared.waves[item.id] for item in subset]
+    crop = cfg.data.train_crop if train else cfg.data.eval_crop
+    augment = None
+    if train and cfg.augment.waveform:
+        from ..augment.waveform import build_waveform_augment
+
+        augment = build_waveform_augment(cfg.augment.waveform)
+    dataset = WaveformDataset(waves, targets, prepared.n_samples, cfg.data.pad_mode, crop, seed=cfg.seed,
+                              augment=augment, sample_rate=prepared.sample_rate)
+    if train and cfg.augment.duplicate:
+        from ..augment.batch import DuplicateAugmented
+
+        # The batch carries which items are the augmented copy, so SpecAugment/MixUp touch only those.
+        dataset = DuplicateAugmented(dataset, flag=True)
+    return dataset
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A fresh permutation per epoch from (seed, epoch): resuming at epoch e gives the same order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+def make_loader(dataset, batch_size: int, workers: int, sampler=None, device=None):
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+        pin_memory=device is not None and device.type == "cuda", drop_last=False,
+    )
