@@ -14,13 +14,12 @@ Times are the best of ``--repeats`` alternating rounds after a warm-up (see benc
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from _common import best_times, limit_thread_env  # benchmarks/ is on sys.path when run as a script
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,21 +31,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch, BLAS)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def best_times(fns: list[Callable[[], object]], repeats: int, sync: Callable[[], None] = lambda: None) -> list[float]:
-    """Minimum wall time of each function over ``repeats`` alternating rounds, after a warm-up call."""
-    for fn in fns:
-        fn()
-    sync()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            sync()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def bench_batch(args: argparse.Namespace) -> tuple[str, float, float]:
@@ -131,8 +115,7 @@ def bench_waveform(args: argparse.Namespace, ir_dir: Path) -> tuple[float, float
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(args.threads))
+    limit_thread_env(args.threads)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from _common import best_times, limit_thread_env, print_table  # benchmarks/ is on sys.path when run as a script
 
 # configurations worth comparing: the defaults, FSD 2019 (16 kHz, 80 mels), DCASE 2022 base (40 ms hop)
 CONFIGS = {
@@ -61,25 +61,6 @@ def limit_threads(threads: int) -> contextlib.AbstractContextManager:
     except ImportError:  # env vars set in main() still apply to pools created after them
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads)
-
-
-def best_times(fns: list[Callable[[], object]], repeats: int, sync: Callable[[], None] = lambda: None) -> list[float]:
-    """Minimum wall time of each function over ``repeats`` rounds, after one warm-up call each.
-
-    The functions alternate within a round, so a burst of load from other processes hits all of them
-    alike instead of skewing one side of the ratio; the minimum is the least disturbed run.
-    """
-    for fn in fns:
-        fn()
-    sync()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            sync()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def clips(rng: np.random.Generator, n: int, n_samples: int) -> np.ndarray:
@@ -139,20 +120,9 @@ def bench_gpu(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     return results
 
 
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # before numpy/torch spin up their pools, so pools created later also respect the limit
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(args.threads))
+    limit_thread_env(args.threads)
     import librosa
     import torch
 

@@ -16,13 +16,14 @@ limited to one thread (torch ``set_num_threads(1)``; ORT intra/inter-op threads 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from _common import limit_thread_env, print_table  # benchmarks/ is on sys.path when run as a script
 
 SAMPLE_RATE = 44100
 MODELS = {  # name -> mel bands of its input (n_fft 1764, hop 882 -> 51 frames per second)
@@ -155,19 +156,9 @@ def bench_frontend(n_mels: int, clips: np.ndarray, args: argparse.Namespace, tmp
             f"{path.stat().st_size / 1024:.0f}", f"{diff:.1e}"]
 
 
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    limit_thread_env(1)
     import onnxruntime
     import torch
 
