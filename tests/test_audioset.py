@@ -38,10 +38,17 @@ from audioclf.data.importers.audioset import (
     write_class_labels,
     write_h5,
 )
-from audioclf.embeddings_run import evaluate_embeddings_run, find_layout, is_embedding_data, train_embeddings
+from audioclf.data.embedding_sets import find_layout, is_embedding_data
 from audioclf.errors import AudioclfError, ConfigError, DataError
 from audioclf.metrics import mean_average_precision
 from audioclf.runs import RunDir
+from audioclf.workflows.evaluation import evaluate_run
+from audioclf.workflows.run import run
+
+
+def train_embeddings(cfg: dict, resume: bool = False):
+    """One embedding run from a plain config dict, as a notebook would start it."""
+    return run(cfg, resume=resume).runs[0]
 
 # Serialized by google.protobuf (descriptors of tensorflow/core/example/{example,feature}.proto built at
 # run time, SerializeToString(deterministic=True)), so these are the bytes TensorFlow itself writes.
@@ -410,11 +417,12 @@ def test_train_embeddings_writes_a_complete_run(trained, layout):
     targets = read_h5(layout / "eval.h5").y
     chance = mean_average_precision(targets, np.random.default_rng(0).random(targets.shape))
     assert test["mAP"] > chance + 0.15
-    # The resolved config records the embedding options and the S5 defaults.
+    # The resolved config records the embedding options and the embeddings' defaults.
     config = run.read_config()
-    assert config["train"]["patience"] == 3 and config["data"]["options"]["stream"] == "auto"
-    # evaluate_embeddings_run on the run's own test set reproduces summary.json.
-    result = evaluate_embeddings_run(trained)
+    assert config["train"]["batch_size"] == 32 and config["train"]["monitor"] == "mAP"
+    assert config["data"]["format"] == "audioset" and config["data"]["options"]["stream"] == "auto"
+    # evaluate_run on the run's own test set reproduces summary.json.
+    result = evaluate_run(trained)
     assert result["n_items"] == 160
     assert result["metrics"]["mAP"] == pytest.approx(test["mAP"], abs=1e-9)
 
@@ -429,7 +437,7 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(layout, trained, 
 
 def test_streamed_training_on_a_file_larger_than_the_cap(layout, tmp_path):
     cfg = _cfg(layout, tmp_path / "streamed", epochs=1)
-    cfg["data"].update({"max_rows_in_memory": 200, "chunk_rows": 40})  # 427 training rows > 200
+    cfg["data"]["options"] = {"max_rows_in_memory": 200, "chunk_rows": 40}  # 427 training rows > 200
     cfg["model"] = {"name": "attention_pooling", "hidden": 32, "layers": 1}
     run = RunDir(train_embeddings(cfg))
     summary = run.read_summary()
@@ -466,12 +474,12 @@ def test_runner_config_errors(layout, tmp_path):
     with pytest.raises(ConfigError, match="model.name=small_cnn takes features input; .*embedding_lstm"):
         train_embeddings(bad_model)
     bad_stream = _cfg(layout, tmp_path / "y")
-    bad_stream["data"]["stream"] = "sometimes"
+    bad_stream["data"]["options"] = {"stream": "sometimes"}
     with pytest.raises(ConfigError, match="data.options.stream='sometimes'"):
         train_embeddings(bad_stream)
     with pytest.raises(ConfigError, match="--resume"):
         train_embeddings(_cfg(layout, tmp_path / "never"), resume=True)
     unbalanced = _cfg(layout, tmp_path / "z")
-    unbalanced["data"]["train_set"] = "unbalanced"
+    unbalanced["data"]["options"] = {"train_set": "unbalanced"}
     with pytest.raises(DataError, match="no unbalanced training set"):
         train_embeddings(unbalanced)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from audioclf.augment.batch import DuplicateAugmented, mix, mixup, sample_mixup
+from audioclf.errors import ConfigError
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -82,7 +83,6 @@ def test_mixup_apply_to_keeps_unflagged_rows():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"alpha": 0.0}, "alpha"),
-    ({"task": "regression"}, "task"),
     ({"targets": torch.tensor([0, 5])}, "class indices"),
     ({"targets": torch.zeros(2, 4), "task": "multi_label"}, "targets"),
 ])
@@ -91,6 +91,11 @@ def test_mixup_rejects_bad_arguments(kwargs, message):
             "n_classes": 3, **kwargs}
     with pytest.raises(ValueError, match=message):
         mixup(**args)
+
+
+def test_mixup_rejects_an_unknown_task():
+    with pytest.raises(ConfigError, match="task 'regression': expected one of single_label, multi_label"):
+        mixup(torch.randn(2, 10), torch.tensor([0, 1]), 0.2, "regression", 3)
 
 
 class _Clips(torch.utils.data.Dataset):

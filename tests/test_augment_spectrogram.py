@@ -213,7 +213,7 @@ def test_build_spec_augment_forms():
     assert isinstance(chain, SpecAugmentChain) and chain[1].max_shift == 1.5
     with pytest.raises(ConfigError, match="unknown policy 'LX'; did you mean"):
         build_spec_augment("LX")
-    with pytest.raises(ConfigError, match="unknown key 'freq_mask'; did you mean 'freq_masks'"):
+    with pytest.raises(ConfigError, match="unknown key 'freq_mask'; did you mean freq_masks"):
         build_spec_augment({"freq_mask": 2})
     with pytest.raises(ConfigError, match="spec_augment: time_width_ratio"):
         build_spec_augment({"policy": "LD", "time_width_ratio": 2})

@@ -322,9 +322,9 @@ def test_registry_builds_from_specs_and_round_trips(noise_dir):
 
 
 @pytest.mark.parametrize("specs, message", [
-    ([{"name": "gian"}], r"augment\[0\]: unknown augmentation 'gian'; did you mean 'gain'"),
+    ([{"name": "gian"}], r"augment\[0\]: unknown augmentation 'gian'; did you mean gain"),
     ([{"name": "gain"}, {"name": "gaussian_noise", "min_snr": 3}],
-     r"augment\[1\] \(gaussian_noise\): unknown argument 'min_snr'; did you mean 'min_snr_db'"),
+     r"augment\[1\] \(gaussian_noise\): unknown argument 'min_snr'; did you mean min_snr_db"),
     ([{"name": "gain", "min_gain_db": 10, "max_gain_db": 0}], r"augment\[0\] \(gain\): min_gain_db"),
     ([{"p": 0.5}], r"augment\[0\]: expected a mapping with a 'name' key"),
     ({"name": "gain"}, "expected a list"),
@@ -350,7 +350,7 @@ def test_register_a_new_augmentation():
         with pytest.raises(ConfigError, match="already registered"):
             register_augmentation("test_clip")(Gain)
     finally:
-        W.AUGMENTATIONS.pop("test_clip", None)
+        W.AUGMENTATIONS.remove("test_clip")
 
 
 # --- DataLoader workers -------------------------------------------------------------------------

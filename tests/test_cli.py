@@ -51,7 +51,7 @@ def test_predict_long_recording_uses_windows(cli_run, tmp_path):
     import numpy as np
 
     from audioclf.data.audio import load_audio, write_audio
-    from audioclf.inference import Predictor
+    from audioclf.deploy.predictor import Predictor
 
     run, data = cli_run
     clip, sr = load_audio(sorted(data.rglob("*.wav"))[0])
@@ -103,17 +103,17 @@ def test_ensemble_of_two_runs_reports_members_and_mean(cli_run, tmp_path, capsys
 
     import numpy as np
 
-    from audioclf.evaluation import ensemble_runs, run_outputs
+    from audioclf.workflows.evaluation import ensemble_runs, run_outputs
 
     run, data = cli_run
     other = tmp_path / "other"
     assert main(["train", "--data", str(data), "--out", str(other), *TINY, "seed=7"]) == 0
     result = ensemble_runs([run, other])
     first, second = run_outputs(run), run_outputs(other, data=str(run / "manifest.csv"), split="test")
-    assert result["n_items"] == len(first.manifest)
+    first, second = first.result, second.result
+    assert result["n_items"] == len(first.ids)
     # The ensemble's log loss is that of the averaged probabilities (same item order: both sorted by id).
-    order1 = np.argsort([i.id for i in first.manifest])
-    order2 = np.argsort([i.id for i in second.manifest])
+    order1, order2 = np.argsort(first.ids), np.argsort(second.ids)
     mean = (first.probs[order1] + second.probs[order2]) / 2
     from audioclf.metrics import log_loss
 

@@ -9,7 +9,7 @@ from ptflops import get_model_complexity_info
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from audioclf.compress.complexity import check_limits, complexity_report, format_report
+from audioclf.models.complexity import check_limits, complexity_report, format_report
 from audioclf.errors import AudioclfError, ConfigError
 from audioclf.models import create_model
 

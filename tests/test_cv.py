@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from audioclf.cli import main
-from audioclf.cv import assign_folds, summarize_folds
+from audioclf.workflows.cv import assign_folds, summarize_folds
 from audioclf.data.manifest import Item, Manifest
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import ConfigError

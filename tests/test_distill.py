@@ -15,7 +15,7 @@ from audioclf.compress.distill import (
 )
 from audioclf.config import load_config
 from audioclf.errors import ConfigError, DataError
-from audioclf.inference import Predictor
+from audioclf.deploy.predictor import Predictor
 from audioclf.runs import RunDir
 from audioclf.train.loop import train_one_epoch
 from test_export import shared_run

@@ -11,8 +11,8 @@ import torch
 from audioclf.config import load_config
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioDecodeError, ConfigError, DataError
-from audioclf.evaluation import evaluate_run
-from audioclf.experiment import train
+from audioclf.workflows.evaluation import evaluate_run
+from audioclf.train.trainer import train
 from audioclf.runs import RunDir
 
 TINY = ["train.epochs=2", "train.batch_size=16", "data.clip_seconds=1.0", "data.sample_rate=16000",
@@ -118,9 +118,9 @@ def test_multi_label_csv_trains_with_multilabel_metrics(tmp_path):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(folder_data, trained_run, tmp_path, monkeypatch):
-    import audioclf.experiment as experiment
+    import audioclf.train.trainer as trainer
 
-    original, calls = experiment.train_one_epoch, {"n": 0}
+    original, calls = trainer.train_one_epoch, {"n": 0}
 
     def crash_on_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -128,13 +128,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(folder_data, trained
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "train_one_epoch", crash_on_second_epoch)
+    monkeypatch.setattr(trainer, "train_one_epoch", crash_on_second_epoch)
     out = tmp_path / "run"
     cfg = load_config(None, [f"data.path={folder_data}", f"out={out}", *TINY])
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     assert [r["epoch"] for r in RunDir(out).read_metrics()] == [1]
-    monkeypatch.setattr(experiment, "train_one_epoch", original)
+    monkeypatch.setattr(trainer, "train_one_epoch", original)
     train(load_config(None, [f"out={out}"]), resume=True)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(RunDir(out).read_metrics()) == strip(RunDir(trained_run).read_metrics())
@@ -246,7 +246,7 @@ def test_complexity_limits_gate_refuses_an_over_limit_model(folder_data, tmp_pat
 
 
 def test_summary_records_complexity(trained_run):
-    from audioclf.compress.complexity import run_complexity
+    from audioclf.runs.directory import run_complexity
 
     params = RunDir(trained_run).read_summary()["model"]["parameters"]
     report = run_complexity(str(trained_run))
@@ -269,7 +269,7 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
     import numpy as np
 
     from audioclf.data.dataset import WaveformDataset
-    from audioclf.train.loop import predict_windows
+    from audioclf.train.evaluate import model_probabilities, predict_whole_files
 
     class LastQuarterDetector(torch.nn.Module):  # "class 1" iff the window's last quarter is loud
         def forward(self, wave):
@@ -280,7 +280,8 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
     waves = [np.concatenate([quiet, quiet, loud])]  # 18,000 samples, clip = 4,000
     ds = WaveformDataset(waves, np.array([1]), n_samples=4000, crop="windows")
     assert ds.windows(0).shape == (8, 4000)  # 50 % overlap, last window ends at the end
-    probs, _ = predict_windows(LastQuarterDetector(), ds, "single_label", torch.device("cpu"))
+    probs_fn = model_probabilities(LastQuarterDetector(), "single_label", torch.device("cpu"))
+    probs, _ = predict_whole_files(probs_fn, ds)
     assert 0 < probs[0, 1] < 1  # averaged over windows: only the last ones see the sound
     centre = WaveformDataset(waves, np.array([1]), n_samples=4000, crop="center")
     assert LastQuarterDetector()(centre[0][0][None]).argmax().item() == 0

@@ -14,12 +14,11 @@ from audioclf.config import load_config
 from audioclf.data.audio import write_audio
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioclfError, ConfigError
-from audioclf.data.prepare import make_dataset, prepare_data
-from audioclf.experiment import build_classifier, fit_standardizer
-from audioclf.export import ExportableFrontEnd, dft_kernels, export_onnx, read_metadata
+from audioclf.train.inputs.audio import AudioInputs, build_classifier, fit_standardizer
+from audioclf.deploy.export import ExportableFrontEnd, dft_kernels, export_onnx, read_metadata
 from audioclf.features import FeatureConfig, FrontEnd
-from audioclf.inference import Predictor
-from audioclf.onnx_predictor import OnnxPredictor, load_predictor, sigmoid, softmax
+from audioclf.deploy.predictor import Predictor
+from audioclf.deploy.onnx_predictor import OnnxPredictor, load_predictor, sigmoid, softmax
 from audioclf.runs import RunDir
 from audioclf.train.losses import build_loss
 from audioclf.train.loop import supervised_step, train_one_epoch
@@ -30,18 +29,19 @@ FEATURES = ["features.n_mels=40", "features.n_fft=640", "features.hop_length=320
 
 def make_run(root: Path, model: list[str] | None = None, epochs: int = 2, n_per_class: int = 5,
              extra: list[str] | None = None) -> Path:
-    """A run directory as ``experiment.train`` writes it (config, manifest, best checkpoint), trained for a
+    """A run directory as the trainer writes it (config, manifest, best checkpoint), trained for a
     few epochs with the library's own loop but without validation passes, plots or summary."""
     data = make_demo_dataset(root / "data", n_per_class=n_per_class, seconds=1.0, seed=1)
     overrides = [f"data.path={data}", f"out={root / 'run'}", "data.sample_rate=16000", "data.clip_seconds=1.0",
                  *FEATURES, *(model or ["model.name=dcase2022_baseline"]), *(extra or [])]
-    cfg = load_config(None, overrides)
+    inputs = AudioInputs(load_config(None, overrides))
+    cfg = inputs.cfg
     torch.manual_seed(cfg.seed)
-    prepared = prepare_data(cfg, progress=False)
-    task, classes = prepared.manifest.task, list(prepared.manifest.classes)
-    net = build_classifier(cfg, len(classes), prepared.sample_rate, prepared.n_samples)
-    fit_standardizer(net, make_dataset(prepared, "train", classes, task, cfg, train=False), torch.device("cpu"))
-    train_set = make_dataset(prepared, "train", classes, task, cfg, train=False)
+    inputs.prepare()
+    prepared, task, classes = inputs.prepared, inputs.task, inputs.classes
+    net = inputs.build_model()
+    train_set = inputs.dataset("train", train=False)
+    fit_standardizer(net, train_set, torch.device("cpu"))
     loader = torch.utils.data.DataLoader(train_set, batch_size=8, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)

@@ -202,10 +202,10 @@ def test_importer_registry(tmp_path):
         return Manifest([])
 
     try:
-        assert get_importer("_test_fmt") is import_test_fmt and IMPORTERS["_test_fmt"] is import_test_fmt
+        assert get_importer("_test_fmt") is import_test_fmt and IMPORTERS.get("_test_fmt") is import_test_fmt
         with pytest.raises(ConfigError, match="already registered"):
             register_importer("_test_fmt")(lambda root: Manifest([]))
     finally:
-        del IMPORTERS["_test_fmt"]
+        IMPORTERS.remove("_test_fmt")
     with pytest.raises(ConfigError, match=r"unknown importer 'foldr'; did you mean folder\?"):
         get_importer("foldr")

@@ -22,8 +22,8 @@ from audioclf.data.importers.tau2022 import SCENES, import_tau2022, parse_tau_fi
 from audioclf.data.importers.urbansound8k import import_urbansound8k
 from audioclf.data.splits import assign_splits, iterative_stratified_split, stratified_split
 from audioclf.errors import ConfigError, DataError
-from audioclf.inference import Prediction
-from audioclf.submission import write_submission
+from audioclf.deploy.predictor import Prediction
+from audioclf.deploy.submission import write_submission
 
 
 def _replace_line(path: Path, old: str, new: str) -> None:

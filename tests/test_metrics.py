@@ -299,7 +299,7 @@ def test_compute_metrics_single_label():
     assert all(isinstance(v, float) for v in values.values())
     with pytest.raises(DataError, match="7 columns"):
         M.compute_metrics("single_label", y, probs, class_names=list("abcdefg"))
-    with pytest.raises(ConfigError, match="task='regression'"):
+    with pytest.raises(ConfigError, match="task 'regression'"):
         M.compute_metrics("regression", y, probs)
 
 

@@ -180,20 +180,22 @@ def test_model_kwargs_lists_defaults():
                                               "kernel_size": 3, "activation": "relu"}
 
 
-def test_register_model_new_family(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-
-    @registry.register_model(input_kind="embeddings")
+def test_register_model_new_family():
+    @registry.register_model(input_kind="embeddings", example_input=(10, 16))
     def mean_pool_linear(n_classes, input_shape, scale: float = 1.0):
         return nn.Sequential(nn.Flatten(1), nn.Linear(math.prod(input_shape), n_classes))
 
-    assert "mean_pool_linear" in registry.list_models()
-    assert registry.model_kwargs("mean_pool_linear") == {"scale": 1.0}
-    model = registry.create_model("mean_pool_linear", 3, (10, 16), scale=2.0)
-    assert model.audioclf_spec["kwargs"] == {"scale": 2.0}
-    assert model(torch.randn(2, 10, 16)).shape == (2, 3)
-
-    with pytest.raises(ValueError, match="already registered"):
-        registry.register_model("mlp")(mean_pool_linear)
+    try:
+        assert "mean_pool_linear" in registry.list_models()
+        assert registry.model_kwargs("mean_pool_linear") == {"scale": 1.0}
+        assert registry.model_entry("mean_pool_linear").example_input == (10, 16)
+        model = registry.create_model("mean_pool_linear", 3, (10, 16), scale=2.0)
+        assert model.audioclf_spec["kwargs"] == {"scale": 2.0} and registry.model_loss(model) == "task"
+        assert model(torch.randn(2, 10, 16)).shape == (2, 3)
+        with pytest.raises(ConfigError, match="already registered"):
+            registry.register_model("mlp")(mean_pool_linear)
+    finally:
+        registry.MODELS.remove("mean_pool_linear")
+    assert "mean_pool_linear" not in registry.list_models()
     with pytest.raises(TypeError, match="needs a default"):
         registry.register_model("bad")(lambda n_classes, input_shape, width: nn.Identity())

@@ -224,11 +224,12 @@ def test_scheduler_name_and_kwarg_errors():
         build_scheduler(_optimizer(), "plateau", mode="up")
 
 
-def test_register_a_new_scheduler(monkeypatch):
-    monkeypatch.setitem(SCHEDULERS, "linear", None)  # restored by monkeypatch afterwards
-
+def test_register_a_new_scheduler():
     @register_scheduler("linear")
     def _linear(optimizer, epochs, end: float = 0.0):
         return EpochScheduler(optimizer, lambda t, base: base + (end - base) * min(t, epochs) / epochs)
 
-    assert _lrs(build_scheduler(_optimizer(1.0), "linear", epochs=4), 5) == pytest.approx([1, 0.75, 0.5, 0.25, 0])
+    try:
+        assert _lrs(build_scheduler(_optimizer(1.0), "linear", epochs=4), 5) == pytest.approx([1, 0.75, 0.5, 0.25, 0])
+    finally:
+        SCHEDULERS.remove("linear")

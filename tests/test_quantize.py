@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from audioclf.data.manifest import Manifest
-from audioclf.compress.quantize import choose_method, quantize_onnx, quantize_run
+from audioclf.deploy.quantize import choose_method, quantize_onnx, quantize_run
 from audioclf.errors import ConfigError
-from audioclf.export import export_onnx
-from audioclf.inference import Predictor
-from audioclf.onnx_predictor import OnnxPredictor, onnx_session
+from audioclf.deploy.export import export_onnx
+from audioclf.deploy.predictor import Predictor
+from audioclf.deploy.onnx_predictor import OnnxPredictor, onnx_session
 from audioclf.runs import RunDir
 from test_export import shared_run
 
@@ -60,7 +60,7 @@ def test_quantize_run_writes_int8_model_and_report(run_dir, report):
 
 
 def test_fp32_onnx_evaluation_equals_pytorch_evaluation(run_dir, report):
-    from audioclf.evaluation import evaluate_run
+    from audioclf.workflows.evaluation import evaluate_run
 
     torch_metrics = evaluate_run(run_dir, device="cpu")["metrics"]
     for name in ("accuracy", "log_loss"):

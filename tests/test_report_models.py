@@ -43,7 +43,7 @@ def tflite_int8_bytes(model: nn.Module) -> int:
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of conv and linear layers for one input (batch 1), via forward hooks.
 
-    A small test-only counter (audioclf.compress.complexity has the full one); pooling, BN, activations
+    A small test-only counter (audioclf.models.complexity has the full one); pooling, BN, activations
     and bias additions are not MACs here."""
     total = 0
 

@@ -7,9 +7,14 @@ import torch
 from torch import nn
 
 from audioclf.errors import ConfigError
-from audioclf.models import create_model, model_input_kind
+from audioclf.models import create_model, model_input_kind, model_loss
 from audioclf.models.classifier import AudioClassifier
-from audioclf.models.sequence import BipolarMSELoss, loss_for
+from audioclf.train.losses import BipolarMSELoss, MultiLabelLoss, build_loss
+
+
+def loss_for(model: nn.Module) -> nn.Module:
+    """The loss the model's registration asks for, on the multi-label task of these models."""
+    return build_loss("multi_label", kind=model_loss(model))
 
 SEQUENCE_MODELS = ["embedding_mlp_s5", "embedding_cnn1d", "embedding_lstm", "attention_pooling"]
 VARIANTS = [
@@ -50,7 +55,7 @@ def test_forward_backward_shapes_and_rebuild(name, kwargs):
     model.eval(), rebuilt.eval()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))
-    assert rebuilt.audioclf_loss == model.audioclf_loss
+    assert model_loss(rebuilt) == model_loss(model)
 
 
 def test_mlp_sizes_match_the_report():
@@ -100,8 +105,8 @@ def test_lstm_is_keras_lstm600_dense600_with_forget_bias_one():
 def test_bipolar_output_tanh_mse_and_probabilities():
     torch.manual_seed(1)
     model = create_model("embedding_mlp_s5", 6, (10, 8), hidden=16, output="bipolar").eval()
-    assert model.audioclf_loss == "bipolar_mse" and isinstance(loss_for(model), BipolarMSELoss)
-    assert isinstance(loss_for(create_model("embedding_mlp_s5", 6, (10, 8))), nn.BCEWithLogitsLoss)
+    assert model_loss(model) == "bipolar_mse" and isinstance(loss_for(model), BipolarMSELoss)
+    assert isinstance(loss_for(create_model("embedding_mlp_s5", 6, (10, 8))), MultiLabelLoss)
     assert isinstance(loss_for(AudioClassifier(model, None)), BipolarMSELoss)  # looks through the wrapper
     x = _x(batch=3, dim=8)
     with torch.no_grad():

@@ -2,7 +2,7 @@ import pytest
 
 from audioclf.config import load_config
 from audioclf.errors import ConfigError
-from audioclf.stages import plan_stages
+from audioclf.workflows.stages import plan_stages
 
 
 def test_stage_overrides_and_references(tmp_path):

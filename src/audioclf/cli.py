@@ -60,8 +60,8 @@ def _print_predictions(predictions, predictor, top_k: int, truth=None) -> None:
 
 def cmd_demo(args) -> None:
     from .console import ConsoleReporter
-    from .demo import demo_test_files, run_demo
-    from .inference import Predictor
+    from .deploy.predictor import Predictor
+    from .workflows.demo import demo_test_files, run_demo
 
     kind = "multi-label" if args.multi_label else "single-label"
     err.print(f"audioclf demo ({kind}): generating data and training in {args.out}")
@@ -79,7 +79,7 @@ def cmd_demo(args) -> None:
 def cmd_train(args) -> None:
     from .config import load_config
     from .console import ConsoleReporter
-    from .experiment import train
+    from .workflows.run import run
 
     config, overrides = _split_positionals(args.args)
     if args.data:
@@ -88,29 +88,21 @@ def cmd_train(args) -> None:
         overrides.append(f"out={args.out}")
     if args.strict:
         overrides.append("data.strict=true")
-    cfg = load_config(config, overrides)
-    if cfg.cv is not None:
+    result = run(load_config(config, overrides), resume=args.resume, reporter=ConsoleReporter(err))
+    if result.kind == "cv":
         from .console import cv_table
-        from .cv import cross_validate
 
-        root = cross_validate(cfg, reporter=ConsoleReporter(err))
-        out.print(cv_table(json.loads((root / "cv_summary.json").read_text())))
-        out.print(f"runs: {root}/fold_*")
+        out.print(cv_table(result.cv_summary))
+        out.print(f"runs: {result.root}/fold_*")
         return
-    if cfg.stages:
-        from .stages import train_stages
-
-        for run_dir in train_stages(cfg, reporter=ConsoleReporter(err)):
-            _print_results(run_dir)
-        return
-    run_dir = train(cfg, resume=args.resume, reporter=ConsoleReporter(err))
-    _print_results(run_dir)
+    for run_dir in result.runs:
+        _print_results(run_dir)
 
 
 def cmd_evaluate(args) -> None:
     from .console import per_group_table, results_table
-    from .evaluation import evaluate_run
-    from .data.store import atomic_write_text
+    from .files import atomic_write_text
+    from .workflows.evaluation import evaluate_run
 
     result = evaluate_run(args.run_dir, data=args.data, split=args.split, strict=args.strict)
     out.print(results_table({"test": result["metrics"]}, title=f"Evaluation on {result['n_items']} items"))
@@ -125,12 +117,12 @@ def cmd_evaluate(args) -> None:
 
 def cmd_ensemble(args) -> None:
     from .console import ensemble_table
-    from .evaluation import ensemble_runs
+    from .workflows.evaluation import ensemble_runs
 
     result = ensemble_runs(args.run_dirs, data=args.data, split=args.split, weights=args.weights)
     out.print(ensemble_table(result))
     if args.json:
-        from .data.store import atomic_write_text
+        from .files import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
 
@@ -160,57 +152,37 @@ def cmd_augment(args) -> None:
               f"{'' if args.no_original else ' + originals'}) -> {Path(args.out) / 'manifest.csv'}")
 
 
-def _source_manifest(source: str):
-    """A LibriSpeech folder (with SPEAKERS.TXT) or any folder/CSV our importers read."""
-    from .data.importers import get_importer, load_manifest
-
-    root = Path(source)
-    if root.is_dir() and any((p / "SPEAKERS.TXT").exists() for p in (root, root.parent)):
-        from .data.synth.speaker_count import librispeech_subset_splits
-
-        return librispeech_subset_splits(get_importer("librispeech")(root))
-    return load_manifest(root)
-
-
 def cmd_synth(args) -> None:
+    from .data.synth.speaker_count import source_manifest
+
     if args.kind == "speaker-count":
         from .data.synth.speaker_count import REPORT_SIZES, generate_speaker_count
 
         n = REPORT_SIZES if args.report_sizes else args.n
         if n is None:
             raise AudioclfError("give --n N (one set) or --report-sizes (100,000 / 10,000 / 10,000 per split)")
-        csv_path = generate_speaker_count(_source_manifest(args.source), args.out, max_speakers=args.max_speakers,
+        csv_path = generate_speaker_count(source_manifest(args.source), args.out, max_speakers=args.max_speakers,
                                           n=n, seconds=args.seconds, sample_rate=args.sr, seed=args.seed)
     else:
         from .data.synth.mixtures import make_multilabel_mixtures
 
         if args.n is None:
             raise AudioclfError("give --n N, the number of mixtures")
-        csv_path = make_multilabel_mixtures(_source_manifest(args.source), args.out, n=args.n,
+        csv_path = make_multilabel_mixtures(source_manifest(args.source), args.out, n=args.n,
                                             max_events=args.max_events, seed=args.seed, seconds=args.seconds,
                                             sample_rate=args.sr)
     out.print(f"wrote {csv_path}")
 
 
-# Report input shapes (MISSION S4 Tables 3 and 5) for `audioclf complexity MODEL_NAME`.
-DEFAULT_INPUT_SHAPES = {"dcase2022_baseline": (1, 40, 51), "asc_teacher": (1, 40, 51), "asc_student": (1, 80, 51),
-                        "fsd_simple_cnn": (1, 80, 92), "genre_cnn1": (1, 201, 552), "genre_cnn2": (1, 201, 552)}
-
-
 def cmd_complexity(args) -> None:
-    from .compress.complexity import check_limits, complexity_report, format_report, run_complexity
+    from .models.complexity import check_limits, format_report, model_complexity
+    from .runs.directory import run_complexity
 
+    folded = not args.no_fold
     if Path(args.target).is_dir():
-        report = run_complexity(args.target, batchnorm_folded=not args.no_fold)
+        report = run_complexity(args.target, batchnorm_folded=folded)
     else:
-        from .models.registry import create_model, model_input_kind
-
-        shape = tuple(args.input_shape) if args.input_shape else DEFAULT_INPUT_SHAPES.get(args.target)
-        if shape is None:
-            kind = model_input_kind(args.target)
-            raise AudioclfError(f"{args.target} ({kind} input): give --input-shape, e.g. 1 40 51 for a 40x51 log-mel")
-        model = create_model(args.target, n_classes=args.n_classes, input_shape=shape)
-        report = complexity_report(model, shape, batchnorm_folded=not args.no_fold)
+        report = model_complexity(args.target, args.n_classes, args.input_shape, batchnorm_folded=folded)
     out.print(format_report(report), markup=False, highlight=False)
     check_limits(report, max_params=args.max_params, max_macs=args.max_macs)
     if args.max_params or args.max_macs:
@@ -218,15 +190,15 @@ def cmd_complexity(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export_onnx
+    from .deploy.export import export_onnx
 
     path = export_onnx(args.run_dir, out_path=args.out, with_frontend=args.with_frontend, opset=args.opset)
     out.print(f"wrote {path} (checked against PyTorch with ONNX Runtime)")
 
 
 def cmd_quantize(args) -> None:
-    from .compress.quantize import quantize_run
     from .console import quantization_table
+    from .deploy.quantize import quantize_run
 
     result = quantize_run(args.run_dir, calibration=args.calibration, method=args.method,
                           with_frontend=args.with_frontend)
@@ -247,14 +219,14 @@ def cmd_distill(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from .inference import write_predictions_csv
-    from .onnx_predictor import load_predictor
+    from .deploy.onnx_predictor import load_predictor
+    from .deploy.predictor import write_predictions_csv
 
     predictor = load_predictor(args.run_dir)
     predictions = predictor.predict_files(args.paths, aggregate=args.aggregate)
     _print_predictions(predictions, predictor, args.top_k)
     if args.submission:
-        from .submission import write_submission
+        from .deploy.submission import write_submission
 
         if not args.csv:
             raise AudioclfError("--submission needs --csv OUT (where to write the submission)")
@@ -315,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--strict", action="store_true")
     augment.set_defaults(func=cmd_augment)
 
-    synth = sub.add_parser("synth", help="generate mixtures: speaker counting (S3) or multi-label from single-label")
+    synth = sub.add_parser("synth", help="generate mixtures: speaker counting (LibriSpeech) or multi-label from single-label")
     synth.add_argument("kind", choices=("speaker-count", "mixtures"))
     synth.add_argument("--source", required=True, help="LibriSpeech folder (speaker-count), or any folder/CSV")
     synth.add_argument("--out", required=True)

@@ -8,7 +8,6 @@ registry and :class:`audioclf.features.FeatureConfig` when the run is built.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -16,6 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
+from .registry import did_you_mean
 
 
 @dataclass
@@ -24,9 +24,9 @@ class DataConfig:
     format: str = "auto"  # auto (folder or CSV) | fsd2019 | gtzan | tau2022 | esc50 | urbansound8k | librispeech
     options: dict[str, Any] = field(default_factory=dict)  # importer options, e.g. {subset: curated}
     audio_root: str | None = None  # where CSV file names resolve (default: the CSV's folder)
-    sample_rate: int | None = None  # None: inferred from the files (see experiment.infer_sample_rate)
+    sample_rate: int | None = None  # None: inferred from the files (see data.prepare.infer_sample_rate)
     clip_seconds: float | None = None  # None: inferred from the median duration
-    pad_mode: str = "tile"  # short clips: "tile" (repeat, MISSION S1) or "pad" (zeros)
+    pad_mode: str = "tile"  # short clips: "tile" (repeat, as FSD2019 solutions do) or "pad" (zeros)
     train_crop: str = "random"  # long clips in training: random | center | start | max_energy
     eval_crop: str = "windows"  # val/test: whole files as 50 %-overlap windows, averaged; or one crop
     trim_silence: bool = False
@@ -45,7 +45,7 @@ class AugmentConfig:
     spec: str | dict[str, Any] | None = None  # SpecAugment on the device: "LD" or {policy: LD, band_shift: true}
     mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
     mixup_on: str = "features"  # features | waveform
-    duplicate: bool = False  # MISSION S1: train on the set twice, only the second copy augmented
+    duplicate: bool = False  # train on the set twice, only the second copy augmented (an FSD2019 solution)
 
 
 @dataclass
@@ -56,8 +56,8 @@ class LimitsConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 32
+    epochs: int | None = None  # None: the input's default (audio 30, AudioSet embeddings 50)
+    batch_size: int | None = None  # None: the input's default (audio 32, AudioSet embeddings 128)
     optimizer: str = "adam"
     lr: float = 1e-3
     backbone_lr: float | None = None  # transfer learning: the pretrained backbone's own rate (head uses lr)
@@ -66,7 +66,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # zero-config default: decays to 0 at the last epoch
     scheduler_args: dict[str, Any] = field(default_factory=dict)
     label_smoothing: float = 0.0
-    monitor: str | None = None  # metric for best checkpoint / early stopping (default: task's primary)
+    monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see train.inputs)
     patience: int | None = 10  # early stopping patience in epochs; null = off
     min_delta: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -81,23 +81,19 @@ class Config:
     out: str | None = None  # run directory (default runs/<timestamp>-<model>)
     init_from: str | None = None  # a run directory whose matching weights start this run (two-stage)
     cv: int | str | None = None  # cross-validation: "folds" (the fold column) or a number of folds
-    # Multi-stage recipes (MISSION S1 two-stage training): each entry {name, ...overrides} runs in
-    # <out>/<name>, starting from the previous stage's weights.
+    # Multi-stage recipes (e.g. FSD2019: pre-train on noisy labels, fine-tune on curated): each entry
+    # {name, ...overrides} runs in <out>/<name>; init_from: "@<stage>" starts from an earlier stage's weights.
     stages: list[dict[str, Any]] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields
-    model: dict[str, Any] = field(default_factory=lambda: {"name": "small_cnn"})
+    # {name: ..., <that model's arguments>}; no name: the input's default (audio small_cnn, embeddings embedding_lstm)
+    model: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _closest(key: str, valid: list[str]) -> str:
-    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(sorted(valid))}"
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -144,7 +140,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}'{_closest(key, names)}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'{did_you_mean(key, names)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value or {}, f"{prefix}{key}.")
@@ -212,7 +208,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
             candidate = bundled
         else:
             names = sorted(p.stem for p in recipe_dir().glob("*.yaml"))
-            raise ConfigError(f"no config file or recipe named '{path}'{_closest(str(path), names)}")
+            raise ConfigError(f"no config file or recipe named '{path}'{did_you_mean(str(path), names)}")
     if not candidate.exists():
         raise ConfigError(f"config file not found: {candidate}")
     try:
@@ -222,3 +218,39 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{candidate}: expected a mapping of config sections at the top level")
     return data
+
+
+def explicit_values(cfg: Config) -> dict[str, Any]:
+    """The values of ``cfg`` that differ from the defaults (what the user actually set), nested like the
+    config; ``model`` and ``features`` count as whole values."""
+    default = Config().to_dict()
+
+    def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in a.items():
+            if isinstance(value, dict) and isinstance(b.get(key), dict) and key not in ("model", "features"):
+                sub = diff(value, b[key])
+                if sub:
+                    out[key] = sub
+            elif value != b.get(key):
+                out[key] = value
+        return out
+
+    return diff(cfg.to_dict(), default)
+
+
+def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section (a new dict)."""
+    merged = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_dicts(merged[key], value) if both else value
+    return merged
+
+
+def config_value(cfg: Config, key: str) -> Any:
+    """The value at dotted ``key`` (``train.lr``, ``model.name``); None for a missing dict entry."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part)
+    return node

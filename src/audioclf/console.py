@@ -1,14 +1,38 @@
-"""Terminal output: progress bars, per-epoch lines and result tables (rich)."""
+"""Terminal output: progress bars, per-epoch lines and result tables (rich).
+
+On the ground floor with the config and the metrics: every layer may show progress (:func:`track`) without
+importing anything above it; the tables read the plain dicts that runs, evaluations and ensembles return.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .report import ordered_metric_names
+from .metrics import ordered_metric_names
+
+T = TypeVar("T")
+
+
+def track(iterable: Iterable[T], total: int, description: str, enabled: bool = True,
+          min_total: int = 50) -> Iterator[T]:
+    """Yield from ``iterable`` with a transient progress bar on stderr (off when not ``enabled``, for fewer
+    than ``min_total`` items, or when stderr is not a terminal)."""
+    if not enabled or total < min_total:
+        yield from iterable
+        return
+    bar = ConsoleReporter().bar(description, total)
+    try:
+        for value in iterable:
+            yield value
+            bar.advance(1)
+    finally:
+        bar.close()
+
 
 class _Bar:
     def __init__(self, progress: Progress, task: int):
@@ -22,7 +46,7 @@ class _Bar:
 
 
 class ConsoleReporter:
-    """What ``experiment.train`` calls to show progress; quiet=True prints epochs only."""
+    """Progress of a run on a rich console (the trainer's ``Reporter``); quiet=True prints epochs only."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
         self.console = console or Console(stderr=True)
@@ -40,6 +64,9 @@ class ConsoleReporter:
                  f"val loss {record.get('val/loss', float('nan')):.4f}",
                  f"val {monitor} {record.get(f'val/{monitor}', float('nan')):.4f}", f"{record['seconds']:.1f}s"]
         self.console.print("  ".join(shown) + ("  [green]* best[/green]" if improved else ""))
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[bold]{text}[/bold]", highlight=False)
 
 
 def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") -> Table:

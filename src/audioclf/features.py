@@ -16,7 +16,6 @@ Speed notes (this is the hot path of every training step):
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, DataError
+from .registry import did_you_mean
 
 __all__ = [
     "FeatureConfig",
@@ -155,9 +155,7 @@ class FeatureConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in names:
-                near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.0)
-                hint = f"; did you mean '{near[0]}'?" if near else ""
-                raise ConfigError(f"unknown features key '{key}'{hint}")
+                raise ConfigError(f"unknown features key '{key}'{did_you_mean(str(key), names)}")
         return cls(**data)
 
 

@@ -13,14 +13,15 @@ so averages can leave them out explicitly. ``compute_metrics`` gathers the numbe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .tasks import check_task
 
-TASKS = ("single_label", "multi_label")
 _NORMALIZE = (None, "true", "pred", "all")
 # Rows per block in the ranking metrics: bounds the (rows x classes) temporaries (~16 MB each).
 _BLOCK_ELEMENTS = 2_000_000
@@ -364,29 +365,71 @@ def per_group(metric_fn: Callable[..., float], groups: Sequence[Any], *arrays: A
     return results
 
 
-_SINGLE_LABEL: dict[str, Callable[[Any, Any], float]] = {
-    "accuracy": accuracy,
-    "balanced_accuracy": balanced_accuracy,
-    "macro_f1": macro_f1,
-    "log_loss": log_loss,
-}
-_MULTI_LABEL: dict[str, Callable[[Any, Any], float]] = {
-    "lwlrap": lwlrap,
-    "mAP": mean_average_precision,
-    "mAP_per_example": map_per_example,
-    "pSR": psr,
-    "lrap": label_ranking_ap,
-    "micro_f1": multilabel_micro_f1,
-}
-_GROUP_METRICS = {"single_label": ("accuracy", "log_loss"), "multi_label": ("lwlrap", "mAP")}
+# --- the one table of metric specs --------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricSpec:
+    """What every part of the tool needs to know about a metric: how to compute it, for which task, which
+    way is better (early stopping, plateau schedules, quantization drops), whether it is also reported per
+    group (device, speaker ...), and whether it is a headline number (stage tables). The table's order is
+    the order reports list metrics in."""
+
+    name: str
+    fn: Callable[[Any, Any], float] | None  # None: a name the training loop logs itself (the loss)
+    task: str | None  # None: every task
+    higher_is_better: bool
+    per_group: bool = False
+    headline: bool = False
 
 
-def _metric_table(task: str) -> dict[str, Callable[[Any, Any], float]]:
-    if task == "single_label":
-        return _SINGLE_LABEL
-    if task == "multi_label":
-        return _MULTI_LABEL
-    raise ConfigError(f"task={task!r}: expected one of {', '.join(TASKS)}")
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
+    MetricSpec("accuracy", accuracy, "single_label", True, per_group=True, headline=True),
+    MetricSpec("balanced_accuracy", balanced_accuracy, "single_label", True),
+    MetricSpec("macro_f1", macro_f1, "single_label", True),
+    MetricSpec("log_loss", log_loss, "single_label", False, per_group=True, headline=True),
+    MetricSpec("lwlrap", lwlrap, "multi_label", True, per_group=True, headline=True),
+    MetricSpec("mAP", mean_average_precision, "multi_label", True, per_group=True, headline=True),
+    MetricSpec("mAP_per_example", map_per_example, "multi_label", True),
+    MetricSpec("pSR", psr, "multi_label", True),
+    MetricSpec("lrap", label_ranking_ap, "multi_label", True),
+    MetricSpec("micro_f1", multilabel_micro_f1, "multi_label", True),
+    MetricSpec("loss", None, None, False),
+)}
+# Names outside the table that are lower-is-better: other losses (task_loss, kd_loss ...) by their suffix,
+# and the usual error measures a user may log or monitor.
+_LOWER_IS_BETTER = {"error", "error_rate", "eer", "mse", "mae"}
+
+
+def _specs(task: str) -> list[MetricSpec]:
+    check_task(task)
+    return [spec for spec in METRICS.values() if spec.task == task and spec.fn is not None]
+
+
+def higher_is_better(metric_name: str) -> bool:
+    """Which way ``metric_name`` improves (a split prefix such as ``val/`` is ignored): from the table,
+    else False for anything named ``*loss`` and the error measures, True for every other score."""
+    name = str(metric_name).rsplit("/", 1)[-1]
+    if name in METRICS:
+        return METRICS[name].higher_is_better
+    low = name.lower()
+    return not (low.endswith("loss") or low in _LOWER_IS_BETTER)
+
+
+def primary_metric(task: str) -> str:
+    """The metric a task is judged (and early-stopped) on: accuracy or lwlrap."""
+    check_task(task)
+    return "accuracy" if task == "single_label" else "lwlrap"
+
+
+def ordered_metric_names(names: Iterable[str]) -> list[str]:
+    """Plain metric names (no ``/``) in the table's order, then any others alphabetically."""
+    plain = {n for n in names if "/" not in n}
+    return [n for n in METRICS if n in plain] + sorted(plain - set(METRICS))
+
+
+def headline_metrics(names: Iterable[str]) -> list[str]:
+    """The headline metrics among ``names`` (log loss, accuracy, lwlrap, mAP), in the table's order."""
+    present = set(names)
+    return [n for n, spec in METRICS.items() if spec.headline and n in present]
 
 
 def _key_part(value: Any) -> str:
@@ -407,21 +450,21 @@ def compute_metrics(
     multi_label: lwlrap, mAP, mAP_per_example, pSR, lrap, micro_f1 (per group: lwlrap, mAP).
     ``class_names`` (optional) is checked against the number of columns of ``probs``.
     """
-    table = _metric_table(task)
+    specs = _specs(task)
     targets, probs = _as_numpy(targets), _as_numpy(probs)
     if class_names is not None and (probs.ndim != 2 or probs.shape[1] != len(class_names)):
         raise DataError(f"probs: expected {len(class_names)} columns (one per class name), got shape {probs.shape}")
-    values = {name: float(fn(targets, probs)) for name, fn in table.items()}
+    values = {spec.name: float(spec.fn(targets, probs)) for spec in specs}
     for group_name, group_values in (groups or {}).items():
-        for metric in _GROUP_METRICS[task]:
-            for value, result in per_group(table[metric], group_values, targets, probs).items():
-                values[f"per_group/{_key_part(group_name)}/{_key_part(value)}/{metric}"] = result
+        for spec in (s for s in specs if s.per_group):
+            for value, result in per_group(spec.fn, group_values, targets, probs).items():
+                values[f"per_group/{_key_part(group_name)}/{_key_part(value)}/{spec.name}"] = result
     return values
 
 
 def per_class_metrics(task: str, targets: Any, probs: Any, class_names: Sequence[str]) -> dict[str, float]:
     """``per_class/<class>/<metric>``: accuracy (recall) per class, or AP and lwlrap per class."""
-    _metric_table(task)
+    check_task(task)
     probs = _as_numpy(probs)
     if probs.ndim != 2 or probs.shape[1] != len(class_names):
         raise DataError(f"probs: expected {len(class_names)} columns (one per class name), got shape {probs.shape}")
@@ -432,14 +475,3 @@ def per_class_metrics(task: str, targets: Any, probs: Any, class_names: Sequence
     return {f"per_class/{_key_part(name)}/{metric}": float(column[i])
             for metric, column in columns.items() for i, name in enumerate(class_names)}
 
-
-def higher_is_better(metric_name: str) -> bool:
-    """False for losses (``loss``, ``log_loss``, ``val/kd_loss`` ...), True for every other metric."""
-    name = metric_name.rsplit("/", 1)[-1]
-    return not (name == "loss" or name.endswith("_loss"))
-
-
-def primary_metric(task: str) -> str:
-    """The metric a task is judged (and early-stopped) on: accuracy or lwlrap."""
-    _metric_table(task)
-    return "accuracy" if task == "single_label" else "lwlrap"

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TASKS", "sample_mixup", "mix", "mixup", "DuplicateAugmented"]
+from ..tasks import check_task
 
-TASKS = ("single_label", "multi_label")
+__all__ = ["sample_mixup", "mix", "mixup", "DuplicateAugmented"]
+
 
 
 def sample_mixup(batch_size: int, alpha: float, per_example: bool = False,
@@ -43,8 +44,7 @@ def sample_mixup(batch_size: int, alpha: float, per_example: bool = False,
 
 def _soft_targets(targets: torch.Tensor, task: str, n_classes: int, batch: int) -> torch.Tensor:
     """(B, C) float targets: one-hot rows for single-label indices, else the given rows."""
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    check_task(task)
     if task == "single_label" and targets.ndim == 1:
         if targets.is_floating_point():
             raise ValueError("targets: single-label (B,) targets must be integer class indices")

@@ -32,7 +32,9 @@ import numpy as np
 
 from ..data.audio import load_audio, write_audio
 from ..data.manifest import Item, Manifest
-from ..data.store import atomic_write_text, settings_json
+from ..data.store import settings_json
+from ..files import atomic_write_text
+from ..console import track
 from ..errors import AudioDecodeError, ConfigError, DataError
 from .waveform import Compose, build_waveform_augment
 
@@ -119,19 +121,6 @@ def _augment_item(item: Item, outputs: list[_Output], compose: Compose, sample_r
     return [records[out.variant] for out in outputs], clipped
 
 
-def _progress(iterable, total: int, enabled: bool):
-    if not enabled or total < 50:
-        yield from iterable
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("augmenting audio", total=total)
-        for value in iterable:
-            yield value
-            bar.advance(task)
-
-
 def augment_dataset(
     manifest: Manifest,
     out_dir: str | Path,
@@ -190,7 +179,7 @@ def augment_dataset(
     items: list[Item] = []
     clipped_total = 0
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-        for item, outputs, records, clipped, error in _progress(pool.map(work, plans), len(plans), progress):
+        for item, outputs, records, clipped, error in track(pool.map(work, plans), len(plans), "augmenting audio", progress):
             source_id = item.groups.get("source_id", item.id)
             if keep_original:
                 items.append(dataclasses.replace(

@@ -13,7 +13,6 @@ random parameters as tensors, so they are testable exactly.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import did_you_mean
 
 __all__ = [
     "POLICIES",
@@ -289,11 +289,6 @@ class SpecAugmentChain(nn.ModuleList):
         return x
 
 
-def _hint(key: str, valid: list[str]) -> str:
-    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
-    return f"; did you mean '{near[0]}'?" if near else f"; valid: {', '.join(valid)}"
-
-
 _SPEC_ARGS = ["policy", "time_warp", "freq_masks", "freq_width", "time_masks", "time_width", "time_width_ratio",
               "mask_value", "band_shift"]
 _BAND_ARGS = ["max_shift", "max_stretch", "p"]
@@ -317,11 +312,11 @@ def build_spec_augment(spec: Mapping[str, Any] | str | None,
         raise ConfigError(f"spec_augment: expected a policy name or a mapping, got {type(spec).__name__}")
     for key in spec:
         if key not in _SPEC_ARGS:
-            raise ConfigError(f"spec_augment: unknown key '{key}'{_hint(str(key), _SPEC_ARGS)}")
+            raise ConfigError(f"spec_augment: unknown key '{key}'{did_you_mean(str(key), _SPEC_ARGS)}")
     args = {k: v for k, v in spec.items() if k not in ("policy", "band_shift")}
     policy = spec.get("policy")
     if policy is not None and policy not in POLICIES:
-        raise ConfigError(f"spec_augment.policy: unknown policy '{policy}'{_hint(str(policy), list(POLICIES))}")
+        raise ConfigError(f"spec_augment.policy: unknown policy '{policy}'{did_you_mean(str(policy), list(POLICIES))}")
     try:
         module: nn.Module = SpecAugment(**{**(POLICIES[policy] if policy else {}), **args}, generator=generator)
     except ValueError as exc:
@@ -334,7 +329,7 @@ def build_spec_augment(spec: Mapping[str, Any] | str | None,
         raise ConfigError(f"spec_augment.band_shift: expected true or a mapping, got {band!r}")
     for key in band_args:
         if key not in _BAND_ARGS:
-            raise ConfigError(f"spec_augment.band_shift: unknown key '{key}'{_hint(str(key), _BAND_ARGS)}")
+            raise ConfigError(f"spec_augment.band_shift: unknown key '{key}'{did_you_mean(str(key), _BAND_ARGS)}")
     try:
         shift = MelBandShift(**band_args, generator=generator)
     except ValueError as exc:

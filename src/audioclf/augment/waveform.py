@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import difflib
 import inspect
 import math
 import threading
@@ -42,6 +41,7 @@ from scipy.signal import fftconvolve, lfilter
 
 from ..data.audio import load_audio
 from ..errors import AudioclfError, ConfigError
+from ..registry import Registry, did_you_mean
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -251,31 +251,24 @@ class Compose:
 
 
 # --- registry -----------------------------------------------------------------------------------
-AUGMENTATIONS: dict[str, type[WaveformTransform]] = {}
+AUGMENTATIONS: Registry[type[WaveformTransform]] = Registry("augmentation")
 
 
 def register_augmentation(name: str) -> Callable[[type[WaveformTransform]], type[WaveformTransform]]:
     """Class decorator: make a :class:`WaveformTransform` subclass buildable by ``name`` from config."""
 
     def decorate(cls: type[WaveformTransform]) -> type[WaveformTransform]:
-        if name in AUGMENTATIONS and AUGMENTATIONS[name] is not cls:
-            raise ConfigError(f"augmentation '{name}' is already registered ({AUGMENTATIONS[name].__name__})")
         if not (isinstance(cls, type) and issubclass(cls, WaveformTransform)):
             raise TypeError(f"augmentation '{name}': expected a WaveformTransform subclass, got {cls!r}")
+        AUGMENTATIONS.add(name, cls)
         cls.name = name
-        AUGMENTATIONS[name] = cls
         return cls
 
     return decorate
 
 
 def list_augmentations() -> list[str]:
-    return sorted(AUGMENTATIONS)
-
-
-def _hint(key: str, valid: Sequence[str]) -> str:
-    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.4)
-    return f"; did you mean '{near[0]}'?" if near else f"; valid: {', '.join(sorted(valid))}"
+    return AUGMENTATIONS.names()
 
 
 def build_waveform_augment(specs: Sequence[Mapping[str, Any]] | None) -> Compose:
@@ -295,13 +288,13 @@ def build_waveform_augment(specs: Sequence[Mapping[str, Any]] | None) -> Compose
             raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {spec!r}")
         name = spec["name"]
         if name not in AUGMENTATIONS:
-            raise ConfigError(f"{where}: unknown augmentation '{name}'{_hint(str(name), list(AUGMENTATIONS))}")
-        cls = AUGMENTATIONS[name]
+            raise ConfigError(f"{where}: unknown augmentation '{name}'{did_you_mean(str(name), AUGMENTATIONS.names())}")
+        cls = AUGMENTATIONS.get(name)
         valid = [arg for arg in inspect.signature(cls.__init__).parameters if arg != "self"]
         kwargs = {key: value for key, value in spec.items() if key != "name"}
         for key in kwargs:
             if key not in valid:
-                raise ConfigError(f"{where} ({name}): unknown argument '{key}'{_hint(str(key), valid)}")
+                raise ConfigError(f"{where} ({name}): unknown argument '{key}'{did_you_mean(str(key), valid)}")
         try:
             transforms.append(cls(**kwargs))
         except ValueError as exc:
@@ -623,7 +616,7 @@ class ImpulseResponse(WaveformTransform):
                      if arg not in ("self", "p")]
             for key in self.drc:
                 if key not in valid:
-                    raise ValueError(f"drc: unknown argument '{key}'{_hint(key, valid)}")
+                    raise ValueError(f"drc: unknown argument '{key}'{did_you_mean(key, valid)}")
             self._drc = DynamicRangeCompression(**self.drc, p=1.0)
 
     @property

@@ -29,9 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augment.spectrogram import build_spec_augment
+from ..data.manifest import Manifest
 from ..errors import ConfigError, DataError
+from ..runs import RunDir, load_model
+from ..tasks import check_task
+from ..train.evaluate import model_probabilities
+from ..train.inputs import AudioInputs
 from ..train.loop import TaskStep
-from ..train.losses import TASKS, build_loss
+from ..train.losses import build_loss
+from ..train.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +55,7 @@ __all__ = [
 
 # --- losses -------------------------------------------------------------------------------------
 def _check_kd(T: float, alpha: float, task: str) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"distillation task '{task}'; expected one of {', '.join(TASKS)}")
+    check_task(task, "distillation task")
     if not T > 0:
         raise ConfigError(f"distillation temperature T={T}; expected T > 0 (the report tried 2, 3, 4, 5)")
     if not 0.0 <= alpha <= 1.0:
@@ -134,8 +140,7 @@ class TeacherCache:
     """
 
     def __init__(self, logits: torch.Tensor, task: str):
-        if task not in TASKS:
-            raise ConfigError(f"TeacherCache task '{task}'; expected one of {', '.join(TASKS)}")
+        check_task(task, "TeacherCache task")
         self.logits = logits.detach().float().cpu()
         self.task = task
 
@@ -249,20 +254,14 @@ def distillation_step(
 # --- from run directories -----------------------------------------------------------------------
 def load_teacher(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
     """A trained run's :class:`AudioClassifier`, frozen, and its checkpoint state (classes, task, rates)."""
-    from ..models.classifier import AudioClassifier
-    from ..runs import RunDir
-
-    state = RunDir(run_dir).require().load_checkpoint(which)
-    model = AudioClassifier.from_spec(state["spec"])
-    model.load_state_dict(state["model"])
+    model, state = load_model(run_dir, which)
+    if state.get("input_kind", "audio") != "audio":
+        raise ConfigError(f"teacher {run_dir}: trained on {state['input_kind']}; distillation takes audio runs")
     return freeze(model), state
 
 
 def _teacher_manifest(teacher_runs: list[Path], states: list[dict[str, Any]]):
     """The first teacher's manifest snapshot; every teacher must share task, classes, rate and splits."""
-    from ..data.manifest import Manifest
-    from ..runs import RunDir
-
     first = states[0]
     for run, state in zip(teacher_runs[1:], states[1:]):
         for key in ("task", "classes", "sample_rate", "clip_samples"):
@@ -311,7 +310,7 @@ def _inputs_are_fixed(prepared, cfg) -> bool:
 
 
 class Distillation:
-    """The distillation objective for :func:`audioclf.experiment.train` (see its ``objective`` argument)."""
+    """The distillation objective for :func:`audioclf.train.trainer.train` (see its ``objective`` argument)."""
 
     def __init__(self, teachers: list[nn.Module], teacher_runs: list[Path], T: float, alpha: float,
                  which: str = "best", cache: bool | None = None):
@@ -319,15 +318,16 @@ class Distillation:
         self.teacher = _as_teacher(teachers)
         self.used_cache = False
 
-    def setup(self, cfg, prepared, train_set, task: str, classes: list[str], device):
-        from ..augment.spectrogram import build_spec_augment
-
+    def setup(self, cfg, inputs, train_set, device):
+        if not isinstance(inputs, AudioInputs):
+            raise ConfigError("distillation trains on audio files; these inputs are " + inputs.description)
+        task = inputs.task
         if cfg.augment.mixup_alpha:
             raise ConfigError(f"augment.mixup_alpha={cfg.augment.mixup_alpha}: MixUp is not supported by distill "
                               "(set it to 0; waveform augmentation and SpecAugment are)")
         spec_augment = build_spec_augment(cfg.augment.spec) if cfg.augment.spec is not None else None
         self.teacher = self.teacher.to(device)
-        self.used_cache = _inputs_are_fixed(prepared, cfg) if self.cache is None else self.cache
+        self.used_cache = _inputs_are_fixed(inputs.prepared, cfg) if self.cache is None else self.cache
         if not self.used_cache:
             return train_set, distillation_step(self.teacher, self.T, self.alpha, task, cfg.train.label_smoothing,
                                                 spec_augment)
@@ -335,12 +335,12 @@ class Distillation:
         step = distillation_step(cache, self.T, self.alpha, task, cfg.train.label_smoothing, spec_augment)
         return cache.wrap(train_set), step
 
-    def summary(self, cfg, prepared, task: str, classes: list[str], device, amp) -> dict[str, Any]:
+    def summary(self, cfg, inputs, device, amp) -> dict[str, Any]:
         return {"distillation": {
             "teachers": [str(r) for r in self.teacher_runs], "T": float(self.T), "alpha": float(self.alpha),
             "which": self.which, "ensemble": "mean of teacher logits" if len(self.teacher_runs) > 1 else None,
             "teacher_cache": bool(self.used_cache),
-            "teacher_metrics": _teacher_metrics(self.teacher, prepared, classes, task, cfg, device, amp),
+            "teacher_metrics": _teacher_metrics(self.teacher, inputs, device, amp),
         }}
 
 
@@ -351,19 +351,19 @@ def distill(
     alpha: float = 0.5,
     which: str = "best",
     cache: bool | None = None,
+    resume: bool = False,
     reporter: Any = None,
 ) -> Path:
     """Train the student described by ``student_config`` from the teachers' soft outputs; returns its run dir.
 
     The student uses the first teacher's manifest snapshot and splits (``data.path`` is ignored), its
     sample rate and clip length; its own front-end and model come from ``student_config``. The run
-    directory is an ordinary run of :func:`audioclf.experiment.train` (evaluate / predict / export /
+    directory is an ordinary run of :func:`audioclf.train.trainer.train` (evaluate / predict / export /
     quantize work on it); ``metrics.jsonl`` also logs ``train/task_loss`` and ``train/kd_loss``, and
     ``summary.json`` gains a ``distillation`` section (teachers, T, alpha, the teachers' own metrics).
-    ``cache``: None = use a :class:`TeacherCache` when the training inputs are fixed.
+    ``cache``: None = use a :class:`TeacherCache` when the training inputs are fixed. ``resume`` continues
+    the student's run in ``student_config.out``.
     """
-    from ..experiment import train
-
     _check_kd(T, alpha, "single_label")
     teacher_runs = [Path(run) for run in teacher_runs]
     if not teacher_runs:
@@ -373,19 +373,15 @@ def distill(
     manifest = _teacher_manifest(teacher_runs, states)
     cfg = _student_config(student_config, states[0])
     objective = Distillation([model for model, _ in loaded], teacher_runs, T, alpha, which, cache)
-    return train(cfg, manifest=manifest, reporter=reporter, objective=objective)
+    return train(cfg, resume=resume, manifest=manifest, reporter=reporter, objective=objective)
 
 
-def _teacher_metrics(teacher, prepared, classes, task, cfg, device, amp) -> dict[str, Any]:
+def _teacher_metrics(teacher, inputs: AudioInputs, device, amp) -> dict[str, Any]:
     """The (ensembled) teacher on the student's val/test splits: the reference the student is compared to."""
-    from ..data.prepare import make_dataset
-    from ..experiment import evaluate_split
-
+    probs_fn = model_probabilities(teacher, inputs.task, device, amp)
     out = {}
     for split in ("val", "test"):
-        if len(prepared.split(split)):
-            dataset = make_dataset(prepared, split, classes, task, cfg, train=False)
-            values, _, _ = evaluate_split(teacher, dataset, prepared.split(split), task, classes, device,
-                                          cfg.train.batch_size, amp)
-            out[split] = {k: v for k, v in values.items() if "/" not in k and np.isfinite(v)}
+        result = inputs.evaluate(probs_fn, split)
+        if result is not None:
+            out[split] = {k: v for k, v in result.metrics.items() if "/" not in k and np.isfinite(v)}
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..console import track
 from ..errors import AudioDecodeError
 from .audio import clip_windows, fix_length, load_audio, trim_silence_by_length
 from .manifest import Manifest
@@ -87,7 +88,7 @@ def decode_manifest(
     skipped: list[Skipped] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(work, manifest.items)
-        for item, wave, error in _progress(results, len(manifest), "decoding audio", progress):
+        for item, wave, error in track(results, len(manifest), "decoding audio", progress):
             if error is not None:
                 if strict:
                     raise error
@@ -96,19 +97,6 @@ def decode_manifest(
             else:
                 waves[item.id] = wave
     return waves, skipped
-
-
-def _progress(iterable, total: int, description: str, enabled: bool):
-    if not enabled or total < 50:
-        yield from iterable
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        for value in iterable:
-            yield value
-            bar.advance(task)
 
 
 def targets_for(manifest: Manifest, classes: list[str], task: str) -> np.ndarray:

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .store import atomic_write_text
+from ..files import atomic_write_text
+from ..tasks import check_task
 
-TASKS = ("single_label", "multi_label")
 BASE_COLUMNS = ("id", "path", "labels", "split", "fold", "duration")
 
 
@@ -245,8 +245,7 @@ def _resolve_classes(items: tuple[Item, ...], classes: Sequence[str] | None) -> 
 def _resolve_task(items: tuple[Item, ...], task: str | None) -> str:
     if task is None:
         return "multi_label" if any(len(item.labels) != 1 for item in items) else "single_label"
-    if task not in TASKS:
-        raise ConfigError(f"task '{task}' is not one of {', '.join(TASKS)}")
+    check_task(task)
     if task == "single_label":
         for item in items:
             if len(item.labels) != 1:

@@ -1,4 +1,4 @@
-"""From a config's ``data`` section to decoded, split audio and its datasets and loaders.
+"""From a config's ``data`` section to decoded, split audio, and the loaders every kind of input uses.
 
 What the config may leave open (sample rate, clip length, feature settings) is inferred here from the
 files themselves; audio larger than the memory budget is memory-mapped from a disk cache.
@@ -19,7 +19,7 @@ import torch
 from ..config import Config
 from ..errors import AudioDecodeError, ConfigError, DataError
 from .audio import audio_info
-from .dataset import Skipped, WaveformDataset, decode_manifest, targets_for
+from .dataset import Skipped, decode_manifest
 from .importers import get_importer, load_manifest
 from .manifest import Manifest
 from .splits import assign_splits
@@ -148,26 +148,6 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     )
     clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
     return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
-
-
-def make_dataset(prepared: PreparedData, split: str, classes: list[str], task: str, cfg: Config, train: bool):
-    subset = prepared.split(split)
-    targets = targets_for(subset, classes, task)
-    waves = [prepared.waves[item.id] for item in subset]
-    crop = cfg.data.train_crop if train else cfg.data.eval_crop
-    augment = None
-    if train and cfg.augment.waveform:
-        from ..augment.waveform import build_waveform_augment
-
-        augment = build_waveform_augment(cfg.augment.waveform)
-    dataset = WaveformDataset(waves, targets, prepared.n_samples, cfg.data.pad_mode, crop, seed=cfg.seed,
-                              augment=augment, sample_rate=prepared.sample_rate)
-    if train and cfg.augment.duplicate:
-        from ..augment.batch import DuplicateAugmented
-
-        # The batch carries which items are the augmented copy, so SpecAugment/MixUp touch only those.
-        dataset = DuplicateAugmented(dataset, flag=True)
-    return dataset
 
 
 class EpochShuffle(torch.utils.data.Sampler):

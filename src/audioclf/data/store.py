@@ -1,9 +1,4 @@
-"""On-disk feature/waveform cache and crash-safe file writes.
-
-Everything the project writes (checkpoints, manifests, metrics, cache entries) goes through
-:func:`atomic_write`: the data lands in a temp file in the *same* folder and is renamed over the target
-with ``os.replace``, which is atomic on POSIX and Windows within one filesystem. A crash or Ctrl-C leaves
-either the old file or the new one, never half of one (at worst a stray ``.*.tmp*`` file).
+"""On-disk feature/waveform cache (entries are written with :func:`audioclf.files.atomic_write`).
 
 :class:`FeatureCache` is content-addressed: the key hashes the audio file's *bytes* and the settings that
 produced the array, so a renamed or copied file still hits and an edited file or a changed setting misses.
@@ -15,79 +10,22 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write
 
-__all__ = ["FeatureCache", "atomic_write", "atomic_write_bytes", "atomic_write_text", "settings_json"]
+__all__ = ["FeatureCache", "settings_json"]
 
 log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20  # hash files in 1 MiB reads so a long recording is never held in memory
-
-
-# --- atomic writes ------------------------------------------------------------------------------
-def _temp_path(path: Path) -> Path:
-    # same folder (os.replace must not cross filesystems); hidden; keeps the suffix because writers
-    # such as np.save and savefig pick or append the format from it
-    return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write_fn: Callable[[Path], Any]) -> Path:
-    """Call ``write_fn(tmp_path)`` to write a temp file next to ``path``, then rename it over ``path``.
-
-    ``write_fn`` receives a path with the same suffix as ``path`` (so ``np.save``, ``torch.save``,
-    ``fig.savefig`` and ``Manifest.to_csv``-style writers work unchanged). Parent folders are created.
-    If ``write_fn`` raises, the temp file is removed, ``path`` is left as it was and the error propagates.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        write_fn(tmp)
-        if not tmp.exists():
-            raise DataError(f"{path}: the writer did not create its temp file {tmp.name}")
-        with open(tmp, "rb+") as handle:  # flush file data before the rename makes it visible
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically; newlines are written as given (no platform translation)."""
-    return atomic_write(path, lambda tmp: tmp.write_bytes(text.encode(encoding)))
 
 
 # --- feature cache ------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .store import atomic_write
+from ..files import atomic_write
 
 __all__ = [
     "crc32c",

@@ -12,9 +12,18 @@ import importlib
 import pkgutil
 
 from .mlp import make_activation
-from .registry import create_model, list_models, model_input_kind, model_kwargs, register_model
+from .registry import (
+    create_model,
+    list_models,
+    model_entry,
+    model_input_kind,
+    model_kwargs,
+    model_loss,
+    register_model,
+)
 
-__all__ = ["create_model", "list_models", "model_input_kind", "model_kwargs", "register_model", "make_activation"]
+__all__ = ["create_model", "list_models", "model_entry", "model_input_kind", "model_kwargs", "model_loss",
+           "register_model", "make_activation"]
 
 
 def _import_model_modules() -> None:

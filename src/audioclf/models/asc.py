@@ -124,7 +124,7 @@ class DCASEBaseline(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 40, 51))
 def dcase2022_baseline(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -233,7 +233,7 @@ class ASCResNet(nn.Module):
         return self.classifier(h.mean(dim=(-2, -1)))
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 40, 51))
 def asc_teacher(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -249,7 +249,7 @@ def asc_teacher(
                      _check_rate("asc_teacher", dropout))
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 80, 51))
 def asc_student(
     n_classes: int,
     input_shape: tuple[int, ...],

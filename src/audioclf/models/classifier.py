@@ -16,7 +16,8 @@ from .registry import create_model
 
 
 class FeatureStandardizer(nn.Module):
-    """Per-feature-bin standardisation with statistics measured on the training split.
+    """Per-feature-bin standardisation with statistics measured on the training split (set by
+    :func:`audioclf.train.inputs.audio.fit_standardizer`).
 
     Log-mel values sit around -80..0 dB with very different levels per band; standardising each band
     makes the default learning rates work for any model and any recording level.
@@ -26,14 +27,6 @@ class FeatureStandardizer(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(1, 1, n_bins, 1))
         self.register_buffer("std", torch.ones(1, 1, n_bins, 1))
-
-    @torch.no_grad()
-    def fit(self, features: torch.Tensor) -> None:
-        """``features``: (B, 1, F, T) from the training split."""
-        mean = features.mean(dim=(0, 1, 3), keepdim=True)
-        std = features.std(dim=(0, 1, 3), keepdim=True).clamp_min(1e-3)
-        self.mean.copy_(mean.reshape_as(self.mean))
-        self.std.copy_(std.reshape_as(self.std))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.mean) / self.std

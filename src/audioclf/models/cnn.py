@@ -84,7 +84,7 @@ class FSDSimpleCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(-2, -1)))  # global average pooling
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 80, 92))
 def fsd_simple_cnn(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -145,7 +145,7 @@ class SmallCNN(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 64, 101))
 def small_cnn(
     n_classes: int,
     input_shape: tuple[int, ...],

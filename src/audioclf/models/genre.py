@@ -88,7 +88,7 @@ def _build(name: str, convs: tuple, n_classes: int, input_shape: tuple[int, ...]
     return GenreCNN(tuple(input_shape), n_classes, convs, sizes, activations, float(dropout))
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 201, 552))
 def genre_cnn1(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -101,7 +101,7 @@ def genre_cnn1(
     return _build("genre_cnn1", _CNN1, n_classes, input_shape, hidden, activation, dropout)
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 201, 552))
 def genre_cnn2(
     n_classes: int,
     input_shape: tuple[int, ...],

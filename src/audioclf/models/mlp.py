@@ -7,13 +7,13 @@ function serves the MISSION S2 waveform MLP, its random architecture search (2-1
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import did_you_mean
 from .registry import register_model
 
 __all__ = [
@@ -52,9 +52,7 @@ def make_activation(name: str) -> nn.Module:
     """A fresh activation module for ``name`` (relu, leaky_relu, sigmoid, tanh, elu, silu/swish, gelu)."""
     key = _normalize(name)
     if key not in ACTIVATIONS:
-        near = difflib.get_close_matches(key, list(ACTIVATIONS), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(near)}?" if near else f"; valid: {', '.join(ACTIVATIONS)}"
-        raise ConfigError(f"unknown activation '{name}'{hint}")
+        raise ConfigError(f"unknown activation '{name}'{did_you_mean(key, ACTIVATIONS)}")
     return ACTIVATIONS[key]()
 
 
@@ -162,7 +160,7 @@ def waveform_mlp(
     return _build(n_classes, input_shape, hidden, depth, activation, dropout, batch_norm)
 
 
-@register_model(input_kind="embeddings")
+@register_model(input_kind="embeddings", example_input=(10, 128))
 def embedding_mlp(
     n_classes: int,
     input_shape: tuple[int, ...],

@@ -107,7 +107,7 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.pool(self.forward_features(x)))
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 80, 92))
 def mobilenet_v2(
     n_classes: int,
     input_shape: tuple[int, ...],

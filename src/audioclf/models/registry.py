@@ -11,12 +11,19 @@ Input kinds (the shape a model's ``forward`` takes, batch first; ``input_shape``
 * ``"waveform"``   -> (B, N) raw samples; ``input_shape=(N,)``
 * ``"embeddings"`` -> (B, T, D) a sequence of embeddings (AudioSet); ``input_shape=(T, D)``
 
+Metadata declared at registration, next to the function:
+
+* ``input_kind`` (above);
+* ``example_input``: a typical ``input_shape`` (the reports' tables), what ``audioclf complexity NAME`` counts
+  on when no shape is given;
+* ``loss``: ``"task"`` (the task's own loss: softmax cross-entropy or sigmoid BCE) or another loss the model is
+  meant for (``"bipolar_mse"``), or a function of the model's keyword arguments returning one of them.
+
 Models return logits; softmax / sigmoid belong to the loss and to ``train.losses.probabilities``.
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,19 +32,27 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry, did_you_mean
 
 __all__ = [
     "INPUT_KINDS",
+    "LOSSES",
     "ModelEntry",
+    "MODELS",
     "register_model",
     "create_model",
     "list_models",
+    "model_entry",
     "model_input_kind",
     "model_kwargs",
+    "model_loss",
 ]
 
 # Rank of ``input_shape`` (batch excluded) each input kind expects.
 INPUT_KINDS: dict[str, int] = {"features": 3, "waveform": 1, "embeddings": 2}
+_LAYOUTS = {"features": "(C, F, T)", "waveform": "(N,)", "embeddings": "(T, D)"}
+# "task": the task's own loss; "bipolar_mse": tanh outputs against +-1 targets (train.losses.BipolarMSELoss).
+LOSSES = ("task", "bipolar_mse")
 # Positional parameters every model function takes; everything else is a keyword argument.
 _FIXED_PARAMS = ("n_classes", "input_shape")
 
@@ -46,23 +61,25 @@ ModelFn = Callable[..., nn.Module]
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One registered model: its builder, input kind and accepted keyword arguments (with defaults)."""
+    """One registered model: its builder, what it takes, its keyword arguments (with defaults), an example
+    input shape and the loss it trains with."""
 
     name: str
     fn: ModelFn
     input_kind: str
     kwargs: dict[str, Any]
+    example_input: tuple[int, ...] | None = None
+    loss: str | Callable[[dict[str, Any]], str] = "task"
+
+    def loss_for(self, kwargs: dict[str, Any]) -> str:
+        """The loss of this model built with ``kwargs`` (defaults filled in)."""
+        loss = self.loss(self.kwargs | kwargs) if callable(self.loss) else self.loss
+        if loss not in LOSSES:
+            raise ConfigError(f"model '{self.name}' asks for loss {loss!r}; expected one of {', '.join(LOSSES)}")
+        return loss
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def _hint(key: str, valid: list[str]) -> str:
-    """'; did you mean x?' with the closest valid names, else the full list (for one-line errors)."""
-    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    if near:
-        return f"; did you mean {', '.join(near)}?"
-    return f"; valid: {', '.join(sorted(valid))}" if valid else ""
+MODELS: Registry[ModelFn] = Registry("model")  # the functions; ModelEntry's other fields are their metadata
 
 
 def _keyword_defaults(fn: ModelFn, name: str) -> dict[str, Any]:
@@ -83,53 +100,57 @@ def _keyword_defaults(fn: ModelFn, name: str) -> dict[str, Any]:
 
 
 def register_model(
-    name: str | ModelFn | None = None, input_kind: str = "features"
+    name: str | ModelFn | None = None,
+    input_kind: str = "features",
+    example_input: tuple[int, ...] | None = None,
+    loss: str | Callable[[dict[str, Any]], str] = "task",
 ) -> Callable[[ModelFn], ModelFn] | ModelFn:
     """Decorator that registers a model function under ``name`` (default: the function's name).
 
-    Usable bare (``@register_model``) or with arguments (``@register_model("m5", input_kind="waveform")``).
+    Usable bare (``@register_model``) or with arguments
+    (``@register_model("m5", input_kind="waveform", example_input=(16000,))``).
     """
     if callable(name):  # bare decorator: @register_model
-        return register_model(None, input_kind)(name)
+        return register_model(None, input_kind, example_input, loss)(name)
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind={input_kind!r}; expected one of {', '.join(INPUT_KINDS)}")
+    if example_input is not None and len(example_input) != INPUT_KINDS[input_kind]:
+        raise ValueError(f"example_input={example_input}: {input_kind} input is {_LAYOUTS[input_kind]}")
 
     def decorator(fn: ModelFn) -> ModelFn:
         key = name or fn.__name__
-        previous = _REGISTRY.get(key)
-        same_fn = previous is not None and (previous.fn.__module__, previous.fn.__qualname__) == (
-            fn.__module__,
-            fn.__qualname__,
-        )
-        if previous is not None and not same_fn:  # re-importing the same module is harmless
-            raise ValueError(
-                f"model '{key}' is already registered by {previous.fn.__module__}.{previous.fn.__qualname__}"
-            )
-        _REGISTRY[key] = ModelEntry(key, fn, input_kind, _keyword_defaults(fn, key))
+        MODELS.add(key, fn, input_kind=input_kind, kwargs=_keyword_defaults(fn, key),
+                   example_input=tuple(example_input) if example_input else None, loss=loss)
         return fn
 
     return decorator
 
 
-def _entry(name: str) -> ModelEntry:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model '{name}'{_hint(str(name), list(_REGISTRY))}")
-    return _REGISTRY[name]
+def model_entry(name: str) -> ModelEntry:
+    """The registration of model ``name``; :class:`ConfigError` with the closest names when unknown."""
+    return ModelEntry(name, MODELS.get(name), **MODELS.metadata(name))
 
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def model_input_kind(name: str) -> str:
     """``"features"``, ``"waveform"`` or ``"embeddings"``: what the model's forward takes."""
-    return _entry(name).input_kind
+    return model_entry(name).input_kind
 
 
 def model_kwargs(name: str) -> dict[str, Any]:
     """The keyword arguments model ``name`` accepts, with their defaults."""
-    return dict(_entry(name).kwargs)
+    return dict(model_entry(name).kwargs)
+
+
+def model_loss(model: nn.Module) -> str:
+    """The loss a built model trains with (``"task"`` unless its registration says otherwise); looks through
+    wrappers that keep the registered model as ``.backbone`` (``AudioClassifier``)."""
+    spec = getattr(getattr(model, "backbone", model), "audioclf_spec", None)
+    return "task" if spec is None else model_entry(spec["name"]).loss_for(spec["kwargs"])
 
 
 def _check_input_shape(name: str, kind: str, input_shape: Any) -> tuple[int, ...]:
@@ -139,9 +160,8 @@ def _check_input_shape(name: str, kind: str, input_shape: Any) -> tuple[int, ...
         raise ConfigError(f"model '{name}': input_shape={input_shape!r}; expected a tuple of ints") from None
     expected = INPUT_KINDS[kind]
     if len(shape) != expected or any(s <= 0 for s in shape):
-        layout = {"features": "(C, F, T)", "waveform": "(N,)", "embeddings": "(T, D)"}[kind]
         raise ConfigError(
-            f"model '{name}' takes {kind} input: input_shape={shape} must be {expected} positive ints {layout}"
+            f"model '{name}' takes {kind} input: input_shape={shape} must be {expected} positive ints {_LAYOUTS[kind]}"
         )
     return shape
 
@@ -152,16 +172,16 @@ def create_model(name: str, n_classes: int, input_shape: tuple[int, ...], **kwar
     Unknown names and keyword arguments raise :class:`ConfigError` with the closest valid names. The module
     gets ``audioclf_spec`` (name, n_classes, input_shape, kwargs) so it can be rebuilt from a checkpoint.
     """
-    entry = _entry(name)
+    entry = model_entry(name)
     for key in kwargs:
         if key not in entry.kwargs:
-            valid = list(entry.kwargs)
-            raise ConfigError(f"model '{name}' has no argument '{key}'{_hint(key, valid)}")
+            raise ConfigError(f"model '{name}' has no argument '{key}'{did_you_mean(key, entry.kwargs)}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ConfigError(f"model '{name}': n_classes={n_classes!r}; expected a positive int")
     shape = _check_input_shape(name, entry.input_kind, input_shape)
     model = entry.fn(n_classes, shape, **kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model '{name}' returned {type(model).__name__}, expected an nn.Module")
+    entry.loss_for(kwargs)  # a model asking for an unknown loss fails here, not at its first training step
     model.audioclf_spec = {"name": name, "n_classes": n_classes, "input_shape": shape, "kwargs": dict(kwargs)}
     return model

@@ -110,7 +110,7 @@ class ResNet50(nn.Module):
         return self.fc(self.pool(self.forward_features(x)))
 
 
-@register_model(input_kind="features")
+@register_model(input_kind="features", example_input=(1, 80, 92))
 def resnet50(
     n_classes: int,
     input_shape: tuple[int, ...],

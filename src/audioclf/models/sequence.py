@@ -1,9 +1,8 @@
 """Models over sequences of embeddings (MISSION S5): input (B, T, D) = (B, 10, 128) AudioSet embeddings.
 
-Every model returns logits (B, C) and carries ``audioclf_loss``, the training loss it is meant for:
-``"bce"`` (sigmoid + binary cross-entropy, all models by default) or ``"bipolar_mse"`` (the report's
-bipolar MLP: tanh outputs against ±1 targets with mean squared error, seeds/004 §3.3.2). See
-:func:`loss_for` and :class:`BipolarMSELoss`.
+Every model returns logits (B, C) and trains with the multi-label BCE, except the bipolar MLP, whose
+registration declares ``"bipolar_mse"`` (tanh outputs against ±1 targets with mean squared error, see
+:class:`audioclf.train.losses.BipolarMSELoss`).
 
 * ``embedding_mlp_s5`` — seeds/004 §3.3.2 and Annex A ``MLPAudioSet.py``: flatten 10x128 -> 1-3 hidden
   layers of 1500 ReLU units, each followed by dropout 0.3 -> 527 outputs, sigmoid ("binary") or tanh
@@ -38,9 +37,6 @@ from .mlp import MLP
 from .registry import register_model
 
 __all__ = [
-    "LOSSES",
-    "BipolarMSELoss",
-    "loss_for",
     "EmbeddingMLP",
     "EmbeddingCNN",
     "EmbeddingLSTM",
@@ -51,36 +47,8 @@ __all__ = [
     "attention_pooling",
 ]
 
-LOSSES = ("bce", "bipolar_mse")
-OUTPUTS = {"binary": "bce", "bipolar": "bipolar_mse"}
-
-
-# --- losses ---------------------------------------------------------------------------------------
-class BipolarMSELoss(nn.Module):
-    """The report's bipolar coding: MSE between ``tanh`` outputs and targets mapped to ±1.
-
-    Bipolar models return ``logits = 2 z`` for the pre-tanh activation ``z``, so ``sigmoid(logits) =
-    (tanh(z) + 1) / 2`` is exactly the report's mapping of bipolar outputs to [0, 1] (Annex A ``mavprbip``)
-    and every probability-based metric works unchanged. Targets are 0/1 like for every multi-label model.
-    """
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        outputs = torch.tanh(logits / 2)
-        return F.mse_loss(outputs, targets.to(outputs.dtype) * 2 - 1)
-
-
-def loss_for(model: nn.Module) -> nn.Module:
-    """The training loss a model asks for through ``audioclf_loss`` (default BCE on logits).
-
-    Looks through wrappers that keep the model as ``.backbone`` (``AudioClassifier``).
-    """
-    inner = getattr(model, "backbone", model)
-    kind = getattr(inner, "audioclf_loss", getattr(model, "audioclf_loss", "bce"))
-    if kind == "bce":
-        return nn.BCEWithLogitsLoss()
-    if kind == "bipolar_mse":
-        return BipolarMSELoss()
-    raise ConfigError(f"model asks for loss '{kind}'; expected one of {', '.join(LOSSES)}")
+# The loss each output coding trains with ("task": the multi-label BCE).
+OUTPUTS = {"binary": "task", "bipolar": "bipolar_mse"}
 
 
 def _check_dropout(dropout: float) -> float:
@@ -103,14 +71,13 @@ class EmbeddingMLP(nn.Module):
         super().__init__()
         self.mlp = MLP(in_features, n_classes, [hidden] * depth, ["relu"] * depth, dropout)
         self.output = output
-        self.audioclf_loss = OUTPUTS[output]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.mlp(x)
         return 2 * z if self.output == "bipolar" else z
 
 
-@register_model(input_kind="embeddings")
+@register_model(input_kind="embeddings", example_input=(10, 128), loss=lambda args: OUTPUTS[args["output"]])
 def embedding_mlp_s5(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -164,7 +131,7 @@ class EmbeddingCNN(nn.Module):
         return self.head(x)
 
 
-@register_model(input_kind="embeddings")
+@register_model(input_kind="embeddings", example_input=(10, 128))
 def embedding_cnn1d(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -213,7 +180,7 @@ class EmbeddingLSTM(nn.Module):
         return self.head(last)
 
 
-@register_model(input_kind="embeddings")
+@register_model(input_kind="embeddings", example_input=(10, 128))
 def embedding_lstm(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -273,7 +240,7 @@ class AttentionPooling(nn.Module):
         return v / v.sum(dim=-1, keepdim=True)
 
 
-@register_model(input_kind="embeddings")
+@register_model(input_kind="embeddings", example_input=(10, 128))
 def attention_pooling(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -288,7 +255,3 @@ def attention_pooling(
     return AttentionPooling(int(input_shape[1]), n_classes, _positive("hidden", hidden), _positive("layers", layers),
                             _check_dropout(dropout), attention)
 
-
-# Every model in this family asks for BCE unless it says otherwise.
-for _cls in (EmbeddingCNN, EmbeddingLSTM, AttentionPooling):
-    _cls.audioclf_loss = "bce"

@@ -152,35 +152,35 @@ def _build(name: str, n_classes: int, input_shape: tuple[int, ...], width: int, 
                           residual=name == "m34_res", activation=activation)
 
 
-@register_model(input_kind="waveform")
+@register_model(input_kind="waveform", example_input=(16000,))
 def m3(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
        activation: str = "relu") -> RawWaveformCNN:
     """Dai et al. M3: conv80 + one kernel-3 layer. 5,923 parameters for 3 classes at width 32 (S3 Table II)."""
     return _build("m3", n_classes, input_shape, width, stride, activation)
 
 
-@register_model(input_kind="waveform")
+@register_model(input_kind="waveform", example_input=(16000,))
 def m5(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
        activation: str = "relu") -> RawWaveformCNN:
     """Dai et al. M5: 37,507 parameters for 3 classes at width 32; the S3 report's best (val acc. 79.4%)."""
     return _build("m5", n_classes, input_shape, width, stride, activation)
 
 
-@register_model(input_kind="waveform")
+@register_model(input_kind="waveform", example_input=(16000,))
 def m11(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
         activation: str = "relu") -> RawWaveformCNN:
     """Dai et al. M11: 449,059 parameters for 3 classes at width 32 (S3 Table II)."""
     return _build("m11", n_classes, input_shape, width, stride, activation)
 
 
-@register_model(input_kind="waveform")
+@register_model(input_kind="waveform", example_input=(16000,))
 def m18(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
         activation: str = "relu") -> RawWaveformCNN:
     """Dai et al. M18: 924,643 parameters for 3 classes at width 32 (S3 Table II)."""
     return _build("m18", n_classes, input_shape, width, stride, activation)
 
 
-@register_model(input_kind="waveform")
+@register_model(input_kind="waveform", example_input=(16000,))
 def m34_res(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
             activation: str = "relu") -> RawWaveformCNN:
     """Dai et al. M34-res: 3/4/6/3 residual blocks (the paper uses width 48; the S3 report skipped it)."""

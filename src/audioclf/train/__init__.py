@@ -1,4 +1,6 @@
-"""Training building blocks: losses, optimizers + schedulers, early stopping (the loop is in ``loop``)."""
+"""Training: the one trainer (:mod:`.trainer`) over pluggable inputs (:mod:`.inputs`), and its building blocks:
+the epoch loop (:mod:`.loop`), losses, optimizers and schedulers, early stopping, evaluation of a split
+(:mod:`.evaluate`), seeds and devices (:mod:`.state`)."""
 
 from __future__ import annotations
 

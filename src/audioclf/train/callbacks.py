@@ -12,20 +12,16 @@ import math
 from typing import Any
 
 from ..errors import ConfigError
+from ..metrics import higher_is_better
 
 __all__ = ["metric_mode", "EarlyStopping", "BestTracker"]
 
-# Metrics where lower is better besides anything named "...loss" (loss, log_loss, task_loss, kd_loss).
-_LOWER_IS_BETTER = {"error", "error_rate", "eer", "mse", "mae"}
-
 
 def metric_mode(metric: str) -> str:
-    """``"min"`` for losses and errors, ``"max"`` for scores (accuracy, lwlrap, mAP ...).
-
-    A split prefix is ignored: ``"val/log_loss"`` -> ``"min"``.
-    """
-    name = str(metric).rsplit("/", 1)[-1].lower()
-    return "min" if name.endswith("loss") or name in _LOWER_IS_BETTER else "max"
+    """``"min"`` for losses and errors, ``"max"`` for scores (accuracy, lwlrap, mAP ...), as the metric
+    table says (:func:`audioclf.metrics.higher_is_better`). A split prefix is ignored: ``"val/log_loss"``
+    -> ``"min"``."""
+    return "max" if higher_is_better(metric) else "min"
 
 
 class EarlyStopping:

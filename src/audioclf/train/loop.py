@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -105,75 +104,3 @@ def train_one_epoch(
         if progress is not None:
             progress(batch)
     return {key: total / max(count, 1) for key, total in sums.items()}
-
-
-@torch.no_grad()
-def predict_loader(
-    model: nn.Module, loader: Iterable, task: str, device: torch.device, amp: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and targets for every batch in ``loader`` (in order)."""
-    model.eval()
-    probs, targets = [], []
-    for inputs, target in loader:
-        with autocast_for(device, amp):
-            logits = model(inputs.to(device, non_blocking=True))
-        probs.append(probabilities(task, logits.float()).cpu().numpy())
-        targets.append(target.numpy())
-    if not probs:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.float32)
-    return np.concatenate(probs).astype(np.float64), np.concatenate(targets)
-
-
-@torch.no_grad()
-def predict_windows(model: nn.Module, dataset, task: str, device: torch.device, amp: bool = False,
-                    max_windows: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities per item from all of its windows (``dataset.windows(i)``), averaged.
-
-    Windows of several items share a forward pass (up to ``max_windows`` at once), so long files cost
-    their length and short ones stay batched.
-    """
-    model.eval()
-    n = len(dataset)
-    sums: np.ndarray | None = None
-    counts = np.zeros(n)
-    pending, owners = [], []
-
-    def flush() -> None:
-        nonlocal sums
-        batch = torch.from_numpy(np.concatenate(pending)).to(device)
-        with autocast_for(device, amp):
-            probs = probabilities(task, model(batch).float()).cpu().numpy().astype(np.float64)
-        if sums is None:
-            sums = np.zeros((n, probs.shape[1]))
-        np.add.at(sums, np.concatenate(owners), probs)
-        pending.clear()
-        owners.clear()
-
-    queued = 0
-    for index in range(n):
-        windows = dataset.windows(index)
-        pending.append(windows)
-        owners.append(np.full(len(windows), index))
-        counts[index] = len(windows)
-        queued += len(windows)
-        if queued >= max_windows:
-            flush()
-            queued = 0
-    if pending:
-        flush()
-    if sums is None:
-        return np.zeros((0, 0)), np.zeros((0,))
-    return sums / counts[:, None], dataset.targets.numpy()
-
-
-def evaluation_loss(task: str, probs: np.ndarray, targets: np.ndarray) -> float:
-    """Mean loss from probabilities (what early stopping on ``loss`` watches)."""
-    eps = 1e-7
-    p = np.clip(probs, eps, 1 - eps)
-    if task == "single_label":
-        return float(-np.mean(np.log(p[np.arange(len(targets)), targets])))
-    return float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
-
-
-def summarize(values: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={v:.4f}" for k, v in values.items() if isinstance(v, float))

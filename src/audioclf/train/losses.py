@@ -3,7 +3,8 @@
 * ``single_label``: softmax cross-entropy. Targets are class indices (N,) or probability rows (N, C)
   (MixUp's interpolated labels); one-hot rows give exactly the index loss.
 * ``multi_label``: sigmoid binary cross-entropy on (N, C) float targets (MISSION S1 and S5), averaged
-  over items and classes like Keras' ``binary_crossentropy``.
+  over items and classes like Keras' ``binary_crossentropy``;
+* ``bipolar_mse`` (a model asks for it at registration): the AudioSet-embeddings report's bipolar coding.
 
 Models return logits and the losses apply the softmax / sigmoid themselves: the fused log-softmax and
 ``binary_cross_entropy_with_logits`` are numerically stable where ``log(softmax(x))`` is not.
@@ -11,20 +12,16 @@ Models return logits and the losses apply the softmax / sigmoid themselves: the 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from ..models.registry import LOSSES
+from ..tasks import check_task
 
-__all__ = ["TASKS", "SingleLabelLoss", "MultiLabelLoss", "build_loss", "probabilities"]
-
-TASKS = ("single_label", "multi_label")
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
+__all__ = ["SingleLabelLoss", "MultiLabelLoss", "BipolarMSELoss", "build_loss", "evaluation_loss", "probabilities"]
 
 
 def _check_smoothing(label_smoothing: float) -> float:
@@ -79,15 +76,62 @@ class MultiLabelLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, targets)
 
 
-def build_loss(task: str, label_smoothing: float = 0.0) -> nn.Module:
-    """The training loss for ``task``: ``loss(logits, targets) -> scalar mean``."""
-    _check_task(task)
+class BipolarMSELoss(nn.Module):
+    """The bipolar coding of the AudioSet-embeddings report: MSE between ``tanh`` outputs and targets mapped
+    to ±1.
+
+    Bipolar models return ``logits = 2 z`` for the pre-tanh activation ``z``, so ``sigmoid(logits) =
+    (tanh(z) + 1) / 2`` is exactly the report's mapping of bipolar outputs to [0, 1] and every
+    probability-based metric works unchanged. Targets are 0/1 like for every multi-label model;
+    ``label_smoothing`` pulls them towards 1/2 as in :class:`MultiLabelLoss`.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = _check_smoothing(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.shape != logits.shape:
+            raise DataError(f"bipolar loss: targets of shape {tuple(targets.shape)}; expected {tuple(logits.shape)}")
+        outputs = torch.tanh(logits / 2)
+        targets = targets.to(outputs.dtype)
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return F.mse_loss(outputs, targets * 2 - 1)
+
+
+def _check_kind(task: str, kind: str) -> None:
+    check_task(task)
+    if kind not in LOSSES:
+        raise ConfigError(f"loss {kind!r}: expected one of {', '.join(LOSSES)}")
+    if kind == "bipolar_mse" and task != "multi_label":
+        raise ConfigError("the bipolar loss is for multi-label tasks (one ±1 output per class)")
+
+
+def build_loss(task: str, label_smoothing: float = 0.0, kind: str = "task") -> nn.Module:
+    """The training loss ``loss(logits, targets) -> scalar mean`` for ``task``; ``kind`` is what the model's
+    registration asks for (``"task"``: cross-entropy or BCE; ``"bipolar_mse"``)."""
+    _check_kind(task, kind)
+    if kind == "bipolar_mse":
+        return BipolarMSELoss(label_smoothing)
     if task == "single_label":
         return SingleLabelLoss(label_smoothing)
     return MultiLabelLoss(label_smoothing)
 
 
+def evaluation_loss(task: str, probs: np.ndarray, targets: np.ndarray, kind: str = "task") -> float:
+    """The training loss (without label smoothing) recomputed from evaluation probabilities: what
+    validation logs as ``loss`` and early stopping on ``loss`` watches."""
+    _check_kind(task, kind)
+    if kind == "bipolar_mse":  # sigmoid(logits) = (tanh + 1) / 2, so tanh - (2y - 1) = 2p - 2y
+        return float(np.mean((2 * probs - 2 * targets) ** 2))
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    if task == "single_label":
+        return float(-np.mean(np.log(p[np.arange(len(targets)), targets])))
+    return float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+
+
 def probabilities(task: str, logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities from logits: softmax over classes (single-label) or per-class sigmoid."""
-    _check_task(task)
+    check_task(task)
     return torch.softmax(logits, dim=-1) if task == "single_label" else torch.sigmoid(logits)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..registry import Registry, did_you_mean
 from .callbacks import metric_mode
 
 __all__ = [
@@ -43,29 +43,17 @@ __all__ = [
 
 OptimizerFn = Callable[..., torch.optim.Optimizer]
 SchedulerFn = Callable[..., "Scheduler"]
-OPTIMIZERS: dict[str, OptimizerFn] = {}
-SCHEDULERS: dict[str, SchedulerFn] = {}
+OPTIMIZERS: Registry[OptimizerFn] = Registry("optimizer")
+SCHEDULERS: Registry[SchedulerFn] = Registry("scheduler")
 # Arguments build_scheduler supplies itself; everything else a scheduler function declares is user-facing.
 _SCHEDULER_FIXED = ("optimizer", "epochs", "monitor")
-
-
-def _hint(key: str, valid: Iterable[str]) -> str:
-    valid = list(valid)
-    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    if near:
-        return f"; did you mean {', '.join(near)}?"
-    return f"; valid: {', '.join(sorted(valid))}" if valid else "; it takes no arguments"
 
 
 # --- optimizers ---------------------------------------------------------------------------------
 def register_optimizer(name: str) -> Callable[[OptimizerFn], OptimizerFn]:
     """Register ``fn(params, lr, weight_decay, momentum, nesterov, betas) -> Optimizer`` as ``name``."""
 
-    def decorator(fn: OptimizerFn) -> OptimizerFn:
-        OPTIMIZERS[name] = fn
-        return fn
-
-    return decorator
+    return OPTIMIZERS.register(name)
 
 
 @register_optimizer("adam")
@@ -98,8 +86,7 @@ def build_optimizer(
 
     ``momentum``/``nesterov`` apply to sgd, ``betas`` to adam/adamw; the others ignore them.
     """
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{name}'{_hint(str(name), OPTIMIZERS)}")
+    build = OPTIMIZERS.get(name)
     if not lr > 0:
         raise ConfigError(f"optimizer lr={lr}; expected a positive number")
     if not weight_decay >= 0:
@@ -111,7 +98,7 @@ def build_optimizer(
     betas = tuple(float(b) for b in betas)
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ConfigError(f"optimizer betas={list(betas)}; expected two numbers in [0, 1)")
-    return OPTIMIZERS[name](params, float(lr), float(weight_decay), float(momentum), bool(nesterov), betas)
+    return build(params, float(lr), float(weight_decay), float(momentum), bool(nesterov), betas)
 
 
 # --- scheduler interface ------------------------------------------------------------------------
@@ -236,17 +223,14 @@ def register_scheduler(name: str) -> Callable[[SchedulerFn], SchedulerFn]:
         for param in list(inspect.signature(fn).parameters.values())[2:]:
             if param.name not in _SCHEDULER_FIXED and param.default is param.empty:
                 raise TypeError(f"scheduler '{name}': argument '{param.name}' needs a default")
-        SCHEDULERS[name] = fn
-        return fn
+        return SCHEDULERS.add(name, fn)
 
     return decorator
 
 
 def scheduler_kwargs(name: str) -> dict[str, Any]:
     """The ``scheduler_args`` keys scheduler ``name`` accepts, with their defaults."""
-    if name not in SCHEDULERS:
-        raise ConfigError(f"unknown scheduler '{name}'{_hint(str(name), SCHEDULERS)}")
-    params = inspect.signature(SCHEDULERS[name]).parameters.values()
+    params = inspect.signature(SCHEDULERS.get(name)).parameters.values()
     return {p.name: p.default for p in params if p.name not in _SCHEDULER_FIXED}
 
 
@@ -264,10 +248,11 @@ def build_scheduler(
     valid = scheduler_kwargs(name)
     for key in kwargs:
         if key not in valid:
-            raise ConfigError(f"scheduler '{name}' has no argument '{key}'{_hint(key, valid)}")
+            hint = did_you_mean(key, valid) or "; it takes no arguments"
+            raise ConfigError(f"scheduler '{name}' has no argument '{key}'{hint}")
     if epochs is not None and (int(epochs) != epochs or epochs < 1):
         raise ConfigError(f"scheduler '{name}': epochs={epochs}; expected a positive int")
-    fn = SCHEDULERS[name]
+    fn = SCHEDULERS.get(name)
     extra = {"monitor": monitor} if "monitor" in inspect.signature(fn).parameters else {}
     scheduler = fn(optimizer, epochs, **extra, **kwargs)
     scheduler.name = name

@@ -12,44 +12,39 @@ is one new module here and nothing else changes.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ...errors import ConfigError, DataError
+from ...errors import DataError
+from ...registry import Registry
 from ..manifest import Manifest
 from .csv import import_csv
 from .folder import AUDIO_EXTENSIONS, import_folder
 
 Importer = Callable[..., Manifest]
-IMPORTERS: dict[str, Importer] = {}
 CSV_SUFFIXES = (".csv", ".tsv")
+
+
+def _import_all() -> None:
+    """Import every importer module of this package (each registers itself on import)."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+IMPORTERS: Registry[Importer] = Registry("importer", discover=_import_all)
 
 
 def register_importer(name: str) -> Callable[[Importer], Importer]:
     """Decorator adding an importer to :data:`IMPORTERS` under ``name``."""
-
-    def decorate(func: Importer) -> Importer:
-        if name in IMPORTERS and IMPORTERS[name] is not func:
-            raise ConfigError(f"importer '{name}' is already registered ({IMPORTERS[name].__module__})")
-        IMPORTERS[name] = func
-        return func
-
-    return decorate
+    return IMPORTERS.register(name)
 
 
 def get_importer(name: str) -> Importer:
     """The importer registered as ``name``; ConfigError naming the closest ones when unknown."""
-    if name not in IMPORTERS and name.isidentifier() and name in _importer_modules():
-        importlib.import_module(f"{__name__}.{name}")  # registers itself on import
-    if name in IMPORTERS:
-        return IMPORTERS[name]
-    available = sorted(set(IMPORTERS) | _importer_modules())
-    near = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(near)}? " if near else ""
-    raise ConfigError(f"unknown importer '{name}'; {hint}available: {', '.join(available)}")
+    return IMPORTERS.get(name)
 
 
 def load_manifest(source: str | Path, audio_root: str | Path | None = None,
@@ -70,11 +65,6 @@ def load_manifest(source: str | Path, audio_root: str | Path | None = None,
     if not source.exists():
         raise DataError(f"{source}: not found; expected a folder with one sub-folder per class, or a .csv/.tsv")
     raise DataError(f"{source}: cannot import; expected a folder with one sub-folder per class, or a .csv/.tsv file")
-
-
-def _importer_modules() -> set[str]:
-    """Importer modules in this package (not yet imported ones included)."""
-    return {info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")}
 
 
 register_importer("folder")(import_folder)

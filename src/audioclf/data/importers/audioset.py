@@ -31,7 +31,7 @@ import numpy as np
 
 from ...errors import AudioclfError, DataError
 from ..manifest import Item, Manifest
-from ..store import atomic_write
+from ...files import atomic_write
 from ..tfrecord import encode_sequence_example, parse_sequence_example, read_records, write_records
 from . import register_importer
 

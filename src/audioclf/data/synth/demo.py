@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from ...files import atomic_write_text
 from ..audio import write_audio
 
 __all__ = ["DEMO_CLASSES", "make_demo_dataset", "synthesize_event", "synthesize_clip", "colored_noise"]
@@ -205,12 +206,6 @@ def _rng(seed: int, stream: int, *index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream, *index]))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def make_demo_dataset(
     out_dir: str | os.PathLike,
     n_per_class: int = 40,
@@ -262,5 +257,5 @@ def make_demo_dataset(
     writer.writerow(("fname", "labels"))
     writer.writerows(rows)
     csv_path = out / "labels.csv"
-    _atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_text(csv_path, buffer.getvalue())
     return csv_path

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ...console import track
 from ...errors import ConfigError, DataError
 from ..audio import fix_length, load_audio, write_audio
 from ..manifest import Item, Manifest
-from ..store import atomic_write_text
+from ...files import atomic_write_text
 
 __all__ = [
     "MixtureJob",
@@ -127,22 +128,15 @@ def write_mixture_files(
     on_item: OnItem | None = None,
 ) -> int:
     """Render and write every job whose file is not complete yet; returns how many were written."""
-    from ...console import ConsoleReporter  # rich is only needed when something is generated
-
     _remove_stale_temps([job.path for job in jobs])
-    bar = ConsoleReporter(quiet=not progress).bar(description, total=len(jobs))
     written = 0
-    try:
-        for job in jobs:
-            done = _is_complete(job.path, sample_rate, n_samples)
-            if not done:
-                write_audio(job.path, job.render(), sample_rate)
-                written += 1
-            bar.advance(1)
-            if on_item is not None:
-                on_item(job.path, not done)
-    finally:
-        bar.close()
+    for job in track(jobs, len(jobs), description, progress, min_total=1):
+        done = _is_complete(job.path, sample_rate, n_samples)
+        if not done:
+            write_audio(job.path, job.render(), sample_rate)
+            written += 1
+        if on_item is not None:
+            on_item(job.path, not done)
     return written
 
 

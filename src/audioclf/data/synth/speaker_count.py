@@ -275,3 +275,14 @@ def librispeech_subset_splits(manifest: Manifest) -> Manifest:
                             "(train-*, dev-* or test-*)")
         splits.append(prefixes[prefix])
     return manifest.with_splits(splits)
+
+
+def source_manifest(source: str | Path) -> Manifest:
+    """What mixtures are made from: a LibriSpeech folder (``SPEAKERS.TXT`` in it or its parent; splits from
+    the subset names) or any folder / CSV the importers read."""
+    from ..importers import get_importer, load_manifest
+
+    root = Path(source)
+    if root.is_dir() and any((p / "SPEAKERS.TXT").exists() for p in (root, root.parent)):
+        return librispeech_subset_splits(get_importer("librispeech")(root))
+    return load_manifest(root)

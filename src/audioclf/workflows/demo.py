@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import load_config
-from .data.manifest import Manifest
-from .data.synth.demo import make_demo_dataset
-from .experiment import train
+from ..data.manifest import Manifest
+from ..data.synth.demo import make_demo_dataset
+from .run import run
 
 
 def run_demo(out: str | Path = "demo_run", multi_label: bool = False, n_per_class: int = 100,
@@ -16,8 +15,8 @@ def run_demo(out: str | Path = "demo_run", multi_label: bool = False, n_per_clas
     out = Path(out)
     source = make_demo_dataset(out / "data", n_per_class=n_per_class, sample_rate=16000, seconds=2.0,
                                multi_label=multi_label, seed=0)
-    cfg = load_config("demo", [f"data.path={source}", f"out={out / 'run'}", *(overrides or [])])
-    return train(cfg, reporter=reporter)
+    result = run("demo", reporter=reporter, overrides=[f"data.path={source}", f"out={out / 'run'}", *(overrides or [])])
+    return result.runs[-1]
 
 
 def demo_test_files(run_dir: Path, n: int = 4) -> list[tuple[str, tuple[str, ...]]]:

@@ -11,17 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .data.store import atomic_write_text
-from .runs import RunDir
-
-# Metrics shown first, in this order; the rest follow alphabetically.
-LEADING = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "lwlrap", "mAP", "mAP_per_example", "pSR",
-           "lrap", "micro_f1", "loss")
-
-
-def ordered_metric_names(names) -> list[str]:
-    plain = [n for n in names if "/" not in n]
-    return [n for n in LEADING if n in plain] + sorted(n for n in plain if n not in LEADING)
+from ..files import atomic_write_text
+from ..metrics import ordered_metric_names
+from .directory import RunDir
 
 
 def fmt(value: Any) -> str:

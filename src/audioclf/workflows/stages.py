@@ -5,13 +5,15 @@ A stage is a mapping of config overrides plus a few stage keys:
 * ``name`` — its run directory is ``<out>/<name>``;
 * ``kind`` — ``train`` (default) or ``distill`` (from ``teachers``: names of earlier stages, with ``T`` and
   ``alpha``);
-* ``init_from: "@<stage>"`` — start from an earlier stage's weights (MISSION S1 §6.4: pre-train on noisy,
-  fine-tune on curated);
+* ``init_from: "@<stage>"`` — start from an earlier stage's weights (e.g. pre-train on FSD2019's noisy
+  labels, fine-tune on the curated ones);
 * ``quantize: N`` — INT8 post-training quantization with N calibration clips after training;
   ``export: true`` — write the ONNX model.
 
-After the last stage ``<out>/report.md`` compares every stage (MISSION S4 Table 13: log loss, accuracy,
-parameters, MMACs for baseline, teacher, student fp32 and student int8).
+After the last stage ``<out>/report.md`` compares every stage (for DCASE 2022 Task 1: log loss, accuracy,
+parameters and MMACs of the baseline, teacher, student fp32 and student int8). With ``resume`` every stage
+continues from its own ``last.pt`` (a stage not started yet starts), so an interrupted chain picks up
+where it stopped.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, apply_overrides, config_from_dict
-from .data.store import atomic_write_text
-from .errors import ConfigError
-from .report import fmt, markdown_table
-from .runs import RunDir
+from ..config import Config, apply_overrides, config_from_dict
+from ..errors import ConfigError
+from ..files import atomic_write_text
+from ..metrics import headline_metrics
+from ..runs import RunDir
+from ..runs.report import fmt, markdown_table
 
 STAGE_KEYS = ("name", "kind", "teachers", "T", "alpha", "quantize", "export")
 
@@ -91,29 +94,30 @@ def plan_stages(cfg: Config) -> list[Stage]:
     return stages
 
 
-def train_stages(cfg: Config, reporter=None) -> list[Path]:
-    """Run every stage in order (then quantize/export where asked); returns the run directories."""
-    from .experiment import train
+def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]:
+    """Run every stage in order (then quantize/export where asked); returns the run directories.
+
+    ``resume``: a stage whose run directory has a ``last.pt`` continues from it; the others start fresh.
+    """
+    from ..compress.distill import distill
+    from ..deploy.export import export_onnx
+    from ..deploy.quantize import quantize_run
+    from ..train.trainer import train
 
     root = Path(cfg.out or "runs/stages")
     runs: dict[str, Path] = {}
     for stage in plan_stages(cfg):
+        resumed = resume and RunDir(stage.config.out).checkpoint("last").exists()
         if reporter:
-            reporter.console.print(f"[bold]stage {stage.name}[/bold] ({stage.kind}) -> {stage.config.out}")
+            reporter.message(f"stage {stage.name} ({stage.kind}{', resumed' if resumed else ''}) -> {stage.config.out}")
         if stage.kind == "distill":
-            from .compress.distill import distill
-
             run = distill([runs[t] for t in stage.teachers], stage.config, T=stage.T, alpha=stage.alpha,
-                          reporter=reporter)
+                          resume=resumed, reporter=reporter)
         else:
-            run = train(stage.config, reporter=reporter)
+            run = train(stage.config, resume=resumed, reporter=reporter)
         if stage.quantize:
-            from .compress.quantize import quantize_run
-
             quantize_run(run, calibration=stage.quantize)
         if stage.export:
-            from .export import export_onnx
-
             export_onnx(run)
         runs[stage.name] = Path(run)
     write_stages_report(root, runs)
@@ -128,8 +132,7 @@ def write_stages_report(root: Path, runs: dict[str, Path]) -> Path:
         test = summary.get("metrics", {}).get("test") or summary.get("metrics", {}).get("val", {})
         params = summary.get("model", {}).get("parameters", {})
         macs = params.get("macs")
-        metrics = [m for m in ("log_loss", "accuracy", "lwlrap", "mAP") if m in test]
-        names = names or metrics
+        names = names or headline_metrics(test)
         rows.append([name, summary.get("model", {}).get("name"), *[test.get(m) for m in names],
                      params.get("deployed_params", params.get("total")), None if macs is None else f"{macs / 1e6:.2f}"])
         quantization = Path(run) / "quantization.json"

@@ -1,10 +1,10 @@
-"""Prediction from an exported ONNX file with ONNX Runtime: the same interface as :class:`inference.Predictor`.
+"""Prediction from an exported ONNX file with ONNX Runtime: the same interface as :class:`~audioclf.deploy.predictor.Predictor`.
 
 The file's metadata (written by :mod:`audioclf.export`) gives the classes, task, sample rate and clip
 length. A model exported with its front-end takes waveforms directly; one exported without it takes the
 log-mel image, which is computed here with :class:`audioclf.features.FrontEnd` from the metadata's
 feature settings (the same computation as in training). Long recordings are windowed and aggregated
-exactly as :class:`~audioclf.inference.Predictor` does.
+exactly as :class:`~audioclf.deploy.predictor.Predictor` does.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import AudioclfError
+from ..errors import AudioclfError
+from ..features import FeatureConfig, FrontEnd
 from .export import decode_metadata, import_onnxruntime
-from .features import FeatureConfig, FrontEnd
-from .inference import Predictor, WindowedPredictor
+from .predictor import Predictor, WindowedPredictor
 
 __all__ = ["OnnxPredictor", "load_predictor", "onnx_session", "softmax", "sigmoid"]
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.audio import clip_windows, load_audio
-from .data.importers.folder import AUDIO_EXTENSIONS
-from .data.store import atomic_write_text
-from .errors import AudioDecodeError, ConfigError, DataError
-from .models.classifier import AudioClassifier
-from .runs import RunDir
-from .train.losses import probabilities
+from ..data.audio import clip_windows, load_audio
+from ..data.importers.folder import AUDIO_EXTENSIONS
+from ..errors import AudioDecodeError, ConfigError, DataError
+from ..files import atomic_write_text
+from ..models.classifier import AudioClassifier
+from ..runs import load_model
+from ..train.losses import probabilities
+from ..train.state import resolve_device
 
 
 @dataclass
@@ -87,14 +88,14 @@ class Predictor(WindowedPredictor):
 
     @classmethod
     def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> "Predictor":
-        state = RunDir(run_dir).require().load_checkpoint(which)
-        model = AudioClassifier.from_spec(state["spec"])
-        model.load_state_dict(state["model"])
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_device = resolve_device(device)
+        model, state = load_model(run_dir, which, torch_device)
+        if state.get("input_kind", "audio") != "audio":
+            raise ConfigError(f"{run_dir}: the run was trained on {state['input_kind']}, not audio; predicting on "
+                              "audio files needs a run trained on audio (use evaluate for embedding sets)")
         pad_mode = state.get("config", {}).get("data", {}).get("pad_mode", "tile")
         return cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
-                   pad_mode, device)
+                   pad_mode, torch_device)
 
     @torch.no_grad()
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
-from .data.manifest import Manifest
-from .data.store import atomic_write_text
-from .errors import ConfigError, DataError
-from .runs import RunDir
+from ..config import Config
+from ..data.manifest import Manifest
+from ..data.prepare import import_data
+from ..errors import ConfigError, DataError
+from ..files import atomic_write_text
+from ..runs import RunDir, default_run_dir
+from ..train.trainer import train
 
 
 def assign_folds(manifest: Manifest, k: int, seed: int = 0) -> list[int]:
@@ -70,16 +72,16 @@ def summarize_folds(summaries: dict[int, dict[str, Any]]) -> dict[str, dict[str,
     return table
 
 
-def cross_validate(cfg: Config, reporter=None) -> Path:
-    """Train one run per fold under ``cfg.out``; writes ``cv_summary.json``; returns ``cfg.out``."""
-    from .data.prepare import import_data
-    from .experiment import default_run_dir, train
+def cross_validate(cfg: Config, resume: bool = False, reporter=None) -> Path:
+    """Train one run per fold under ``cfg.out``; writes ``cv_summary.json``; returns ``cfg.out``.
 
+    ``resume``: a fold whose run directory has a ``last.pt`` continues from it; the others start fresh.
+    """
     if not cfg.data.path:
         raise ConfigError("data.path is required for cross-validation")
     manifest = import_data(cfg)
     folds = fold_values(manifest, cfg.cv, cfg.seed)
-    root = Path(cfg.out or default_run_dir(cfg))
+    root = Path(cfg.out or default_run_dir(cfg.model.get("name")))
     summaries: dict[int, dict[str, Any]] = {}
     for fold in sorted(set(folds)):
         splits = ["test" if f == fold else "train" for f in folds]
@@ -89,9 +91,10 @@ def cross_validate(cfg: Config, reporter=None) -> Path:
         fold_cfg.data.split = "auto"  # train/test given -> val carved out of the training folds
         # Decode each file once for all folds.
         fold_cfg.data.cache_dir = cfg.data.cache_dir or str(root / ".cache")
+        resumed = resume and RunDir(fold_cfg.out).checkpoint("last").exists()
         if reporter:
-            reporter.console.print(f"[bold]fold {fold}[/bold] ({splits.count('test')} test items)")
-        run_dir = train(fold_cfg, manifest=manifest.with_splits(splits), reporter=reporter)
+            reporter.message(f"fold {fold} ({splits.count('test')} test items{', resumed' if resumed else ''})")
+        run_dir = train(fold_cfg, resume=resumed, manifest=manifest.with_splits(splits), reporter=reporter)
         summaries[fold] = RunDir(run_dir).read_summary()
     result = {"cv": cfg.cv, "folds": sorted(summaries), "test": summarize_folds(summaries),
               "task": next(iter(summaries.values()))["task"]}

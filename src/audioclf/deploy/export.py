@@ -11,7 +11,7 @@ see tests/test_export.py). This costs (n_fft + 2) x n_fft weights and as many MA
 than an FFT: fine on a desktop or server, not what a microcontroller should run.
 
 Everything needed to use the file travels in its ``metadata_props`` (see :func:`model_metadata`), which is
-what :class:`audioclf.onnx_predictor.OnnxPredictor` reads. The export is verified with ONNX Runtime against
+what :class:`audioclf.deploy.onnx_predictor.OnnxPredictor` reads. The export is verified with ONNX Runtime against
 PyTorch on a seeded input: ``max |logit_onnx - logit_torch| <= atol + rtol * |logit_torch|`` with
 ``atol, rtol = 1e-4, 1e-3`` for feature inputs and ``5e-4, 5e-3`` when the float32 DFT front-end is inside
 (measured: ~1e-7 on logits either way; the front-end alone is within ~2e-5 dB of ``FrontEnd``).
@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.store import atomic_write_bytes
-from .errors import AudioclfError, ConfigError
-from .features import FeatureConfig, dct_matrix, mel_filterbank, n_frames
+from ..errors import AudioclfError, ConfigError
+from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames
+from ..files import atomic_write_bytes
+from ..runs import load_model
 
 __all__ = [
     "MIN_OPSET",
@@ -322,14 +323,8 @@ def export_onnx(
     verify: bool = True,
 ) -> Path:
     """Export a run's checkpoint to ONNX (default ``RUN/model.onnx``) with metadata; verified with ONNX Runtime."""
-    from .models.classifier import AudioClassifier
-    from .runs import RunDir
-
-    run = RunDir(run_dir).require()
-    state = run.load_checkpoint(which)
-    model = AudioClassifier.from_spec(state["spec"])
-    model.load_state_dict(state["model"])
+    model, state = load_model(run_dir, which)
     pad_mode = state.get("config", {}).get("data", {}).get("pad_mode", "tile")
-    out = Path(out_path) if out_path is not None else run.root / "model.onnx"
+    out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
     return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                              state["clip_samples"], with_frontend, opset, pad_mode, verify)

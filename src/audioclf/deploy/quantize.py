@@ -27,18 +27,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import metrics as M
+from ..config import config_from_dict
+from ..data.manifest import Manifest
 from ..errors import AudioclfError, ConfigError, DataError
+from ..files import atomic_write_bytes, atomic_write_text, jsonable
+from ..runs import RunDir, write_report
+from ..train.evaluate import Probabilities
+from ..train.inputs import AudioInputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "choose_method", "quantize_onnx", "evaluate_onnx", "quantize_run"]
+__all__ = ["METHODS", "choose_method", "quantize_onnx", "onnx_probabilities", "quantize_run"]
 
 METHODS = ("auto", "static", "dynamic")
 _RECURRENT = {"LSTM", "GRU", "RNN"}
 
 
 def _import_quantization():
-    from ..export import import_onnx, import_onnxruntime
+    from .export import import_onnx, import_onnxruntime
 
     import_onnx()
     import_onnxruntime()
@@ -55,7 +62,7 @@ def choose_method(model_path: str | Path, method: str = "auto") -> str:
         raise ConfigError(f"quantization method '{method}'; expected one of {', '.join(METHODS)}")
     if method != "auto":
         return method
-    from ..export import import_onnx
+    from .export import import_onnx
 
     ops = {node.op_type for node in import_onnx().load(str(model_path)).graph.node}
     return "dynamic" if ops & _RECURRENT or "Conv" not in ops else "static"
@@ -63,7 +70,7 @@ def choose_method(model_path: str | Path, method: str = "auto") -> str:
 
 def _frontend_nodes(model_path: str | Path) -> list[str]:
     """Names of the exported front-end's nodes (the exporter prefixes them with the module path)."""
-    from ..export import import_onnx
+    from .export import import_onnx
 
     graph = import_onnx().load(str(model_path)).graph
     return [node.name for node in graph.node if node.name.startswith(("/frontend/", "/standardize/"))]
@@ -106,8 +113,7 @@ def quantize_onnx(
     The audioclf metadata of the input model is carried over, with ``quantization`` added.
     """
     q = _import_quantization()
-    from ..data.store import atomic_write_bytes
-    from ..export import import_onnx
+    from .export import import_onnx
 
     onnx = import_onnx()
     model_path, out_path = Path(model_path), Path(out_path)
@@ -137,38 +143,14 @@ def quantize_onnx(
     return chosen
 
 
-def evaluate_onnx(predictor, dataset, subset, task: str, classes: list[str], batch_size: int = 64) -> dict[str, float]:
-    """Test metrics (with per-group results and ``loss``) of an :class:`OnnxPredictor`, on the same inputs as
-    the run's evaluation (whole files as windows, or fixed-length clips)."""
-    from .. import metrics as M
-    from ..train.loop import evaluation_loss
-
-    if getattr(dataset, "crop", None) == "windows":  # whole files, as the run's own evaluation
-        probs = [np.stack([predictor.predict_wave(wave, batch_size=batch_size) for wave in dataset.waves])]
-        targets = [dataset.targets.numpy()] if len(dataset) else []
-    else:
-        probs, targets = [], []
-    for start in range(0, len(dataset) if not probs else 0, batch_size):
-        items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-        waves = torch.stack([wave for wave, _ in items]).numpy()
-        probs.append(predictor.probabilities(predictor.logits(waves)).astype(np.float64))
-        targets.append(torch.stack([target for _, target in items]).numpy())
-    if not probs:
-        raise DataError("evaluate_onnx: the evaluation split is empty")
-    probs_all, targets_all = np.concatenate(probs), np.concatenate(targets)
-    groups = {name: subset.group_values(name) for name in subset.group_names} or None
-    values = M.compute_metrics(task, targets_all, probs_all, groups=groups, class_names=classes)
-    values["loss"] = evaluation_loss(task, probs_all, targets_all)
-    return values
+def onnx_probabilities(predictor) -> Probabilities:
+    """A probability function (:mod:`audioclf.train.evaluate`) running an :class:`OnnxPredictor`."""
+    return lambda batch: predictor.window_probabilities(batch.numpy())
 
 
-def _calibration_and_test(run, state: dict[str, Any], calibration: int, seed: int):
-    """Decode ``calibration`` random training clips and the whole test split (as evaluate_run does)."""
-
-    from ..config import config_from_dict
-    from ..data.manifest import Manifest
-    from ..data.prepare import prepare_data
-
+def _calibration_and_test(run: RunDir, state: dict[str, Any], calibration: int, seed: int) -> AudioInputs:
+    """The run's inputs holding ``calibration`` random training clips and the whole test split (decoded as
+    ``evaluate`` does)."""
     cfg = config_from_dict(state["config"])
     cfg.data.split = "given"
     manifest = Manifest.from_csv(run.manifest, classes=state["classes"], task=state["task"])
@@ -180,8 +162,9 @@ def _calibration_and_test(run, state: dict[str, Any], calibration: int, seed: in
     items = [train[i] for i in sorted(chosen)] + [item for item in manifest if item.split == "test"]
     if not any(item.split == "test" for item in items):
         raise DataError(f"{run.manifest}: the run has no test split to evaluate on")
-    manifest = manifest.with_items(items)
-    return cfg, prepare_data(cfg, manifest, progress=False)
+    inputs = AudioInputs(cfg)
+    inputs.prepare(manifest.with_items(items))
+    return inputs
 
 
 def quantize_run(
@@ -204,12 +187,8 @@ def quantize_run(
     Metrics are on the run's test split with the same decoding and crops as ``evaluate_run``, including
     per-group results (e.g. per device).
     """
-    from .. import metrics as M
-    from ..data.store import atomic_write_text
-    from ..data.prepare import make_dataset
-    from ..export import export_onnx
-    from ..onnx_predictor import OnnxPredictor
-    from ..runs import RunDir, _jsonable
+    from .export import export_onnx
+    from .onnx_predictor import OnnxPredictor
 
     if int(calibration) < 1:
         raise ConfigError(f"calibration={calibration}: expected at least 1 training clip")
@@ -217,12 +196,14 @@ def quantize_run(
     started = time.perf_counter()
     run = RunDir(run_dir).require()
     state = run.load_checkpoint(which)
-    cfg, prepared = _calibration_and_test(run, state, int(calibration), seed=int(state["config"].get("seed", 0)))
-    classes, task = list(state["classes"]), state["task"]
+    if state.get("input_kind", "audio") != "audio":
+        raise ConfigError(f"{run.root}: INT8 quantization calibrates on audio clips; this run was trained on "
+                          f"{state['input_kind']}")
+    inputs = _calibration_and_test(run, state, int(calibration), seed=int(state["config"].get("seed", 0)))
 
     fp32_path = export_onnx(run.root, run.root / "model.onnx", with_frontend=with_frontend, which=which)
     fp32 = OnnxPredictor(fp32_path)
-    calib_set = make_dataset(prepared, "train", classes, task, cfg, train=False)
+    calib_set = inputs.dataset("train", train=False)
 
     def batches():
         for start in range(0, len(calib_set), batch_size):
@@ -237,12 +218,10 @@ def quantize_run(
     used = quantize_onnx(fp32_path, int8_path, batches(), method)
     int8 = OnnxPredictor(int8_path)
 
-    test_set = make_dataset(prepared, "test", classes, task, cfg, train=False)
-    subset = prepared.split("test")
     results = {}
     for name, predictor, path in (("fp32", fp32, fp32_path), ("int8", int8, int8_path)):
         results[name] = {"path": str(path), "bytes": path.stat().st_size,
-                         "metrics": evaluate_onnx(predictor, test_set, subset, task, classes, batch_size)}
+                         "metrics": inputs.evaluate(onnx_probabilities(predictor), "test").metrics}
     drop = {}
     for key, value in results["fp32"]["metrics"].items():
         other = results["int8"]["metrics"].get(key)
@@ -253,14 +232,12 @@ def quantize_run(
         "method": used,
         "n_calibration": len(calib_set) if used == "static" else 0,
         "with_frontend": bool(with_frontend),
-        "n_test": len(subset),
+        "n_test": inputs.count("test"),
         **results,
         "drop": drop,
         "size_ratio": results["int8"]["bytes"] / results["fp32"]["bytes"],
         "seconds": round(time.perf_counter() - started, 3),
     }
-    atomic_write_text(run.root / "quantization.json", json.dumps(_jsonable(report), indent=2) + "\n")
-    from ..report import write_report
-
+    atomic_write_text(run.root / "quantization.json", json.dumps(jsonable(report), indent=2) + "\n")
     write_report(run.root)  # report.md gains the fp32 vs int8 table
     return report

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .data.importers.csv import read_table
-from .data.store import atomic_write_text
-from .errors import DataError
+from ..data.importers.csv import read_table
+from ..errors import DataError
+from ..files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def write_submission(predictions: Iterable[Any], classes: Sequence[str], sample_
     """Write ``out_csv`` with the sample submission's columns and row order; returns its path.
 
     ``predictions``: ``(path, probs)`` pairs, or objects with ``.path`` and ``.probs`` (as
-    :meth:`audioclf.inference.Predictor.predict_files` returns), ``probs`` in ``classes`` order.
+    :meth:`audioclf.deploy.predictor.Predictor.predict_files` returns), ``probs`` in ``classes`` order.
     DataError when: the sample's header is not ``fname,<classes>``; a class of the header is not in
     ``classes``; a listed file has no prediction (or an unreadable one); two predictions share a file name;
     ``probs`` has the wrong length or a non-finite value. Model classes the sample lacks and predictions for

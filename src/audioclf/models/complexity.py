@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import AudioclfError, ConfigError
 
-__all__ = ["LayerStats", "Report", "complexity_report", "check_limits", "format_report", "run_complexity"]
+__all__ = ["LayerStats", "Report", "complexity_report", "check_limits", "format_report", "model_complexity"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -303,17 +303,15 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
-def run_complexity(run_dir: str, which: str = "best", batchnorm_folded: bool = True) -> Report:
-    """The report for a trained run's backbone on the input it was trained on (front-end excluded).
+def model_complexity(name: str, n_classes: int = 10, input_shape: Sequence[int] | None = None,
+                     batchnorm_folded: bool = True) -> Report:
+    """The report for registered model ``name`` on ``input_shape`` (default: the example input declared at
+    its registration, e.g. the DCASE baseline's 40 x 51 log-mel)."""
+    from .registry import create_model, model_entry
 
-    The DCASE limits count the network only: feature extraction runs before it (the report's "headroom
-    for the FFT"), and the per-band standardisation folds into the first layer's affine in deployment.
-    """
-    from ..models.registry import create_model
-    from ..runs import RunDir
-
-    state = RunDir(run_dir).require().load_checkpoint(which)
-    spec = state["spec"]["backbone"]
-    backbone = create_model(spec["name"], n_classes=spec["n_classes"], input_shape=tuple(spec["input_shape"]),
-                            **spec.get("kwargs", {}))
-    return complexity_report(backbone, tuple(spec["input_shape"]), batchnorm_folded)
+    entry = model_entry(name)
+    shape = tuple(input_shape) if input_shape else entry.example_input
+    if not shape:
+        raise ConfigError(f"model {name} ({entry.input_kind} input) declares no example input: give an input "
+                          "shape, e.g. 1 40 51 for a 40x51 log-mel")
+    return complexity_report(create_model(name, n_classes=n_classes, input_shape=shape), shape, batchnorm_folded)

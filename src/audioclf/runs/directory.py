@@ -1,0 +1,133 @@
+"""Run directories: layout, crash-safe files, metrics log, plots and summary.
+
+Layout of a run::
+
+    RUN/config.yaml            resolved config (re-running it reproduces the run)
+    RUN/manifest.csv           manifest snapshot with the splits actually used
+    RUN/metrics.jsonl          one JSON object per epoch
+    RUN/checkpoints/best.pt    best epoch by the monitored metric
+    RUN/checkpoints/last.pt    last finished epoch (what --resume continues from)
+    RUN/plots/*.png            loss/metric curves, confusion matrix
+    RUN/summary.json           task, classes, val/test metrics, skipped files, complexity
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..errors import AudioclfError
+from ..files import atomic_write_bytes, atomic_write_text, jsonable
+from ..models.classifier import AudioClassifier
+from ..models.complexity import Report, complexity_report
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def checkpoint(self, which: str = "best") -> Path:
+        return self.root / "checkpoints" / f"{which}.pt"
+
+    def create(self) -> "RunDir":
+        (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.plots.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def require(self) -> "RunDir":
+        if not self.checkpoint("best").exists() and not self.checkpoint("last").exists():
+            raise AudioclfError(f"{self.root}: not a run directory (expected checkpoints/best.pt)")
+        return self
+
+    # --- files ---------------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config.read_text())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.summary, json.dumps(jsonable(summary), indent=2) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary.read_text()) if self.summary.exists() else {}
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics, "a") as handle:
+            handle.write(json.dumps(jsonable(record)) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Drop epochs after ``last_epoch`` (a resumed run re-does them)."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def save_checkpoint(self, which: str, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.checkpoint(which), buffer.getvalue())
+
+    def load_checkpoint(self, which: str = "best") -> dict[str, Any]:
+        path = self.checkpoint(which)
+        if not path.exists():
+            raise AudioclfError(f"{path}: checkpoint not found")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a foreign or damaged file: say which one
+            raise AudioclfError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def default_run_dir(model_name: str | None) -> Path:
+    """``runs/<date>-<time>-<model>``: where a run goes when no ``out`` is given."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{model_name or 'model'}"
+
+
+def load_model(run_dir: str | Path, which: str = "best",
+               device: str | torch.device = "cpu") -> tuple[AudioClassifier, dict[str, Any]]:
+    """A run's trained model (in eval mode, on ``device``) and its checkpoint state (task, classes, config,
+    input facts): the one way every command rebuilds a model from a run directory."""
+    state = RunDir(run_dir).require().load_checkpoint(which)
+    model = AudioClassifier.from_spec(state["spec"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
+def run_complexity(run_dir: str | Path, which: str = "best", batchnorm_folded: bool = True) -> Report:
+    """The complexity report of a trained run's network on the input it was trained on.
+
+    The front-end is excluded: the DCASE limits count the network only (feature extraction runs before it),
+    and the per-band standardisation folds into the first layer's affine in deployment.
+    """
+    model, _ = load_model(run_dir, which)
+    return complexity_report(model.backbone, tuple(model.backbone.audioclf_spec["input_shape"]), batchnorm_folded)

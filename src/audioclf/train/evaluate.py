@@ -1,0 +1,117 @@
+"""Scoring a split: the one path from a model (PyTorch or ONNX) and a set of inputs to metrics.
+
+A *probability function* maps a CPU batch of model inputs (waveforms, or embedding sequences) to (B, C)
+class probabilities; :func:`model_probabilities` makes one from a PyTorch model, the deploy layer makes one
+from an ONNX Runtime session. Probabilities come from either
+
+* :func:`predict_batches`: fixed-size inputs from a loader (one crop per file, or embedding rows), or
+* :func:`predict_whole_files`: every window of every recording (``dataset.windows(i)``), averaged per file,
+  the way ``predict`` treats a recording,
+
+and :func:`score` turns them into the task's metrics (plus per-group results and the loss). Validation,
+final evaluation, ``evaluate``, ``ensemble``, distillation's teacher reference and INT8 quantization all
+go through here, so their numbers are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics as M
+from .losses import evaluation_loss, probabilities
+from .loop import autocast_for
+
+__all__ = ["Probabilities", "SplitResult", "model_probabilities", "predict_batches", "predict_whole_files", "score"]
+
+# A CPU batch of model inputs (B, ...) -> (B, C) float probabilities.
+Probabilities = Callable[[torch.Tensor], np.ndarray]
+
+
+@dataclass
+class SplitResult:
+    """One split scored: its metrics, and the per-item probabilities and targets they came from."""
+
+    metrics: dict[str, float]
+    probs: np.ndarray
+    targets: np.ndarray
+    ids: list[str] = field(default_factory=list)  # one per item, to align several models' outputs
+    groups: dict[str, list[str]] = field(default_factory=dict)  # group column -> one value per item
+
+
+def model_probabilities(model: nn.Module, task: str, device: torch.device, amp: bool = False) -> Probabilities:
+    """A probability function running ``model`` (in eval mode, without gradients) on ``device``."""
+    model.eval()
+
+    @torch.no_grad()
+    def run(inputs: torch.Tensor) -> np.ndarray:
+        with autocast_for(device, amp):
+            logits = model(inputs.to(device, non_blocking=True))
+        return probabilities(task, logits.float()).cpu().numpy()
+
+    return run
+
+
+def predict_batches(probs_fn: Probabilities, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and targets over ``(inputs, targets)`` batches, in order."""
+    probs, targets = [], []
+    for inputs, target, *_ in batches:
+        probs.append(np.asarray(probs_fn(inputs), dtype=np.float64))
+        targets.append(torch.as_tensor(target).numpy())
+    if not probs:
+        return np.zeros((0, 0)), np.zeros((0,))
+    return np.concatenate(probs), np.concatenate(targets)
+
+
+def predict_whole_files(probs_fn: Probabilities, dataset, max_windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities per recording from all of its windows (``dataset.windows(i)``), averaged.
+
+    Windows of several recordings share a forward pass (up to ``max_windows`` at once), so long files cost
+    their length and short ones stay batched.
+    """
+    n = len(dataset)
+    sums: np.ndarray | None = None
+    counts = np.zeros(n)
+    pending: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal sums
+        probs = np.asarray(probs_fn(torch.from_numpy(np.concatenate(pending))), dtype=np.float64)
+        if sums is None:
+            sums = np.zeros((n, probs.shape[1]))
+        np.add.at(sums, np.concatenate(owners), probs)
+        pending.clear()
+        owners.clear()
+
+    queued = 0
+    for index in range(n):
+        windows = dataset.windows(index)
+        pending.append(windows)
+        owners.append(np.full(len(windows), index))
+        counts[index] = len(windows)
+        queued += len(windows)
+        if queued >= max_windows:
+            flush()
+            queued = 0
+    if pending:
+        flush()
+    if sums is None:
+        return np.zeros((0, 0)), np.zeros((0,))
+    return sums / counts[:, None], dataset.targets.numpy()
+
+
+def score(task: str, targets: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+          groups: Mapping[str, Sequence[Any]] | None = None, loss: str = "task") -> dict[str, float]:
+    """The task's metrics (:func:`audioclf.metrics.compute_metrics`, per group when ``groups`` are given)
+    plus ``loss``: the model's training loss recomputed from the probabilities (``loss`` names its kind)."""
+    if len(probs) == 0:
+        return {}
+    values = M.compute_metrics(task, targets, probs, groups=groups or None, class_names=list(classes))
+    values["loss"] = evaluation_loss(task, probs, targets, loss)
+    return values

@@ -1,0 +1,200 @@
+"""Audio files as a run's inputs: a manifest decoded once, fixed-length crops for training, whole files
+(overlapping windows, probabilities averaged) for evaluation, and a model with the feature front-end inside.
+
+What the config leaves open is inferred from the files (:mod:`audioclf.data.prepare`): sample rate, clip
+length, task and classes; the model defaults to ``small_cnn`` on a log-mel front-end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...config import Config
+from ...data.dataset import WaveformDataset, targets_for
+from ...data.importers import load_manifest
+from ...data.manifest import Manifest
+from ...data.prepare import EpochShuffle, PreparedData, default_features, make_loader, prepare_data
+from ...errors import ConfigError, DataError
+from ...features import FeatureConfig, FrontEnd
+from ...metrics import primary_metric
+from ...models.classifier import AudioClassifier
+from ...models.registry import create_model, model_input_kind
+from ...runs import RunDir
+from ..evaluate import Probabilities, SplitResult, predict_batches, predict_whole_files, score
+from .base import Inputs
+
+__all__ = ["AudioInputs", "build_classifier", "fit_standardizer"]
+
+CROPS = ("random", "center", "start", "max_energy")
+
+
+class AudioInputs(Inputs):
+    kind = "audio"
+    description = "audio files"
+    defaults = {"model.name": "small_cnn", "train.batch_size": 32, "train.epochs": 30}
+
+    prepared: PreparedData
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Data and augmentation settings, checked before any file is decoded."""
+        super().check_config(cfg)
+        if cfg.data.train_crop not in CROPS:
+            raise ConfigError(f"data.train_crop={cfg.data.train_crop!r}: expected one of {', '.join(CROPS)}")
+        if cfg.data.eval_crop not in (*CROPS, "windows"):
+            raise ConfigError(f"data.eval_crop={cfg.data.eval_crop!r}: expected windows or one of {', '.join(CROPS)}")
+        aug = cfg.augment
+        if aug.mixup_on not in ("features", "waveform"):
+            raise ConfigError(f"augment.mixup_on={aug.mixup_on!r}: expected features or waveform")
+        if aug.mixup_alpha < 0:
+            raise ConfigError(f"augment.mixup_alpha={aug.mixup_alpha}: expected >= 0 (0 = off)")
+        if aug.waveform:
+            from ...augment.waveform import build_waveform_augment
+
+            build_waveform_augment(aug.waveform)
+        if aug.spec is not None:
+            from ...augment.spectrogram import build_spec_augment
+
+            build_spec_augment(aug.spec)
+
+    # --- data -------------------------------------------------------------------------------------
+    def prepare(self, manifest: Manifest | None = None, progress: bool = False) -> None:
+        self.prepared = prepare_data(self.cfg, manifest, progress=progress)
+        self.task, self.classes = self.prepared.manifest.task, list(self.prepared.manifest.classes)
+
+    def prepare_evaluation(self, run: RunDir, state: dict[str, Any], data: str | None = None,
+                           split: str | None = None, strict: bool = False) -> None:
+        classes, task = list(state["classes"]), state["task"]
+        if data is None:
+            manifest = Manifest.from_csv(run.manifest)
+            split = split or "test"
+        else:
+            manifest = load_manifest(data, classes=classes)
+        if split is not None:
+            manifest = manifest.filter(lambda item: item.split == split)
+        if len(manifest) == 0:
+            raise DataError(f"nothing to evaluate: no items{f' in split {split!r}' if split else ''}")
+        self.cfg.data.strict = strict
+        self.cfg.data.split = "given"
+        # Everything chosen is evaluated: it becomes the "test" split of the shared machinery.
+        manifest = Manifest([dataclasses.replace(item, split="test") for item in manifest], classes=classes, task=task)
+        self.prepared = prepare_data(self.cfg, manifest, progress=False)
+        self.task, self.classes = task, classes
+
+    def count(self, split: str) -> int:
+        return len(self.prepared.split(split))
+
+    def skipped(self) -> list[dict[str, str]]:
+        return [entry.to_dict() for entry in self.prepared.skipped]
+
+    def default_monitor(self) -> str:
+        return primary_metric(self.task)
+
+    def facts(self) -> dict[str, Any]:
+        return {"input_kind": self.kind, "sample_rate": self.prepared.sample_rate,
+                "clip_samples": self.prepared.n_samples, "clip_seconds": self.prepared.clip_seconds}
+
+    def resolved(self, model: AudioClassifier) -> dict[str, Any]:
+        return {"data": {"sample_rate": self.prepared.sample_rate, "clip_seconds": self.prepared.clip_seconds},
+                "features": model.feature_config.to_dict() if model.feature_config else {}}
+
+    def snapshot(self, run_root: Path) -> None:
+        self.prepared.manifest.to_csv(RunDir(run_root).manifest)
+
+    def dataset(self, split: str, train: bool):
+        """The items of ``split`` as fixed-length clips: training crops (with waveform augmentation and the
+        duplicated augmented copy when configured) or evaluation crops / whole-file windows."""
+        cfg, prepared = self.cfg, self.prepared
+        subset = prepared.split(split)
+        targets = targets_for(subset, self.classes, self.task)
+        waves = [prepared.waves[item.id] for item in subset]
+        augment = None
+        if train and cfg.augment.waveform:
+            from ...augment.waveform import build_waveform_augment
+
+            augment = build_waveform_augment(cfg.augment.waveform)
+        dataset = WaveformDataset(waves, targets, prepared.n_samples, cfg.data.pad_mode,
+                                  cfg.data.train_crop if train else cfg.data.eval_crop, seed=cfg.seed,
+                                  augment=augment, sample_rate=prepared.sample_rate)
+        if train and cfg.augment.duplicate:
+            from ...augment.batch import DuplicateAugmented
+
+            # The batch carries which items are the augmented copy, so SpecAugment/MixUp touch only those.
+            dataset = DuplicateAugmented(dataset, flag=True)
+        return dataset
+
+    # --- model and training -----------------------------------------------------------------------
+    def build_model(self) -> AudioClassifier:
+        return build_classifier(self.cfg, len(self.classes), self.prepared.sample_rate, self.prepared.n_samples)
+
+    def initialize(self, model: AudioClassifier, device) -> None:
+        fit_standardizer(model, self.dataset("train", train=False), device)
+
+    def train_set(self):
+        return self.dataset("train", train=True)
+
+    def train_loader(self, train_set, device):
+        sampler = EpochShuffle(len(train_set), self.cfg.seed)
+        loader = make_loader(train_set, self.cfg.train.batch_size, self.cfg.train.num_workers, sampler, device)
+
+        def set_epoch(epoch: int) -> None:
+            sampler.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+
+        return loader, set_epoch
+
+    # --- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, probs_fn: Probabilities, split: str, loss: str = "task") -> SplitResult | None:
+        subset = self.prepared.split(split)
+        if len(subset) == 0:
+            return None
+        dataset = self.dataset(split, train=False)
+        batch_size = self.cfg.train.batch_size
+        if dataset.crop == "windows":  # whole files: every window, probabilities averaged
+            probs, targets = predict_whole_files(probs_fn, dataset, max_windows=max(batch_size, 64))
+        else:
+            probs, targets = predict_batches(probs_fn, make_loader(dataset, batch_size, 0))
+        groups = {name: subset.group_values(name) for name in subset.group_names}
+        metrics = score(self.task, targets, probs, self.classes, groups, loss)
+        return SplitResult(metrics, probs, targets, [item.id for item in subset], groups)
+
+
+def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: int) -> AudioClassifier:
+    """``cfg.model`` on a front-end from ``cfg.features`` (defaults for the rate), or on raw waveforms."""
+    model_args = dict(cfg.model)
+    name = model_args.pop("name", None) or AudioInputs.defaults["model.name"]
+    kind = model_input_kind(name)
+    if kind == "waveform":
+        backbone = create_model(name, n_classes=n_classes, input_shape=(n_samples,), **model_args)
+        return AudioClassifier(backbone, None)
+    if kind != "features":
+        raise ConfigError(f"model.name={name} takes {kind} input; audio training needs a features or waveform model")
+    feature_cfg = FeatureConfig.from_dict({**default_features(sample_rate), **cfg.features, "sample_rate": sample_rate})
+    input_shape = tuple(FrontEnd(feature_cfg).output_shape(n_samples))
+    backbone = create_model(name, n_classes=n_classes, input_shape=input_shape, **model_args)
+    return AudioClassifier(backbone, feature_cfg)
+
+
+@torch.no_grad()
+def fit_standardizer(model: AudioClassifier, dataset, device: torch.device, max_items: int = 2000) -> None:
+    """Per-band mean/std of the training features (centre crops, up to ``max_items`` clips)."""
+    if model.frontend is None:
+        return
+    n = min(len(dataset), max_items)
+    total = total_sq = None
+    count = 0
+    for start in range(0, n, 64):
+        wave = torch.stack([dataset[i][0] for i in range(start, min(n, start + 64))]).to(device)
+        feats = model.frontend(wave).double()  # (B, 1, F, T)
+        s, sq = feats.sum(dim=(0, 1, 3)), (feats**2).sum(dim=(0, 1, 3))
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += feats.shape[0] * feats.shape[1] * feats.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-3)
+    model.standardize.mean.copy_(mean.float().view_as(model.standardize.mean))
+    model.standardize.std.copy_(std.float().view_as(model.standardize.std))

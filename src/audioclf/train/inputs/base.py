@@ -1,0 +1,122 @@
+"""The interface every kind of input implements (see :mod:`audioclf.train.inputs`)."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ...config import Config, config_value
+from ...data.manifest import Manifest
+from ...errors import ConfigError
+from ...models.classifier import AudioClassifier
+from ...runs import RunDir
+from ..evaluate import Probabilities, SplitResult
+
+__all__ = ["Inputs"]
+
+
+class Inputs(ABC):
+    """One run's inputs: built from a config, then :meth:`prepare` d before anything else is asked."""
+
+    kind: ClassVar[str]  # recorded as the run's input_kind
+    description: ClassVar[str]  # for messages: "audio files", "AudioSet embeddings"
+    # Values for keys the config leaves None (dotted keys; "model.name" fills an empty model section).
+    defaults: ClassVar[dict[str, Any]]
+    # Keys this kind cannot honour -> why; a value other than the config's default is refused.
+    unsupported: ClassVar[dict[str, str]] = {}
+
+    task: str
+    classes: list[str]
+
+    def __init__(self, cfg: Config):
+        self.cfg = self.with_defaults(cfg)
+        self.check_config(self.cfg)
+
+    # --- config -----------------------------------------------------------------------------------
+    @classmethod
+    def with_defaults(cls, cfg: Config) -> Config:
+        """A copy of ``cfg`` with this kind's defaults where it leaves a key None."""
+        cfg = copy.deepcopy(cfg)
+        for key, value in cls.defaults.items():
+            section, _, name = key.rpartition(".")
+            node = config_value(cfg, section)
+            if isinstance(node, dict):
+                if node.get(name) is None:
+                    node[name] = value
+            elif getattr(node, name) is None:
+                setattr(node, name, value)
+        return cfg
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """:class:`ConfigError` naming the first key set that this kind of input cannot honour."""
+        default = Config()
+        for key, why in cls.unsupported.items():
+            value = config_value(cfg, key)
+            if value != config_value(default, key):
+                raise ConfigError(f"{key}={value!r}: runs on {cls.description} cannot honour it ({why})")
+
+    # --- data -------------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, manifest: Manifest | None = None, progress: bool = False) -> None:
+        """Read the data: sets ``task``, ``classes`` and the train/val/test splits. ``manifest`` (audio)
+        replaces what ``data.*`` would import (cross-validation folds, a resumed run's snapshot)."""
+
+    @abstractmethod
+    def prepare_evaluation(self, run: RunDir, state: dict[str, Any], data: str | None = None,
+                           split: str | None = None, strict: bool = False) -> None:
+        """For a trained run (``state``: its checkpoint, whose classes are fixed): make the "test" split the
+        items to evaluate, i.e. the run's own ``split`` (default test) or every item of ``data``."""
+
+    @abstractmethod
+    def count(self, split: str) -> int:
+        """Items in ``split``."""
+
+    def skipped(self) -> list[dict[str, str]]:
+        """Files that could not be read (``{"path", "reason"}``), listed in summary.json."""
+        return []
+
+    def default_monitor(self) -> str:
+        """The validation metric that picks the best epoch when ``train.monitor`` is not set."""
+        return str(self.defaults["train.monitor"])
+
+    @abstractmethod
+    def facts(self) -> dict[str, Any]:
+        """What a checkpoint and summary.json record about the inputs (``input_kind`` and, e.g., the sample
+        rate and clip length a predictor needs)."""
+
+    @abstractmethod
+    def resolved(self, model: AudioClassifier) -> dict[str, Any]:
+        """Config values inferred from the data and the model, by section (merged into the run's config.yaml)."""
+
+    def snapshot(self, run_root: Path) -> None:
+        """Files a new run directory keeps about its data (audio: manifest.csv with the splits used)."""
+
+    # --- model and training -----------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self) -> AudioClassifier:
+        """The model of ``cfg.model`` for these inputs (refusing a model that takes another input)."""
+
+    def initialize(self, model: AudioClassifier, device) -> None:
+        """Data-dependent set-up of a new model (audio: the feature standardisation's statistics)."""
+
+    @abstractmethod
+    def train_set(self) -> Any:
+        """The training items (a Dataset, or a stream)."""
+
+    @abstractmethod
+    def train_loader(self, train_set: Any, device) -> tuple[Any, Callable[[int], None]]:
+        """A loader over ``train_set`` and ``set_epoch(epoch)``, which fixes that epoch's order and crops."""
+
+    def epoch_record(self) -> dict[str, Any]:
+        """Extra entries for each metrics.jsonl line (streams: the most rows held in memory)."""
+        return {}
+
+    # --- evaluation -------------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, probs_fn: Probabilities, split: str, loss: str = "task") -> SplitResult | None:
+        """``split`` scored with ``probs_fn`` (None when the split is empty); ``loss`` names the model's loss."""
+

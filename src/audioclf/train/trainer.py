@@ -1,0 +1,312 @@
+"""The one trainer: a config in, a complete run directory out, whatever the inputs are.
+
+Steps: pick the inputs the config describes (:mod:`audioclf.train.inputs`; their defaults filled in, the keys
+they cannot honour refused) -> read the data -> build the model (refused before anything is written when
+over ``limits``) -> epochs with best/last checkpoints and early stopping (:func:`run_epochs`) -> the best
+checkpoint scored on val and test, plots, ``summary.json`` and ``report.md`` (:func:`finalize_run`).
+
+``--resume`` continues a run from ``checkpoints/last.pt``: weights, optimizer, schedule, early stopping and
+random state, with the run's saved config under what the caller sets now (e.g. more epochs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from .. import metrics as M
+from ..config import Config, LimitsConfig, config_from_dict, explicit_values, merge_dicts
+from ..data.manifest import Manifest
+from ..errors import ConfigError, DataError
+from ..models.classifier import AudioClassifier
+from ..models.complexity import check_limits, complexity_report
+from ..models.freeze import parameter_groups
+from ..models.registry import model_loss
+from ..runs import RunDir, default_run_dir, load_model, write_report
+from ..runs.plots import plot_confusion, plot_curves
+from .callbacks import EarlyStopping
+from .evaluate import model_probabilities
+from .inputs import Inputs, inputs_for
+from .loop import augmented_step, supervised_step, train_one_epoch
+from .losses import build_loss
+from .optim import build_optimizer, build_scheduler
+from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Reporter", "Objective", "train", "build_step", "run_epochs", "finalize_run", "load_matching_weights",
+           "measure_complexity"]
+
+SPLITS = ("train", "val", "test")
+
+
+class Reporter(Protocol):
+    """What the trainer tells a caller while it works (the CLI's rich console implements it)."""
+
+    def bar(self, description: str, total: int) -> Any: ...  # .advance(n), .close()
+
+    def epoch(self, record: dict[str, Any], monitor: str, improved: bool) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class Objective(Protocol):
+    """Replaces the supervised objective (e.g. knowledge distillation, :mod:`audioclf.compress.distill`)."""
+
+    def setup(self, cfg: Config, inputs: Inputs, train_set: Any, device: torch.device) -> tuple[Any, Any]:
+        """-> (training set, task step)."""
+
+    def summary(self, cfg: Config, inputs: Inputs, device: torch.device, amp: bool) -> dict[str, Any]:
+        """Entries merged into summary.json."""
+
+
+def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
+    """The training step: plain supervised, or with on-device SpecAugment / MixUp from ``cfg.augment``."""
+    loss_fn = build_loss(task, label_smoothing=cfg.train.label_smoothing, kind=loss)
+    aug = cfg.augment
+    if aug.spec is None and not aug.mixup_alpha:
+        return supervised_step(loss_fn)
+    from ..augment.spectrogram import build_spec_augment
+
+    return augmented_step(loss_fn, task, n_classes, build_spec_augment(aug.spec), aug.mixup_alpha, aug.mixup_on)
+
+
+def load_matching_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Copy every tensor whose name and shape match; the rest (e.g. a head for other classes) stays new."""
+    own = model.state_dict()
+    loaded, skipped = [], []
+    for name, tensor in own.items():
+        if name in state and state[name].shape == tensor.shape:
+            own[name] = state[name]
+            loaded.append(name)
+        else:
+            skipped.append(name)
+    if not loaded:
+        raise ConfigError("init_from: no tensor of that run fits this model (different architecture?)")
+    model.load_state_dict(own)
+    return {"loaded": loaded, "skipped": skipped}
+
+
+def measure_complexity(model: AudioClassifier, limits: LimitsConfig) -> dict[str, Any]:
+    """Parameters and MACs of one inference of the network (front-end excluded, BatchNorm folded), checked
+    against ``limits``: an over-limit model is refused before any training."""
+    params = list(model.parameters())
+    counts = {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+    network = model.backbone
+    was_training = network.training
+    report = complexity_report(network, tuple(network.audioclf_spec["input_shape"]))
+    network.train(was_training)
+    check_limits(report, max_params=limits.max_params, max_macs=limits.max_macs)
+    return {**counts, "deployed_params": report.params_total, "macs": report.macs_total,
+            "bytes_fp32": report.bytes_fp32, "bytes_int8": report.bytes_int8}
+
+
+def _resumed(cfg: Config, run: RunDir) -> tuple[Config, dict[str, Any], Manifest | None]:
+    """The run's saved config with what the caller set now on top, its last checkpoint and its manifest."""
+    if not run.checkpoint("last").exists():
+        raise ConfigError(f"--resume: {run.root} has no checkpoints/last.pt to continue from")
+    checkpoint = run.load_checkpoint("last")
+    cfg = config_from_dict(merge_dicts(run.read_config(), explicit_values(cfg)))
+    manifest = Manifest.from_csv(run.manifest) if run.manifest.exists() else None
+    return cfg, checkpoint, manifest
+
+
+def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, reporter: Reporter | None = None,
+          objective: Objective | None = None) -> Path:
+    """Train, evaluate on the test split and write the run directory; returns its path.
+
+    ``manifest`` (audio) replaces what ``data.*`` would import (cross-validation folds, distillation's
+    teacher split). ``reporter`` (optional) shows progress; notebooks can pass nothing. ``objective``
+    (optional) replaces the supervised objective, e.g. knowledge distillation.
+    Most callers want :func:`audioclf.run`, which also runs stages and cross-validation.
+    """
+    checkpoint = None
+    if resume:
+        if not cfg.out:
+            raise ConfigError("--resume: name the run directory to continue (--out DIR or out=DIR)")
+        cfg, checkpoint, manifest = _resumed(cfg, RunDir(cfg.out))
+    inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
+    cfg = inputs.cfg
+    run = RunDir(cfg.out or default_run_dir(cfg.model["name"]))
+    seed_everything(cfg.seed)
+    inputs.prepare(manifest, progress=reporter is not None)
+    if inputs.count("train") == 0:
+        raise DataError("the train split is empty (check the split column or data.fractions)")
+    if inputs.count("val") == 0:
+        raise DataError("the validation split is empty (add val rows or set data.split)")
+    task, classes = inputs.task, inputs.classes
+
+    device = resolve_device(cfg.train.device)
+    amp = use_amp(cfg.train.amp, device)
+    model = inputs.build_model().to(device)
+    complexity = measure_complexity(model, cfg.limits)  # refuses an over-limit model before anything is written
+    monitor = cfg.train.monitor or inputs.default_monitor()
+    optimizer = build_optimizer(
+        parameter_groups(model, cfg.train.lr, cfg.train.backbone_lr), name=cfg.train.optimizer, lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum,
+    )
+    scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, epochs=cfg.train.epochs, monitor=monitor,
+                                **cfg.train.scheduler_args)
+    stopper = EarlyStopping(monitor, patience=cfg.train.patience, min_delta=cfg.train.min_delta)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" and not bf16 else None
+    train_set = inputs.train_set()
+    if objective is None:
+        step = build_step(cfg, task, len(classes), model_loss(model))
+    else:
+        train_set, step = objective.setup(cfg, inputs, train_set, device)
+
+    resolved = merge_dicts(cfg.to_dict(), inputs.resolved(model))
+    resolved["train"]["monitor"] = monitor
+    resolved["out"] = str(run.root)
+    extra_summary: dict[str, Any] = {}
+    if checkpoint is None:
+        if cfg.init_from:
+            # Two-stage training: start from another run's weights, including its feature standardisation,
+            # which those weights were trained with.
+            report = load_matching_weights(model, RunDir(cfg.init_from).require().load_checkpoint("best")["model"])
+            extra_summary["init_from"] = {"run": str(cfg.init_from), **report}
+            log.info("init_from %s: loaded %d tensors, kept %d new", cfg.init_from, len(report["loaded"]),
+                     len(report["skipped"]))
+        else:
+            inputs.initialize(model, device)
+        run.create()
+        run.write_config(resolved)
+        inputs.snapshot(run.root)
+        if run.metrics.exists():
+            run.metrics.unlink()  # a fresh run in an existing directory starts a fresh log
+    else:
+        _restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
+        run.write_config(resolved)
+
+    loader, set_epoch = inputs.train_loader(train_set, device)
+    base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, **inputs.facts()}
+    start_epoch = 1
+    if checkpoint is not None:
+        set_rng_state(checkpoint["rng"])  # dropout etc. continue exactly where the run stopped
+        start_epoch = checkpoint["epoch"] + 1
+    loss = model_loss(model)
+
+    def validate() -> dict[str, float]:
+        return inputs.evaluate(model_probabilities(model, task, device, amp), "val", loss).metrics
+
+    fit = EpochFit(run, model, loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
+                   base_state)
+    run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
+
+    if objective is not None:
+        extra_summary.update(objective.summary(cfg, inputs, device, amp))
+    return finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary)
+
+
+def _restore_training_state(checkpoint: dict[str, Any], run: RunDir, model, optimizer, scheduler, stopper) -> None:
+    """``--resume``: weights, optimizer, schedule and early-stopping state of the last finished epoch; the
+    metrics log is cut back to that epoch."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    stopper.load_state_dict(checkpoint["early_stopping"])
+    run.truncate_metrics(checkpoint["epoch"])
+
+
+@dataclass
+class EpochFit:
+    """Everything one epoch of training touches."""
+
+    run: RunDir
+    model: torch.nn.Module
+    loader: Any
+    step: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    stopper: EarlyStopping
+    scaler: Any
+    device: torch.device
+    amp: bool
+    cfg: Config
+    monitor: str
+    base_state: dict[str, Any]
+
+
+def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validate, reporter=None,
+               extra_record=None) -> None:
+    """Epochs ``start_epoch..cfg.train.epochs``: train, validate, log, keep best/last, stop early.
+
+    ``set_epoch(epoch)`` reseeds the data order, ``validate()`` returns the validation metrics,
+    ``extra_record()`` (optional) adds entries to each metrics.jsonl line.
+    """
+    cfg, monitor = fit.cfg, fit.monitor
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        if fit.stopper.should_stop:
+            break
+        set_epoch(epoch)
+        started = time.perf_counter()
+        bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", n_items) if reporter else None
+        train_values = train_one_epoch(fit.model, fit.loader, fit.step, fit.optimizer, fit.device, amp=fit.amp,
+                                       scaler=fit.scaler, grad_clip=cfg.train.grad_clip,
+                                       progress=bar.advance if bar else None)
+        if bar:
+            bar.close()
+        val_values = validate()
+        if monitor not in val_values:
+            available = ", ".join(sorted(k for k in val_values if "/" not in k))
+            raise ConfigError(f"train.monitor={monitor}: not a validation metric; available: {available}")
+        improved = fit.stopper.update(val_values[monitor])
+        lr = fit.optimizer.param_groups[0]["lr"]
+        fit.scheduler.step(val_values[monitor])
+        record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
+                  **{f"train/{k}": v for k, v in train_values.items()},
+                  **{f"val/{k}": v for k, v in val_values.items()}, **(extra_record() if extra_record else {})}
+        fit.run.append_metrics(record)
+        state = {**fit.base_state, "epoch": epoch, "model": fit.model.state_dict(), "val": val_values}
+        if improved:
+            fit.run.save_checkpoint("best", state)
+        fit.run.save_checkpoint("last", {**state, "optimizer": fit.optimizer.state_dict(), "rng": rng_state(),
+                                         "scheduler": fit.scheduler.state_dict(),
+                                         "early_stopping": fit.stopper.state_dict()})
+        if reporter:
+            reporter.epoch(record, monitor, improved)
+
+
+def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str, Any], device: torch.device,
+                 amp: bool, extra_summary: dict[str, Any] | None = None) -> Path:
+    """Score the best checkpoint on val and test; write plots, summary.json and report.md."""
+    model, best = load_model(run.root, "best", device)
+    task, classes = best["task"], best["classes"]
+    probs_fn = model_probabilities(model, task, device, amp)
+    metrics: dict[str, dict[str, float]] = {}
+    per_class: dict[str, dict[str, float]] = {}
+    confusion: dict[str, list[list[int]]] = {}
+    for split in ("val", "test"):
+        result = inputs.evaluate(probs_fn, split, model_loss(model))
+        if result is None:
+            continue
+        metrics[split] = result.metrics
+        per_class[split] = M.per_class_metrics(task, result.targets, result.probs, classes)
+        if task == "single_label":
+            matrix = M.confusion_matrix(result.targets, result.probs.argmax(1), len(classes))
+            plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
+            confusion[split] = matrix.tolist()
+    plot_curves(run.read_metrics(), run.plots, monitor)
+    summary = {
+        "task": task,
+        "classes": classes,
+        "metrics": metrics,
+        "confusion": confusion,
+        "monitor": monitor,
+        "best_epoch": best["epoch"],
+        "skipped": inputs.skipped(),
+        "counts": {split: inputs.count(split) for split in SPLITS},
+        "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},
+        "per_class": per_class,
+        **inputs.facts(),
+        **(extra_summary or {}),
+    }
+    run.write_summary(summary)
+    write_report(run.root)
+    return run.root

@@ -1,0 +1,96 @@
+"""Evaluate trained runs on data, alone or as an ensemble (probabilities averaged)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import metrics as M
+from ..config import config_from_dict
+from ..errors import ConfigError, DataError
+from ..models.registry import model_loss
+from ..runs import RunDir, load_model
+from ..train.evaluate import SplitResult, model_probabilities
+from ..train.inputs import inputs_for
+from ..train.state import resolve_device
+
+
+@dataclass
+class RunOutputs:
+    """One run's outputs on a set of items (skipped files removed)."""
+
+    result: SplitResult  # metrics, probabilities, targets, item ids and group values
+    skipped: list[dict[str, str]]
+    task: str
+    classes: list[str]
+
+
+def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None = None, which: str = "best",
+                strict: bool = False, device: str = "auto") -> RunOutputs:
+    """Predict with a run on its own split (default: test) or on every item of ``data``.
+
+    The same inputs and evaluation as training (whole files as windows for audio), so a run evaluated on its
+    own test split gives the test metrics in its summary.json. Labels in ``data`` must be among the run's
+    classes.
+    """
+    torch_device = resolve_device(device)
+    model, state = load_model(run_dir, which, torch_device)
+    inputs = inputs_for(config_from_dict(state["config"]))
+    inputs.prepare_evaluation(RunDir(run_dir), state, data=data, split=split, strict=strict)
+    result = inputs.evaluate(model_probabilities(model, state["task"], torch_device), "test", model_loss(model))
+    if result is None:
+        raise DataError(f"nothing to evaluate in {data or run_dir}: every file was skipped")
+    return RunOutputs(result, inputs.skipped(), state["task"], list(state["classes"]))
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None = None, which: str = "best",
+                 strict: bool = False, device: str = "auto") -> dict[str, Any]:
+    """Metrics of one run (see :func:`run_outputs`), plus the confusion matrix for single-label."""
+    out = run_outputs(run_dir, data, split, which, strict, device)
+    result = {"task": out.task, "classes": out.classes, "n_items": len(out.result.probs),
+              "metrics": out.result.metrics, "skipped": out.skipped}
+    if out.task == "single_label":
+        result["confusion"] = M.confusion_matrix(out.result.targets, out.result.probs.argmax(1),
+                                                 len(out.classes)).tolist()
+    return result
+
+
+def ensemble_runs(run_dirs: list[str | Path], data: str | None = None, split: str | None = None,
+                  weights: list[float] | None = None, device: str = "auto") -> dict[str, Any]:
+    """Average the members' probabilities (an average ensemble, as FSD2019 solutions did) on the same items.
+
+    Without ``data`` the first run's split (default test) is used for every member. Items a member could
+    not read are left out for all, so every number compares the same items.
+    """
+    if len(run_dirs) < 2:
+        raise ConfigError("an ensemble needs at least two run directories")
+    weights = list(weights) if weights is not None else [1.0] * len(run_dirs)
+    if len(weights) != len(run_dirs) or min(weights) < 0 or sum(weights) <= 0:
+        raise ConfigError(f"ensemble weights {weights}: expected {len(run_dirs)} non-negative numbers")
+    if data is None:
+        split = split or "test"
+        first = RunDir(run_dirs[0]).require()
+        if first.manifest.exists():  # audio runs: every member on the first one's items
+            data = str(first.manifest)
+    outputs = [run_outputs(r, data, split, device=device) for r in run_dirs]
+    task, classes = outputs[0].task, outputs[0].classes
+    for run_dir, out in zip(run_dirs, outputs):
+        if out.task != task or out.classes != classes:
+            raise ConfigError(f"{run_dir}: its classes/task differ from {run_dirs[0]}; ensembles need the same classes")
+    # Items a member could not read are left out for all, in one order (sorted ids).
+    common = sorted(set.intersection(*(set(out.result.ids) for out in outputs)))
+    aligned = []
+    for out in outputs:
+        row = {item_id: i for i, item_id in enumerate(out.result.ids)}
+        aligned.append([row[item_id] for item_id in common])
+    first, rows = outputs[0], aligned[0]
+    targets = first.result.targets[rows]
+    groups = {name: [values[i] for i in rows] for name, values in first.result.groups.items()} or None
+    members = {str(run_dir): M.compute_metrics(task, targets, out.result.probs[keep], groups=groups,
+                                               class_names=classes)
+               for run_dir, out, keep in zip(run_dirs, outputs, aligned)}
+    mean = sum(w * out.result.probs[keep] for w, out, keep in zip(weights, outputs, aligned)) / sum(weights)
+    ensemble = M.compute_metrics(task, targets, mean, groups=groups, class_names=classes)
+    return {"task": task, "classes": classes, "n_items": len(common), "members": members, "ensemble": ensemble,
+            "weights": weights}

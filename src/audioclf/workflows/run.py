@@ -1,0 +1,67 @@
+"""One entry for a run: a config in; a single run, every stage of a recipe, or every cross-validation fold out.
+
+``audioclf.run(cfg)`` is what ``audioclf train`` calls, so a notebook gets exactly what the command line
+does: stages when the recipe has them, cross-validation when ``cv`` is set, ``resume`` passed to each.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, apply_overrides, config_from_dict, load_config
+from ..train.inputs import inputs_for
+from ..train.trainer import Reporter, train
+from .cv import cross_validate
+from .stages import train_stages
+
+__all__ = ["RunResult", "run"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced: ``kind`` is "single", "stages" or "cv"; ``runs`` the run directories in order
+    (one, one per stage, one per fold); ``root`` where they are (the run itself for a single run)."""
+
+    kind: str
+    root: Path
+    runs: list[Path]
+
+    @property
+    def cv_summary(self) -> dict[str, Any] | None:
+        """Cross-validation's mean ± std table (``cv_summary.json``), or None for other kinds."""
+        path = self.root / "cv_summary.json"
+        return json.loads(path.read_text()) if self.kind == "cv" and path.exists() else None
+
+
+def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporter: Reporter | None = None,
+        overrides: list[str] | None = None) -> RunResult:
+    """Train what ``cfg`` describes and return where the results are.
+
+    ``cfg``: a :class:`~audioclf.config.Config`, a plain dict of config sections, or a YAML recipe (a path or
+    a bundled recipe name such as ``"demo"``); ``overrides`` are ``key=value`` strings applied on top
+    (e.g. ``["data.path=clips/", "train.epochs=5"]``). ``resume`` continues an interrupted or finished run
+    (every stage / fold from its own last checkpoint). ``reporter`` shows progress.
+    """
+    cfg = _as_config(cfg, overrides or [])
+    if cfg.stages:
+        runs = train_stages(cfg, resume=resume, reporter=reporter)
+        return RunResult("stages", Path(cfg.out or "runs/stages"), runs)
+    if cfg.cv is not None:
+        inputs_for(cfg)  # the inputs must be able to do cross-validation (refused before any decoding)
+        root = cross_validate(cfg, resume=resume, reporter=reporter)
+        folds = json.loads((root / "cv_summary.json").read_text())["folds"]
+        return RunResult("cv", root, [root / f"fold_{fold}" for fold in folds])
+    run_dir = train(cfg, resume=resume, reporter=reporter)
+    return RunResult("single", run_dir, [run_dir])
+
+
+def _as_config(cfg: Config | dict[str, Any] | str | Path, overrides: list[str]) -> Config:
+    if isinstance(cfg, (str, Path)):
+        return load_config(cfg, overrides)
+    if isinstance(cfg, Config) and not overrides:
+        return cfg
+    data = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
+    return config_from_dict(apply_overrides(data, overrides))
