@@ -3,7 +3,7 @@
     python benchmarks/augment.py [--batch 64 --repeats 20 --clips 64 --seconds 3 --threads 1]
 
 1. Batched SpecAugment (policy LD) + MixUp on a (64, 1, 80, 92) log-mel batch, as a fraction of one
-   training step (forward + backward + Adam step) of the S1 simple CNN
+   training step (forward + backward + Adam step) of the FSD2019 simple CNN
    (``create_model("fsd_simple_cnn", 80, (1, 80, 92))``), on the GPU when CUDA is available, else the CPU.
 2. Waveform augmentation throughput (clips per second, one thread) of our gain + gaussian noise + shift +
    impulse-response chain next to audiomentations' equivalent chain (Gain, AddGaussianSNR, Shift,

@@ -1,7 +1,7 @@
 """Per-clip inference latency on one CPU thread: PyTorch fp32 (eager), ONNX Runtime fp32 and ONNX Runtime INT8.
 
-Models of MISSION S4 on 1-s clips at 44.1 kHz (40-ms windows, 20-ms hop -> 51 frames): the DCASE 2022
-baseline on 40 mels and the report's student on 80 mels (its final input). The networks are timed on
+DCASE 2022 Task 1 models on 1-s clips at 44.1 kHz (40-ms windows, 20-ms hop -> 51 frames): the official
+baseline on 40 mels and González Poy's (2022) student on 80 mels (its final input). The networks are timed on
 log-mel input (what the DCASE complexity limits count); the front-end is timed separately: our torch
 ``FrontEnd`` (FFT) against the export-friendly DFT-by-convolution front-end in ONNX Runtime. Weights are
 untrained (latency does not depend on their values); INT8 calibration uses synthetic demo clips.

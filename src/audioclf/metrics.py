@@ -100,7 +100,7 @@ def binarize(scores: Any, threshold: float = 0.5) -> np.ndarray:
     """Decisions ``score > threshold``.
 
     Strict on purpose: for scores in [0, 1] it equals ``np.round`` (round half to even sends
-    0.5 to 0), which is how the AudioSet report turns sigmoid outputs into decisions.
+    0.5 to 0), which is how Darna Sequeiros (2018) turned sigmoid outputs into decisions on AudioSet.
     """
     return np.asarray(_as_numpy(scores), dtype=np.float64) > threshold
 
@@ -291,17 +291,18 @@ def mean_average_precision(targets: Any, scores: Any) -> float:
 
 # --- multi-label: decisions (threshold) ------------------------------------------------------------
 def map_per_example(targets: Any, scores: Any, threshold: float = 0.5) -> float:
-    """The AudioSet-embeddings report's own "mAP" (seeds/004, §3.2.2 and Annex A ``mavprN``).
+    """The per-clip "mAP" of J. Darna Sequeiros, "Redes neuronales profundas para reconocimiento de eventos
+    acústicos" (bachelor's thesis, Universidad Autónoma de Madrid, 2018), on AudioSet embeddings (``mavprN``).
 
-    §3.2.2: AP = sum_i p_i t_i / sum_j (p_j + t_j), with "+" the component-wise boolean OR,
-    one value per clip, mAP = their mean. Annex A (``cargarModelo.py``, which produced the
-    report's Tables 1–2) applies it to rounded outputs: ``p = round(score)``. Each clip's
+    Its definition: AP = sum_i p_i t_i / sum_j (p_j + t_j), with "+" the component-wise boolean OR,
+    one value per clip, mAP = their mean. Its evaluation script (``cargarModelo.py``, which produced the
+    thesis's result tables) applies it to rounded outputs: ``p = round(score)``. Each clip's
     value is therefore |predicted ∩ true| / |predicted ∪ true| (a per-clip Jaccard index),
-    not a ranking AP, and is not comparable with Google's 0.314 (§5.3 admits the formula may differ).
-    Our readings where the report is silent: decisions are ``score > threshold`` (= round for
-    scores in [0, 1]; use ``threshold=0.0`` for the report's bipolar ±1 outputs, whose
+    not a ranking AP, and is not comparable with Google's 0.314 (the thesis admits the formula may differ).
+    Our readings where the thesis is silent: decisions are ``score > threshold`` (= round for
+    scores in [0, 1]; use ``threshold=0.0`` for its bipolar ±1 outputs, whose
     ``mavprbip`` rounds (score + 1) / 2); a clip with nothing true and nothing predicted is 0/0
-    in the report's code (its result would be nan) and is left out of the mean here.
+    in its code (its result would be nan) and is left out of the mean here.
     """
     t, s = _multilabel(targets, scores)
     predicted = s > threshold
@@ -312,12 +313,12 @@ def map_per_example(targets: Any, scores: Any, threshold: float = 0.5) -> float:
 
 
 def psr(targets: Any, scores: Any, threshold: float = 0.5) -> float:
-    """pSR, the report's "proportion of recognised sounds" (seeds/004, §3.2.3; Annex A ``sonrec``).
+    """pSR, the "proportion of recognised sounds" of Darna Sequeiros (2018) (his ``sonrec``).
 
     pSR = sum_ij p_ij t_ij / sum_kl t_kl over the whole set: the micro-averaged recall of the
     present labels, with p the rounded outputs (``score > threshold``, see ``map_per_example``).
-    The report's Keras training metric averaged this per batch; the evaluation script (Annex A,
-    ``cargarModelo.py``) computes it once over the set, as here. nan when no label is present.
+    His Keras training metric averaged this per batch; his evaluation script
+    (``cargarModelo.py``) computes it once over the set, as here. nan when no label is present.
     """
     t, s = _multilabel(targets, scores)
     present = t.sum()

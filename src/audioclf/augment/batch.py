@@ -1,6 +1,6 @@
 """Batch-level augmentation: MixUp, and the "duplicate the training set, augment one copy" wrapper.
 
-MixUp (Zhang et al. 2018; MISSION S1 §6.2): ``x = lam * x_i + (1 - lam) * x_j`` and
+MixUp (Zhang et al. 2018; used by a reference FSD2019 solution): ``x = lam * x_i + (1 - lam) * x_j`` and
 ``y = lam * y_i + (1 - lam) * y_j`` with ``lam ~ Beta(alpha, alpha)`` and ``j`` a random permutation of
 the batch. Single-label index targets become soft ``(B, C)`` rows (the single-label loss accepts them);
 multi-label 0/1 rows are mixed linearly. Inputs may be waveforms ``(B, N)`` or features ``(B, C, F, T)``.
@@ -95,7 +95,7 @@ def mixup(inputs: torch.Tensor, targets: torch.Tensor, alpha: float, task: str, 
 
 class DuplicateAugmented(torch.utils.data.Dataset):
     """Twice the dataset: index ``i < N`` is item ``i`` as is, ``i >= N`` is item ``i - N`` augmented
-    (MISSION S1 §6.2: "duplicate the curated training set and augment one half").
+    (a reference FSD2019 solution: "duplicate the curated training set and augment one half").
 
     How the augmented copy is obtained:
 

@@ -1,6 +1,6 @@
 """Offline augmentation: write augmented copies of a dataset as audio files plus a manifest.
 
-For experiments that train on "original + augmented" sets fixed on disk (MISSION S4 §5.3 configs 1-3:
+For experiments that train on "original + augmented" sets fixed on disk (González Poy 2022, DCASE 2022 Task 1:
 IR-convolved copies added to training, or used as validation). Every output file is reproducible from
 ``(seed, item id, variant)`` alone, so a run can be resumed or extended (more variants) and gives the
 same files; the manifest records how each file was made:

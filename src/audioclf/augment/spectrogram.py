@@ -4,7 +4,7 @@ Modules take ``(B, C, F, T)`` (or ``(B, F, T)``) feature images, are the identit
 draw one set of random parameters *per example* with vectorised tensor ops (no loop over the batch).
 Randomness comes from the module's optional ``torch.Generator`` (drawn on the generator's device, then
 moved to the input's), else from the global torch RNG on the input's device. ``forward(x, apply_to=None)``
-takes an optional ``(B,)`` bool mask: examples where it is False come back unchanged (the S1 "augment a
+takes an optional ``(B,)`` bool mask: examples where it is False come back unchanged (the FSD2019 "augment a
 duplicated half" mode, see :class:`audioclf.augment.batch.DuplicateAugmented`).
 
 The pure functions (:func:`mask_along_axis`, :func:`time_warp`, :func:`shift_frequency_axis`) take the

@@ -590,7 +590,7 @@ _ALIGNS = ("peak", "start")
 
 @register_augmentation("impulse_response")
 class ImpulseResponse(WaveformTransform):
-    """Convolve with a random impulse response (device / microphone simulation, MISSION S4); ours.
+    """Convolve with a random impulse response (device / microphone simulation, as for DCASE 2022 Task 1); ours.
 
     ``ir_dir``: a folder (recursive), a file or a list; files are decoded and resampled once per rate.
     Convolution is ``scipy.signal.fftconvolve``. Length is kept by reading ``n`` samples of the full

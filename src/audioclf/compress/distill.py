@@ -57,7 +57,7 @@ __all__ = [
 def _check_kd(T: float, alpha: float, task: str) -> None:
     check_task(task, "distillation task")
     if not T > 0:
-        raise ConfigError(f"distillation temperature T={T}; expected T > 0 (the report tried 2, 3, 4, 5)")
+        raise ConfigError(f"distillation temperature T={T}; expected T > 0 (González Poy 2022 tried 2, 3, 4, 5)")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"distillation alpha={alpha}; expected 0 <= alpha <= 1 (weight of the label loss)")
 

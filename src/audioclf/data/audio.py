@@ -170,11 +170,11 @@ class SilenceParams:
 
 
 def silence_params_for_duration(duration_s: float) -> SilenceParams:
-    """Silence-removal parameters chosen by clip length (FSD2019 recipe, MISSION S1 §3).
+    """Silence-removal parameters chosen by clip length (FSD2019 recipe of a reference solution).
 
     Short clips have little to spare, so only long, deep pauses are cut and more context is kept;
-    long recordings (often with conversation pauses) are cut more eagerly. The tiers mirror the
-    report's pydub ``split_on_silence`` usage, whose exact values were not published.
+    long recordings (often with conversation pauses) are cut more eagerly. The tiers mirror that
+    solution's pydub ``split_on_silence`` usage, whose exact values were not published.
     """
     if duration_s < 2.0:
         return SilenceParams(threshold_db=-50.0, min_silence_s=0.5, pad_s=0.1)
@@ -284,7 +284,7 @@ def trim_silence(
 
 
 def trim_silence_by_length(wave: np.ndarray, sr: int) -> np.ndarray:
-    """:func:`trim_silence` with :func:`silence_params_for_duration` of this clip (MISSION S1 §3)."""
+    """:func:`trim_silence` with :func:`silence_params_for_duration` of this clip (FSD2019 recipe)."""
     params = silence_params_for_duration(len(wave) / sr)
     return trim_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
 

@@ -39,7 +39,7 @@ class Skipped:
 def _decode_one(path: str, sample_rate: int, trim: bool) -> np.ndarray:
     wave, _ = load_audio(path, sample_rate=sample_rate, mono=True)
     if trim:
-        wave = trim_silence_by_length(wave, sample_rate)  # MISSION S1 §3: parameters by clip length
+        wave = trim_silence_by_length(wave, sample_rate)  # FSD2019 recipe: parameters by clip length
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 

@@ -10,8 +10,8 @@ Where the data comes from (``data.path``):
 * a single ``.h5`` file, ``.tfrecord`` file or folder of ``.tfrecord`` files: the training set.
 
 Validation is a random ``data.fractions`` share of the training rows unless ``data.options.val_path`` names a
-set. The AudioSet-embeddings report validated (early stopping, best checkpoint) on the eval set itself and
-said so as a limitation; ``data.options.val_path=<eval set>`` reproduces that protocol.
+set. Darna Sequeiros (2018), a thesis on AudioSet embeddings, validated (early stopping, best checkpoint) on
+the eval set itself and said so as a limitation; ``data.options.val_path=<eval set>`` reproduces that protocol.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Torch datasets over AudioSet embedding sets (MISSION S5): in memory, or streamed from disk.
+"""Torch datasets over AudioSet embedding sets (Gemmeke et al. 2017): in memory, or streamed from disk.
 
 * :class:`EmbeddingDataset` — map-style, for sets that fit in RAM (balanced train ~22K clips, eval ~20K):
   keeps the uint8 arrays (4x smaller than float) and dequantizes one item at a time.
 * :class:`H5EmbeddingStream` / :class:`TFRecordEmbeddingStream` — ``IterableDataset`` s for the unbalanced
-  set (~2M clips, which the report could not load, seeds/004 §4.2.2). They read contiguous chunks (HDF5
+  set (~2M clips, which Darna Sequeiros (2018) could not load). They read contiguous chunks (HDF5
   row ranges, or records of one TFRecord file), visit the chunks in a random order, and mix rows across
   chunks through a shuffle buffer. At no point does a reader hold more than ``max_rows_in_memory`` rows
   (chunk being read + buffer + the batch being cut), counted in ``peak_rows``; with DataLoader workers the

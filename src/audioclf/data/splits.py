@@ -31,7 +31,7 @@ def random_split(n: int, fractions: Fractions = (0.8, 0.1, 0.1), seed: int = 0) 
 
 
 def stratified_split(labels: Sequence[str], fractions: Fractions = (0.8, 0.1, 0.1), seed: int = 0) -> np.ndarray:
-    """Split within each class (S2: "80/10/10 within each genre folder").
+    """Split within each class (GTZAN: "80/10/10 within each genre folder").
 
     Per class, counts are ``fractions * n`` rounded by largest remainder (ties broken at random), and every
     split with a positive fraction gets at least one item of a class that has enough items for all.
@@ -107,7 +107,7 @@ def group_split(groups: Sequence[str], fractions: Fractions = (0.8, 0.1, 0.1), s
 
 def heldout_group_split(groups: Sequence[str], heldout: Sequence[str], fractions: Fractions = (0.8, 0.1, 0.1),
                         seed: int = 0, labels: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
-    """Items whose group value is in ``heldout`` go to "test" only (devices unseen in training, S4).
+    """Items whose group value is in ``heldout`` go to "test" only (devices unseen in training, DCASE 2022 Task 1).
 
     The other items are split by ``fractions`` (test included): stratified by class when ``labels`` are
     class names, iterative when they are an (N, C) matrix, random without labels.

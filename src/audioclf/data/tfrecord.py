@@ -1,8 +1,8 @@
 """TFRecord files and ``tf.train.Example`` / ``SequenceExample`` messages, without TensorFlow.
 
-The AudioSet embedding release (MISSION S5) ships as TFRecord files of ``SequenceExample`` protos; the
-report (seeds/004 §3.1) gave up on them because reading them meant depending on TensorFlow. Both layers
-are small enough to read directly:
+The AudioSet embedding release ships as TFRecord files of ``SequenceExample`` protos; Darna Sequeiros
+(2018, a thesis on AudioSet embeddings) gave up on them because reading them meant depending on TensorFlow.
+Both layers are small enough to read directly:
 
 * **TFRecord framing** (TensorFlow ``core/lib/io/record_writer.cc``), repeated until end of file::
 

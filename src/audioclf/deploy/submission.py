@@ -1,4 +1,4 @@
-"""Kaggle-style submission CSVs (FSD2019, MISSION S1): ``fname,<class>,<class>...`` with probabilities.
+"""Kaggle-style submission CSVs (Freesound Audio Tagging 2019): ``fname,<class>,<class>...`` with probabilities.
 
 The sample submission is the template: the output has exactly its columns in its order, and its rows in
 its ``fname`` order when it lists files. Predictions are matched to rows by file name (the path's last

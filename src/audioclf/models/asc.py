@@ -1,11 +1,14 @@
-"""Low-complexity acoustic scene classification models of MISSION S4 (seeds/003, DCASE 2022 Task 1).
+"""Low-complexity acoustic scene classification models for DCASE 2022 Task 1 (TAU Urban Acoustic Scenes 2022 Mobile).
+
+Teacher and student follow E. M. González Poy, "Aumento de audio y compresión de modelos para clasificación de
+escenas acústicas" (master's thesis, UNIR, 2022); the table numbers below are that thesis's.
 
 * ``dcase2022_baseline`` (Table 3): the official DCASE 2022 Task 1 baseline CNN.
-* ``asc_teacher`` (Table 4): the report's ResNet-style teacher (5 stages, ~3.98M parameters).
-* ``asc_student`` (Table 5): the report's plain CNN student (32 filters, 57,856 parameters), the model that is
+* ``asc_teacher`` (Table 4): his ResNet-style teacher (5 stages, ~3.98M parameters).
+* ``asc_student`` (Table 5): his plain CNN student (32 filters, 57,856 parameters), the model that is
   distilled from the teacher and quantised to INT8.
 
-Parameter counts differ by framework, and the reports quote three different things:
+Parameter counts differ by framework, and the sources quote three different things:
 
 * Keras ``model.summary()`` counts BatchNorm moving mean/variance as (non-trainable) parameters; in PyTorch
   they are buffers. The teacher's 3,980,960 and the student's 57,856 are Keras counts: they equal our
@@ -17,7 +20,7 @@ Parameter counts differ by framework, and the reports quote three different thin
 All convolutions use "same" padding (Keras ``padding="same"``; PyTorch pads an even kernel such as the
 student's (6, 5) one more at the end, as TensorFlow does) and keep their bias, as Keras does by default.
 Pooling windows shrink to the feature map when it is smaller (:class:`ClampedMaxPool2d`), so every model
-also runs on inputs smaller than the 40 x 51 / 80 x 51 log-mels of the report.
+also runs on inputs smaller than the 40 x 51 / 80 x 51 log-mels of the thesis.
 """
 
 from __future__ import annotations
@@ -132,10 +135,10 @@ def dcase2022_baseline(
     dropout: float = 0.3,
     activation: str = "relu",
 ) -> DCASEBaseline:
-    """DCASE 2022 Task 1 baseline (seeds/003 Table 3; 40 mels x 51 frames of 1 s at 44.1 kHz, 40-ms windows,
+    """DCASE 2022 Task 1 baseline (Table 3 of González Poy 2022; 40 mels x 51 frames of 1 s at 44.1 kHz, 40-ms windows,
     50% hop). Official figures: 46,512 bytes of INT8 weights, 29.23 MMACs; log loss 1.575, accuracy 42.9%
     after 200 epochs of Adam 1e-3, batch 16. The official README lists the second pooling as (4, 100) (from
-    the 10-s 2021 baseline) but shows its output as 2 x 1, which (4, 10) gives on 8 x 10 as the report says."""
+    the 10-s 2021 baseline) but shows its output as 2 x 1, which (4, 10) gives on 8 x 10 as the thesis says."""
     if int(hidden) != hidden or hidden < 1:
         raise ConfigError(f"dcase2022_baseline: hidden={hidden}; expected a positive int")
     return DCASEBaseline(tuple(input_shape), n_classes, int(hidden), _check_rate("dcase2022_baseline", dropout),
@@ -144,7 +147,7 @@ def dcase2022_baseline(
 
 # --- teacher and student ------------------------------------------------------------------------
 class ConvBlock2d(nn.Module):
-    """The report's block (Figure 19): W1 conv -> BN -> act -> W2 conv -> BN (+ skip) -> act -> SpatialDropout2D.
+    """González Poy's residual block: W1 conv -> BN -> act -> W2 conv -> BN (+ skip) -> act -> SpatialDropout2D.
 
     ``skip``: ``"none"`` (the student's plain blocks), ``"identity"`` or ``"projection"`` (1x1 conv + BN, the
     teacher's "Bloque SC"; needed where the channel count changes). SpatialDropout2D = ``nn.Dropout2d``:
@@ -224,7 +227,7 @@ class ASCResNet(nn.Module):
             layers.append(ConvBlock2d(channels, filters, kernels, activation, dropout, skip))
             channels = filters
         self.blocks = nn.Sequential(*layers)
-        # The report's output stage: Conv2D(10, 1) + BN, GAP, Dense(10) for its 10 scenes; here n_classes.
+        # González Poy's output stage: Conv2D(10, 1) + BN, GAP, Dense(10) for its 10 scenes; here n_classes.
         self.to_classes = nn.Sequential(*_conv_bn(channels, n_classes, 1))
         self.classifier = nn.Linear(n_classes, n_classes)
 
@@ -240,11 +243,11 @@ def asc_teacher(
     activation: str = "elu",
     dropout: float = 0.2,
 ) -> ASCResNet:
-    """S4 teacher (seeds/003 Table 4): stem Conv 128 @ 5x5 + BN; stage 2: four 128-filter blocks (a 2x2 max
+    """Teacher of González Poy (2022), Table 4: stem Conv 128 @ 5x5 + BN; stage 2: four 128-filter blocks (a 2x2 max
     pool after the first); stages 3 and 4: four 256- and four 512-filter blocks, the first of each with a 1x1
     conv shortcut ("Bloque SC"), the others with identity skips; output Conv 1x1 + BN, GAP, Dense.
-    3,980,960 Keras parameters for 10 classes. ELU beat ReLU and Swish in the report (log loss 1.556 vs 1.638 /
-    1.653). The SpatialDropout2D rate is not given in the report; 0.2 is our default."""
+    3,980,960 Keras parameters for 10 classes. ELU beat ReLU and Swish in the thesis (log loss 1.556 vs 1.638 /
+    1.653). The SpatialDropout2D rate is not given in the thesis; 0.2 is our default."""
     return ASCResNet(input_shape[0], n_classes, 128, 5, TEACHER_STAGES, activation,
                      _check_rate("asc_teacher", dropout))
 
@@ -257,10 +260,10 @@ def asc_student(
     activation: str = "elu",
     dropout: float = 0.2,
 ) -> ASCResNet:
-    """S4 student (seeds/003 Table 5), a plain ("linear") CNN: stem Conv ``filters`` @ (6, 5) + BN; MaxPool
+    """Student of González Poy (2022), Table 5, a plain ("linear") CNN: stem Conv ``filters`` @ (6, 5) + BN; MaxPool
     (2, 2), block; MaxPool (5, 2), block; block -- each block two 3x3 conv + BN + activation without skip;
     output Conv 1x1 + BN, GAP, Dense. 57,856 Keras parameters and ~26.1 MMACs on 80 x 51 log-mels (the
-    report's final input), within the DCASE limits of 128K INT8 parameters and 30 MMACs."""
+    thesis's final input), within the DCASE limits of 128K INT8 parameters and 30 MMACs."""
     if int(filters) != filters or filters < 1:
         raise ConfigError(f"asc_student: filters={filters}; expected a positive int")
     stages = tuple((int(filters), kernels, skip, pool) for _, kernels, skip, pool in STUDENT_STAGES)

@@ -5,9 +5,10 @@ names identical to torchvision / the PANNs release, so a user's weight file load
 (nothing is downloaded here; ``weights`` is always a local path). This module holds what they share:
 
 * :class:`ImageInput`: (B, 1, F, T) log-mel image -> (B, 3, F, T) for ImageNet backbones, optionally mapped
-  to a 0-255 image (MISSION S1 §3) and normalised with the ImageNet mean/std the weights were trained with;
-* :func:`build_head`: ``"dense"`` (global pooling -> 512 -> 256 with dropout, MISSION S1 §7.1),
-  ``"simple_cnn"`` (the S1 simple CNN of ``cnn.py`` on the backbone's feature map) or ``"linear"``;
+  to a 0-255 image (as a reference FSD2019 solution did) and normalised with the ImageNet mean/std the weights
+  were trained with;
+* :func:`build_head`: ``"dense"`` (global pooling -> 512 -> 256 with dropout, from that solution),
+  ``"simple_cnn"`` (the FSD2019 simple CNN of ``cnn.py`` on the backbone's feature map) or ``"linear"``;
 * :func:`load_backbone_weights`: reads a state_dict / checkpoint file, keeps the backbone part, ignores the
   original classifier, and fails with one line naming the file and the first keys that do not fit;
 * :class:`TransferClassifier`: adapter -> backbone -> head, with the block layout ``freeze.py`` needs.
@@ -61,8 +62,9 @@ class ImageInput(nn.Module):
     """Make a (B, C, F, T) feature image look like the (B, 3, H, W) images an ImageNet backbone expects.
 
     ``scaling="standardized"`` passes the (already standardised) values through; ``"imagenet"`` maps each
-    example to a 0-255 image (per-example min-max, as the S1 report did before its ImageNet backbones), then
-    applies torchvision's ``/255`` and ImageNet mean/std, the input statistics the pretrained weights saw.
+    example to a 0-255 image (per-example min-max, as a reference FSD2019 solution did before its ImageNet
+    backbones), then applies torchvision's ``/255`` and ImageNet mean/std, the input statistics the pretrained
+    weights saw.
     One input channel is repeated to three: all three pretrained colour filters then see the same image.
     """
 
@@ -80,7 +82,7 @@ class ImageInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scaling == "imagenet":
-            x = image_scale(x) / 255.0  # the report's 0-255 image, then torchvision's ToTensor range
+            x = image_scale(x) / 255.0  # that solution's 0-255 image, then torchvision's ToTensor range
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if self.scaling == "imagenet":
@@ -89,7 +91,7 @@ class ImageInput(nn.Module):
 
 
 # --- heads --------------------------------------------------------------------------------------
-# The S1 simple CNN's dense width (cnn.fsd_simple_cnn's default hidden=128), reused as a head.
+# The FSD2019 simple CNN's dense width (cnn.fsd_simple_cnn's default hidden=128), reused as a head.
 _SIMPLE_CNN_HIDDEN = 128
 
 
@@ -111,9 +113,9 @@ def build_head(
     """The head module and what it reads: ``"vector"`` (the backbone's pooled embedding) or ``"map"``.
 
     * ``"linear"``: one Linear on the embedding (PANNs' transfer recipe; no dropout);
-    * ``"dense"``: the embedding -> ``hidden`` ReLU layers, each followed by ``dropout`` -> logits (S1 §7.1:
-      512 and 256 units; ``hidden=(256,)`` with dropout 0 is the head of S1 Table 6.1);
-    * ``"simple_cnn"``: the S1 simple CNN (:class:`FSDSimpleCNN`: per block BatchNorm -> Conv 3x3 -> ReLU ->
+    * ``"dense"``: the embedding -> ``hidden`` ReLU layers, each followed by ``dropout`` -> logits (a reference FSD2019
+      solution used 512 and 256 units; ``hidden=(256,)`` with dropout 0 is its frozen-backbone head);
+    * ``"simple_cnn"``: the FSD2019 simple CNN (:class:`FSDSimpleCNN`: per block BatchNorm -> Conv 3x3 -> ReLU ->
       MaxPool, global average pooling, BatchNorm, Dense 128, Dropout, Dense) on the backbone's feature map.
     """
     check_head(kind)
@@ -139,7 +141,7 @@ class TransferClassifier(nn.Module):
 
     ``arch`` names the backbone family (the freeze presets check it). In train mode, BatchNorm layers whose
     parameters are all frozen stay in eval mode, so their running statistics keep the pretrained values
-    (what Keras does for ``trainable=False`` layers, and what the S1 report's frozen backbones did).
+    (what Keras does for ``trainable=False`` layers, and what that FSD2019 solution's frozen backbones did).
     """
 
     def __init__(self, arch: str, adapter: nn.Module, backbone: nn.Module, head: nn.Module, head_input: str):

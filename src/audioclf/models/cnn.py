@@ -1,4 +1,4 @@
-"""2-D CNNs on feature images (B, C, F, T): the FSD2019 simple CNN (MISSION S1) and ``small_cnn``.
+"""2-D CNNs on feature images (B, C, F, T): the FSD2019 simple CNN of a reference solution and ``small_cnn``.
 
 Both end in global pooling, so they accept any number of frames (and of feature bins): short DCASE clips
 (40 x 51), 3-s FSD windows (80 x 92) and long recordings alike.
@@ -46,7 +46,7 @@ def _check_common(name: str, kernel_size: int, dropout: float) -> None:
 
 
 class FSDSimpleCNN(nn.Module):
-    """seeds/000 §6.1 ``make_model``: [BatchNorm -> Conv k x k (same) -> act -> MaxPool 2] per block,
+    """A reference FSD2019 solution's ``make_model``: [BatchNorm -> Conv k x k (same) -> act -> MaxPool 2] per block,
     GlobalAveragePooling, BatchNorm, Dense(hidden) + act, Dropout, Dense(n_classes) (logits)."""
 
     def __init__(
@@ -65,7 +65,7 @@ class FSDSimpleCNN(nn.Module):
         for out in channels:
             blocks += [
                 nn.BatchNorm2d(width),
-                # Conv bias kept: the report's Keras count (37,650 trainable) includes it.
+                # Conv bias kept: that solution's Keras count (37,650 trainable) includes it.
                 nn.Conv2d(width, out, kernel_size, padding=kernel_size // 2),
                 make_activation(activation),
                 SafeMaxPool2d(),
@@ -94,10 +94,10 @@ def fsd_simple_cnn(
     kernel_size: int = 3,
     activation: str = "relu",
 ) -> FSDSimpleCNN:
-    """MISSION S1 simple CNN (seeds/000 §6.1, Table 6.1: 37,844 Keras params for 80 classes).
+    """Simple CNN of a reference FSD2019 solution (37,844 Keras params for 80 classes).
 
-    The report gives no dropout rate; 0.5 is the rate Srivastava et al. (2014, JMLR 15, "Dropout: a simple
-    way to prevent neural networks from overfitting") recommend for hidden units. The report's
+    That solution gives no dropout rate; 0.5 is the rate Srivastava et al. (2014, JMLR 15, "Dropout: a simple
+    way to prevent neural networks from overfitting") recommend for hidden units. Its
     ``make_model`` divides its 0-255 input by 255; here inputs arrive already standardised by the
     classifier's front-end, so that rescaling is left out. BatchNorm uses PyTorch's defaults (Keras: momentum 0.99, eps 1e-3).
     """

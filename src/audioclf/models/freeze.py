@@ -3,12 +3,13 @@
 A policy says which backbone blocks train; the head (and anything outside pretrained backbones) always
 trains. Policies:
 
-* ``"none"``: everything trains (full fine-tuning, MISSION S1 §6.5);
-* ``"all"``: the backbone is frozen, only the head trains (S1 §6.3);
+* ``"none"``: everything trains (full fine-tuning);
+* ``"all"``: the backbone is frozen, only the head trains (feature extraction);
 * ``"last:N"``: the last ``N`` backbone blocks train, the earlier ones are frozen;
-* the S1 §6.4 presets ``"resnet50_blocks_4_5"`` (Keras' conv4_x and conv5_x = torchvision ``layer3`` and
-  ``layer4``; ``last:2``) and ``"mobilenet_stages_11_17"`` (inverted-residual blocks 11-17 = torchvision
-  ``features.11``-``features.17`` and the 1x1 conv after them, ``features.18``; ``last:8``).
+* the presets of a reference FSD2019 solution, ``"resnet50_blocks_4_5"`` (Keras' conv4_x and conv5_x =
+  torchvision ``layer3`` and ``layer4``; ``last:2``) and ``"mobilenet_stages_11_17"`` (inverted-residual
+  blocks 11-17 = torchvision ``features.11``-``features.17`` and the 1x1 conv after them, ``features.18``;
+  ``last:8``).
 
 It acts on every submodule that provides ``backbone`` (an ``nn.Module``) and ``freeze_blocks()`` (ordered
 block name -> module names inside ``backbone``), i.e. :class:`~audioclf.models.backbones.TransferClassifier`,

@@ -1,15 +1,15 @@
-"""Music-genre models of MISSION S2 (seeds/001): spectrogram CNN1 / CNN2 and the waveform-MLP search space.
+"""Music-genre models after a reference GTZAN project: spectrogram CNN1 / CNN2 and the waveform-MLP search space.
 
-CNN1 (§4): conv 1->32 9x9 (padding 4) -> act -> maxpool 2 -> conv 32->64 3x3 (padding 1) -> act -> maxpool 2
--> flatten -> FC 128 -> act -> FC n_classes. On the report's 201 x 552 spectrograms (``n_fft=400`` -> 201
+CNN1: conv 1->32 9x9 (padding 4) -> act -> maxpool 2 -> conv 32->64 3x3 (padding 1) -> act -> maxpool 2
+-> flatten -> FC 128 -> act -> FC n_classes. On that project's 201 x 552 spectrograms (``n_fft=400`` -> 201
 bins) the flattened size is 64 x 50 x 138 = 441,600, so the first FC alone holds 56.5M weights; here it is
 computed from ``input_shape``, so the same model serves any spectrogram size.
 
-CNN2 (§4): "3 conv layers: max pooling after the first two, average pooling after the last", then the same
-FC head. The report gives no channel counts for it; we continue CNN1's doubling (32, 64, 128).
+CNN2: "3 conv layers: max pooling after the first two, average pooling after the last", then the same
+FC head. The project gives no channel counts for it; we continue CNN1's doubling (32, 64, 128).
 
-``activation`` (§5, Ejercicio 4): one name for every layer, ``"mixed"`` (ReLU, Leaky ReLU, Sigmoid cycled
-over the layers) or a list with one name per layer (conv layers first, then the hidden FC layers).
+``activation`` (the project's activation sweep): one name for every layer, ``"mixed"`` (ReLU, Leaky ReLU,
+Sigmoid cycled over the layers) or a list with one name per layer (conv layers first, then the hidden FC layers).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def genre_cnn1(
     activation: str | Sequence[str] = "relu",
     dropout: float = 0.0,
 ) -> GenreCNN:
-    """S2 CNN1: two conv layers (32 @ 9x9, 64 @ 3x3), each with 2x2 max pooling, FC 128, FC out.
+    """GTZAN CNN1: two conv layers (32 @ 9x9, 64 @ 3x3), each with 2x2 max pooling, FC 128, FC out.
     ``activation`` takes 3 names as a list (conv1, conv2, FC); ``dropout`` follows each hidden FC layer."""
     return _build("genre_cnn1", _CNN1, n_classes, input_shape, hidden, activation, dropout)
 
@@ -109,12 +109,12 @@ def genre_cnn2(
     activation: str | Sequence[str] = "relu",
     dropout: float = 0.0,
 ) -> GenreCNN:
-    """S2 CNN2: three conv layers (32 @ 9x9, 64 @ 3x3, 128 @ 3x3) with max, max and average 2x2 pooling,
+    """GTZAN CNN2: three conv layers (32 @ 9x9, 64 @ 3x3, 128 @ 3x3) with max, max and average 2x2 pooling,
     FC 128, FC out. ``activation`` takes 4 names as a list (conv1..conv3, FC)."""
     return _build("genre_cnn2", _CNN2, n_classes, input_shape, hidden, activation, dropout)
 
 
-# --- S2 random architecture search (§3, Ejercicio 2) --------------------------------------------
+# --- random MLP architecture search (GTZAN) ---------------------------------------------------
 def sample_mlp_architecture(
     rng: np.random.Generator,
     min_depth: int = 2,
@@ -122,8 +122,8 @@ def sample_mlp_architecture(
     min_width: int = 10,
     max_width: int = 128,
 ) -> dict[str, Any]:
-    """One random MLP of the S2 search: depth uniform in ``min_depth..max_depth`` hidden layers, each with a
-    width uniform in ``min_width..max_width`` (both inclusive, as in the report).
+    """One random MLP of the GTZAN search: depth uniform in ``min_depth..max_depth`` hidden layers, each with a
+    width uniform in ``min_width..max_width`` (both inclusive, as in the reference project).
 
     Returns keyword arguments for the ``mlp`` / ``waveform_mlp`` models: ``{"depth": d, "hidden": [w1..wd]}``
     (plain ints and a list, so the dict is YAML/JSON-safe and can go straight into a config).
@@ -147,7 +147,7 @@ def mlp_search_trials(
     min_width: int = 10,
     max_width: int = 128,
 ) -> list[dict[str, Any]]:
-    """``n_trials`` architectures from :func:`sample_mlp_architecture` (the report ran 10), reproducible
+    """``n_trials`` architectures from :func:`sample_mlp_architecture` (the reference project ran 10), reproducible
     from ``seed``: trial ``k`` is the same whatever ``n_trials`` is."""
     if int(n_trials) != n_trials or n_trials < 1:
         raise ConfigError(f"n_trials={n_trials}; expected a positive int")

@@ -1,8 +1,8 @@
 """Multi-layer perceptrons, and the activation helpers every model family shares.
 
 ``mlp`` flattens whatever it gets (a feature image, a waveform, a sequence of embeddings), so the same
-function serves the MISSION S2 waveform MLP, its random architecture search (2-15 hidden layers of
-10-128 units, one activation per layer) and the S5 embedding MLPs.
+function serves the GTZAN waveform MLP, its random architecture search (2-15 hidden layers of
+10-128 units, one activation per layer) and the AudioSet embedding MLPs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ __all__ = [
     "embedding_mlp",
 ]
 
-# Name -> constructor. Leaky ReLU keeps PyTorch's slope 0.01 (the S2 report trained in PyTorch; Keras uses 0.3).
+# Name -> constructor. Leaky ReLU keeps PyTorch's slope 0.01 (the GTZAN reference trained in PyTorch; Keras: 0.3).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -38,7 +38,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "swish": nn.SiLU,  # swish(x) = x * sigmoid(x) = SiLU
     "gelu": nn.GELU,
 }
-# MISSION S2 "mixed": the report's extra configuration mixed ReLU, Leaky ReLU and Sigmoid over the layers.
+# "mixed": a reference GTZAN project's extra configuration mixed ReLU, Leaky ReLU and Sigmoid over the layers.
 MIXED_CYCLE: tuple[str, ...] = ("relu", "leaky_relu", "sigmoid")
 
 
@@ -155,7 +155,7 @@ def waveform_mlp(
     dropout: float = 0.0,
     batch_norm: bool = False,
 ) -> MLP:
-    """MISSION S2 (seeds/001 §2 "Ejercicio 1"): MLP on the raw waveform with 3 dense layers, 64 hidden units
+    """A reference GTZAN project's model: MLP on the raw waveform with 3 dense layers, 64 hidden units
     (samples -> 64 -> 64 -> classes, i.e. ``depth=2`` hidden layers plus the output layer)."""
     return _build(n_classes, input_shape, hidden, depth, activation, dropout, batch_norm)
 
@@ -170,6 +170,6 @@ def embedding_mlp(
     dropout: float = 0.3,
     batch_norm: bool = False,
 ) -> MLP:
-    """MISSION S5 (seeds/004 §3.3.2): the (T, D) = (10, 128) embeddings flattened to 1280 inputs, 1-3
+    """AudioSet MLP of Darna Sequeiros (2018): the (T, D) = (10, 128) embeddings flattened to 1280 inputs, 1-3
     hidden layers of 1500 ReLU units each followed by dropout 0.3 (``depth`` 1, 2 or 3)."""
     return _build(n_classes, input_shape, hidden, depth, activation, dropout, batch_norm)

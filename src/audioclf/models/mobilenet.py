@@ -1,7 +1,7 @@
 """MobileNetV2 (Sandler et al. 2018) in plain torch, with torchvision's module and parameter names.
 
 ``features.0`` is the 3x3 stem, ``features.1``..``features.17`` the 17 inverted-residual blocks (the
-"stages" of the S1 report), ``features.18`` the final 1x1 conv to 1280 channels and ``classifier.1`` the
+"stages" of a reference FSD2019 solution), ``features.18`` the final 1x1 conv to 1280 channels and ``classifier.1`` the
 ImageNet layer (3,504,872 parameters for 1000 classes, torchvision's documented count). A torchvision
 ``mobilenet_v2`` state_dict file loads with ``strict=True``; ``mobilenet_v2(weights=path)`` takes all but
 ``classifier``.
@@ -120,7 +120,7 @@ def mobilenet_v2(
     dropout: float = 0.5,
     width_mult: float = 1.0,
 ) -> nn.Module:
-    """MobileNetV2 backbone (MISSION S1 §6.3-6.5) on a (1 or 3, F, T) feature image, plus a new head.
+    """MobileNetV2 backbone (frozen, partly or fully trained) on a (1 or 3, F, T) feature image, plus a new head.
 
     ``weights``: a torchvision MobileNetV2 state_dict file (or an audioclf run checkpoint); ``classifier``
     is ignored. ``freeze``: ``none`` | ``all`` | ``last:N`` of the 19 blocks features.0..18 |

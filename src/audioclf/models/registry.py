@@ -14,7 +14,7 @@ Input kinds (the shape a model's ``forward`` takes, batch first; ``input_shape``
 Metadata declared at registration, next to the function:
 
 * ``input_kind`` (above);
-* ``example_input``: a typical ``input_shape`` (the reports' tables), what ``audioclf complexity NAME`` counts
+* ``example_input``: a typical ``input_shape`` (the one published counts use), what ``audioclf complexity NAME`` counts
   on when no shape is given;
 * ``loss``: ``"task"`` (the task's own loss: softmax cross-entropy or sigmoid BCE) or another loss the model is
   meant for (``"bipolar_mse"``), or a function of the model's keyword arguments returning one of them.

@@ -93,7 +93,7 @@ class ResNet50(nn.Module):
         return nn.Sequential(*layers)
 
     def freeze_blocks(self) -> dict[str, tuple[str, ...]]:
-        """Keras' five ResNet50 blocks conv1 .. conv5_x (the S1 report's "blocks 4 and 5" = layer3, layer4)."""
+        """Keras' five ResNet50 blocks conv1 .. conv5_x (an FSD2019 reference's "blocks 4 and 5" = layer3, layer4)."""
         return {"stem": ("conv1", "bn1"), "layer1": ("layer1",), "layer2": ("layer2",),
                 "layer3": ("layer3",), "layer4": ("layer4",)}
 
@@ -122,7 +122,7 @@ def resnet50(
     head_channels: Sequence[int] = (32, 64),
     dropout: float = 0.5,
 ) -> nn.Module:
-    """ResNet-50 backbone (MISSION S1 §6.3-6.5) on a (1 or 3, F, T) feature image, plus a new head.
+    """ResNet-50 backbone (frozen, partly or fully trained) on a (1 or 3, F, T) feature image, plus a new head.
 
     ``weights``: a torchvision ResNet-50 state_dict file (or an audioclf run checkpoint, for two-stage
     training); ``fc`` is ignored. ``freeze``: ``none`` | ``all`` | ``last:N`` of the 5 blocks (stem,

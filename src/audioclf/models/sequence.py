@@ -1,21 +1,23 @@
-"""Models over sequences of embeddings (MISSION S5): input (B, T, D) = (B, 10, 128) AudioSet embeddings.
+"""Models over sequences of embeddings: input (B, T, D) = (B, 10, 128) AudioSet embeddings (Gemmeke et al. 2017).
 
 Every model returns logits (B, C) and trains with the multi-label BCE, except the bipolar MLP, whose
 registration declares ``"bipolar_mse"`` (tanh outputs against ±1 targets with mean squared error, see
-:class:`audioclf.train.losses.BipolarMSELoss`).
+:class:`audioclf.train.losses.BipolarMSELoss`). The first three follow J. Darna Sequeiros, "Redes neuronales
+profundas para reconocimiento de eventos acústicos" (bachelor's thesis, Universidad Autónoma de Madrid, 2018),
+whose code annex holds ``MLPAudioSet.py``, ``CNNAudioSet.py`` and ``LSTMAudioSet.py``.
 
-* ``embedding_mlp_s5`` — seeds/004 §3.3.2 and Annex A ``MLPAudioSet.py``: flatten 10x128 -> 1-3 hidden
+* ``embedding_mlp_s5`` — ``MLPAudioSet.py``: flatten 10x128 -> 1-3 hidden
   layers of 1500 ReLU units, each followed by dropout 0.3 -> 527 outputs, sigmoid ("binary") or tanh
   ("bipolar"). (``models/mlp.py``'s ``embedding_mlp`` is the same network without the bipolar option.)
-* ``embedding_cnn1d`` — seeds/004 §3.3.3 and ``CNNAudioSet.py``: Conv2D(16, (3, 1), relu) over the
+* ``embedding_cnn1d`` — ``CNNAudioSet.py``: Conv2D(16, (3, 1), relu) over the
   (time, dimension) image, i.e. a convolution over time shared by every embedding dimension ->
   MaxPooling2D(2, 2) -> dropout 0.3 -> flatten -> Dense 600 relu -> output. ``per_dimension=False`` gives
   the usual 1-D CNN instead (the D values are the channels of a Conv1d over time).
-* ``embedding_lstm`` — seeds/004 §3.3.4 and ``LSTMAudioSet.py``: LSTM 600 returning its last output ->
-  dropout 0.3 -> Dense 600 relu -> output; the report's best model (mAP 0.244).
+* ``embedding_lstm`` — ``LSTMAudioSet.py``: LSTM 600 returning its last output ->
+  dropout 0.3 -> Dense 600 relu -> output; the thesis's best model (mAP 0.244).
 * ``attention_pooling`` — Kong, Yu, Xu, Iqbal, Wang & Plumbley, "Audio Set classification with attention
-  model: A probabilistic perspective", ICASSP 2018 (arXiv:1711.00927); mAP 0.327 in the literature
-  (seeds/004 §2.3.3). Embedding mapping (BatchNorm on the input, then fully connected layers applied to
+  model: A probabilistic perspective", ICASSP 2018 (arXiv:1711.00927); mAP 0.327 in the paper.
+  Embedding mapping (BatchNorm on the input, then fully connected layers applied to
   every time step, each BatchNorm -> ReLU -> dropout), then two heads per time step: a classifier
   ``f(x_t) = sigmoid(W_c h_t + b_c)`` and an attention ``v(x_t)`` normalised over time,
   ``p(x_t) = v(x_t) / sum_t v(x_t)``; the clip output is ``y = sum_t p(x_t) f(x_t)`` per class.
@@ -86,8 +88,8 @@ def embedding_mlp_s5(
     dropout: float = 0.3,
     output: str = "binary",
 ) -> EmbeddingMLP:
-    """seeds/004 §3.3.2: 1-3 hidden layers (``depth``) of 1500 ReLU units + dropout 0.3; ``output``
-    "binary" (sigmoid + BCE) or "bipolar" (tanh, ±1 targets, MSE)."""
+    """Darna Sequeiros (2018), ``MLPAudioSet.py``: 1-3 hidden layers (``depth``) of 1500 ReLU units + dropout
+    0.3; ``output`` "binary" (sigmoid + BCE) or "bipolar" (tanh, ±1 targets, MSE)."""
     if output not in OUTPUTS:
         raise ConfigError(f"model 'embedding_mlp_s5': output={output!r}; expected 'binary' or 'bipolar'")
     return EmbeddingMLP(math.prod(input_shape), n_classes, _positive("hidden", hidden), _positive("depth", depth),
@@ -142,7 +144,8 @@ def embedding_cnn1d(
     dropout: float = 0.3,
     per_dimension: bool = True,
 ) -> EmbeddingCNN:
-    """seeds/004 §3.3.3: 16 filters of 3x1 (time x dimension), 2x2 max pooling, dropout 0.3, Dense 600."""
+    """Darna Sequeiros (2018), ``CNNAudioSet.py``: 16 filters of 3x1 (time x dimension), 2x2 max pooling,
+    dropout 0.3, Dense 600."""
     return EmbeddingCNN(tuple(input_shape), n_classes, _positive("channels", channels),
                         _positive("kernel_size", kernel_size), _positive("pool", pool), _positive("hidden", hidden),
                         _check_dropout(dropout), bool(per_dimension))
@@ -156,7 +159,7 @@ class EmbeddingLSTM(nn.Module):
                  bidirectional: bool):
         super().__init__()
         self.lstm = nn.LSTM(dim, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
-        # Keras' LSTM starts with forget-gate bias 1 (unit_forget_bias=True), which the report trained with;
+        # Keras' LSTM starts with forget-gate bias 1 (unit_forget_bias=True), which the thesis trained with;
         # torch's gate order is (input, forget, cell, output) and it adds bias_ih + bias_hh.
         for name, param in self.lstm.named_parameters():
             if name.startswith("bias_ih"):
@@ -190,7 +193,7 @@ def embedding_lstm(
     dropout: float = 0.3,
     bidirectional: bool = False,
 ) -> EmbeddingLSTM:
-    """seeds/004 §3.3.4: LSTM(600) -> dropout 0.3 -> Dense 600 relu -> output (the report's best, mAP 0.244)."""
+    """Darna Sequeiros (2018), ``LSTMAudioSet.py``: LSTM(600) -> dropout 0.3 -> Dense 600 relu -> output (mAP 0.244)."""
     return EmbeddingLSTM(int(input_shape[1]), n_classes, _positive("hidden", hidden), _positive("layers", layers),
                          _positive("dense", dense), _check_dropout(dropout), bool(bidirectional))
 

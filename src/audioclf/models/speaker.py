@@ -1,6 +1,6 @@
-"""The 2-D CNNs of MISSION S3 (seeds/002 §III-B): speaker counting from dB spectrograms.
+"""2-D CNNs for speaker counting from dB spectrograms, after a reference speaker-counting project.
 
-The report trained three variants with 1, 2 or 4 convolutional blocks and lists (Table III, 3 classes)
+That project trained three variants with 1, 2 or 4 convolutional blocks and lists (3 classes)
 483, 9,795 and 65,571 parameters. Its architecture figures are not in the text, but those three numbers have
 one natural reading, which this module reproduces exactly: blocks of Conv 3x3 (with bias) -> BatchNorm ->
 ReLU -> 2x2 max pooling with 32, 32, 64, 64 channels, global average pooling and one Linear layer::
@@ -28,7 +28,7 @@ from .registry import register_model
 __all__ = ["SPEAKER_CNN_CHANNELS", "REPORT_DROPOUT", "SpeakerCNN2d", "speaker_cnn2d"]
 
 SPEAKER_CNN_CHANNELS: tuple[int, ...] = (32, 32, 64, 64)
-# Dropout after each block (0 = none) for the report's three variants.
+# Dropout after each block (0 = none) for the reference project's three variants.
 REPORT_DROPOUT: dict[int, tuple[float, ...]] = {1: (0.2,), 2: (0.2, 0.4), 4: (0.0, 0.2, 0.2, 0.4)}
 
 
@@ -62,7 +62,7 @@ class SpeakerCNN2d(nn.Module):
 
 def _dropout_per_block(dropout: float | Sequence[float] | None, blocks: int) -> list[float]:
     if dropout is None:
-        # Variants the report did not train (3 blocks, ...) get its 2-block rates, then 0.4.
+        # Variants that project did not train (3 blocks, ...) get its 2-block rates, then 0.4.
         rates = REPORT_DROPOUT.get(blocks, (0.2, *([0.4] * (blocks - 1))))
     elif isinstance(dropout, int | float):
         rates = (float(dropout),) * blocks
@@ -85,10 +85,10 @@ def speaker_cnn2d(
     kernel_size: int = 3,
     activation: str = "relu",
 ) -> SpeakerCNN2d:
-    """S3 2-D CNN with ``blocks`` conv blocks (1, 2 or 4 in the report; 2 was its best, val acc. 68.6%).
+    """Speaker-counting 2-D CNN, ``blocks`` conv blocks (1, 2 or 4 in the reference; 2 was its best, val acc. 68.6%).
 
     ``channels`` lists the channels of up to ``len(channels)`` blocks (the first ``blocks`` are used);
-    ``dropout``: None for the report's rates, one rate for every block, or one rate per block.
+    ``dropout``: None for the reference project's rates, one rate for every block, or one rate per block.
     """
     channels = [int(c) for c in channels]
     if int(blocks) != blocks or not 1 <= blocks <= len(channels):

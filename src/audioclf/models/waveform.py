@@ -1,4 +1,4 @@
-"""Raw-waveform 1-D CNNs M3, M5, M11, M18 and M34-res (MISSION S3, seeds/002 §III-A).
+"""Raw-waveform 1-D CNNs M3, M5, M11, M18 and M34-res, here for speaker counting on LibriSpeech mixtures.
 
 Dai, Dai, Qu, Li & Das (2016), "Very deep convolutional neural networks for raw waveforms"
 (arXiv:1610.00087): a first convolution with a wide receptive field (kernel 80, stride 4) acting as a
@@ -15,10 +15,10 @@ paper's first-layer width)::
     M18      conv80(w) | pool | [3, w] x4     | pool | [3, 2w] x4 | pool | [3, 4w] x4 | pool | [3, 8w] x4 | GAP
     M34-res  conv80(w) | pool | res[3, w] x3  | pool | res[3, 2w] x4 | pool | res[3, 4w] x6 | pool | res[3, 8w] x3 | GAP
 
-The S3 report used ``w = 32`` for every model and counts (3 classes) M3 5,923, M5 37,507, M11 449,059 and
-M18 924,643 parameters; these modules reproduce those counts exactly (conv biases kept, BatchNorm affine,
-a biased final Linear). The report also changed the first stride to 16 (4x fewer MACs, same parameters):
-pass ``stride=16`` to reproduce its setup; the default follows the paper.
+A reference speaker-counting project used ``w = 32`` for every model and counts (3 classes) M3 5,923,
+M5 37,507, M11 449,059 and M18 924,643 parameters; these modules reproduce those counts exactly (conv biases
+kept, BatchNorm affine, a biased final Linear). That project also changed the first stride to 16 (4x fewer
+MACs, same parameters): pass ``stride=16`` to reproduce its setup; the default follows the paper.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class ClampedMaxPool1d(nn.Module):
 
 
 def _conv_bn_act(c_in: int, c_out: int, activation: str) -> list[nn.Module]:
-    # Conv bias kept although BatchNorm follows: the report's parameter counts include it.
+    # Conv bias kept although BatchNorm follows: the reference parameter counts above include it.
     return [nn.Conv1d(c_in, c_out, 3, padding=1), nn.BatchNorm1d(c_out), make_activation(activation)]
 
 
@@ -155,33 +155,33 @@ def _build(name: str, n_classes: int, input_shape: tuple[int, ...], width: int, 
 @register_model(input_kind="waveform", example_input=(16000,))
 def m3(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
        activation: str = "relu") -> RawWaveformCNN:
-    """Dai et al. M3: conv80 + one kernel-3 layer. 5,923 parameters for 3 classes at width 32 (S3 Table II)."""
+    """Dai et al. M3: conv80 + one kernel-3 layer. 5,923 parameters for 3 classes at width 32."""
     return _build("m3", n_classes, input_shape, width, stride, activation)
 
 
 @register_model(input_kind="waveform", example_input=(16000,))
 def m5(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
        activation: str = "relu") -> RawWaveformCNN:
-    """Dai et al. M5: 37,507 parameters for 3 classes at width 32; the S3 report's best (val acc. 79.4%)."""
+    """Dai et al. M5: 37,507 parameters for 3 classes at width 32; the speaker-count project's best (val acc. 79.4%)."""
     return _build("m5", n_classes, input_shape, width, stride, activation)
 
 
 @register_model(input_kind="waveform", example_input=(16000,))
 def m11(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
         activation: str = "relu") -> RawWaveformCNN:
-    """Dai et al. M11: 449,059 parameters for 3 classes at width 32 (S3 Table II)."""
+    """Dai et al. M11: 449,059 parameters for 3 classes at width 32."""
     return _build("m11", n_classes, input_shape, width, stride, activation)
 
 
 @register_model(input_kind="waveform", example_input=(16000,))
 def m18(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
         activation: str = "relu") -> RawWaveformCNN:
-    """Dai et al. M18: 924,643 parameters for 3 classes at width 32 (S3 Table II)."""
+    """Dai et al. M18: 924,643 parameters for 3 classes at width 32."""
     return _build("m18", n_classes, input_shape, width, stride, activation)
 
 
 @register_model(input_kind="waveform", example_input=(16000,))
 def m34_res(n_classes: int, input_shape: tuple[int, ...], width: int = 32, stride: int = 4,
             activation: str = "relu") -> RawWaveformCNN:
-    """Dai et al. M34-res: 3/4/6/3 residual blocks (the paper uses width 48; the S3 report skipped it)."""
+    """Dai et al. M34-res: 3/4/6/3 residual blocks (the paper uses width 48; the speaker-count project skipped it)."""
     return _build("m34_res", n_classes, input_shape, width, stride, activation)

@@ -3,7 +3,8 @@
 The training loop calls ``update(value)`` once per epoch after validation: it returns whether this epoch
 is the new best (save the "best" checkpoint) and sets ``should_stop`` once the metric has not improved for
 ``patience`` epochs in a row (Keras ``EarlyStopping`` semantics: patience 3 stops after the third epoch
-without improvement, as MISSION S5 uses it). Both state_dict round-trip, so ``--resume`` continues them.
+without improvement, as Darna Sequeiros (2018) used it on AudioSet). Both state_dict round-trip, so
+``--resume`` continues them.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 * ``single_label``: softmax cross-entropy. Targets are class indices (N,) or probability rows (N, C)
   (MixUp's interpolated labels); one-hot rows give exactly the index loss.
-* ``multi_label``: sigmoid binary cross-entropy on (N, C) float targets (MISSION S1 and S5), averaged
+* ``multi_label``: sigmoid binary cross-entropy on (N, C) float targets (FSD2019, AudioSet), averaged
   over items and classes like Keras' ``binary_crossentropy``;
-* ``bipolar_mse`` (a model asks for it at registration): the AudioSet-embeddings report's bipolar coding.
+* ``bipolar_mse`` (a model asks for it at registration): the bipolar coding of Darna Sequeiros (2018).
 
 Models return logits and the losses apply the softmax / sigmoid themselves: the fused log-softmax and
 ``binary_cross_entropy_with_logits`` are numerically stable where ``log(softmax(x))`` is not.
@@ -77,11 +77,11 @@ class MultiLabelLoss(nn.Module):
 
 
 class BipolarMSELoss(nn.Module):
-    """The bipolar coding of the AudioSet-embeddings report: MSE between ``tanh`` outputs and targets mapped
+    """The bipolar coding of Darna Sequeiros (2018) on AudioSet: MSE between ``tanh`` outputs and targets mapped
     to ±1.
 
     Bipolar models return ``logits = 2 z`` for the pre-tanh activation ``z``, so ``sigmoid(logits) =
-    (tanh(z) + 1) / 2`` is exactly the report's mapping of bipolar outputs to [0, 1] and every
+    (tanh(z) + 1) / 2`` is exactly that thesis's mapping of bipolar outputs to [0, 1] and every
     probability-based metric works unchanged. Targets are 0/1 like for every multi-label model;
     ``label_smoothing`` pulls them towards 1/2 as in :class:`MultiLabelLoss`.
     """

@@ -58,8 +58,8 @@ def register_optimizer(name: str) -> Callable[[OptimizerFn], OptimizerFn]:
 
 @register_optimizer("adam")
 def _adam(params, lr, weight_decay, momentum, nesterov, betas) -> torch.optim.Optimizer:
-    # Adam's weight_decay is a plain L2 penalty added to the gradient (what Keras' kernel L2 and the S2
-    # report's "L2" mean); use adamw for decoupled decay.
+    # Adam's weight_decay is a plain L2 penalty added to the gradient (what Keras' kernel L2 and the "L2" of
+    # a reference GTZAN project mean); use adamw for decoupled decay.
     return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
@@ -273,7 +273,7 @@ def _none(optimizer: torch.optim.Optimizer, epochs: int | None) -> Scheduler:
 
 @register_scheduler("exponential")
 def _exponential(optimizer: torch.optim.Optimizer, epochs: int | None, gamma: float = 0.95) -> Scheduler:
-    """``lr(t) = base * gamma**t`` (MISSION S2: gamma 0.95)."""
+    """``lr(t) = base * gamma**t`` (gamma 0.95, as in a reference GTZAN project)."""
     if not gamma > 0:
         raise ConfigError(f"scheduler 'exponential': gamma={gamma}; expected > 0")
     return EpochScheduler(optimizer, lambda t, base: base * gamma**t)
@@ -344,10 +344,10 @@ def _falling_sigmoid(
     steepness: float = 10.0,
     midpoint: float = 0.5,
 ) -> Scheduler:
-    """MISSION S4 teacher schedule (seeds/003 §5.1.B and Figura 19 "Función de optimización sigmoide",
+    """The teacher schedule of González Poy (2022) for DCASE 2022 Task 1 ("Función de optimización sigmoide",
     after Macêdo et al. 2021, "Training Aware Sigmoidal Optimizer"): three phases, (1) a high learning rate
     to cross saddle points fast, (2) a progressive decay into the minimum found, (3) a very low, flat rate
-    to settle. ``lr(t) = base * falling_sigmoid_factor(t, epochs, ...)``. The report gives no constants;
+    to settle. ``lr(t) = base * falling_sigmoid_factor(t, epochs, ...)``. The thesis gives no constants;
     the defaults fall two decades (TASO's 1e-1 -> 1e-3 range) with the decay centred mid-run."""
     total = _need_epochs("falling_sigmoid", epochs)
     if not 0 <= final_factor <= 1:
@@ -372,7 +372,7 @@ def _plateau(
     min_delta: float = 0.0,
     min_lr: float = 0.0,
 ) -> Scheduler:
-    """Reduce on plateau (MISSION S2: factor 0.5, patience 2 or 5). ``mode`` "min"/"max"; left out, it
+    """Reduce on plateau (factor 0.5, patience 2 or 5 in a reference GTZAN project). ``mode`` "min"/"max"; left out, it
     follows the monitored metric (loss/log_loss -> min, otherwise max), and "min" without one."""
     if mode is None:
         mode = metric_mode(monitor) if monitor else "min"

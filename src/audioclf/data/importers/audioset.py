@@ -1,9 +1,9 @@
-"""AudioSet embeddings (MISSION S5, seeds/004): file formats, labels and dequantization.
+"""AudioSet embeddings (Gemmeke et al. 2017; Hershey et al. 2017): file formats, labels and dequantization.
 
 Per clip AudioSet gives up to 10 embeddings (one per second) of 128 uint8 values and a set of the 527
 classes. Two distributions are read here:
 
-* **HDF5** (the conversion the report used, seeds/004 §3.1, and Kong et al.'s ``bal_train.h5`` /
+* **HDF5** (the conversion Darna Sequeiros (2018) used, and Kong et al.'s ``bal_train.h5`` /
   ``unbal_train.h5`` / ``eval.h5``): datasets ``x`` (N, 10, 128) uint8, ``y`` (N, 527) bool and
   ``video_id_list`` (N,) bytes; short clips are already zero-padded. Needs h5py (extra "embeddings").
 * **TFRecord** (Google's ``audioset_v1_embeddings/{bal_train,unbal_train,eval}/*.tfrecord``): one
@@ -14,8 +14,8 @@ classes. Two distributions are read here:
 Class names come from ``class_labels_indices.csv`` (``index,mid,display_name``). Both formats become the
 same :class:`EmbeddingArrays`: uint8 (N, 10, 128), zero-padded in the uint8 domain exactly like the HDF5
 files, so a clip gives the same model input whichever file it was read from. The model input is
-:func:`dequantize` ``(v - 128) / 128``, the ``uint8_to_float32`` of the dataset's readme that the report
-copied (seeds/004 §3.1 and every script of Annex A: ``(np.float32(x) - 128.) / 128.``).
+:func:`dequantize` ``(v - 128) / 128``, the ``uint8_to_float32`` of the dataset's readme, which Darna Sequeiros
+(2018) copied into every script: ``(np.float32(x) - 128.) / 128.``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ EXTRA_HINT = "pip install 'audioclf[embeddings]'"
 
 # --- values ---------------------------------------------------------------------------------------
 def dequantize(x: np.ndarray) -> np.ndarray:
-    """uint8 embeddings -> float32 in [-1, 1): ``(v - 128) / 128`` (seeds/004 Annex A ``uint8_to_float32``)."""
+    """uint8 embeddings -> float32 in [-1, 1): ``(v - 128) / 128`` (the release readme's ``uint8_to_float32``)."""
     return (np.asarray(x, dtype=np.float32) - 128.0) / 128.0
 
 

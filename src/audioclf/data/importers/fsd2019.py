@@ -1,4 +1,4 @@
-"""Freesound Audio Tagging 2019 (FSDKaggle2019, MISSION S1): 80-class multi-label tagging.
+"""Freesound Audio Tagging 2019 (FSDKaggle2019; DCASE 2019 Task 2, Fonseca et al. 2019): 80-class multi-label tagging.
 
 Two layouts are recognised under ``root``:
 
@@ -18,8 +18,8 @@ Items get the group column ``source`` (curated / noisy / test) and ids ``<source
 list is the header of ``sample_submission.csv`` when present (so outputs line up with a submission),
 otherwise the sorted labels of the train CSVs.
 
-Splits (MISSION S1 §5): validation comes from the curated clips only, 80/20 by iterative multi-label
-stratification; noisy clips always train; test clips (``include_test``) are "test". See
+Splits (as in a reference FSD2019 solution): validation comes from the curated clips only, 80/20 by
+iterative multi-label stratification; noisy clips always train; test clips (``include_test``) are "test". See
 :func:`fsd2019_splits`.
 """
 
@@ -114,10 +114,10 @@ def import_fsd2019(root: str | Path, subset: str = "curated", include_test: bool
 
 def fsd2019_splits(manifest: Manifest, val_fraction: float = 0.2, noisy_val_fraction: float = 0.0,
                    seed: int = 0) -> Manifest:
-    """Train/val splits for FSD2019 (MISSION S1 §5): val from curated clips only.
+    """Train/val splits for FSD2019 (a reference solution's recipe): val from curated clips only.
 
     Curated clips: ``val_fraction`` to "val" by iterative multi-label stratification, the rest "train".
-    Noisy clips: "train", or ``noisy_val_fraction`` of them to "val" at random (the report's plain 80/20 for
+    Noisy clips: "train", or ``noisy_val_fraction`` of them to "val" at random (the reference's plain 80/20 for
     monitoring noisy pre-training). Items already in "test" stay there. Needs the ``source`` group column.
     """
     for name, value in (("val_fraction", val_fraction), ("noisy_val_fraction", noisy_val_fraction)):

@@ -1,4 +1,4 @@
-"""GTZAN music genres (MISSION S2): 10 genres x 100 30-s clips, one folder per genre.
+"""GTZAN music genres (Tzanetakis & Cook 2002): 10 genres x 100 30-s clips, one folder per genre.
 
 Accepted layouts under ``root`` (the first that exists is used)::
 
@@ -7,7 +7,7 @@ Accepted layouts under ``root`` (the first that exists is used)::
     root/Data/genres_original/<genre>/...              (the Kaggle zip's top level)
     root/<genre>/<file>                                 root is the genre folder itself
 
-Splits are made within each genre folder, 80/10/10 by default (the report's recipe), with
+Splits are made within each genre folder, 80/10/10 by default (the recipe of a reference GTZAN project), with
 :func:`~audioclf.data.splits.stratified_split`.
 """
 

@@ -1,5 +1,5 @@
-"""LibriSpeech (https://www.openslr.org/12): read English speech, the source of the speaker-count mixtures
-(MISSION S3).
+"""LibriSpeech (Panayotov et al. 2015, https://www.openslr.org/12): read English speech, the source of the
+speaker-count mixtures.
 
 Layout after extracting e.g. ``train-clean-100.tar.gz`` and ``dev-clean.tar.gz`` into one place::
 

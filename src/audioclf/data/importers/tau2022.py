@@ -1,4 +1,4 @@
-"""TAU Urban Acoustic Scenes 2022 Mobile, development set (DCASE 2022 Task 1, MISSION S4).
+"""TAU Urban Acoustic Scenes 2022 Mobile, development set (DCASE 2022 Task 1).
 
 Layout of ``TAU-urban-acoustic-scenes-2022-mobile-development/`` (https://zenodo.org/records/6337421), all tables
 tab-separated with a header line::

@@ -1,21 +1,21 @@
-"""Speaker-count mixtures (MISSION S3, seeds/002 §II-C): 1..N different LibriSpeech speakers in one clip.
+"""Speaker-count mixtures: 1..N different LibriSpeech speakers in one clip, after a reference speaker-counting project.
 
 Mixture ``i`` of a split holds ``1 + i mod max_speakers`` speakers (balanced counts in every prefix of the
 set), drawn without replacement from the split's speakers; for each speaker one of their utterances, and in
 it a random window of ``seconds``. A window whose RMS is more than ``-silence_db`` dB below the utterance's
 RMS (a pause) is redrawn, up to ``max_tries`` times (then the loudest window drawn is kept). The windows are
-averaged, ``(x_1 + ... + x_n) / n``, as in the report, and written as 16-bit WAV.
+averaged, ``(x_1 + ... + x_n) / n``, as in that project, and written as 16-bit WAV.
 
-Files are named as in the report, ``Audio_Train12.wav`` / ``Audio_Validation3.wav`` / ``Audio_Test7.wav``
+Files are named as in that project, ``Audio_Train12.wav`` / ``Audio_Validation3.wav`` / ``Audio_Test7.wav``
 (``Audio_12.wav`` for a set without splits), in ``out_dir/audio/``; ``out_dir/metadata.csv`` has one row per
 file in the same order::
 
     fname,label,split,sexes,n_female,n_male,speakers,utterances
     Audio_Train1.wav,2,train,MF,1,1,1089|121,1089-134686-0003|121-121726-0012
 
-``label`` is the speaker count (the report's "Speakers" column; our CSV importer reads a ``label`` column
+``label`` is the speaker count (that project's "Speakers" column; our CSV importer reads a ``label`` column
 as the class, so the classes are "1", "2", "3"); ``sexes`` lists the speakers' sex in the order of
-``speakers`` (the report's "Speakers Sex", e.g. ``MMF``); the other columns become group columns of the
+``speakers`` (its "Speakers Sex", e.g. ``MMF``); the other columns become group columns of the
 imported manifest (per-group results by sex mix come for free). Generation is deterministic and
 resumable; see :mod:`audioclf.data.synth.mixtures`.
 """
@@ -59,9 +59,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The report's set: 100,000 / 10,000 / 10,000 one-second mixtures.
+# The reference project's set: 100,000 / 10,000 / 10,000 one-second mixtures.
 REPORT_SIZES: dict[str, int] = {"train": 100_000, "val": 10_000, "test": 10_000}
-# "Audio_<Conjunto><k>.wav" with Conjunto in Train, Validation, Test (seeds/002 §II-C1).
+# "Audio_<Conjunto><k>.wav" with Conjunto in Train, Validation, Test (that project's naming).
 SPLIT_FILE_NAMES: dict[str | None, str] = {None: "", "train": "Train", "val": "Validation", "test": "Test"}
 # Random-stream tag per split, so mixture i of "train" and mixture i of "val" differ.
 _SPLIT_STREAM: dict[str | None, int] = {None: 0, "train": 1, "val": 2, "test": 3}
