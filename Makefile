@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CI and dev pin the CPU build that lies on disk; pyproject keeps an open range for users.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-slow bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/audioclf demo
 
+# The fast suite (about a minute on 2 cores); end-to-end runs marked `slow` are in test-slow.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
 	$(BIN)/python benchmarks/features.py
