@@ -15,7 +15,7 @@ from ..config import Config, apply_overrides, config_from_dict, load_config
 from ..train.inputs import inputs_for
 from ..train.trainer import Reporter, train
 from .cv import cross_validate
-from .stages import train_stages
+from .stages import stages_root, train_stages
 
 __all__ = ["RunResult", "run"]
 
@@ -48,7 +48,7 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
     cfg = _as_config(cfg, overrides or [])
     if cfg.stages:
         runs = train_stages(cfg, resume=resume, reporter=reporter)
-        return RunResult("stages", Path(cfg.out or "runs/stages"), runs)
+        return RunResult("stages", stages_root(cfg), runs)
     if cfg.cv is not None:
         inputs_for(cfg)  # the inputs must be able to do cross-validation (refused before any decoding)
         root = cross_validate(cfg, resume=resume, reporter=reporter)

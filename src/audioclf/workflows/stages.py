@@ -54,9 +54,14 @@ def _flatten(prefix: str, value: Any) -> list[str]:
     return [f"{prefix}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
 
 
+def stages_root(cfg: Config) -> Path:
+    """Where a recipe's stages go: ``<out>/<stage name>``."""
+    return Path(cfg.out or "runs/stages")
+
+
 def plan_stages(cfg: Config) -> list[Stage]:
     """The stages of ``cfg``, each with its full config; references to other stages checked."""
-    root = Path(cfg.out or "runs/stages")
+    root = stages_root(cfg)
     base = cfg.to_dict()
     base["stages"] = []
     stages: list[Stage] = []
@@ -104,7 +109,7 @@ def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]
     from ..deploy.quantize import quantize_run
     from ..train.trainer import train
 
-    root = Path(cfg.out or "runs/stages")
+    root = stages_root(cfg)
     runs: dict[str, Path] = {}
     for stage in plan_stages(cfg):
         resumed = resume and RunDir(stage.config.out).checkpoint("last").exists()

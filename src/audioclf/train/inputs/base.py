@@ -19,7 +19,7 @@ __all__ = ["Inputs"]
 
 
 class Inputs(ABC):
-    """One run's inputs: built from a config, then :meth:`prepare` d before anything else is asked."""
+    """One run's inputs: built from a config; :meth:`prepare` reads the data before anything else is asked."""
 
     kind: ClassVar[str]  # recorded as the run's input_kind
     description: ClassVar[str]  # for messages: "audio files", "AudioSet embeddings"
