@@ -49,8 +49,8 @@ def test_parameter_counts_match_published_ones():
         assert _count(create_model("cnn14", n_classes=527, input_shape=(1, 64, 1001))) == 80_753_615
 
 
-def test_backbone_sizes_match_the_s1_report_keras_counts():
-    """seeds/000 Table 6.1 (Keras, frozen backbones): non-trainable 23,587,712 (ResNet50) and 2,257,984
+def test_backbone_sizes_match_the_fsd2019_reference_keras_counts():
+    """A reference FSD2019 solution's Keras counts (frozen backbones): non-trainable 23,587,712 (ResNet50) and 2,257,984
     (MobileNetV2); trainable 545,104 / 348,496 = global pooling -> Dense 256 -> Dense 80."""
     with torch.device("meta"):
         resnet = ResNet50(num_classes=None)
@@ -93,7 +93,8 @@ def test_torchvision_and_panns_key_names_and_shapes():
 
 
 # --- forward / backward -------------------------------------------------------------------------
-# Every head on the cheap backbones; ResNet-50 (the costly one on CPU) once, with the S1 best head.
+# Every head on the cheap backbones; ResNet-50 (the costly one on CPU) once, with the best head of a reference
+# FSD2019 solution.
 @pytest.mark.parametrize("arch, head", [("resnet50", "simple_cnn")] + [
     (arch, head) for arch in ("mobilenet_v2", "cnn14") for head in ("dense", "simple_cnn", "linear")])
 def test_forward_backward_every_head(arch, head):
@@ -157,7 +158,7 @@ def test_imagenet_input_scaling_by_hand():
     arr = x.numpy()
     lo = arr.min(axis=(1, 2, 3), keepdims=True)
     hi = arr.max(axis=(1, 2, 3), keepdims=True)
-    pixels = (arr - lo) / (hi - lo) * 255.0  # the report's 0-255 image
+    pixels = (arr - lo) / (hi - lo) * 255.0  # the 0-255 image of a reference FSD2019 solution
     expected = np.concatenate([(pixels / 255.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], axis=1)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-6)  # float32 constants
     # A silent (constant) example becomes the black image, not NaN.
@@ -252,7 +253,7 @@ def test_official_panns_checkpoint_round_trip(tmp_path):
 
 
 def test_data_parallel_and_run_checkpoint_prefixes(tmp_path):
-    """Weights under ``module.`` (DataParallel) or inside an audioclf run checkpoint (stage two of S1's
+    """Weights under ``module.`` (DataParallel) or inside an audioclf run checkpoint (stage two of the FSD2019
     two-stage training: the backbone trained on noisy data, a new head on curated data)."""
     first = create_model("mobilenet_v2", n_classes=4, input_shape=SMALL, head="dense")
     _randomize_bn_stats(first, seed=6)

@@ -32,7 +32,7 @@ def test_metric_mode(metric, mode):
 
 
 def test_patience_counts_consecutive_epochs_without_improvement():
-    # MISSION S5: early stopping on mAP with patience 3.
+    # The AudioSet-embeddings recipe (configs/audioset_embeddings.yaml): early stopping on mAP with patience 3.
     stopper = EarlyStopping("mAP", patience=3)
     improved, stopped = _run(stopper, [0.10, 0.20, 0.19, 0.20, 0.25, 0.24, 0.23, 0.25, 0.30])
     # 0.20 again (epoch 4) is not better than 0.20; the counter resets at 0.25 (epoch 5), then 3 misses

@@ -47,7 +47,7 @@ def test_student_fits_the_dcase_limits_and_the_teacher_does_not():
     # stem 32@(6,5) on 80x51, two 3x3 convs on 40x25, four on 8x12, 1x1 to 10 classes, dense 10x10
     expected = 80 * 51 * 32 * 30 + 2 * 40 * 25 * 32 * 32 * 9 + 4 * 8 * 12 * 32 * 32 * 9 + 8 * 12 * 10 * 32 + 100
     assert student.macs_total == expected == reference_macs(create_model("asc_student", 10, (1, 80, 51)), (1, 80, 51))
-    assert student.macs_total == pytest.approx(26.116e6, rel=0.01)  # seeds/003 Table 13: 26.116 MMACs
+    assert student.macs_total == pytest.approx(26.116e6, rel=0.01)  # Table 13 of González Poy (2022): 26.116 MMACs
     check_limits(student, **DCASE_LIMITS)
     teacher = complexity_report(create_model("asc_teacher", 10, (1, 4, 4)), (1, 4, 4))
     with pytest.raises(AudioclfError, match=r"3,9\d\d,\d{3} parameters > limit 128,000"):

@@ -1,4 +1,5 @@
-"""Metrics against scikit-learn, the official lwlrap code, the AudioSet report's code, and hand cases."""
+"""Metrics against scikit-learn, the official lwlrap code (DCASE 2019 Task 2), the evaluation code of Darna Sequeiros
+(2018, bachelor's thesis, Universidad Autónoma de Madrid) on AudioSet embeddings, and hand cases."""
 
 import math
 
@@ -65,7 +66,7 @@ def official_per_class_lwlrap(truth, scores):
     return per_class, weight_per_class
 
 
-# The AudioSet report's evaluation code (seeds/004, Annex A, cargarModelo.py), verbatim in numpy.
+# Darna Sequeiros (2018)'s evaluation code (the thesis's Annex A, cargarModelo.py), verbatim in numpy.
 def report_mavprN(y_true, y_pred):
     ap = np.sum(y_pred * y_true, axis=1) / np.sum(np.clip(y_pred + y_true, 0, 1), axis=1)
     return np.mean(ap)
@@ -225,8 +226,8 @@ def test_blocked_computation_equals_one_block(monkeypatch):
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
-# --- multi-label decisions: the report's mAP / pSR, F1 -------------------------------------------
-def test_report_map_per_example_and_psr_hand_case():
+# --- multi-label decisions: Darna Sequeiros (2018)'s per-example mAP / pSR, F1 ---------------------
+def test_per_example_map_and_psr_hand_case():
     t = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
     s = np.array([[0.9, 0.6, 0.4, 0.1], [0.2, 0.7, 0.6, 0.5], [0.1, 0.2, 0.1, 0.0]])
     # Row 0: predicted {0,1}, true {0,2} -> 1/3. Row 1: predicted {1,2} (0.5 is not > 0.5), true {1}
@@ -234,14 +235,14 @@ def test_report_map_per_example_and_psr_hand_case():
     assert M.map_per_example(t, s) == pytest.approx((1 / 3 + 1 / 2) / 2)
     # pSR: 2 of the 3 present labels are predicted.
     assert M.psr(t, s) == pytest.approx(2 / 3)
-    # Bipolar (±1) outputs: threshold 0 is the report's round((score + 1) / 2).
+    # Bipolar (±1) outputs: threshold 0 is the thesis's round((score + 1) / 2).
     assert M.map_per_example(t, 2 * s - 1, threshold=0.0) == pytest.approx(5 / 12)
     assert M.psr(t, 2 * s - 1, threshold=0.0) == pytest.approx(2 / 3)
 
 
-def test_report_metrics_match_report_code_and_jaccard():
+def test_per_example_map_and_psr_match_the_thesis_code_and_jaccard():
     t, s = multi_label_case(8)
-    t, s = t[2:], s[2:]  # the report's code divides by zero on clips with no labels and no predictions
+    t, s = t[2:], s[2:]  # the thesis's code divides by zero on clips with no labels and no predictions
     t[:, 0] = 1  # and AudioSet clips always have a label
     rounded = np.round(s)
     assert M.map_per_example(t, s) == pytest.approx(report_mavprN(t, rounded), rel=1e-12)

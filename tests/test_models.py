@@ -52,7 +52,7 @@ def test_every_model_forward_backward(name):
 
 
 def test_fsd_simple_cnn_matches_report_parameter_counts():
-    # seeds/000 Table 6.1: Keras counts 37,844 = 37,650 trainable + 194 non-trainable. The 194 are the
+    # A reference FSD2019 solution's Keras summary: 37,844 = 37,650 trainable + 194 non-trainable. The 194 are the
     # BatchNorm moving mean/variance (1 + 32 + 64 channels, x2); in PyTorch they are buffers, not parameters.
     model = create_model("fsd_simple_cnn", n_classes=80, input_shape=(1, 80, 92))
     assert _count(model) == 37_650
@@ -117,7 +117,7 @@ def test_mixed_activation_cycles_relu_leaky_sigmoid():
     assert [type(a) for a in acts] == [type(make_activation(n)) for n in MIXED_CYCLE]
 
 
-def test_embedding_mlp_matches_s5_design():
+def test_embedding_mlp_matches_darna_sequeiros_2018_design():
     model = create_model("embedding_mlp", n_classes=527, input_shape=(10, 128), depth=2)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(1280, 1500), (1500, 1500), (1500, 527)]

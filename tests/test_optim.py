@@ -84,7 +84,7 @@ def test_none_is_constant():
 
 
 def test_exponential_hand_values_and_torch():
-    got = _lrs(build_scheduler(_optimizer(1.0), "exponential"), 4)  # default gamma 0.95 (MISSION S2)
+    got = _lrs(build_scheduler(_optimizer(1.0), "exponential"), 4)  # default gamma 0.95 (a reference GTZAN project)
     assert got == pytest.approx([1.0, 0.95, 0.9025, 0.857375])
     opt = _optimizer(1.0)
     ref = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.95)

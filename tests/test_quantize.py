@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from sklearn import metrics as skm
 from torch import nn
 
 from audioclf.data.manifest import Manifest
@@ -50,9 +51,21 @@ def test_quantize_run_writes_int8_model_and_report(run_dir, report):
     assert report["int8"]["bytes"] < 0.4 * report["fp32"]["bytes"]
     assert report["size_ratio"] == pytest.approx(report["int8"]["bytes"] / report["fp32"]["bytes"])
     assert report["n_test"] == len(Manifest.from_csv(run.manifest).subset("test")) > 0
+    # Each model's metrics recomputed with scikit-learn from its own predictions on the test files, one file at a
+    # time (1 s files, 1 s clips: one window each, as the evaluation sees them).
+    from audioclf.data.audio import load_audio
+
+    test = Manifest.from_csv(run.manifest).subset("test")
+    waves = [load_audio(item.path, sample_rate=16000, mono=True)[0] for item in test]
+    assert {len(w) for w in waves} == {16000}
     for name in ("fp32", "int8"):
+        predictor = OnnxPredictor(report[name]["path"])
+        probs = np.stack([predictor.predict_wave(w) for w in waves]).astype(np.float64)
+        probs /= probs.sum(axis=1, keepdims=True)
         metrics = report[name]["metrics"]
-        assert 0.0 <= metrics["accuracy"] <= 1.0 and np.isfinite(metrics["log_loss"])
+        assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(test.label_indices(), probs.argmax(1)))
+        expected = skm.log_loss(test.label_indices(), probs, labels=range(len(predictor.classes)))
+        assert metrics["log_loss"] == pytest.approx(expected, abs=1e-5)
     fp32, int8 = report["fp32"]["metrics"], report["int8"]["metrics"]
     assert report["drop"]["accuracy"] == pytest.approx(fp32["accuracy"] - int8["accuracy"])
     assert report["drop"]["log_loss"] == pytest.approx(int8["log_loss"] - fp32["log_loss"])  # worse = positive

@@ -1,4 +1,7 @@
-"""The report models of S2 (genre), S3 (speaker counting) and S4 (DCASE 2022 Task 1): sizes from the reports.
+"""Models from published reports, with the sizes those reports give: music genres on GTZAN (a reference GTZAN
+project), speaker counting on LibriSpeech mixtures (a reference speaker-counting project; raw-waveform CNNs of
+Dai et al. 2016) and DCASE 2022 Task 1 low-complexity acoustic scenes on TAU Urban Acoustic Scenes 2022 Mobile
+(González Poy, master's thesis, UNIR, 2022; "Table N" below is that thesis's).
 
 Parameter conventions (see audioclf/models/asc.py): PyTorch counts weights and biases; Keras also counts the
 BatchNorm moving mean/variance (PyTorch buffers); the DCASE baseline's 46,512 is TFLite INT8 weight bytes
@@ -64,10 +67,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-# --- S3 raw-waveform CNNs -----------------------------------------------------------------------
+# --- speaker counting: raw-waveform CNNs (Dai et al. 2016) ---------------------------------------
 @pytest.mark.parametrize("name, expected", [("m3", 5_923), ("m5", 37_507), ("m11", 449_059), ("m18", 924_643)])
 def test_waveform_cnns_match_report_parameter_counts(name, expected):
-    # seeds/002 Table II, 32 first-layer channels, 3 classes. Conv biases and BN affine are counted (PyTorch).
+    # The reference speaker-counting project's table, 32 first-layer channels, 3 classes. Conv biases and BN
+    # affine are counted (PyTorch).
     assert n_params(create_model(name, n_classes=3, input_shape=(16000,))) == expected
 
 
@@ -107,7 +111,8 @@ def test_m34_res_count_by_hand():
 
 @pytest.mark.parametrize("stride, frames", [(4, 7), (16, 1)])
 def test_waveform_stride_sets_resolution_not_size(stride, frames):
-    # 8000 samples: / stride, then / 4 four times (floor; 4 -> 1 at the end). S3 report: stride 16; paper: 4.
+    # 8000 samples: / stride, then / 4 four times (floor; 4 -> 1 at the end). The reference speaker-counting
+    # project: stride 16; Dai et al. (2016): 4.
     model = create_model("m5", n_classes=3, input_shape=(8000,), stride=stride).eval()
     with torch.no_grad():
         features = model.features(torch.zeros(2, 1, 8000))
@@ -128,7 +133,7 @@ def test_waveform_width_scales_channels():
         create_model("m5", n_classes=3, input_shape=(3,))
 
 
-# --- S3 2-D CNNs --------------------------------------------------------------------------------
+# --- speaker counting: 2-D CNNs ----------------------------------------------------------------
 @pytest.mark.parametrize("blocks, expected", [(1, 483), (2, 9_795), (4, 65_571)])
 def test_speaker_cnn2d_matches_report_table_iii(blocks, expected):
     assert n_params(create_model("speaker_cnn2d", n_classes=3, input_shape=(1, 201, 81), blocks=blocks)) == expected
@@ -136,9 +141,9 @@ def test_speaker_cnn2d_matches_report_table_iii(blocks, expected):
 
 def test_speaker_cnn2d_dropout_layout():
     two = create_model("speaker_cnn2d", n_classes=3, input_shape=(1, 64, 32))
-    assert [m.p for m in two.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.4]  # report: 0.2 then 0.4
+    assert [m.p for m in two.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.4]  # that project: 0.2 then 0.4
     four = create_model("speaker_cnn2d", n_classes=3, input_shape=(1, 64, 32), blocks=4)
-    assert len([m for m in four.modules() if isinstance(m, nn.Dropout)]) == 3  # report: 3 dropouts
+    assert len([m for m in four.modules() if isinstance(m, nn.Dropout)]) == 3  # that project: 3 dropouts
     one = create_model("speaker_cnn2d", n_classes=3, input_shape=(1, 64, 32), blocks=1, dropout=0.5)
     assert [m.p for m in one.modules() if isinstance(m, nn.Dropout)] == [0.5]
     with pytest.raises(ConfigError, match="blocks=5"):
@@ -147,9 +152,9 @@ def test_speaker_cnn2d_dropout_layout():
         create_model("speaker_cnn2d", n_classes=3, input_shape=(1, 64, 32), dropout=[0.1])
 
 
-# --- S2 genre CNNs and MLP search ---------------------------------------------------------------
+# --- GTZAN genre CNNs and MLP search -----------------------------------------------------------
 def test_genre_cnn1_on_report_spectrogram_size():
-    # seeds/001 §4: 201 x 552 spectrograms -> 64 x 50 x 138 after two 2x2 poolings -> FC 128 -> FC out.
+    # The reference GTZAN project's 201 x 552 spectrograms -> 64 x 50 x 138 after two 2x2 poolings -> FC 128 -> FC out.
     with torch.device("meta"):  # 56.5M parameters: count them without allocating memory
         model = create_model("genre_cnn1", n_classes=10, input_shape=(1, 201, 552))
     assert model.head[1].in_features == 64 * 50 * 138 == 441_600
@@ -188,8 +193,8 @@ def test_mlp_architecture_search_space():
     depths = [a["depth"] for a in archs]
     widths = [w for a in archs for w in a["hidden"]]
     assert all(len(a["hidden"]) == a["depth"] for a in archs)
-    assert min(depths) == 2 and max(depths) == 15  # report: 2..15 hidden layers, inclusive
-    assert min(widths) == 10 and max(widths) == 128  # report: 10..128 units, inclusive
+    assert min(depths) == 2 and max(depths) == 15  # that project: 2..15 hidden layers, inclusive
+    assert min(widths) == 10 and max(widths) == 128  # that project: 10..128 units, inclusive
     assert mlp_search_trials(10, seed=3) == mlp_search_trials(10, seed=3)
     assert mlp_search_trials(4, seed=3) == mlp_search_trials(10, seed=3)[:4]
     arch = mlp_search_trials(1, seed=5)[0]
@@ -199,14 +204,15 @@ def test_mlp_architecture_search_space():
     assert linears == [*zip(sizes[:-1], sizes[1:]), (sizes[-1], 10)]
 
 
-# --- S4 DCASE baseline, teacher and student -----------------------------------------------------
+# --- DCASE 2022 Task 1 baseline, teacher and student --------------------------------------------
 def test_dcase2022_baseline_sizes_from_the_official_summary():
     model = create_model("dcase2022_baseline", n_classes=10, input_shape=(1, 40, 51))
     # Official Keras summary rows (conv, BN x4 per channel, conv, BN, conv, BN, dense, dense):
     keras_rows = [800, 64, 12_560, 64, 25_120, 128, 6_500, 1_010]
     assert n_params(model) + n_bn_stats(model) == sum(keras_rows) == 46_246
     assert n_params(model) == 46_246 - 2 * (16 + 16 + 32)  # PyTorch: running stats are buffers
-    # The report's 46,512 is the TFLite INT8 weight size: 848 + 12,608 + 25,216 + 6,800 + 1,040 bytes.
+    # The official 46,512 (Table 3 of González Poy (2022)) is the TFLite INT8 weight size:
+    # 848 + 12,608 + 25,216 + 6,800 + 1,040 bytes.
     assert tflite_int8_bytes(model) == 46_512
     assert model.head[1].in_features == 64  # 40 x 51 -> (5,5) pool -> 8 x 10 -> (4,10) pool -> 2 x 1 x 32
 
@@ -223,7 +229,8 @@ def test_dcase2022_baseline_macs():
 
 def test_asc_teacher_matches_report_table_4():
     model = create_model("asc_teacher", n_classes=10, input_shape=(1, 40, 51))
-    # Report: 3,980,960 (Keras: including BN moving statistics; the SC blocks' 1x1 shortcut has its own BN).
+    # Table 4 of González Poy (2022): 3,980,960 (Keras: including BN moving statistics; the SC blocks' 1x1
+    # shortcut has its own BN).
     assert n_params(model) + n_bn_stats(model) == 3_980_960
     blocks = [m for m in model.modules() if isinstance(m, ConvBlock2d)]
     assert len(blocks) == 12
@@ -236,16 +243,16 @@ def test_asc_teacher_matches_report_table_4():
 
 def test_asc_student_matches_report_table_5():
     model = create_model("asc_student", n_classes=10, input_shape=(1, 80, 51))
-    assert n_params(model) + n_bn_stats(model) == 57_856  # report (Keras count)
+    assert n_params(model) + n_bn_stats(model) == 57_856  # Table 5 of González Poy (2022) (Keras count)
     by_hand = (6 * 5 * 32 + 32) + 6 * (9 * 32 * 32 + 32) + (32 * 10 + 10) + (10 * 10 + 10)  # convs + dense
     assert n_params(model) == by_hand + 2 * (32 + 6 * 32 + 10)  # + BN gamma/beta
     assert model.stem[0].kernel_size == (6, 5)
     assert not any(b.skip != "none" for b in model.modules() if isinstance(b, ConvBlock2d))  # plain CNN
-    # Final INT8 model: the report gives 57,660 parameters; BN-folded int8 weights + int32 biases give 57,652
-    # (8 bytes less, 0.014%: the report's tool was not published; we assert the agreement we can justify).
+    # Final INT8 model: González Poy (2022) gives 57,660 parameters; BN-folded int8 weights + int32 biases give
+    # 57,652 (8 bytes less, 0.014%: the thesis's tool was not published; we assert the agreement we can justify).
     assert tflite_int8_bytes(model) == 57_652
     assert abs(tflite_int8_bytes(model) - 57_660) / 57_660 < 1e-3
-    # 26.1 MMACs on the report's best features (80 mels x 51 frames): conv/dense MACs + max-pool windows
+    # 26.1 MMACs on the thesis's best features (80 mels x 51 frames): conv/dense MACs + max-pool windows
     # (40*25*32*4 = 128,000 for (2,2) and 8*12*32*10 = 30,720 for (5,2)), counted like the baseline's.
     macs = count_macs(model, (1, 80, 51))
     assert macs == 25_918_564

@@ -1,4 +1,5 @@
-"""Embedding-sequence models (MISSION S5): shapes, the report's layer sizes, bipolar loss, attention pooling."""
+"""Embedding-sequence models on AudioSet embeddings (Gemmeke et al. 2017): shapes, the layer sizes of
+Darna Sequeiros (2018, bachelor's thesis, Universidad Autónoma de Madrid), bipolar loss, attention pooling."""
 
 from __future__ import annotations
 
@@ -58,8 +59,8 @@ def test_forward_backward_shapes_and_rebuild(name, kwargs):
     assert model_loss(rebuilt) == model_loss(model)
 
 
-def test_mlp_sizes_match_the_report():
-    # seeds/004 §3.3.2: 1280 inputs, hidden layers of 1500 with dropout 0.3, 527 outputs.
+def test_mlp_sizes_match_darna_sequeiros_2018():
+    # Darna Sequeiros (2018)'s MLP: 1280 inputs, hidden layers of 1500 with dropout 0.3, 527 outputs.
     for depth in (1, 2, 3):
         model = create_model("embedding_mlp_s5", 527, (10, 128), depth=depth)
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -112,7 +113,8 @@ def test_bipolar_output_tanh_mse_and_probabilities():
     with torch.no_grad():
         z = model.mlp(x)  # pre-tanh activation
         logits = model(x)
-    # sigmoid(logits) is the report's (tanh + 1) / 2 mapping of bipolar outputs (Annex A mavprbip).
+    # sigmoid(logits) is the (tanh + 1) / 2 mapping of bipolar outputs in Darna Sequeiros (2018), Annex A
+    # (its mavprbip).
     torch.testing.assert_close(torch.sigmoid(logits), (torch.tanh(z) + 1) / 2)
     targets = torch.tensor([[1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1], [1, 1, 1, 0, 0, 0]], dtype=torch.float32)
     expected = ((torch.tanh(z) - (2 * targets - 1)) ** 2).mean()

@@ -1,4 +1,5 @@
-"""Speaker-count mixtures (MISSION S3) and multi-label mixtures from single-label sets."""
+"""Speaker-count mixtures of LibriSpeech utterances (after a reference speaker-counting project) and multi-label
+mixtures from single-label sets."""
 
 from __future__ import annotations
 
