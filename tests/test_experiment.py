@@ -285,6 +285,7 @@ def test_summary_records_complexity(trained_run):
 def test_report_md_has_the_tables_and_plots(trained_run):
     text = (trained_run / "report.md").read_text()
     assert "## Metrics" in text and "| accuracy |" in text
+    assert "| metric | train | val | test |" in text  # the training clips, scored like the others
     assert "## Per class (test)" in text
     for plot in ("loss.png", "metrics.png", "confusion_test.png"):
         assert f"(plots/{plot})" in text

@@ -7,6 +7,7 @@ registry and :class:`audioclf.features.FeatureConfig` when the run is built.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +42,10 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    waveform: list[dict[str, Any]] = field(default_factory=list)  # per-item transforms: [{name: gain, p: 0.5}]
+    # None (unset): chosen from the data for audio runs (see train.inputs.zero_config); [] / "none" / 0: off.
+    waveform: list[dict[str, Any]] | None = None  # per-item transforms: [{name: gain, p: 0.5}]
     spec: str | dict[str, Any] | None = None  # SpecAugment on the device: "LD" or {policy: LD, band_shift: true}
-    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
+    mixup_alpha: float | None = None  # MixUp Beta(alpha, alpha)
     mixup_on: str = "features"  # features | waveform
     duplicate: bool = False  # train on the set twice, only the second copy augmented (an FSD2019 solution)
 
@@ -56,18 +58,20 @@ class LimitsConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int | None = None  # None: the input's default (audio 30, AudioSet embeddings 50)
-    batch_size: int | None = None  # None: the input's default (audio 32, AudioSet embeddings 128)
-    optimizer: str = "adam"
+    # None (unset): the input's default, for audio chosen from the data's size and the measured step time
+    # (train.inputs.zero_config); every value a run used is written to its config.yaml.
+    epochs: int | None = None
+    batch_size: int | None = None  # audio 32, AudioSet embeddings 128
+    optimizer: str | None = None  # adam | adamw | sgd; audio adamw, AudioSet embeddings adam
     lr: float = 1e-3
     backbone_lr: float | None = None  # transfer learning: the pretrained backbone's own rate (head uses lr)
-    weight_decay: float = 0.0
+    weight_decay: float | None = None
     momentum: float = 0.9
-    scheduler: str = "cosine"  # zero-config default: decays to 0 at the last epoch
+    scheduler: str | None = None  # audio: cosine with a short linear warm-up
     scheduler_args: dict[str, Any] = field(default_factory=dict)
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see train.inputs)
-    patience: int | None = 10  # early stopping patience in epochs; null = off
+    patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     min_delta: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # mixed precision; None = on for CUDA
@@ -159,8 +163,6 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply dotted ``a.b.c=value`` overrides to a nested dict (returns a new dict)."""
-    import copy
-
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
@@ -254,3 +256,18 @@ def config_value(cfg: Config, key: str) -> Any:
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else getattr(node, part)
     return node
+
+
+def fill_unset(cfg: Config, values: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with ``values`` (dotted keys) wherever ``cfg`` leaves the key None (unset); a key
+    inside a dict section (``model.name``) counts as unset when missing."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in values.items():
+        section, _, name = key.rpartition(".")
+        node = config_value(cfg, section) if section else cfg
+        if isinstance(node, dict):
+            if node.get(name) is None:
+                node[name] = copy.deepcopy(value)
+        elif getattr(node, name) is None:
+            setattr(node, name, copy.deepcopy(value))
+    return cfg

@@ -293,6 +293,8 @@ def _student_config(student_config, state: dict[str, Any]):
     cfg.data.sample_rate, cfg.data.clip_seconds = rate, clip_samples / rate
     cfg.data.path = cfg.data.path or state.get("config", {}).get("data", {}).get("path")  # recorded, not read
     cfg.data.split = "given"  # the teacher's own split: the student is tested on items no teacher saw
+    if cfg.augment.mixup_alpha is None:  # zero-config MixUp would mix the teacher's soft targets: off here
+        cfg.augment.mixup_alpha = 0.0
     return cfg
 
 

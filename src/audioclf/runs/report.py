@@ -13,6 +13,7 @@ from typing import Any
 
 from ..files import atomic_write_text
 from ..metrics import ordered_metric_names
+from .diagnostics import diagnose
 from .directory import RunDir
 
 
@@ -68,10 +69,13 @@ def build_report(run_dir: str | Path) -> str:
         facts.append(["MACs per inference (BN folded)", f"{params['macs']:,} ({params['macs'] / 1e6:.2f} M)"])
     out += [markdown_table(["", ""], facts), ""]
 
-    splits = [s for s in ("val", "test") if metrics.get(s)]
+    splits = [s for s in ("train", "val", "test") if metrics.get(s)]
     if splits:
         names = ordered_metric_names({n for s in splits for n in metrics[s]})
         out += ["## Metrics", "", markdown_table(["metric", *splits], [[n, *[metrics[s].get(n) for s in splits]] for n in names]), ""]
+    findings = diagnose(summary, run.read_metrics())
+    if findings:
+        out += ["## Diagnostics", "", *[f"- {finding}" for finding in findings], ""]
     last = splits[-1] if splits else None
     if last:
         groups = _grouped(metrics[last], "per_group")

@@ -39,7 +39,8 @@ class EarlyStopping:
         mode = mode if mode is not None else metric_mode(metric)
         if mode not in ("min", "max"):
             raise ConfigError(f"early stopping mode={mode!r} for '{metric}'; expected 'min' or 'max'")
-        if patience is not None and (int(patience) != patience or patience < 0):
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, float))
+                                     or int(patience) != patience or patience < 0):
             raise ConfigError(f"train.patience={patience}; expected a non-negative int or null (off)")
         if not min_delta >= 0:
             raise ConfigError(f"train.min_delta={min_delta}; expected >= 0")

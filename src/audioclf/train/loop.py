@@ -14,7 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .losses import probabilities
+from ..augment.batch import mixup
+from ..augment.spectrogram import build_spec_augment
+from ..config import Config
+from .losses import build_loss, probabilities
 
 # step(model, inputs, targets, apply_to=None) -> {"loss", "output", ...}; ``apply_to`` is an optional (B,)
 # bool tensor saying which items may be augmented (DuplicateAugmented batches carry it).
@@ -36,8 +39,6 @@ def augmented_step(loss_fn: nn.Module, task: str, n_classes: int, spec_augment: 
     Works on :class:`~audioclf.models.classifier.AudioClassifier` (``features`` then ``backbone``), so
     augmentation sits between the front-end and the network and never enters checkpoints or exports.
     """
-    from ..augment.batch import mixup
-
     if mixup_on not in ("features", "waveform"):
         raise ValueError(f"mixup_on: expected 'features' or 'waveform', got {mixup_on!r}")
 
@@ -54,6 +55,16 @@ def augmented_step(loss_fn: nn.Module, task: str, n_classes: int, spec_augment: 
         return {"loss": loss_fn(logits.float(), targets), "output": logits}
 
     return step
+
+
+def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
+    """The training step: plain supervised, or with on-device SpecAugment / MixUp from ``cfg.augment``."""
+    loss_fn = build_loss(task, label_smoothing=cfg.train.label_smoothing or 0.0, kind=loss)
+    aug = cfg.augment
+    spec_augment = build_spec_augment(aug.spec)
+    if spec_augment is None and not aug.mixup_alpha:
+        return supervised_step(loss_fn)
+    return augmented_step(loss_fn, task, n_classes, spec_augment, aug.mixup_alpha or 0.0, aug.mixup_on)
 
 
 def autocast_for(device: torch.device, enabled: bool):

@@ -32,14 +32,13 @@ from ..runs.plots import plot_confusion, plot_curves
 from .callbacks import EarlyStopping
 from .evaluate import model_probabilities
 from .inputs import Inputs, inputs_for
-from .loop import augmented_step, supervised_step, train_one_epoch
-from .losses import build_loss
+from .loop import build_step, train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Reporter", "Objective", "train", "build_step", "run_epochs", "finalize_run", "load_matching_weights",
+__all__ = ["Reporter", "Objective", "train", "run_epochs", "finalize_run", "load_matching_weights",
            "measure_complexity"]
 
 SPLITS = ("train", "val", "test")
@@ -63,17 +62,6 @@ class Objective(Protocol):
 
     def summary(self, cfg: Config, inputs: Inputs, device: torch.device, amp: bool) -> dict[str, Any]:
         """Entries merged into summary.json."""
-
-
-def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
-    """The training step: plain supervised, or with on-device SpecAugment / MixUp from ``cfg.augment``."""
-    loss_fn = build_loss(task, label_smoothing=cfg.train.label_smoothing, kind=loss)
-    aug = cfg.augment
-    if aug.spec is None and not aug.mixup_alpha:
-        return supervised_step(loss_fn)
-    from ..augment.spectrogram import build_spec_augment
-
-    return augmented_step(loss_fn, task, n_classes, build_spec_augment(aug.spec), aug.mixup_alpha, aug.mixup_on)
 
 
 def load_matching_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
@@ -135,6 +123,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     run = RunDir(cfg.out or default_run_dir(cfg.model["name"]))
     seed_everything(cfg.seed)
     inputs.prepare(manifest, progress=reporter is not None)
+    cfg = inputs.cfg  # with the choices made from the data
     if inputs.count("train") == 0:
         raise DataError("the train split is empty (check the split column or data.fractions)")
     if inputs.count("val") == 0:
@@ -145,6 +134,8 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     amp = use_amp(cfg.train.amp, device)
     model = inputs.build_model().to(device)
     complexity = measure_complexity(model, cfg.limits)  # refuses an over-limit model before anything is written
+    inputs.complete_config(complexity["macs"])
+    cfg = inputs.cfg
     monitor = cfg.train.monitor or inputs.default_monitor()
     optimizer = build_optimizer(
         parameter_groups(model, cfg.train.lr, cfg.train.backbone_lr), name=cfg.train.optimizer, lr=cfg.train.lr,
@@ -282,11 +273,13 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
     metrics: dict[str, dict[str, float]] = {}
     per_class: dict[str, dict[str, float]] = {}
     confusion: dict[str, list[list[int]]] = {}
-    for split in ("val", "test"):
+    for split in SPLITS:
         result = inputs.evaluate(probs_fn, split, model_loss(model))
         if result is None:
             continue
-        metrics[split] = result.metrics
+        metrics[split] = result.metrics  # train: the same clips as training, without augmentation (overfitting)
+        if split == "train":
+            continue
         per_class[split] = M.per_class_metrics(task, result.targets, result.probs, classes)
         if task == "single_label":
             matrix = M.confusion_matrix(result.targets, result.probs.argmax(1), len(classes))
@@ -300,6 +293,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
         "confusion": confusion,
         "monitor": monitor,
         "best_epoch": best["epoch"],
+        "planned_epochs": inputs.cfg.train.epochs,
         "skipped": inputs.skipped(),
         "counts": {split: inputs.count(split) for split in SPLITS},
         "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from ...config import Config
+from ...config import Config, fill_unset
+from ...data.audio import window_starts
 from ...data.dataset import WaveformDataset, targets_for
 from ...data.importers import load_manifest
 from ...data.manifest import Manifest
@@ -26,16 +27,20 @@ from ...models.registry import create_model, model_input_kind
 from ...runs import RunDir
 from ..evaluate import Probabilities, SplitResult, predict_batches, predict_whole_files, score
 from .base import Inputs
+from .zero_config import audio_defaults, patience_for, plan_epochs, warmup_epochs
 
 __all__ = ["AudioInputs", "build_classifier", "fit_standardizer"]
 
 CROPS = ("random", "center", "start", "max_energy")
+# Per-group metrics only for group columns with at most this many values in a split: a column of clip ids or
+# recording locations would give hundreds of figures of a few items each, noise that costs time every epoch.
+MAX_GROUP_VALUES = 50
 
 
 class AudioInputs(Inputs):
     kind = "audio"
     description = "audio files"
-    defaults = {"model.name": "small_cnn", "train.batch_size": 32, "train.epochs": 30}
+    defaults = {"model.name": "small_cnn", "train.batch_size": 32}  # the rest: from the data, in prepare()
 
     prepared: PreparedData
 
@@ -50,7 +55,7 @@ class AudioInputs(Inputs):
         aug = cfg.augment
         if aug.mixup_on not in ("features", "waveform"):
             raise ConfigError(f"augment.mixup_on={aug.mixup_on!r}: expected features or waveform")
-        if aug.mixup_alpha < 0:
+        if aug.mixup_alpha is not None and aug.mixup_alpha < 0:
             raise ConfigError(f"augment.mixup_alpha={aug.mixup_alpha}: expected >= 0 (0 = off)")
         if aug.waveform:
             from ...augment.waveform import build_waveform_augment
@@ -65,6 +70,35 @@ class AudioInputs(Inputs):
     def prepare(self, manifest: Manifest | None = None, progress: bool = False) -> None:
         self.prepared = prepare_data(self.cfg, manifest, progress=progress)
         self.task, self.classes = self.prepared.manifest.task, list(self.prepared.manifest.classes)
+        self._auto_schedule = self.cfg.train.scheduler is None and not self.cfg.train.scheduler_args
+        self.cfg = fill_unset(self.cfg, self._data_defaults())
+
+    def _data_defaults(self) -> dict[str, Any]:
+        """The zero-config choices for this data (see :mod:`.zero_config`)."""
+        if model_input_kind(self.cfg.model["name"]) == "waveform":
+            return {**audio_defaults(self.task, self.prepared.n_samples, 0), "augment.spec": "none"}
+        _, n_bins, n_frames = FrontEnd(self._feature_config()).output_shape(self.prepared.n_samples)
+        return audio_defaults(self.task, n_frames, n_bins)
+
+    def _feature_config(self) -> FeatureConfig:
+        rate = self.prepared.sample_rate
+        return FeatureConfig.from_dict({**default_features(rate), **self.cfg.features, "sample_rate": rate})
+
+    def complete_config(self, macs_per_item: int) -> None:
+        """Epochs for this data and model when unset (:func:`.zero_config.plan_epochs`), and the warm-up of
+        the zero-config cosine schedule."""
+        train = self.cfg.train
+        if train.epochs is None:
+            val_windows = sum(len(window_starts(len(self.prepared.waves[item.id]), self.prepared.n_samples,
+                                                max(1, self.prepared.n_samples // 2)))
+                              for item in self.prepared.split("val"))
+            train.epochs = plan_epochs(self.count("train"), train.batch_size, macs_per_item, val_windows)
+        if self._auto_schedule and train.scheduler == "cosine":
+            train.scheduler_args = {"warmup_epochs": warmup_epochs(train.epochs)}
+        super().complete_config(macs_per_item)
+
+    def auto_patience(self, epochs: int) -> int:
+        return patience_for(epochs)
 
     def prepare_evaluation(self, run: RunDir, state: dict[str, Any], data: str | None = None,
                            split: str | None = None, strict: bool = False) -> None:
@@ -129,7 +163,8 @@ class AudioInputs(Inputs):
 
     # --- model and training -----------------------------------------------------------------------
     def build_model(self) -> AudioClassifier:
-        return build_classifier(self.cfg, len(self.classes), self.prepared.sample_rate, self.prepared.n_samples)
+        return build_classifier(self.cfg, len(self.classes), self.prepared.sample_rate, self.prepared.n_samples,
+                                self._feature_config())
 
     def initialize(self, model: AudioClassifier, device) -> None:
         fit_standardizer(model, self.dataset("train", train=False), device)
@@ -159,11 +194,13 @@ class AudioInputs(Inputs):
         else:
             probs, targets = predict_batches(probs_fn, make_loader(dataset, batch_size, 0))
         groups = {name: subset.group_values(name) for name in subset.group_names}
-        metrics = score(self.task, targets, probs, self.classes, groups, loss)
+        scored = {name: values for name, values in groups.items() if 2 <= len(set(values)) <= MAX_GROUP_VALUES}
+        metrics = score(self.task, targets, probs, self.classes, scored, loss)
         return SplitResult(metrics, probs, targets, [item.id for item in subset], groups)
 
 
-def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: int) -> AudioClassifier:
+def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: int,
+                     feature_cfg: FeatureConfig | None = None) -> AudioClassifier:
     """``cfg.model`` on a front-end from ``cfg.features`` (defaults for the rate), or on raw waveforms."""
     model_args = dict(cfg.model)
     name = model_args.pop("name", None) or AudioInputs.defaults["model.name"]
@@ -173,7 +210,9 @@ def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: i
         return AudioClassifier(backbone, None)
     if kind != "features":
         raise ConfigError(f"model.name={name} takes {kind} input; audio training needs a features or waveform model")
-    feature_cfg = FeatureConfig.from_dict({**default_features(sample_rate), **cfg.features, "sample_rate": sample_rate})
+    if feature_cfg is None:
+        feature_cfg = FeatureConfig.from_dict({**default_features(sample_rate), **cfg.features,
+                                               "sample_rate": sample_rate})
     input_shape = tuple(FrontEnd(feature_cfg).output_shape(n_samples))
     backbone = create_model(name, n_classes=n_classes, input_shape=input_shape, **model_args)
     return AudioClassifier(backbone, feature_cfg)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...config import Config, config_value
+from ...config import Config, config_value, fill_unset
 from ...data.manifest import Manifest
 from ...errors import ConfigError
 from ...models.classifier import AudioClassifier
@@ -39,16 +38,7 @@ class Inputs(ABC):
     @classmethod
     def with_defaults(cls, cfg: Config) -> Config:
         """A copy of ``cfg`` with this kind's defaults where it leaves a key None."""
-        cfg = copy.deepcopy(cfg)
-        for key, value in cls.defaults.items():
-            section, _, name = key.rpartition(".")
-            node = config_value(cfg, section)
-            if isinstance(node, dict):
-                if node.get(name) is None:
-                    node[name] = value
-            elif getattr(node, name) is None:
-                setattr(node, name, value)
-        return cfg
+        return fill_unset(cfg, cls.defaults)
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
@@ -99,6 +89,16 @@ class Inputs(ABC):
     @abstractmethod
     def build_model(self) -> AudioClassifier:
         """The model of ``cfg.model`` for these inputs (refusing a model that takes another input)."""
+
+    def complete_config(self, macs_per_item: int) -> None:
+        """Settle what depends on the model's cost (``macs_per_item``: MACs of one inference), e.g. the
+        number of epochs of a zero-config run, and ``train.patience: auto``; ``self.cfg`` is final afterwards."""
+        if self.cfg.train.patience == "auto":
+            self.cfg.train.patience = self.auto_patience(self.cfg.train.epochs)
+
+    def auto_patience(self, epochs: int) -> int:
+        """``train.patience: auto`` for a run of ``epochs``."""
+        return 10
 
     def initialize(self, model: AudioClassifier, device) -> None:
         """Data-dependent set-up of a new model (audio: the feature standardisation's statistics)."""

@@ -1,0 +1,74 @@
+"""Zero-config choices for audio runs, from the data: what a config leaves unset is filled here, written to
+the run's ``config.yaml``, and any of it can be set instead.
+
+Small real datasets (hundreds of clips, a few voices or recording sessions) overfit at once, so the defaults
+regularise: AdamW with weight decay, label smoothing, a short warm-up before the cosine decay, cheap waveform
+augmentation (gain, time shift, noise at a random SNR), SpecAugment masks sized to the input (Park et al.
+2019 sized theirs for 100-frame LibriSpeech utterances; a fixed width would blank most of a 40 x 51 input)
+with a small mel-band shift (a vocal-tract-length-like jitter between voices and microphones), and MixUp
+(Zhang et al. 2018). The number of epochs follows the number of optimizer steps the data gives, within a
+wall-time allowance measured on the machine that trains.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["TARGET_STEPS", "COMPUTE_BUDGET_MACS", "audio_defaults", "plan_epochs", "warmup_epochs",
+           "patience_for"]
+
+# Optimizer steps a zero-config run aims for: enough for small sets to converge under augmentation.
+TARGET_STEPS = 3000
+MIN_EPOCHS, MAX_EPOCHS = 15, 200
+# The work a zero-config run allows itself, in multiply-accumulates of the network (a training item costs about
+# 3 inferences: forward and backward). Small CNNs train at 20-30 GMAC/s on 2 CPU cores, so this is about
+# 6 minutes there and seconds on a GPU; a budget in MACs rather than seconds gives the same epochs on every
+# machine, so a seed reproduces a run anywhere.
+COMPUTE_BUDGET_MACS = 7.2e12
+
+
+def audio_defaults(task: str, n_frames: int, n_bins: int) -> dict[str, Any]:
+    """Dotted config keys -> values for an audio run whose features are ``n_bins`` x ``n_frames``."""
+    single = task == "single_label"
+    return {
+        "train.optimizer": "adamw",
+        "train.weight_decay": 0.05,
+        "train.label_smoothing": 0.1 if single else 0.0,
+        "train.scheduler": "cosine",
+        "augment.mixup_alpha": 0.2,
+        "augment.spec": spec_augment_for(n_frames, n_bins),
+        "augment.waveform": [
+            {"name": "gain", "min_gain_db": -6.0, "max_gain_db": 6.0, "p": 0.5},
+            {"name": "time_shift", "min_fraction": -0.2, "max_fraction": 0.2, "p": 0.5},
+            {"name": "gaussian_noise", "min_snr_db": 15.0, "max_snr_db": 40.0, "p": 0.3},
+        ],
+    }
+
+
+def spec_augment_for(n_frames: int, n_bins: int) -> dict[str, Any]:
+    """Two frequency and two time masks of at most ~1/8 of the bands and 1/10 of the frames each, on the
+    standardised features (mask value 0 = the band's training mean)."""
+    return {"freq_masks": 2, "freq_width": max(1, n_bins // 8), "time_masks": 2,
+            "time_width": max(1, n_frames // 10), "mask_value": 0.0}
+
+
+def plan_epochs(n_train: int, batch_size: int, macs_per_item: int, val_windows: int,
+                budget_macs: float = COMPUTE_BUDGET_MACS) -> int:
+    """Epochs for :data:`TARGET_STEPS` optimizer steps, within ``[MIN_EPOCHS, MAX_EPOCHS]`` and within the
+    compute budget (each epoch: training items at 3 inferences each, plus the validation windows)."""
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_STEPS / steps_per_epoch)))
+    epoch_macs = max(1, macs_per_item) * (3 * n_train + val_windows)
+    return max(1, min(epochs, int(budget_macs // epoch_macs)))
+
+
+def warmup_epochs(epochs: int) -> int:
+    """A linear warm-up over the first ~5 % of the epochs (at least one) before the cosine decay."""
+    return min(max(1, round(0.05 * epochs)), max(0, epochs - 1))
+
+
+def patience_for(epochs: int) -> int:
+    """Early-stopping patience for a run of ``epochs``: a quarter of it, at least 10, so a long cosine
+    schedule is not cut off before its low-learning-rate end, where most of the gain comes."""
+    return max(10, epochs // 4)

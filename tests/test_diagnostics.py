@@ -1,0 +1,54 @@
+"""report.md's diagnostics: each finding appears when the numbers call for it, and only then."""
+
+from __future__ import annotations
+
+from audioclf.runs.diagnostics import diagnose
+
+
+def _summary(train=0.80, val=0.78, test=0.77, best=5, planned=10, confusion=None, monitor="accuracy"):
+    return {"monitor": monitor, "best_epoch": best, "planned_epochs": planned, "classes": ["a", "b", "c"],
+            "metrics": {"train": {monitor: train}, "val": {monitor: val}, "test": {monitor: test}},
+            "confusion": {"test": confusion} if confusion else {}}
+
+
+RECORDS = [{"epoch": e} for e in range(1, 11)]
+
+
+def test_a_healthy_run_has_nothing_to_say():
+    assert diagnose(_summary(), RECORDS) == []
+
+
+def test_overfitting_names_the_gap_and_what_to_change():
+    (finding,) = diagnose(_summary(train=0.99, val=0.70, test=0.69), RECORDS)
+    assert finding.startswith("**Overfitting**") and "0.990" in finding and "0.700" in finding
+    assert "augment" in finding and "weight_decay" in finding
+
+
+def test_underfitting_when_even_training_clips_are_missed():
+    (finding,) = diagnose(_summary(train=0.40, val=0.38, test=0.37), RECORDS)
+    assert finding.startswith("**Underfitting**")
+
+
+def test_a_validation_test_gap_points_at_groups():
+    (finding,) = diagnose(_summary(train=0.85, val=0.80, test=0.55), RECORDS)
+    assert finding.startswith("**Validation and test disagree**") and "data.group" in finding
+
+
+def test_losses_are_compared_the_other_way_round():
+    # log loss: lower is better, so a training loss far *below* validation is the overfitting case.
+    findings = diagnose(_summary(train=0.05, val=0.90, test=0.92, monitor="log_loss"), RECORDS)
+    assert [f.split("**")[1] for f in findings] == ["Overfitting"]
+    assert diagnose(_summary(train=0.90, val=0.88, test=0.89, monitor="log_loss"), RECORDS) == []
+
+
+def test_epoch_findings():
+    assert diagnose(_summary(best=10, planned=10), RECORDS)[0].startswith("**Still improving**")
+    assert diagnose(_summary(best=1, planned=10), RECORDS)[0].startswith("**Best epoch came early**")
+    # Early stopping ended the run before the planned epochs: the last epoch is not "still improving".
+    assert diagnose(_summary(best=10, planned=30), RECORDS) == []
+
+
+def test_most_confused_pairs_from_the_test_confusion_matrix():
+    confusion = [[5, 3, 0], [0, 6, 1], [4, 0, 2]]
+    (finding,) = diagnose(_summary(confusion=confusion), RECORDS)
+    assert finding == "**Most confused (test)**: c taken for a (4x); a taken for b (3x); b taken for c (1x)."
