@@ -243,8 +243,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, name: str = "ba
 
     Keys under ``backbone.ignored_weight_prefixes`` (the original classifier, PANNs' STFT/mel front-end)
     are dropped; every other backbone key must be present with the same shape and nothing else may be
-    left over, else :class:`ConfigError` names the file and the first offending keys.
+    left over, else :class:`ConfigError` names the file and the first offending keys. ``path="pretrained"``
+    takes the publisher's checkpoint of model ``name`` (downloaded once, checksum-checked:
+    :mod:`audioclf.models.pretrained`).
     """
+    if str(path) == "pretrained":
+        from .pretrained import pretrained_path
+
+        path = pretrained_path(name)
     expected = backbone.state_dict()
     state = _backbone_part(read_state_dict(path), list(expected))
     ignored = tuple(getattr(backbone, "ignored_weight_prefixes", ()))

@@ -1,5 +1,10 @@
-"""PANNs CNN14 (Kong et al. 2020, "PANNs: Large-Scale Pretrained Audio Neural Networks for Audio Pattern
-Recognition", IEEE/ACM TASLP 28) in plain torch, with the official release's parameter names.
+"""PANNs CNN6, CNN10 and CNN14 (Kong et al. 2020, "PANNs: Large-Scale Pretrained Audio Neural Networks for
+Audio Pattern Recognition", IEEE/ACM TASLP 28) in plain torch, with the official release's parameter names.
+
+CNN14 is six blocks of two 3x3 convolutions (64 .. 2048 channels), CNN10 four such blocks (64 .. 512), CNN6
+four blocks of one 5x5 convolution (64 .. 512); each ends in global pooling over frequency, then max + mean
+over time, and a fully connected embedding layer ``fc1``. ``model.weights=pretrained`` downloads the
+publisher's AudioSet checkpoint (:mod:`audioclf.models.pretrained`).
 
 The official checkpoints (``Cnn14_mAP=0.431.pth``: ``{"model": state_dict, ...}`` with ``bn0``,
 ``conv_block1.conv1.weight`` .. ``conv_block6``, ``fc1``, ``fc_audioset`` and the torchlibrosa front-end
@@ -23,7 +28,7 @@ from ..errors import ConfigError
 from .backbones import build_transfer_model, check_head, load_backbone_weights
 from .registry import register_model
 
-__all__ = ["ConvBlock", "Cnn14", "cnn14"]
+__all__ = ["ConvBlock", "ConvBlock5x5", "PannsCNN", "Cnn14", "cnn6", "cnn10", "cnn14"]
 
 _SCALINGS = ("standardized", "raw")
 _FRONT_END_KEYS = ("spectrogram_extractor.", "logmel_extractor.")
@@ -51,21 +56,36 @@ class ConvBlock(nn.Module):
         return _avg_pool(x, pool_size)
 
 
-class Cnn14(nn.Module):
-    """CNN14 on log-mel images (B, 1, F, T) (the official model starts from a waveform instead).
+class ConvBlock5x5(nn.Module):
+    """One [Conv 5x5 (no bias) -> BatchNorm -> ReLU], then average pooling (PANNs ``ConvBlock5x5``, CNN6)."""
 
-    ``width``: channels of the first block (64 in PANNs; they double per block to 32 x width = 2048).
-    ``embedding=False`` leaves out ``fc1`` (for heads that read the conv map); ``classes_num=None`` leaves
-    out ``fc_audioset``. ``forward`` returns AudioSet *logits* (the official model returns sigmoids).
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, pool_size: tuple[int, int] = (2, 2)) -> torch.Tensor:
+        return _avg_pool(F.relu(self.bn1(self.conv1(x))), pool_size)
+
+
+class PannsCNN(nn.Module):
+    """A PANNs CNN on log-mel images (B, 1, F, T) (the official models start from a waveform instead).
+
+    ``n_blocks`` blocks of ``block`` (:class:`ConvBlock` or :class:`ConvBlock5x5`), channels ``width`` doubling
+    per block; the sixth block of CNN14 does not pool. ``embedding=False`` leaves out ``fc1`` (for heads that
+    read the conv map); ``classes_num=None`` leaves out ``fc_audioset``. ``forward`` returns AudioSet *logits*
+    (the official models return sigmoids).
     """
 
-    def __init__(self, classes_num: int | None = 527, mel_bins: int = 64, width: int = 64, embedding: bool = True):
+    def __init__(self, n_blocks: int = 6, block: type[nn.Module] = ConvBlock, classes_num: int | None = 527,
+                 mel_bins: int = 64, width: int = 64, embedding: bool = True):
         super().__init__()
-        channels = [width * 2**i for i in range(6)]
+        channels = [width * 2**i for i in range(n_blocks)]
+        self.n_blocks = n_blocks
         self.bn0 = nn.BatchNorm2d(mel_bins)
-        self.conv_block1 = ConvBlock(1, channels[0])
-        for i in range(1, 6):
-            setattr(self, f"conv_block{i + 1}", ConvBlock(channels[i - 1], channels[i]))
+        self.conv_block1 = block(1, channels[0])
+        for i in range(1, n_blocks):
+            setattr(self, f"conv_block{i + 1}", block(channels[i - 1], channels[i]))
         self.feature_channels = self.embedding_dim = channels[-1]
         self.fc1 = nn.Linear(channels[-1], channels[-1]) if embedding else None
         self.fc_audioset = nn.Linear(channels[-1], classes_num) if classes_num else None
@@ -81,22 +101,23 @@ class Cnn14(nn.Module):
                 nn.init.zeros_(m.bias)
 
     @property
-    def blocks(self) -> list[ConvBlock]:
-        return [getattr(self, f"conv_block{i}") for i in range(1, 7)]
+    def blocks(self) -> list[nn.Module]:
+        return [getattr(self, f"conv_block{i}") for i in range(1, self.n_blocks + 1)]
 
     def freeze_blocks(self) -> dict[str, tuple[str, ...]]:
-        """``bn0``, ``conv_block1`` .. ``conv_block6`` and (when present) ``fc1``."""
-        names = ["bn0", *(f"conv_block{i}" for i in range(1, 7))] + (["fc1"] if self.fc1 is not None else [])
+        """``bn0``, ``conv_block1`` .. ``conv_blockN`` and (when present) ``fc1``."""
+        names = ["bn0", *(f"conv_block{i}" for i in range(1, self.n_blocks + 1))]
+        names += ["fc1"] if self.fc1 is not None else []
         return {name: (name,) for name in names}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, F, T) -> (B, 32 x width, T/32, F/32): the conv map, time first as in PANNs."""
+        """(B, 1, F, T) -> (B, channels, T/2^k, F/2^k): the conv map, time first as in PANNs."""
         # bn0 normalises each mel band: put the bands on the channel axis and back.
         x = self.bn0(x.transpose(1, 2)).transpose(1, 2)
         # PANNs' weights were trained on (time, mel) images; our features are (mel, time).
         x = x.transpose(2, 3)
         for i, block in enumerate(self.blocks):
-            x = block(x, pool_size=(2, 2) if i < 5 else (1, 1))
+            x = block(x, pool_size=(2, 2) if i < 5 else (1, 1))  # CNN14's sixth block keeps its size
             x = F.dropout(x, p=0.2, training=self.training)
         return x
 
@@ -106,7 +127,7 @@ class Cnn14(nn.Module):
         return F.dropout(x, p=0.5, training=self.training)
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
-        """The 2048-d PANNs embedding (dropout included, as the official transfer model reads it)."""
+        """The PANNs embedding (dropout included, as the official transfer model reads it)."""
         x = self._pooled(fmap)
         if self.fc1 is None:
             return x
@@ -119,7 +140,34 @@ class Cnn14(nn.Module):
         return self.fc_audioset(F.relu(self.fc1(self._pooled(self.forward_features(x)))))
 
 
-@register_model(input_kind="features")
+class Cnn14(PannsCNN):
+    """CNN14: six :class:`ConvBlock` s, 64 .. 2048 channels (80,753,615 parameters with 527 classes)."""
+
+    def __init__(self, classes_num: int | None = 527, mel_bins: int = 64, width: int = 64, embedding: bool = True):
+        super().__init__(6, ConvBlock, classes_num, mel_bins, width, embedding)
+
+
+def _panns(name: str, n_blocks: int, block: type[nn.Module], n_classes: int, input_shape: tuple[int, ...], head: str,
+           weights: str | None, freeze: str, input_scaling: str, head_hidden: Sequence[int],
+           head_channels: Sequence[int], dropout: float, width: int) -> nn.Module:
+    check_head(head)
+    if input_shape[0] != 1:
+        raise ConfigError(f"{name}: input_shape={tuple(input_shape)}; expected 1 channel (a log-mel image)")
+    if input_scaling not in _SCALINGS:
+        raise ConfigError(f"{name}: input_scaling={input_scaling!r}; expected one of {', '.join(_SCALINGS)}")
+    if int(width) != width or width < 1:
+        raise ConfigError(f"{name}: width={width}; expected a positive int")
+    backbone = PannsCNN(n_blocks, block, classes_num=None, mel_bins=input_shape[1], width=int(width),
+                        embedding=head != "simple_cnn")
+    if weights:
+        load_backbone_weights(backbone, weights, name)
+    if input_scaling == "standardized":
+        backbone.bn0.reset_running_stats()
+    return build_transfer_model(name, nn.Identity(), backbone, n_classes, head, head_hidden, head_channels,
+                                dropout, freeze)
+
+
+@register_model(input_kind="features", example_input=(1, 64, 1001))
 def cnn14(
     n_classes: int,
     input_shape: tuple[int, ...],
@@ -141,17 +189,43 @@ def cnn14(
     statistics are reset to mean 0 / variance 1 and bn0 keeps only its learned per-band scale and shift)
     or ``"raw"`` (keep them: for inputs that are raw PANNs log-mels). ``width``: first-block channels.
     """
-    check_head(head)
-    if input_shape[0] != 1:
-        raise ConfigError(f"cnn14: input_shape={tuple(input_shape)}; expected 1 channel (a log-mel image)")
-    if input_scaling not in _SCALINGS:
-        raise ConfigError(f"cnn14: input_scaling={input_scaling!r}; expected one of {', '.join(_SCALINGS)}")
-    if int(width) != width or width < 1:
-        raise ConfigError(f"cnn14: width={width}; expected a positive int")
-    backbone = Cnn14(classes_num=None, mel_bins=input_shape[1], width=int(width), embedding=head != "simple_cnn")
-    if weights:
-        load_backbone_weights(backbone, weights, "cnn14")
-    if input_scaling == "standardized":
-        backbone.bn0.reset_running_stats()
-    return build_transfer_model("cnn14", nn.Identity(), backbone, n_classes, head, head_hidden, head_channels,
-                                dropout, freeze)
+    return _panns("cnn14", 6, ConvBlock, n_classes, input_shape, head, weights, freeze, input_scaling, head_hidden,
+                  head_channels, dropout, width)
+
+
+@register_model(input_kind="features", example_input=(1, 64, 1001))
+def cnn10(
+    n_classes: int,
+    input_shape: tuple[int, ...],
+    head: str = "linear",
+    weights: str | None = None,
+    freeze: str = "none",
+    input_scaling: str = "standardized",
+    head_hidden: Sequence[int] = (512, 256),
+    head_channels: Sequence[int] = (32, 64),
+    dropout: float = 0.5,
+    width: int = 64,
+) -> nn.Module:
+    """PANNs CNN10 (four blocks of two 3x3 convolutions, 64 .. 512 channels, AudioSet mAP 0.380) plus a new
+    head; arguments as for :func:`cnn14`."""
+    return _panns("cnn10", 4, ConvBlock, n_classes, input_shape, head, weights, freeze, input_scaling, head_hidden,
+                  head_channels, dropout, width)
+
+
+@register_model(input_kind="features", example_input=(1, 64, 1001))
+def cnn6(
+    n_classes: int,
+    input_shape: tuple[int, ...],
+    head: str = "linear",
+    weights: str | None = None,
+    freeze: str = "none",
+    input_scaling: str = "standardized",
+    head_hidden: Sequence[int] = (512, 256),
+    head_channels: Sequence[int] = (32, 64),
+    dropout: float = 0.5,
+    width: int = 64,
+) -> nn.Module:
+    """PANNs CNN6 (four blocks of one 5x5 convolution, 64 .. 512 channels, AudioSet mAP 0.343) plus a new head;
+    arguments as for :func:`cnn14`."""
+    return _panns("cnn6", 4, ConvBlock5x5, n_classes, input_shape, head, weights, freeze, input_scaling, head_hidden,
+                  head_channels, dropout, width)
