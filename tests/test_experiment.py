@@ -184,7 +184,7 @@ def test_summary_is_valid_json_without_nan(trained_run):
 
 
 def test_zero_config_infers_rate_and_clip_length_from_the_files(tmp_path):
-    """44.1 kHz stereo files of varied length: rate capped at 22.05 kHz, clip = median duration."""
+    """44.1 kHz stereo files of similar length: rate capped at 22.05 kHz, clip = 90th percentile of durations."""
     from audioclf.data.audio import write_audio
     from audioclf.data.synth.demo import DEMO_CLASSES, synthesize_event
 
@@ -196,7 +196,7 @@ def test_zero_config_infers_rate_and_clip_length_from_the_files(tmp_path):
     run = train(load_config(None, [f"data.path={tmp_path / 'data'}", f"out={tmp_path / 'run'}", "train.epochs=1"]))
     config = RunDir(run).read_config()
     assert config["data"]["sample_rate"] == 22050
-    assert config["data"]["clip_seconds"] == 1.5
+    assert config["data"]["clip_seconds"] == 2.4  # durations 0.6-2.4 s (median 1.5): clips fit whole
     assert config["features"]["n_fft"] == 1024 and config["features"]["hop_length"] == 220
     assert RunDir(run).read_summary()["counts"]["train"] >= 12
 
@@ -336,3 +336,15 @@ def test_data_larger_than_the_memory_budget_is_memory_mapped_from_disk(folder_da
     # The same waveforms from disk: the same training as the in-memory run with these settings.
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(RunDir(run).read_metrics()) == strip(RunDir(trained_run).read_metrics())
+
+
+@pytest.mark.parametrize("durations, clip", [
+    ([1.0] * 50, 1.0),                              # one length (speech commands)
+    ([0.4, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9], 0.8),   # spoken words: a 0.5-s median crop would cut them
+    ([1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 20.0, 26.0], 4.5),  # varied recordings: the median, windows cover the rest
+    ([0.1, 0.2], 0.5), ([30.0, 40.0, 60.0], 10.0),  # kept within 0.5-10 s
+])
+def test_clip_length_from_the_durations(durations, clip):
+    from audioclf.data.prepare import infer_clip_seconds
+
+    assert infer_clip_seconds(durations) == clip

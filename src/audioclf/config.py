@@ -30,7 +30,7 @@ class DataConfig:
     pad_mode: str = "tile"  # short clips: "tile" (repeat, as FSD2019 solutions do) or "pad" (zeros)
     train_crop: str = "random"  # long clips in training: random | center | start | max_energy
     eval_crop: str = "windows"  # val/test: whole files as 50 %-overlap windows, averaged; or one crop
-    trim_silence: bool = False
+    trim_silence: bool | None = None  # cut silent stretches (by clip length); unset: audio runs do
     split: str = "auto"  # auto | given | stratified | iterative | group | heldout | random
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     group: str | None = None  # group column kept apart across splits (speaker, location ...)
@@ -77,6 +77,10 @@ class TrainConfig:
     amp: bool | None = None  # mixed precision; None = on for CUDA
     num_workers: int = 0
     grad_clip: float | None = None
+    # Exponential moving average of the weights, decay per step (Polyak & Juditsky 1992): validated, kept and
+    # deployed instead of the raw weights; 0: off.
+    ema: float | None = None
+    time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
 
 
 @dataclass

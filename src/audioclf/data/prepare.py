@@ -46,9 +46,17 @@ def infer_sample_rate(paths: list[str]) -> int:
 
 
 def infer_clip_seconds(durations: list[float]) -> float:
-    """Median duration, rounded to 0.1 s and kept within 0.5..10 s (long files are cropped/windowed)."""
-    median = float(np.median(durations)) if durations else 1.0
-    return float(min(10.0, max(0.5, round(median, 1))))
+    """The training clip length, rounded to 0.1 s and kept within 0.5..10 s.
+
+    When the files are of similar length (90th percentile at most twice the median: spoken words, clips cut
+    to a length) the 90th percentile, so a random training crop does not cut most words in half; otherwise
+    (long recordings of varied length) the median: random crops and evaluation windows cover the rest.
+    """
+    if not durations:
+        return 1.0
+    median, p90 = float(np.median(durations)), float(np.percentile(durations, 90))
+    chosen = p90 if p90 <= 2 * median else median
+    return float(min(10.0, max(0.5, round(chosen, 1))))
 
 
 def estimated_decoded_bytes(paths: list[str], sample_rate: int, sample: int = 500) -> float:

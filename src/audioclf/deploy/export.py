@@ -180,7 +180,7 @@ class ExportGraph(nn.Module):
 # --- metadata -----------------------------------------------------------------------------------
 def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate: int, clip_samples: int,
                    input_kind: str, with_frontend: bool, pad_mode: str = "tile", opset: int = MIN_OPSET,
-                   input_shape: tuple[int, ...] = ()) -> dict[str, str]:
+                   input_shape: tuple[int, ...] = (), trim_silence: bool = False) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (all values are strings; JSON where structured)."""
     spec = model.spec()
     return {
@@ -192,6 +192,7 @@ def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate:
         "sample_rate": str(int(sample_rate)),
         "clip_samples": str(int(clip_samples)),
         "pad_mode": pad_mode,
+        "trim_silence": json.dumps(bool(trim_silence)),  # as in training: silent stretches cut before windowing
         "features": json.dumps(spec["features"]),  # FeatureConfig dict, or null for waveform models
         "input": input_kind,  # "waveform" (B, N) or "features" (B, 1, F, T)
         "input_shape": json.dumps(list(input_shape)),  # without the batch axis
@@ -291,6 +292,7 @@ def export_classifier(
     opset: int = MIN_OPSET,
     pad_mode: str = "tile",
     verify: bool = True,
+    trim_silence: bool = False,
 ) -> Path:
     """Export an :class:`~audioclf.models.classifier.AudioClassifier` (eval mode) to ``out_path``, atomically."""
     opset = int(opset)
@@ -302,7 +304,7 @@ def export_classifier(
     model_bytes = graph_to_onnx_bytes(graph, example, opset)
     input_shape = tuple(example.shape[1:])
     metadata = model_metadata(model, classes, task, sample_rate, clip_samples, graph.input_kind,
-                              graph.frontend is not None, pad_mode, opset, input_shape)
+                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence)
     model_bytes = _with_metadata(model_bytes, metadata)
     if verify:
         # a batch of 3 also checks the dynamic batch axis
@@ -324,7 +326,8 @@ def export_onnx(
 ) -> Path:
     """Export a run's checkpoint to ONNX (default ``RUN/model.onnx``) with metadata; verified with ONNX Runtime."""
     model, state = load_model(run_dir, which)
-    pad_mode = state.get("config", {}).get("data", {}).get("pad_mode", "tile")
+    data = state.get("config", {}).get("data", {})
     out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
     return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
-                             state["clip_samples"], with_frontend, opset, pad_mode, verify)
+                             state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
+                             bool(data.get("trim_silence")))

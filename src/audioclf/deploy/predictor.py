@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.audio import clip_windows, load_audio
+from ..data.audio import clip_windows, load_audio, trim_silence_by_length
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
@@ -37,7 +37,8 @@ class Prediction:
 class WindowedPredictor(ABC):
     """Files and long recordings -> class probabilities, given a model that scores clip-length windows.
 
-    Subclasses set ``classes``, ``task``, ``sample_rate``, ``clip_samples``, ``pad_mode`` and implement
+    Subclasses set ``classes``, ``task``, ``sample_rate``, ``clip_samples``, ``pad_mode``, ``trim_silence``
+    (as in training: silent stretches cut before windowing) and implement
     :meth:`window_probabilities` (PyTorch: :class:`Predictor`; ONNX Runtime: ``OnnxPredictor``).
     """
 
@@ -46,6 +47,7 @@ class WindowedPredictor(ABC):
     sample_rate: int
     clip_samples: int
     pad_mode: str = "tile"
+    trim_silence: bool = False
 
     @abstractmethod
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
@@ -68,6 +70,8 @@ class WindowedPredictor(ABC):
             except AudioDecodeError as exc:
                 results.append(Prediction(str(path), None, exc.reason))
                 continue
+            if self.trim_silence:
+                wave = trim_silence_by_length(wave, self.sample_rate)
             results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
         return results
 
@@ -80,11 +84,13 @@ class Predictor(WindowedPredictor):
     """A trained run's best checkpoint (PyTorch, CPU or GPU)."""
 
     def __init__(self, model: AudioClassifier, classes: list[str], task: str, sample_rate: int,
-                 clip_samples: int, pad_mode: str = "tile", device: str | torch.device = "cpu"):
+                 clip_samples: int, pad_mode: str = "tile", device: str | torch.device = "cpu",
+                 trim_silence: bool = False):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.classes, self.task = list(classes), task
         self.sample_rate, self.clip_samples, self.pad_mode = sample_rate, clip_samples, pad_mode
+        self.trim_silence = bool(trim_silence)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> "Predictor":
@@ -93,9 +99,9 @@ class Predictor(WindowedPredictor):
         if state.get("input_kind", "audio") != "audio":
             raise ConfigError(f"{run_dir}: the run was trained on {state['input_kind']}, not audio; predicting on "
                               "audio files needs a run trained on audio (use evaluate for embedding sets)")
-        pad_mode = state.get("config", {}).get("data", {}).get("pad_mode", "tile")
+        data = state.get("config", {}).get("data", {})
         return cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
-                   pad_mode, torch_device)
+                   data.get("pad_mode", "tile"), torch_device, bool(data.get("trim_silence")))
 
     @torch.no_grad()
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:

@@ -102,6 +102,7 @@ def build_report(run_dir: str | Path) -> str:
         rows.append(["file bytes", q["fp32"]["bytes"], q["int8"]["bytes"], f"x{q['size_ratio']:.2f}"])
         out += [f"## INT8 quantization ({q['method']})", "", markdown_table(["metric (test)", "fp32", "int8", "drop"], rows), ""]
 
+    out += _search_section(run.root / "search.json")
     plots = sorted(p.name for p in run.plots.glob("*.png")) if run.plots.exists() else []
     if plots:
         out += ["## Plots", ""] + [f"![{Path(name).stem}](plots/{name})" for name in plots] + [""]
@@ -109,6 +110,20 @@ def build_report(run_dir: str | Path) -> str:
     if skipped:
         out += [f"## Skipped files ({len(skipped)})", ""] + [f"- `{s['path']}`: {s['reason']}" for s in skipped] + [""]
     return "\n".join(out)
+
+
+def _search_section(path: Path) -> list[str]:
+    """The trials of a ``train.time_budget`` search (search.json), the kept one in bold."""
+    if not path.exists():
+        return []
+    search = json.loads(path.read_text())
+    trials, best = search["trials"], search["best_trial"]
+    keys = sorted({key for trial in trials for key in trial["params"]})
+    rows = [[f"**{t['number']}**" if t["number"] == best else t["number"], t["state"], t["value"], t["epochs"],
+             *[t["params"].get(key) for key in keys]] for t in trials]
+    title = (f"## Search: {len(trials)} trials in {search['seconds'] / 60:.1f} of {search['budget_seconds'] / 60:.1f} "
+             f"min; this run is trial {best}")
+    return [title, "", markdown_table(["trial", "state", f"val {search['monitor']}", "epochs", *keys], rows), ""]
 
 
 def write_report(run_dir: str | Path) -> Path:

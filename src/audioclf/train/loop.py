@@ -84,8 +84,10 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float | None = None,
     progress: Callable[[int], None] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of every scalar the step reported."""
+    """One pass over ``loader``; returns the mean of every scalar the step reported. ``after_step`` is called
+    after each optimizer step."""
     model.train()
     sums: dict[str, float] = {}
     count = 0
@@ -107,6 +109,8 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
+        if after_step is not None:  # e.g. the weights' moving average
+            after_step()
         batch = len(inputs)
         count += batch
         for key, value in out.items():

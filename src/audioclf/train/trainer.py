@@ -32,6 +32,7 @@ from ..runs.plots import plot_confusion, plot_curves
 from .callbacks import EarlyStopping
 from .evaluate import model_probabilities
 from .inputs import Inputs, inputs_for
+from .averaging import moving_average
 from .loop import build_step, train_one_epoch
 from .optim import build_optimizer, build_scheduler
 from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
@@ -174,6 +175,10 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     else:
         _restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
         run.write_config(resolved)
+    ema = moving_average(model, cfg.train.ema)
+    if ema is not None and checkpoint is not None:
+        ema.load_state_dict(checkpoint["ema"])
+    evaluated = ema.module if ema is not None else model  # what is validated, kept and deployed
 
     loader, set_epoch = inputs.train_loader(train_set, device)
     base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, **inputs.facts()}
@@ -184,10 +189,10 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     loss = model_loss(model)
 
     def validate() -> dict[str, float]:
-        return inputs.evaluate(model_probabilities(model, task, device, amp), "val", loss).metrics
+        return inputs.evaluate(model_probabilities(evaluated, task, device, amp), "val", loss).metrics
 
     fit = EpochFit(run, model, loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
-                   base_state)
+                   base_state, ema)
     run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
 
     if objective is not None:
@@ -198,7 +203,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
 def _restore_training_state(checkpoint: dict[str, Any], run: RunDir, model, optimizer, scheduler, stopper) -> None:
     """``--resume``: weights, optimizer, schedule and early-stopping state of the last finished epoch; the
     metrics log is cut back to that epoch."""
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))  # raw weights, when averaged
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     stopper.load_state_dict(checkpoint["early_stopping"])
@@ -222,6 +227,7 @@ class EpochFit:
     cfg: Config
     monitor: str
     base_state: dict[str, Any]
+    ema: Any = None  # the weights' moving average (train.averaging), or None
 
 
 def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validate, reporter=None,
@@ -238,9 +244,10 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         set_epoch(epoch)
         started = time.perf_counter()
         bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", n_items) if reporter else None
+        average = (lambda: fit.ema.update_parameters(fit.model)) if fit.ema is not None else None
         train_values = train_one_epoch(fit.model, fit.loader, fit.step, fit.optimizer, fit.device, amp=fit.amp,
                                        scaler=fit.scaler, grad_clip=cfg.train.grad_clip,
-                                       progress=bar.advance if bar else None)
+                                       progress=bar.advance if bar else None, after_step=average)
         if bar:
             bar.close()
         val_values = validate()
@@ -254,12 +261,15 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
                   **{f"train/{k}": v for k, v in train_values.items()},
                   **{f"val/{k}": v for k, v in val_values.items()}, **(extra_record() if extra_record else {})}
         fit.run.append_metrics(record)
-        state = {**fit.base_state, "epoch": epoch, "model": fit.model.state_dict(), "val": val_values}
+        evaluated = fit.ema.module if fit.ema is not None else fit.model
+        state = {**fit.base_state, "epoch": epoch, "model": evaluated.state_dict(), "val": val_values}
         if improved:
             fit.run.save_checkpoint("best", state)
-        fit.run.save_checkpoint("last", {**state, "optimizer": fit.optimizer.state_dict(), "rng": rng_state(),
-                                         "scheduler": fit.scheduler.state_dict(),
-                                         "early_stopping": fit.stopper.state_dict()})
+        resume_state = {"optimizer": fit.optimizer.state_dict(), "rng": rng_state(),
+                        "scheduler": fit.scheduler.state_dict(), "early_stopping": fit.stopper.state_dict()}
+        if fit.ema is not None:  # the raw weights keep training; the average restarts from its own state
+            resume_state.update(train_model=fit.model.state_dict(), ema=fit.ema.state_dict())
+        fit.run.save_checkpoint("last", {**state, **resume_state})
         if reporter:
             reporter.epoch(record, monitor, improved)
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, apply_overrides, config_from_dict, load_config
+from ..errors import ConfigError
 from ..train.inputs import inputs_for
 from ..train.trainer import Reporter, train
 from .cv import cross_validate
+from .search import search
 from .stages import stages_root, train_stages
 
 __all__ = ["RunResult", "run"]
@@ -22,8 +24,9 @@ __all__ = ["RunResult", "run"]
 
 @dataclass
 class RunResult:
-    """What a run produced: ``kind`` is "single", "stages" or "cv"; ``runs`` the run directories in order
-    (one, one per stage, one per fold); ``root`` where they are (the run itself for a single run)."""
+    """What a run produced: ``kind`` is "single", "search", "stages" or "cv"; ``runs`` the run directories in
+    order (one, one per stage, one per fold); ``root`` where they are (the run itself for a single run or a
+    search, whose best trial it holds)."""
 
     kind: str
     root: Path
@@ -46,6 +49,11 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
     (every stage / fold from its own last checkpoint). ``reporter`` shows progress.
     """
     cfg = _as_config(cfg, overrides or [])
+    if cfg.train.time_budget is not None:
+        if cfg.stages or cfg.cv is not None:
+            raise ConfigError("train.time_budget searches one run; it cannot be combined with stages or cv")
+        root = search(cfg, resume=resume, reporter=reporter)
+        return RunResult("search", root, [root])
     if cfg.stages:
         runs = train_stages(cfg, resume=resume, reporter=reporter)
         return RunResult("stages", stages_root(cfg), runs)

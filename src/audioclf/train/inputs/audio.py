@@ -8,6 +8,7 @@ length, task and classes; the model defaults to ``small_cnn`` on a log-mel front
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ...metrics import primary_metric
 from ...models.classifier import AudioClassifier
 from ...models.registry import create_model, model_input_kind
 from ...runs import RunDir
+from ..averaging import ema_decay_for
 from ..evaluate import Probabilities, SplitResult, predict_batches, predict_whole_files, score
 from .base import Inputs
 from .zero_config import audio_defaults, patience_for, plan_epochs, warmup_epochs
@@ -40,7 +42,8 @@ MAX_GROUP_VALUES = 50
 class AudioInputs(Inputs):
     kind = "audio"
     description = "audio files"
-    defaults = {"model.name": "small_cnn", "train.batch_size": 32}  # the rest: from the data, in prepare()
+    # Before decoding; the rest is chosen from the data in prepare() (see .zero_config).
+    defaults = {"model.name": "small_cnn", "train.batch_size": 32, "data.trim_silence": True}
 
     prepared: PreparedData
 
@@ -95,6 +98,8 @@ class AudioInputs(Inputs):
             train.epochs = plan_epochs(self.count("train"), train.batch_size, macs_per_item, val_windows)
         if self._auto_schedule and train.scheduler == "cosine":
             train.scheduler_args = {"warmup_epochs": warmup_epochs(train.epochs)}
+        if train.ema is None:
+            train.ema = ema_decay_for(train.epochs * math.ceil(self.count("train") / train.batch_size))
         super().complete_config(macs_per_item)
 
     def auto_patience(self, epochs: int) -> int:

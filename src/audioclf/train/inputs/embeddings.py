@@ -47,7 +47,7 @@ class EmbeddingInputs(Inputs):
     description = "AudioSet embeddings"
     defaults = {"model.name": "embedding_lstm", "train.batch_size": 128, "train.epochs": 50, "train.monitor": "mAP",
                 "train.optimizer": "adam", "train.weight_decay": 0.0, "train.scheduler": "cosine",
-                "train.label_smoothing": 0.0, "augment.mixup_alpha": 0.0}
+                "train.label_smoothing": 0.0, "augment.mixup_alpha": 0.0, "train.ema": 0.0}
     unsupported = {
         "data.audio_root": _NOT_AUDIO, "data.sample_rate": _NOT_AUDIO, "data.clip_seconds": _NOT_AUDIO,
         "data.pad_mode": _NOT_AUDIO, "data.train_crop": _NOT_AUDIO, "data.eval_crop": _NOT_AUDIO,
