@@ -79,9 +79,9 @@ class AudioInputs(Inputs):
     def _data_defaults(self) -> dict[str, Any]:
         """The zero-config choices for this data (see :mod:`.zero_config`)."""
         if model_input_kind(self.cfg.model["name"]) == "waveform":
-            return {**audio_defaults(self.task, self.prepared.n_samples, 0), "augment.spec": "none"}
+            return audio_defaults(self.task, None)
         _, n_bins, n_frames = FrontEnd(self._feature_config()).output_shape(self.prepared.n_samples)
-        return audio_defaults(self.task, n_frames, n_bins)
+        return audio_defaults(self.task, (n_bins, n_frames))
 
     def _feature_config(self) -> FeatureConfig:
         rate = self.prepared.sample_rate

@@ -28,8 +28,9 @@ MIN_EPOCHS, MAX_EPOCHS = 15, 200
 COMPUTE_BUDGET_MACS = 7.2e12
 
 
-def audio_defaults(task: str, n_frames: int, n_bins: int) -> dict[str, Any]:
-    """Dotted config keys -> values for an audio run whose features are ``n_bins`` x ``n_frames``."""
+def audio_defaults(task: str, features: tuple[int, int] | None) -> dict[str, Any]:
+    """Dotted config keys -> values for an audio run whose model reads ``features`` = (bands, frames), or raw
+    waveforms (None: no SpecAugment)."""
     single = task == "single_label"
     return {
         "train.optimizer": "adamw",
@@ -37,7 +38,7 @@ def audio_defaults(task: str, n_frames: int, n_bins: int) -> dict[str, Any]:
         "train.label_smoothing": 0.1 if single else 0.0,
         "train.scheduler": "cosine",
         "augment.mixup_alpha": 0.2,
-        "augment.spec": spec_augment_for(n_frames, n_bins),
+        "augment.spec": spec_augment_for(*features) if features else "none",
         "augment.waveform": [
             {"name": "gain", "min_gain_db": -6.0, "max_gain_db": 6.0, "p": 0.5},
             {"name": "time_shift", "min_fraction": -0.2, "max_fraction": 0.2, "p": 0.5},
@@ -46,7 +47,7 @@ def audio_defaults(task: str, n_frames: int, n_bins: int) -> dict[str, Any]:
     }
 
 
-def spec_augment_for(n_frames: int, n_bins: int) -> dict[str, Any]:
+def spec_augment_for(n_bins: int, n_frames: int) -> dict[str, Any]:
     """Two frequency and two time masks of at most ~1/8 of the bands and 1/10 of the frames each, on the
     standardised features (mask value 0 = the band's training mean)."""
     return {"freq_masks": 2, "freq_width": max(1, n_bins // 8), "time_masks": 2,
