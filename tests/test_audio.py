@@ -339,3 +339,23 @@ def test_write_audio_failure_keeps_old_file_and_no_temp(tmp_path):
         write_audio(target, sine(440, 0.1, 16000), 16000)  # unknown format
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["clip.xyz"]
+
+
+def test_trim_modes_keep_inner_pauses_or_not():
+    """data.trim_silence: "edges" cuts the lead-in and the tail only; true also the pauses inside."""
+    from audioclf.data.audio import apply_trim
+
+    sr = 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(sr // 2) / sr)).astype(np.float32)
+    gap = np.zeros(sr, dtype=np.float32)
+    wave = np.concatenate([gap, tone, gap, tone, gap])  # 1 s silence, 0.5 s tone, 1 s pause, tone, 1 s
+    assert apply_trim(wave, sr, False) is wave and apply_trim(wave, sr, None) is wave
+    edges = apply_trim(wave, sr, "edges")
+    both = apply_trim(wave, sr, True)
+    # Edges: both tones and the 1-s pause between them stay (plus the 50 ms of context on each side).
+    assert abs(len(edges) - (2 * len(tone) + len(gap) + 2 * 800)) <= 512
+    # Every silent stretch: the pause goes too.
+    assert len(both) < len(tone) * 2 + 4 * 800 + 512
+    assert np.count_nonzero(edges) == np.count_nonzero(both) == np.count_nonzero(wave)  # no tone sample lost
+    zero_runs = np.diff(np.flatnonzero(np.diff(np.r_[1.0, edges, 1.0] != 0)))
+    assert zero_runs.max() >= len(gap)  # the inner pause survives "edges"

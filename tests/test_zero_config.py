@@ -77,3 +77,26 @@ def test_the_recipes_keep_their_own_settings(recipe):
 
     cfg = load_config(recipe)
     assert [key for key in AUTO_KEYS if config_value(cfg, key) is None] == []
+
+
+def test_predict_prepares_audio_as_training_did(tmp_path):
+    """Silence trimming (on by default) happens in predict too: predict and evaluate agree on every file."""
+    import numpy as np
+
+    from audioclf.data.audio import load_audio, write_audio
+    from audioclf.data.manifest import Manifest
+    from audioclf.deploy.predictor import Predictor
+    from audioclf.workflows.evaluation import run_outputs
+
+    data = make_demo_dataset(tmp_path / "data", n_per_class=4, seconds=1.0, seed=6)
+    for path in sorted(data.rglob("*.wav"))[::3]:  # silence around some clips: trimming changes them
+        wave, sr = load_audio(path)
+        write_audio(path, np.concatenate([np.zeros(sr // 2), wave, np.zeros(sr)]).astype(np.float32), sr)
+    run = train(load_config(None, [f"data.path={data}", f"out={tmp_path / 'run'}", "train.epochs=1",
+                                   "data.sample_rate=16000", "features.n_mels=32", "features.n_fft=512",
+                                   "features.hop_length=320"]))
+    assert RunDir(run).read_config()["data"]["trim_silence"] == "edges"
+    outputs = run_outputs(run)
+    manifest = {item.id: item.path for item in Manifest.from_csv(RunDir(run).manifest)}
+    predictions = Predictor.from_run(run).predict_files([manifest[i] for i in outputs.result.ids])
+    np.testing.assert_allclose(np.stack([p.probs for p in predictions]), outputs.result.probs, atol=1e-5)

@@ -30,7 +30,9 @@ class DataConfig:
     pad_mode: str = "tile"  # short clips: "tile" (repeat, as FSD2019 solutions do) or "pad" (zeros)
     train_crop: str = "random"  # long clips in training: random | center | start | max_energy
     eval_crop: str = "windows"  # val/test: whole files as 50 %-overlap windows, averaged; or one crop
-    trim_silence: bool | None = None  # cut silent stretches (by clip length); unset: audio runs do
+    # Cut silence (parameters by clip length): "edges" (leading/trailing; unset audio runs), true (every
+    # silent stretch, as an FSD2019 solution did) or false.
+    trim_silence: bool | str | None = None
     split: str = "auto"  # auto | given | stratified | iterative | group | heldout | random
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     group: str | None = None  # group column kept apart across splits (speaker, location ...)

@@ -283,10 +283,28 @@ def trim_silence(
     return np.concatenate([wave[s:e] for s, e in parts], axis=0)
 
 
-def trim_silence_by_length(wave: np.ndarray, sr: int) -> np.ndarray:
-    """:func:`trim_silence` with :func:`silence_params_for_duration` of this clip (FSD2019 recipe)."""
+def trim_silence_by_length(wave: np.ndarray, sr: int, edges_only: bool = False) -> np.ndarray:
+    """:func:`trim_silence` with :func:`silence_params_for_duration` of this clip (FSD2019 recipe).
+
+    ``edges_only``: cut only the leading and trailing silence, keeping pauses inside the clip (the rhythm of
+    a clock's ticks or a dog's barks is part of the sound).
+    """
     params = silence_params_for_duration(len(wave) / sr)
-    return trim_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
+    if not edges_only:
+        return trim_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
+    parts = split_on_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
+    return wave[parts[0][0]:parts[-1][1]] if parts else wave
+
+
+TRIM_MODES = (False, True, "edges")
+
+
+def apply_trim(wave: np.ndarray, sr: int, mode: bool | str | None) -> np.ndarray:
+    """``data.trim_silence``: False/None keep the clip, ``"edges"`` cuts leading and trailing silence,
+    True every silent stretch of the clip (:func:`trim_silence_by_length`)."""
+    if not mode:
+        return wave
+    return trim_silence_by_length(wave, sr, edges_only=mode == "edges")
 
 
 # --- fixed length -------------------------------------------------------------------------------

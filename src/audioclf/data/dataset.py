@@ -18,7 +18,7 @@ import torch
 
 from ..console import track
 from ..errors import AudioDecodeError
-from .audio import clip_windows, fix_length, load_audio, trim_silence_by_length
+from .audio import apply_trim, clip_windows, fix_length, load_audio
 from .manifest import Manifest
 from .store import FeatureCache
 
@@ -36,17 +36,16 @@ class Skipped:
         return {"path": self.path, "reason": self.reason}
 
 
-def _decode_one(path: str, sample_rate: int, trim: bool) -> np.ndarray:
+def _decode_one(path: str, sample_rate: int, trim: bool | str) -> np.ndarray:
     wave, _ = load_audio(path, sample_rate=sample_rate, mono=True)
-    if trim:
-        wave = trim_silence_by_length(wave, sample_rate)  # FSD2019 recipe: parameters by clip length
+    wave = apply_trim(wave, sample_rate, trim)  # parameters by clip length (FSD2019 recipe)
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
 def decode_manifest(
     manifest: Manifest,
     sample_rate: int,
-    trim: bool = False,
+    trim: bool | str = False,
     strict: bool = False,
     cache_dir: str | Path | None = None,
     workers: int = 4,

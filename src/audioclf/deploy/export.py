@@ -180,7 +180,7 @@ class ExportGraph(nn.Module):
 # --- metadata -----------------------------------------------------------------------------------
 def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate: int, clip_samples: int,
                    input_kind: str, with_frontend: bool, pad_mode: str = "tile", opset: int = MIN_OPSET,
-                   input_shape: tuple[int, ...] = (), trim_silence: bool = False) -> dict[str, str]:
+                   input_shape: tuple[int, ...] = (), trim_silence: bool | str = False) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (all values are strings; JSON where structured)."""
     spec = model.spec()
     return {
@@ -192,7 +192,7 @@ def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate:
         "sample_rate": str(int(sample_rate)),
         "clip_samples": str(int(clip_samples)),
         "pad_mode": pad_mode,
-        "trim_silence": json.dumps(bool(trim_silence)),  # as in training: silent stretches cut before windowing
+        "trim_silence": json.dumps(trim_silence or False),  # as in training: silence cut before windowing
         "features": json.dumps(spec["features"]),  # FeatureConfig dict, or null for waveform models
         "input": input_kind,  # "waveform" (B, N) or "features" (B, 1, F, T)
         "input_shape": json.dumps(list(input_shape)),  # without the batch axis
@@ -292,7 +292,7 @@ def export_classifier(
     opset: int = MIN_OPSET,
     pad_mode: str = "tile",
     verify: bool = True,
-    trim_silence: bool = False,
+    trim_silence: bool | str = False,
 ) -> Path:
     """Export an :class:`~audioclf.models.classifier.AudioClassifier` (eval mode) to ``out_path``, atomically."""
     opset = int(opset)
@@ -330,4 +330,4 @@ def export_onnx(
     out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
     return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                              state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
-                             bool(data.get("trim_silence")))
+                             data.get("trim_silence") or False)

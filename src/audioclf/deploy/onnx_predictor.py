@@ -9,6 +9,7 @@ exactly as :class:`~audioclf.deploy.predictor.Predictor` does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ class OnnxPredictor(WindowedPredictor):
         self.sample_rate: int = self.metadata["sample_rate"]
         self.clip_samples: int = self.metadata["clip_samples"]
         self.pad_mode: str = self.metadata.get("pad_mode", "tile")
-        self.trim_silence: bool = self.metadata.get("trim_silence", "false") == "true"
+        self.trim_silence: bool | str = json.loads(self.metadata.get("trim_silence", "false"))
         self.input_name: str = self.session.get_inputs()[0].name
         self.frontend = None
         if self.metadata["input"] == "features":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.audio import clip_windows, load_audio, trim_silence_by_length
+from ..data.audio import apply_trim, clip_windows, load_audio
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
@@ -47,7 +47,7 @@ class WindowedPredictor(ABC):
     sample_rate: int
     clip_samples: int
     pad_mode: str = "tile"
-    trim_silence: bool = False
+    trim_silence: bool | str = False
 
     @abstractmethod
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
@@ -70,8 +70,7 @@ class WindowedPredictor(ABC):
             except AudioDecodeError as exc:
                 results.append(Prediction(str(path), None, exc.reason))
                 continue
-            if self.trim_silence:
-                wave = trim_silence_by_length(wave, self.sample_rate)
+            wave = apply_trim(wave, self.sample_rate, self.trim_silence)
             results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
         return results
 
@@ -85,12 +84,12 @@ class Predictor(WindowedPredictor):
 
     def __init__(self, model: AudioClassifier, classes: list[str], task: str, sample_rate: int,
                  clip_samples: int, pad_mode: str = "tile", device: str | torch.device = "cpu",
-                 trim_silence: bool = False):
+                 trim_silence: bool | str = False):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.classes, self.task = list(classes), task
         self.sample_rate, self.clip_samples, self.pad_mode = sample_rate, clip_samples, pad_mode
-        self.trim_silence = bool(trim_silence)
+        self.trim_silence = trim_silence or False
 
     @classmethod
     def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> "Predictor":
@@ -101,7 +100,7 @@ class Predictor(WindowedPredictor):
                               "audio files needs a run trained on audio (use evaluate for embedding sets)")
         data = state.get("config", {}).get("data", {})
         return cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
-                   data.get("pad_mode", "tile"), torch_device, bool(data.get("trim_silence")))
+                   data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False)
 
     @torch.no_grad()
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:

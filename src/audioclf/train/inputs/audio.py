@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ...config import Config, fill_unset
-from ...data.audio import window_starts
+from ...data.audio import TRIM_MODES, window_starts
 from ...data.dataset import WaveformDataset, targets_for
 from ...data.importers import load_manifest
 from ...data.manifest import Manifest
@@ -43,7 +43,7 @@ class AudioInputs(Inputs):
     kind = "audio"
     description = "audio files"
     # Before decoding; the rest is chosen from the data in prepare() (see .zero_config).
-    defaults = {"model.name": "small_cnn", "train.batch_size": 32, "data.trim_silence": True}
+    defaults = {"model.name": "small_cnn", "train.batch_size": 32, "data.trim_silence": "edges"}
 
     prepared: PreparedData
 
@@ -53,6 +53,8 @@ class AudioInputs(Inputs):
         super().check_config(cfg)
         if cfg.data.train_crop not in CROPS:
             raise ConfigError(f"data.train_crop={cfg.data.train_crop!r}: expected one of {', '.join(CROPS)}")
+        if cfg.data.trim_silence not in (None, *TRIM_MODES):
+            raise ConfigError(f"data.trim_silence={cfg.data.trim_silence!r}: expected edges, true or false")
         if cfg.data.eval_crop not in (*CROPS, "windows"):
             raise ConfigError(f"data.eval_crop={cfg.data.eval_crop!r}: expected windows or one of {', '.join(CROPS)}")
         aug = cfg.augment
