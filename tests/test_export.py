@@ -98,6 +98,7 @@ def test_dft_kernels_give_the_numpy_power_spectrum():
     dict(sample_rate=16000, n_fft=400, win_length=300, hop_length=160, n_mels=24, power=1.0, log="log"),
     dict(sample_rate=8000, n_fft=256, hop_length=128, kind="spectrogram", top_db=None, image_scale=True),
     dict(sample_rate=16000, n_fft=512, hop_length=256, n_mels=40, center=False, fmin=50.0, fmax=7000.0),
+    dict(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40, power=1.0, log="pcen"),
 ])
 def test_exportable_frontend_matches_frontend(settings):
     cfg = FeatureConfig(**settings)
@@ -110,7 +111,7 @@ def test_exportable_frontend_matches_frontend(settings):
     assert ours.shape == reference.shape == (2, *FrontEnd(cfg).output_shape(cfg.sample_rate))
     # float32 DFT-by-convolution vs torch.stft's FFT; dB values span ~80 dB, image values 0..255
     scale = 255.0 if cfg.image_scale else 1.0
-    tolerance = {"db": 2e-3, "log": 2e-4, "none": 1e-4}[cfg.log] * scale
+    tolerance = {"db": 2e-3, "log": 2e-4, "pcen": 1e-4, "none": 1e-4}[cfg.log] * scale
     assert (ours - reference).abs().max().item() < tolerance
 
 
@@ -164,6 +165,15 @@ def test_export_with_frontend_takes_waveforms(run_dir, tmp_path):
     with torch.no_grad():
         expected = Predictor.from_run(run_dir, device="cpu").model(torch.from_numpy(wave)).numpy()
     np.testing.assert_allclose(onnx_predictor.logits(wave), expected, atol=5e-4, rtol=5e-3)
+
+
+def test_pcen_run_exports_with_its_frontend(tmp_path):
+    run = make_run(tmp_path, epochs=1, n_per_class=2, extra=["features.log=pcen", "features.power=1.0"])
+    path = export_onnx(run, tmp_path / "pcen.onnx", with_frontend=True)
+    wave = np.random.default_rng(5).standard_normal((2, 16000)).astype(np.float32) * 0.1
+    with torch.no_grad():
+        expected = Predictor.from_run(run, device="cpu").model(torch.from_numpy(wave)).numpy()
+    np.testing.assert_allclose(OnnxPredictor(path).logits(wave), expected, atol=5e-4, rtol=5e-3)
 
 
 def test_onnx_predictor_matches_predictor_on_files(run_dir, tmp_path):

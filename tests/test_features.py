@@ -250,6 +250,38 @@ def test_frontend_db_spectrogram_and_natural_log():
         np.testing.assert_allclose(run64(FrontEnd(cfg), y)[0, 0], expected, rtol=1e-6, atol=tolerance)
 
 
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_frontend_pcen_matches_librosa(power):
+    # A tone that starts after 0.5 s of quiet noise: the smoother's start and its adaptation both count.
+    y = signal(16000, seconds=2.0, seed=11, level=0.02)
+    y[8000:] += 0.3 * np.sin(2 * np.pi * 880.0 * np.arange(y.size - 8000) / 16000)
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=160, n_mels=40, power=power,
+                                         pad_mode="constant", dtype=np.float64)
+    expected = librosa.pcen(mel * 2**31, sr=16000, hop_length=160)
+    cfg = FeatureConfig(n_fft=512, hop_length=160, n_mels=40, power=power, log="pcen")
+    np.testing.assert_allclose(run64(FrontEnd(cfg), y)[0, 0], expected, rtol=1e-5, atol=1e-6)
+    # float32 (training) stays close too
+    out32 = FrontEnd(cfg)(torch.from_numpy(y.astype(np.float32)))[0, 0].numpy()
+    np.testing.assert_allclose(out32, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_pcen_is_robust_to_gain_where_db_shifts():
+    y = signal(16000, seconds=2.0, seed=12)
+    pcen_cfg = FeatureConfig(n_fft=512, hop_length=160, n_mels=40, log="pcen")
+    loud, quiet = (run64(FrontEnd(pcen_cfg), y * g)[0, 0] for g in (1.0, 0.1))
+    db_cfg = FeatureConfig(n_fft=512, hop_length=160, n_mels=40)
+    db_loud, db_quiet = (run64(FrontEnd(db_cfg), y * g)[0, 0] for g in (1.0, 0.1))
+    # -20 dB of gain moves every dB value by 20; PCEN's output (after its adaptation, ~0.4 s) barely moves.
+    steady = slice(60, None)
+    assert np.abs(db_loud - db_quiet)[:, steady].mean() == pytest.approx(20.0, abs=0.5)
+    assert np.abs(loud - quiet)[:, steady].mean() < 0.1 * np.abs(loud[:, steady]).mean()
+
+
+def test_pcen_is_refused_for_mfcc():
+    with pytest.raises(ConfigError, match="features.log"):
+        FeatureConfig(kind="mfcc", log="pcen")
+
+
 @pytest.mark.parametrize("center", [True, False])
 @pytest.mark.parametrize("n_samples", [1764, 1765, 44100, 44100 + 881, 44100 + 882])
 def test_n_frames_matches_librosa(center, n_samples):

@@ -83,6 +83,9 @@ class TrainConfig:
     # deployed instead of the raw weights; 0: off.
     ema: float | None = None
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
+    # A linear probe: the pretrained backbone's embeddings are extracted once (cached under data.cache_dir when
+    # set), then only the head trains on them (train.inputs.frozen); the run keeps the whole model.
+    frozen_embeddings: bool = False
 
 
 @dataclass

@@ -34,6 +34,7 @@ __all__ = [
     "mel_to_hz",
     "mel_filterbank",
     "power_to_db",
+    "pcen",
     "dct_matrix",
     "image_scale",
     "Spectrogram",
@@ -42,6 +43,7 @@ __all__ = [
     "mel_bands",
     "AmplitudeToDB",
     "NaturalLog",
+    "PCEN",
     "MFCC",
     "ImageScale",
     "FrontEnd",
@@ -50,7 +52,10 @@ __all__ = [
 KINDS = ("logmel", "mfcc", "spectrogram")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
-LOGS = ("db", "log", "none")
+LOGS = ("db", "log", "pcen", "none")
+# Per-channel energy normalisation (Wang et al. 2017, "Trainable frontend for robust and far-field keyword
+# spotting"): librosa's defaults, for magnitudes on the int32 scale its documentation uses.
+PCEN_GAIN, PCEN_BIAS, PCEN_POWER, PCEN_TIME_CONSTANT, PCEN_EPS, PCEN_SCALE = 0.98, 2.0, 0.5, 0.4, 1e-6, 2.0**31
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
@@ -72,7 +77,9 @@ class FeatureConfig:
     mel_norm: str | None = "slaney"  # "slaney" (area normalisation) | None
     center: bool = True
     pad_mode: str = "constant"  # librosa >= 0.10 default
-    log: str = "db"  # "db" | "log" (natural log of x + log_offset) | "none"
+    # "db" | "log" (natural log of x + log_offset) | "pcen" (per-channel energy normalisation: robust to
+    # loudness and microphone gain; librosa.pcen's defaults on the spectrogram scaled by 2**31) | "none"
+    log: str = "db"
     top_db: float | None = 80.0  # per example, relative to its own maximum
     amin: float = 1e-10
     log_offset: float = 1e-6
@@ -136,6 +143,8 @@ class FeatureConfig:
             fail("amin", "a positive number")
         if not self.log_offset > 0:
             fail("log_offset", "a positive number")
+        if self.log == "pcen" and self.kind == "mfcc":
+            fail("log", "db or log for MFCC (PCEN output is not a log spectrum)")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             fail("n_mfcc", f"at most n_mels ({self.n_mels})")
 
@@ -271,6 +280,27 @@ def power_to_db(
     else:
         peak = log_spec.amax()
     return torch.maximum(log_spec, peak - top_db)
+
+
+def pcen(spec: torch.Tensor, sample_rate: int, hop_length: int) -> torch.Tensor:
+    """Per-channel energy normalisation of a (B, F, T) magnitude or power spectrogram, as
+    ``librosa.pcen(spec * 2**31, sr=sample_rate, hop_length=hop_length)``.
+
+    The smoother ``M[t] = (1 - b) M[t-1] + b E[t]`` (started, as scipy's ``lfilter_zi`` does, as if
+    ``M[-1] = 1``) is written as one matmul with a (T, T) matrix of ``b (1 - b)^(t - i)``, so it runs batched
+    on any device and exports to ONNX without a loop.
+    """
+    frames = PCEN_TIME_CONSTANT * sample_rate / hop_length
+    b = (math.sqrt(1 + 4 * frames**2) - 1) / (2 * frames**2)
+    energy = spec * PCEN_SCALE
+    steps = torch.arange(spec.shape[-1], device=spec.device, dtype=spec.dtype)
+    lag = steps.unsqueeze(1) - steps.unsqueeze(0)  # (T, T): t - i, rows t
+    decay = torch.exp(lag.clamp_min(0) * math.log1p(-b))
+    kernel = torch.where(lag >= 0, b * decay, torch.zeros_like(decay))  # (t, i): weight of E[i] in M[t]
+    smooth = torch.matmul(energy, kernel.transpose(0, 1)) + torch.exp((steps + 1) * math.log1p(-b))
+    # exp/log rather than expm1/log1p, which ONNX lacks; the difference is below 1e-7 of the output's scale.
+    gain = torch.exp(-PCEN_GAIN * (math.log(PCEN_EPS) + torch.log(1 + smooth / PCEN_EPS)))
+    return PCEN_BIAS**PCEN_POWER * (torch.exp(PCEN_POWER * torch.log(1 + energy * gain / PCEN_BIAS)) - 1)
 
 
 def dct_matrix(n_mfcc: int, n_mels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -527,6 +557,17 @@ class NaturalLog(nn.Module):
         return torch.log(spec + self.offset)
 
 
+class PCEN(nn.Module):
+    """Per-channel energy normalisation (see :func:`pcen`) in place of the log."""
+
+    def __init__(self, sample_rate: int, hop_length: int):
+        super().__init__()
+        self.sample_rate, self.hop_length = sample_rate, hop_length
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        return pcen(spec, self.sample_rate, self.hop_length)
+
+
 class MFCC(nn.Module):
     """dB mel spectrogram (B, n_mels, T) -> MFCC (B, n_mfcc, T), as ``librosa.feature.mfcc`` (ortho DCT-II)."""
 
@@ -570,6 +611,8 @@ class FrontEnd(nn.Module):
             self.compress: nn.Module = AmplitudeToDB(stype, cfg.top_db, cfg.amin)
         elif cfg.log == "log":
             self.compress = NaturalLog(cfg.log_offset)
+        elif cfg.log == "pcen":
+            self.compress = PCEN(cfg.sample_rate, cfg.hop_length)
         else:
             self.compress = nn.Identity()
         self.cepstrum: nn.Module = MFCC(cfg.n_mfcc, cfg.n_mels) if cfg.kind == "mfcc" else nn.Identity()

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import AudioclfError, ConfigError
-from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames
+from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen
 from ..files import atomic_write_bytes
 from ..runs import load_model
 
@@ -145,6 +145,8 @@ class ExportableFrontEnd(nn.Module):
                 spec = torch.maximum(spec, peak - cfg.top_db)
         elif cfg.log == "log":
             spec = torch.log(spec + cfg.log_offset)
+        elif cfg.log == "pcen":
+            spec = pcen(spec, cfg.sample_rate, cfg.hop_length)
         if cfg.kind == "mfcc":
             spec = torch.matmul(self.dct.to(spec.dtype), spec)
         if cfg.image_scale:

@@ -136,6 +136,25 @@ def build_head(
 
 
 # --- the model ----------------------------------------------------------------------------------
+class EmbeddingStandardizer(nn.Module):
+    """Per-dimension standardisation of the pooled embedding, statistics from the training set (a linear probe
+    on raw embeddings depends on their scale: a backbone whose embeddings are ~1e-2 would need weights 100x
+    larger, which weight decay and a default learning rate never reach)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, vectors: torch.Tensor) -> None:
+        vectors = vectors.double()
+        self.mean.copy_(vectors.mean(0).to(self.mean))
+        self.std.copy_(vectors.std(0, correction=0).clamp_min(1e-6).to(self.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class TransferClassifier(nn.Module):
     """Feature image (B, C, F, T) -> ``adapter`` -> ``backbone`` -> ``head`` -> logits (B, n_classes).
 
@@ -144,13 +163,18 @@ class TransferClassifier(nn.Module):
     (what Keras does for ``trainable=False`` layers, and what that FSD2019 solution's frozen backbones did).
     """
 
-    def __init__(self, arch: str, adapter: nn.Module, backbone: nn.Module, head: nn.Module, head_input: str):
+    def __init__(self, arch: str, adapter: nn.Module, backbone: nn.Module, head: nn.Module, head_input: str,
+                 embedding_norm: bool = False):
         super().__init__()
         if head_input not in ("vector", "map"):
             raise ValueError(f"head_input={head_input!r}; expected 'vector' or 'map'")
+        if embedding_norm and head_input != "vector":
+            raise ConfigError("embedding_norm needs an embedding head (linear or dense); this head reads the "
+                              "feature map")
         self.arch = arch
         self.adapter = adapter
         self.backbone = backbone
+        self.embedding_norm = EmbeddingStandardizer(backbone.embedding_dim) if embedding_norm else None
         self.head = head
         self.head_input = head_input
 
@@ -158,9 +182,19 @@ class TransferClassifier(nn.Module):
         """Backbone blocks, input to output: block name -> names of its modules inside ``backbone``."""
         return self.backbone.freeze_blocks()
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled embedding (B, embedding_dim), before ``embedding_norm``."""
+        return self.backbone.pool(self.backbone.forward_features(self.adapter(x)))
+
+    def probe(self) -> nn.Module:
+        """Embedding (B, embedding_dim) -> logits: the part of a ``"vector"`` model after :meth:`embed`."""
+        return nn.Sequential(*[m for m in (self.embedding_norm, self.head) if m is not None])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fmap = self.backbone.forward_features(self.adapter(x))
-        return self.head(fmap if self.head_input == "map" else self.backbone.pool(fmap))
+        if self.head_input == "vector":
+            embedding = self.embed(x)
+            return self.head(self.embedding_norm(embedding) if self.embedding_norm is not None else embedding)
+        return self.head(self.backbone.forward_features(self.adapter(x)))
 
     def train(self, mode: bool = True) -> "TransferClassifier":
         super().train(mode)
@@ -277,10 +311,12 @@ def build_transfer_model(
     head_channels: Sequence[int],
     dropout: float,
     freeze: str,
+    embedding_norm: bool = False,
 ) -> TransferClassifier:
-    """Put a new head on a (weight-loaded) backbone and apply the freeze policy (see ``freeze.py``)."""
+    """Put a new head on a (weight-loaded) backbone and apply the freeze policy (see ``freeze.py``);
+    ``embedding_norm``: standardise the embedding before the head (:class:`EmbeddingStandardizer`)."""
     head_module, head_input = build_head(head, n_classes, backbone.feature_channels, backbone.embedding_dim,
                                          head_hidden, head_channels, dropout)
-    model = TransferClassifier(arch, adapter, backbone, head_module, head_input)
+    model = TransferClassifier(arch, adapter, backbone, head_module, head_input, bool(embedding_norm))
     apply_freeze_policy(model, freeze)
     return model

@@ -118,6 +118,7 @@ def mobilenet_v2(
     head_hidden: Sequence[int] = (512, 256),
     head_channels: Sequence[int] = (32, 64),
     dropout: float = 0.5,
+    embedding_norm: bool = False,
     width_mult: float = 1.0,
 ) -> nn.Module:
     """MobileNetV2 backbone (frozen, partly or fully trained) on a (1 or 3, F, T) feature image, plus a new head.
@@ -125,7 +126,7 @@ def mobilenet_v2(
     ``weights``: a torchvision MobileNetV2 state_dict file (or an audioclf run checkpoint); ``classifier``
     is ignored. ``freeze``: ``none`` | ``all`` | ``last:N`` of the 19 blocks features.0..18 |
     ``mobilenet_stages_11_17`` (features.11..18). ``input_scaling``, ``head``, ``head_hidden``,
-    ``head_channels``, ``dropout``: as for ``resnet50``. ``width_mult``: torchvision's width multiplier
+    ``head_channels``, ``dropout``, ``embedding_norm``: as for ``resnet50``. ``width_mult``: torchvision's width multiplier
     (ImageNet weights exist for 1.0).
     """
     if not float(width_mult) > 0:
@@ -136,4 +137,4 @@ def mobilenet_v2(
     if weights:
         load_backbone_weights(backbone, weights, "mobilenet_v2")
     return build_transfer_model("mobilenet_v2", adapter, backbone, n_classes, head, head_hidden, head_channels,
-                                dropout, freeze)
+                                dropout, freeze, embedding_norm)

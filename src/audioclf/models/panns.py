@@ -149,7 +149,7 @@ class Cnn14(PannsCNN):
 
 def _panns(name: str, n_blocks: int, block: type[nn.Module], n_classes: int, input_shape: tuple[int, ...], head: str,
            weights: str | None, freeze: str, input_scaling: str, head_hidden: Sequence[int],
-           head_channels: Sequence[int], dropout: float, width: int) -> nn.Module:
+           head_channels: Sequence[int], dropout: float, width: int, embedding_norm: bool = False) -> nn.Module:
     check_head(head)
     if input_shape[0] != 1:
         raise ConfigError(f"{name}: input_shape={tuple(input_shape)}; expected 1 channel (a log-mel image)")
@@ -164,7 +164,7 @@ def _panns(name: str, n_blocks: int, block: type[nn.Module], n_classes: int, inp
     if input_scaling == "standardized":
         backbone.bn0.reset_running_stats()
     return build_transfer_model(name, nn.Identity(), backbone, n_classes, head, head_hidden, head_channels,
-                                dropout, freeze)
+                                dropout, freeze, embedding_norm)
 
 
 @register_model(input_kind="features", example_input=(1, 64, 1001))
@@ -179,6 +179,7 @@ def cnn14(
     head_channels: Sequence[int] = (32, 64),
     dropout: float = 0.5,
     width: int = 64,
+    embedding_norm: bool = False,
 ) -> nn.Module:
     """PANNs CNN14 backbone (audio-pretrained on AudioSet) on a (1, F, T) log-mel image, plus a new head.
 
@@ -188,9 +189,11 @@ def cnn14(
     ``"standardized"`` (our classifier already standardises each band, so bn0's pretrained running
     statistics are reset to mean 0 / variance 1 and bn0 keeps only its learned per-band scale and shift)
     or ``"raw"`` (keep them: for inputs that are raw PANNs log-mels). ``width``: first-block channels.
+    ``embedding_norm``: standardise the embedding before the head, with training-set statistics (set by
+    ``train.frozen_embeddings``, whose linear probe depends on the embedding's scale).
     """
     return _panns("cnn14", 6, ConvBlock, n_classes, input_shape, head, weights, freeze, input_scaling, head_hidden,
-                  head_channels, dropout, width)
+                  head_channels, dropout, width, embedding_norm)
 
 
 @register_model(input_kind="features", example_input=(1, 64, 1001))
@@ -205,11 +208,12 @@ def cnn10(
     head_channels: Sequence[int] = (32, 64),
     dropout: float = 0.5,
     width: int = 64,
+    embedding_norm: bool = False,
 ) -> nn.Module:
     """PANNs CNN10 (four blocks of two 3x3 convolutions, 64 .. 512 channels, AudioSet mAP 0.380) plus a new
     head; arguments as for :func:`cnn14`."""
     return _panns("cnn10", 4, ConvBlock, n_classes, input_shape, head, weights, freeze, input_scaling, head_hidden,
-                  head_channels, dropout, width)
+                  head_channels, dropout, width, embedding_norm)
 
 
 @register_model(input_kind="features", example_input=(1, 64, 1001))
@@ -224,8 +228,9 @@ def cnn6(
     head_channels: Sequence[int] = (32, 64),
     dropout: float = 0.5,
     width: int = 64,
+    embedding_norm: bool = False,
 ) -> nn.Module:
     """PANNs CNN6 (four blocks of one 5x5 convolution, 64 .. 512 channels, AudioSet mAP 0.343) plus a new head;
     arguments as for :func:`cnn14`."""
     return _panns("cnn6", 4, ConvBlock5x5, n_classes, input_shape, head, weights, freeze, input_scaling, head_hidden,
-                  head_channels, dropout, width)
+                  head_channels, dropout, width, embedding_norm)

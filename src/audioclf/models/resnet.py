@@ -121,6 +121,7 @@ def resnet50(
     head_hidden: Sequence[int] = (512, 256),
     head_channels: Sequence[int] = (32, 64),
     dropout: float = 0.5,
+    embedding_norm: bool = False,
 ) -> nn.Module:
     """ResNet-50 backbone (frozen, partly or fully trained) on a (1 or 3, F, T) feature image, plus a new head.
 
@@ -129,6 +130,7 @@ def resnet50(
     layer1..layer4) | ``resnet50_blocks_4_5``. ``input_scaling="imagenet"``: 0-255 image then ImageNet
     mean/std (what ImageNet weights expect); ``"standardized"`` feeds the standardised features as they are.
     ``head``/``head_hidden``/``head_channels``/``dropout``: see :func:`~audioclf.models.backbones.build_head`.
+    ``embedding_norm``: standardise the pooled embedding before the head (``train.frozen_embeddings`` sets it).
     """
     check_head(head)
     adapter = ImageInput(input_shape[0], input_scaling)
@@ -136,4 +138,4 @@ def resnet50(
     if weights:
         load_backbone_weights(backbone, weights, "resnet50")
     return build_transfer_model("resnet50", adapter, backbone, n_classes, head, head_hidden, head_channels,
-                                dropout, freeze)
+                                dropout, freeze, embedding_norm)

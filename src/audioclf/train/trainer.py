@@ -120,6 +120,9 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
             raise ConfigError("--resume: name the run directory to continue (--out DIR or out=DIR)")
         cfg, checkpoint, manifest = _resumed(cfg, RunDir(cfg.out))
     inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
+    if objective is not None and cfg.train.frozen_embeddings:
+        raise ConfigError("train.frozen_embeddings trains only a head on fixed embeddings; distillation trains "
+                          "the whole student: unset one of them")
     cfg = inputs.cfg
     run = RunDir(cfg.out or default_run_dir(cfg.model["name"]))
     seed_everything(cfg.seed)
@@ -175,6 +178,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     else:
         _restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
         run.write_config(resolved)
+    inputs.ready(model, device)
     ema = moving_average(model, cfg.train.ema)
     if ema is not None and checkpoint is not None:
         ema.load_state_dict(checkpoint["ema"])
@@ -189,10 +193,10 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     loss = model_loss(model)
 
     def validate() -> dict[str, float]:
-        return inputs.evaluate(model_probabilities(evaluated, task, device, amp), "val", loss).metrics
+        return inputs.validate(evaluated, device, amp, loss)
 
     fit = EpochFit(run, model, loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
-                   base_state, ema)
+                   base_state, ema, trained=inputs.trained_part(model))
     run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
 
     if objective is not None:
@@ -228,6 +232,7 @@ class EpochFit:
     monitor: str
     base_state: dict[str, Any]
     ema: Any = None  # the weights' moving average (train.averaging), or None
+    trained: torch.nn.Module | None = None  # what a step runs on a batch (default: model; frozen embeddings: its head)
 
 
 def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validate, reporter=None,
@@ -245,7 +250,7 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         started = time.perf_counter()
         bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", n_items) if reporter else None
         average = (lambda: fit.ema.update_parameters(fit.model)) if fit.ema is not None else None
-        train_values = train_one_epoch(fit.model, fit.loader, fit.step, fit.optimizer, fit.device, amp=fit.amp,
+        train_values = train_one_epoch(fit.trained or fit.model, fit.loader, fit.step, fit.optimizer, fit.device, amp=fit.amp,
                                        scaler=fit.scaler, grad_clip=cfg.train.grad_clip,
                                        progress=bar.advance if bar else None, after_step=average)
         if bar:

@@ -9,6 +9,8 @@ read, never a silently ignored setting.
 * :class:`AudioInputs`: audio files through a manifest, decoded once; the model has the feature front-end
   inside.
 * :class:`EmbeddingInputs`: AudioSet-style embedding sets (HDF5 or TFRecord), in memory or streamed.
+* :class:`FrozenEmbeddingInputs`: audio files through a frozen pretrained backbone whose embeddings are
+  extracted once; only the head trains (``train.frozen_embeddings``).
 
 :func:`inputs_for` picks the kind a config describes.
 """
@@ -19,12 +21,16 @@ from ...config import Config
 from .audio import AudioInputs
 from .base import Inputs
 from .embeddings import EmbeddingInputs
+from .frozen import FrozenEmbeddingInputs
 
-__all__ = ["AudioInputs", "EmbeddingInputs", "Inputs", "inputs_for"]
+__all__ = ["AudioInputs", "EmbeddingInputs", "FrozenEmbeddingInputs", "Inputs", "inputs_for"]
 
 
 def inputs_for(cfg: Config) -> Inputs:
     """The inputs ``cfg`` describes (with that kind's defaults applied and its unsupported keys refused):
     AudioSet embeddings when ``data.format`` is ``audioset``, the model takes embeddings, or ``data.path``
-    holds embedding files; audio files otherwise."""
-    return (EmbeddingInputs if EmbeddingInputs.describes(cfg) else AudioInputs)(cfg)
+    holds embedding files; audio files through a frozen backbone when ``train.frozen_embeddings``; audio files
+    otherwise."""
+    if EmbeddingInputs.describes(cfg):
+        return EmbeddingInputs(cfg)
+    return (FrozenEmbeddingInputs if cfg.train.frozen_embeddings else AudioInputs)(cfg)

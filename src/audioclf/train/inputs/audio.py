@@ -201,9 +201,14 @@ class AudioInputs(Inputs):
         else:
             probs, targets = predict_batches(probs_fn, make_loader(dataset, batch_size, 0))
         groups = {name: subset.group_values(name) for name in subset.group_names}
-        scored = {name: values for name, values in groups.items() if 2 <= len(set(values)) <= MAX_GROUP_VALUES}
-        metrics = score(self.task, targets, probs, self.classes, scored, loss)
+        metrics = score(self.task, targets, probs, self.classes, self.scored_groups(split), loss)
         return SplitResult(metrics, probs, targets, [item.id for item in subset], groups)
+
+    def scored_groups(self, split: str) -> dict[str, list[str]]:
+        """The group columns of ``split`` that get per-group metrics (2 to MAX_GROUP_VALUES values)."""
+        subset = self.prepared.split(split)
+        groups = {name: subset.group_values(name) for name in subset.group_names}
+        return {name: values for name, values in groups.items() if 2 <= len(set(values)) <= MAX_GROUP_VALUES}
 
 
 def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: int,

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from ...config import Config, config_value, fill_unset
 from ...data.manifest import Manifest
 from ...errors import ConfigError
 from ...models.classifier import AudioClassifier
 from ...runs import RunDir
-from ..evaluate import Probabilities, SplitResult
+from ..evaluate import Probabilities, SplitResult, model_probabilities
 
 __all__ = ["Inputs"]
 
@@ -103,6 +105,14 @@ class Inputs(ABC):
     def initialize(self, model: AudioClassifier, device) -> None:
         """Data-dependent set-up of a new model (audio: the feature standardisation's statistics)."""
 
+    def ready(self, model: AudioClassifier, device) -> None:
+        """Called once the weights that training starts from are in place (new, ``init_from`` or resumed),
+        before the first epoch (frozen embeddings: extract them now)."""
+
+    def trained_part(self, model: AudioClassifier) -> torch.nn.Module:
+        """The module a training step runs on a training batch (the whole model, or only its head)."""
+        return model
+
     @abstractmethod
     def train_set(self) -> Any:
         """The training items (a Dataset, or a stream)."""
@@ -116,6 +126,10 @@ class Inputs(ABC):
         return {}
 
     # --- evaluation -------------------------------------------------------------------------------
+    def validate(self, model: AudioClassifier, device, amp: bool, loss: str = "task") -> dict[str, float]:
+        """The validation metrics of ``model`` after an epoch."""
+        return self.evaluate(model_probabilities(model, self.task, device, amp), "val", loss).metrics
+
     @abstractmethod
     def evaluate(self, probs_fn: Probabilities, split: str, loss: str = "task") -> SplitResult | None:
         """``split`` scored with ``probs_fn`` (None when the split is empty); ``loss`` names the model's loss."""

@@ -60,6 +60,7 @@ class EmbeddingInputs(Inputs):
         "augment.waveform": _NO_SPECTROGRAM, "augment.spec": _NO_SPECTROGRAM, "augment.duplicate": _NO_SPECTROGRAM,
         "augment.mixup_on": "MixUp mixes the embedding sequences themselves; leave mixup_on unset",
         "train.backbone_lr": "the embedding models have no pretrained backbone",
+        "train.frozen_embeddings": "the inputs already are embeddings",
         "cv": "cross-validation needs a manifest of items; split the sets with data.fractions",
     }
 
