@@ -20,3 +20,7 @@ class DataError(AudioclfError):
 
 class ConfigError(AudioclfError):
     """An unknown or invalid configuration key/value."""
+
+
+class UnsafeFileError(AudioclfError):
+    """A file to load holds Python objects whose loading could run code; it is refused before any of it runs."""

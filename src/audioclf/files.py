@@ -1,4 +1,4 @@
-"""Crash-safe file writes and plain-JSON conversion: the one way the project writes anything.
+"""Crash-safe file writes, plain-JSON conversion, and the one safe way to read a PyTorch file.
 
 Everything the project writes (checkpoints, manifests, metrics, cache entries, reports) goes through
 :func:`atomic_write`: the data lands in a temp file in the *same* folder and is renamed over the target
@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
 import secrets
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from .errors import DataError
+from .errors import DataError, UnsafeFileError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "jsonable"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "jsonable", "load_torch_file"]
 
 
 # --- atomic writes ------------------------------------------------------------------------------
@@ -91,3 +95,38 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+# --- reading PyTorch files ----------------------------------------------------------------------
+# numpy arrays inside checkpoints (a run's saved random state, PANNs' sampler state) are rebuilt from a dtype
+# and raw bytes: allow-listing those constructors lets the tensors-only unpickler read them, and nothing in
+# them can name a function to call.
+_MULTIARRAY = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 renamed core to _core
+_NUMPY_GLOBALS = [np.ndarray, np.dtype, _MULTIARRAY._reconstruct, _MULTIARRAY.scalar,
+                  *(getattr(np.dtypes, name) for name in np.dtypes.__all__)]
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings, containers and numpy arrays.
+
+    A pickle is a program: a file that names any other Python object (a crafted "checkpoint" can name
+    ``os.system``) is refused with :class:`UnsafeFileError` naming the objects, before any of it runs.
+    There is no full-pickle fallback; re-save such a file as a plain ``state_dict`` where it came from.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: refused below
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        message = " ".join(str(exc).split())
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not a zip checkpoint (legacy format, or no PyTorch file at all)
+            names = []
+        names = names or re.findall(r"GLOBAL ([\w.]+)", message)
+        if not names:
+            raise pickle.UnpicklingError("not a PyTorch file the tensors-only loader can read") from None
+        shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+        raise UnsafeFileError(f"{path}: refused: it holds Python objects ({shown}) whose loading could run "
+                              "code; only tensors, numbers, strings and arrays are loaded") from None

@@ -20,8 +20,6 @@ names, input to output) and ``ignored_weight_prefixes`` (keys of a weight file t
 
 from __future__ import annotations
 
-import pickle
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsafeFileError
+from ..files import load_torch_file
 from ..features import image_scale
 from .cnn import FSDSimpleCNN
 from .freeze import apply_freeze_policy, sync_batchnorm_modes
@@ -213,37 +212,19 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():
-            raise ConfigError(f"weights: cannot read {path} as a PyTorch file ({_one_line(exc)})") from None
-    # Training checkpoints (PANNs' sampler state, audioclf's run checkpoints) also pickle numpy values that
-    # the tensors-only loader refuses; the user named this file, so load it fully, but say so.
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a damaged or foreign file
-        raise ConfigError(f"weights: cannot read {path} as a PyTorch file ({_one_line(exc)})") from None
-    warnings.warn(f"weights: {path} holds more than tensors; it was loaded with the full pickle loader "
-                  "(only use weight files you trust)", stacklevel=4)
-    return obj
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weight file: a plain state_dict, ``{"model": state_dict, ...}`` (PANNs, audioclf run
-    checkpoints), ``{"state_dict": ...}`` or a whole pickled module."""
+    checkpoints) or ``{"state_dict": ...}``, read with the tensors-only loader (a pickled module, or any file
+    naming other Python objects, is refused before it runs: :func:`audioclf.files.load_torch_file`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"weights: {path} not found; expected a state_dict file saved with torch.save")
     try:
-        obj = _torch_load(path)
-    except ConfigError:
-        raise
+        obj = load_torch_file(path)
+    except UnsafeFileError as exc:
+        raise ConfigError(f"weights: {exc}") from None
     except Exception as exc:  # KeyError/EOFError/RuntimeError: not a torch file at all
         raise ConfigError(f"weights: cannot read {path} as a PyTorch file ({_one_line(exc)})") from None
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
     while isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
         inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:

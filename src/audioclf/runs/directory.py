@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import AudioclfError
-from ..files import atomic_write_bytes, atomic_write_text, jsonable
+from ..errors import AudioclfError, UnsafeFileError
+from ..files import atomic_write_bytes, atomic_write_text, jsonable, load_torch_file
 from ..models.classifier import AudioClassifier
 from ..models.complexity import Report, complexity_report
 
@@ -102,7 +102,9 @@ class RunDir:
         if not path.exists():
             raise AudioclfError(f"{path}: checkpoint not found")
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return load_torch_file(path)
+        except UnsafeFileError:
+            raise
         except Exception as exc:  # a foreign or damaged file: say which one
             raise AudioclfError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
 
