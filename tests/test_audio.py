@@ -125,6 +125,57 @@ def test_bad_files_raise_audio_decode_error_naming_the_path(tmp_path, case):
         assert str(path) in message and "\n" not in message and info.value.reason
 
 
+def _with_header_rate(path: Path, rate: int) -> Path:
+    """Rewrite a PCM WAV header's sample rate (bytes 24-27) and byte rate (28-31): a crafted header."""
+    raw = bytearray(path.read_bytes())
+    block_align = int.from_bytes(raw[32:34], "little")
+    raw[24:28] = rate.to_bytes(4, "little")
+    raw[28:32] = (rate * block_align).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("rate", [1, 999, 10_000_000])
+def test_a_crafted_sample_rate_is_refused_from_the_header(tmp_path, rate):
+    # 40 KB of samples whose header claims 1 Hz would be resampled to 320 M samples at 16 kHz.
+    path = tmp_path / "bomb.wav"
+    sf.write(path, np.zeros(20_000, dtype=np.float32), 8000, subtype="PCM_16")
+    _with_header_rate(path, rate)
+    for call in (lambda: load_audio(path, sample_rate=16000), lambda: audio_info(path)):
+        with pytest.raises(AudioDecodeError, match=f"header sample rate {rate} Hz is outside") as info:
+            call()
+        assert info.value.path == str(path) and "\n" not in str(info.value)
+
+
+def test_files_longer_than_max_seconds_are_refused_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, sine(440, 3.0, 8000), 8000)
+    decoded = []
+    monkeypatch.setattr(audio.sf, "read", lambda *a, **k: decoded.append(a) or (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(AudioDecodeError, match=r"3 s long; files up to data.max_seconds=2 s"):
+        load_audio(path, max_seconds=2.0)
+    assert decoded == []  # refused from the header
+
+
+def test_decoding_stops_at_max_seconds_whatever_the_header_says(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, sine(440, 3.0, 8000), 8000)
+    # A header that understates the length (as a crafted or damaged file can): decoding reads one frame past
+    # the limit at most, and refuses.
+    monkeypatch.setattr(audio, "audio_info", lambda p: audio.AudioInfo(8000, 8000, 1, 1.0))
+    with pytest.raises(AudioDecodeError, match="longer than data.max_seconds=2 s although its header says 1 s"):
+        load_audio(path, max_seconds=2.0)
+    wave, _ = load_audio(path, max_seconds=3.0)
+    assert len(wave) == 24000
+
+
+def test_too_many_channels_are_refused(tmp_path):
+    path = tmp_path / "wide.wav"
+    sf.write(path, np.zeros((100, 65), dtype=np.float32), 8000)
+    with pytest.raises(AudioDecodeError, match="65 channels"):
+        load_audio(path)
+
+
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
 def test_non_finite_samples_are_rejected(tmp_path, bad_value):
     wave = sine(440, 0.1, 16000)

@@ -1,6 +1,7 @@
 """The CLI as a user meets it: exit codes, one-line errors, predict output."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,31 @@ def test_predict_reports_an_unreadable_file_and_goes_on(cli_run, capsys, tmp_pat
     assert main(["predict", str(run), str(bad), str(good)]) == 0
     printed = capsys.readouterr().out
     assert "bad.wav: skipped" in printed and good.name in printed
+
+
+def test_a_decompression_bomb_is_skipped_in_predict_and_train(cli_run, capsys, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from audioclf.runs import RunDir
+
+    run, data = cli_run
+    bomb = tmp_path / "bomb.wav"  # 40 KB whose header claims 1 Hz: 320 M samples once resampled to 16 kHz
+    sf.write(bomb, np.zeros(20_000, dtype=np.float32), 8000, subtype="PCM_16")
+    raw = bytearray(bomb.read_bytes())
+    raw[24:28], raw[28:32] = (1).to_bytes(4, "little"), (2).to_bytes(4, "little")
+    bomb.write_bytes(bytes(raw))
+    assert main(["predict", str(run), str(bomb)]) == 0
+    assert "bomb.wav: skipped" in capsys.readouterr().out
+    # In a training folder it is listed as skipped with its reason, and the run goes on.
+    target = sorted(p for p in data.iterdir() if p.is_dir())[0] / "bomb.wav"
+    target.write_bytes(bomb.read_bytes())
+    try:
+        assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY]) == 0
+    finally:
+        target.unlink()
+    skipped = RunDir(tmp_path / "run").read_summary()["skipped"]
+    assert [Path(s["path"]).name for s in skipped] == ["bomb.wav"] and "1 Hz" in skipped[0]["reason"]
 
 
 def test_predict_long_recording_uses_windows(cli_run, tmp_path):

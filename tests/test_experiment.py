@@ -312,6 +312,11 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
     probs_fn = model_probabilities(LastQuarterDetector(), "single_label", torch.device("cpu"))
     probs, _ = predict_whole_files(probs_fn, ds)
     assert 0 < probs[0, 1] < 1  # averaged over windows: only the last ones see the sound
+    # A long file goes through the model in batches of at most max_windows (memory bounded by the batch,
+    # not by the recording's length), with the same result.
+    sizes = []
+    chunked, _ = predict_whole_files(lambda x: sizes.append(len(x)) or probs_fn(x), ds, max_windows=3)
+    assert sizes == [3, 3, 2] and np.allclose(chunked, probs)
     centre = WaveformDataset(waves, np.array([1]), n_samples=4000, crop="center")
     assert LastQuarterDetector()(centre[0][0][None]).argmax().item() == 0
 

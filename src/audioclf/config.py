@@ -39,6 +39,7 @@ class DataConfig:
     heldout: list[str] | None = None  # group values seen only in test (unseen devices)
     strict: bool = False  # a bad audio file is an error instead of a reported skip
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
+    max_seconds: float = 3600.0  # longer files are skipped (checked from the header, before decoding)
     memory_gb: float = 4.0  # decoded audio above this goes to a disk cache, memory-mapped (larger-than-RAM data)
 
 

@@ -21,6 +21,7 @@ import soxr
 from ..errors import AudioDecodeError
 
 __all__ = [
+    "MAX_SECONDS",
     "AudioInfo",
     "SilenceParams",
     "audio_info",
@@ -40,6 +41,15 @@ PathLike = str | os.PathLike
 # soundfile reports failures through several exception types depending on where they happen
 # (libsndfile itself, its Python wrapper's argument checks, the OS).
 _DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError)
+
+
+# Checked from the header before a sample is decoded or resampled: a 40 KB WAV whose header claims 1 Hz
+# would otherwise be resampled to hundreds of millions of samples (a decompression bomb), and a header can
+# claim any length. 768 kHz is the highest rate audio interfaces record; below 1 kHz nothing is audio.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+MAX_CHANNELS = 64
+# The longest file decoded at once (data.max_seconds): an hour of 48 kHz stereo is ~1.4 GB while decoding.
+MAX_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -86,24 +96,39 @@ def audio_info(path: PathLike) -> AudioInfo:
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioDecodeError(path, f"invalid header (sample rate {info.samplerate}, "
                                      f"{info.channels} channels)")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(path, f"header sample rate {info.samplerate} Hz is outside "
+                                     f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz (damaged or crafted header)")
+    if info.channels > MAX_CHANNELS:
+        raise AudioDecodeError(path, f"{info.channels} channels in the header; at most {MAX_CHANNELS} are decoded")
     return AudioInfo(sample_rate=int(info.samplerate), n_samples=int(info.frames),
                      channels=int(info.channels), duration=info.frames / info.samplerate)
 
 
-def load_audio(path: PathLike, sample_rate: int | None = None,
-               mono: bool = True) -> tuple[np.ndarray, int]:
+def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True,
+               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode a file to float32 in [-1, 1], optionally mixed down and resampled.
 
     Returns ``(wave, sr)``: ``wave`` is 1-D when ``mono`` is true, else ``(n_samples, n_channels)``;
     ``sr`` is ``sample_rate`` when given, else the file's own rate.
     Raises :class:`AudioDecodeError` (never a raw soundfile error) for a missing, empty, corrupt or
-    non-audio file, a file with zero samples, or one containing NaN/inf samples.
+    non-audio file, a file with zero samples, or one containing NaN/inf samples; and, before decoding, for a
+    header outside the bounds above or a file longer than ``max_seconds`` (default :data:`MAX_SECONDS`).
+    Decoding itself stops after that length, whatever the header claimed.
     """
-    _check_file(path)
+    info = audio_info(path)
+    max_seconds = MAX_SECONDS if max_seconds is None else float(max_seconds)
+    max_frames = int(max_seconds * info.sample_rate)
+    if info.n_samples > max_frames:
+        raise AudioDecodeError(path, f"{info.duration:.0f} s long; files up to data.max_seconds={max_seconds:g} s "
+                                     "are decoded (raise it, or split the recording)")
     try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, file_sr = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, _short_reason(exc)) from exc
+    if data.shape[0] > max_frames:  # the header understated the length
+        raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its header says "
+                                     f"{info.duration:.0f} s")
     if data.shape[0] == 0:
         raise AudioDecodeError(path, "no audio samples")
     if not np.isfinite(data).all():

@@ -36,8 +36,8 @@ class Skipped:
         return {"path": self.path, "reason": self.reason}
 
 
-def _decode_one(path: str, sample_rate: int, trim: bool | str) -> np.ndarray:
-    wave, _ = load_audio(path, sample_rate=sample_rate, mono=True)
+def _decode_one(path: str, sample_rate: int, trim: bool | str, max_seconds: float | None = None) -> np.ndarray:
+    wave, _ = load_audio(path, sample_rate=sample_rate, mono=True, max_seconds=max_seconds)
     wave = apply_trim(wave, sample_rate, trim)  # parameters by clip length (FSD2019 recipe)
     return np.ascontiguousarray(wave, dtype=np.float32)
 
@@ -51,12 +51,14 @@ def decode_manifest(
     workers: int = 4,
     progress: bool = True,
     mmap: bool = False,
+    max_seconds: float | None = None,
 ) -> tuple[dict[str, np.ndarray], list[Skipped]]:
     """Decode, mix down, resample (and optionally trim) every item once.
 
     Returns the waveforms by item id and the list of skipped files. A bad file is reported and skipped;
     with ``strict=True`` the first bad file raises :class:`AudioDecodeError`. ``mmap`` (with
     ``cache_dir``): return memory-mapped arrays from the cache, so a dataset larger than RAM still trains.
+    ``max_seconds``: longer files are skipped before decoding (default ``audio.MAX_SECONDS``).
     """
     if mmap and not cache_dir:
         raise ValueError("mmap=True needs a cache_dir to map the decoded audio from")
@@ -74,7 +76,7 @@ def decode_manifest(
             if hit is not None:
                 return item, hit, None
         try:
-            wave = _decode_one(item.path, sample_rate, trim)
+            wave = _decode_one(item.path, sample_rate, trim, max_seconds)
         except AudioDecodeError as exc:
             return item, None, exc
         if cache is not None and key is not None:

@@ -144,7 +144,7 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
                     estimate / 2**30, data.memory_gb, cache_dir)
     waves, skipped = decode_manifest(
         manifest, sample_rate, trim=data.trim_silence, strict=data.strict, cache_dir=cache_dir,
-        progress=progress, mmap=mmap,
+        progress=progress, mmap=mmap, max_seconds=data.max_seconds,
     )
     bad = {s.path for s in skipped}
     usable = manifest.filter(lambda item: item.path not in bad)

@@ -48,6 +48,7 @@ class WindowedPredictor(ABC):
     clip_samples: int
     pad_mode: str = "tile"
     trim_silence: bool | str = False
+    max_seconds: float | None = None  # longer files are refused before decoding (None: audio.MAX_SECONDS)
 
     @abstractmethod
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
@@ -66,7 +67,7 @@ class WindowedPredictor(ABC):
         results = []
         for path in expand_paths(paths):
             try:
-                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True)
+                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True, max_seconds=self.max_seconds)
             except AudioDecodeError as exc:
                 results.append(Prediction(str(path), None, exc.reason))
                 continue
@@ -99,8 +100,10 @@ class Predictor(WindowedPredictor):
             raise ConfigError(f"{run_dir}: the run was trained on {state['input_kind']}, not audio; predicting on "
                               "audio files needs a run trained on audio (use evaluate for embedding sets)")
         data = state.get("config", {}).get("data", {})
-        return cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
-                   data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False)
+        predictor = cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
+                        data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False)
+        predictor.max_seconds = data.get("max_seconds")
+        return predictor
 
     @torch.no_grad()
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:

@@ -82,7 +82,10 @@ def predict_whole_files(probs_fn: Probabilities, dataset, max_windows: int = 64)
 
     def flush() -> None:
         nonlocal sums
-        probs = np.asarray(probs_fn(torch.from_numpy(np.concatenate(pending))), dtype=np.float64)
+        windows = np.concatenate(pending)
+        # at most max_windows per forward pass, also within one long recording
+        probs = np.concatenate([np.asarray(probs_fn(torch.from_numpy(windows[start:start + max_windows])),
+                                           dtype=np.float64) for start in range(0, len(windows), max_windows)])
         if sums is None:
             sums = np.zeros((n, probs.shape[1]))
         np.add.at(sums, np.concatenate(owners), probs)

@@ -52,6 +52,7 @@ class EmbeddingInputs(Inputs):
         "data.audio_root": _NOT_AUDIO, "data.sample_rate": _NOT_AUDIO, "data.clip_seconds": _NOT_AUDIO,
         "data.pad_mode": _NOT_AUDIO, "data.train_crop": _NOT_AUDIO, "data.eval_crop": _NOT_AUDIO,
         "data.trim_silence": _NOT_AUDIO, "data.strict": _NOT_AUDIO, "data.cache_dir": _NOT_AUDIO,
+        "data.max_seconds": _NOT_AUDIO,
         "data.memory_gb": "streaming is set by data.options.max_rows_in_memory",
         "data.split": "the splits are the sets and a random data.fractions share of the training rows",
         "data.group": "embedding rows carry no group columns",
