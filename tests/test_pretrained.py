@@ -14,6 +14,7 @@ import torch
 
 from audioclf.errors import ConfigError
 from audioclf.models import create_model
+from audioclf.models.efficientat import WIDTHS, EfficientATMobileNet
 from audioclf.models.panns import ConvBlock5x5, PannsCNN
 from audioclf.models.pretrained import CHECKPOINTS, Checkpoint, pretrained_path
 
@@ -156,3 +157,52 @@ def test_panns_sizes_match_the_paper():
              for name in ("cnn6", "cnn10", "cnn14")}
     assert sizes == {"cnn6": 4_837_455, "cnn10": 5_219_279, "cnn14": 80_753_615}
     assert [round(n / 1e6, 1) for n in sizes.values()] == [4.8, 5.2, 80.8]
+
+
+def test_efficientat_sizes_match_the_release_table():
+    """EfficientAT's release table (MobileNetV3 with its AudioSet MLP head, 527 classes): 0.983 M (mn04),
+    1.43 M, 4.88 M, 17.91 M, 39.09 M and 68.43 M (mn40) parameters."""
+    sizes = [sum(p.numel() for p in EfficientATMobileNet(width, classes_num=527).parameters())
+             for width in WIDTHS.values()]
+    assert [round(n / 1e6, 2) for n in sizes] == [0.98, 1.43, 4.88, 17.91, 39.09, 68.43]
+
+
+def test_an_efficientat_release_file_downloads_and_loads_strictly(tmp_path, monkeypatch):
+    """The release is a plain state_dict with the AudioSet classifier; no checksum is published, so a file is
+    trusted once complete (an interrupted transfer still leaves nothing)."""
+    torch.manual_seed(1)
+    release = EfficientATMobileNet(WIDTHS["mn04"], classes_num=527)
+    buffer = io.BytesIO()
+    torch.save(release.state_dict(), buffer)
+    server = _Server({"/mn04_as.pt": buffer.getvalue()})
+    monkeypatch.setenv("AUDIOCLF_CACHE", str(tmp_path / "cache"))
+    published = CHECKPOINTS.get("mn04")
+    try:
+        CHECKPOINTS.remove("mn04")
+        CHECKPOINTS.add("mn04", Checkpoint(server.url + "/cut/mn04_as.pt", "mn04_test.pt", "the test server"))
+        with pytest.raises(ConfigError, match="stopped after"):
+            create_model("mn04", n_classes=3, input_shape=(1, 128, 100), weights="pretrained")
+        assert _leftovers(tmp_path / "cache" / "weights") == []
+        CHECKPOINTS.remove("mn04")
+        CHECKPOINTS.add("mn04", Checkpoint(server.url + "/mn04_as.pt", "mn04_test.pt", "the test server"))
+        model = create_model("mn04", n_classes=3, input_shape=(1, 128, 100), weights="pretrained", freeze="all")
+    finally:
+        CHECKPOINTS.remove("mn04")
+        CHECKPOINTS.add("mn04", published)
+        server.close()
+    expected = {k: v for k, v in release.state_dict().items() if not k.startswith("classifier.")}
+    loaded = model.backbone.state_dict()
+    assert loaded.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(loaded[key], value)
+    model.eval()
+    x = torch.randn(2, 1, 128, 100)
+    # The new head reads the release's embedding: the final map averaged over frequency and time.
+    torch.testing.assert_close(model.embed(x), release.eval().features(x).mean(dim=(2, 3)))
+
+
+def test_efficientat_checkpoints_point_at_the_release():
+    for name in WIDTHS:
+        checkpoint = CHECKPOINTS.get(name)
+        assert checkpoint.url.startswith("https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/")
+        assert checkpoint.filename.startswith(f"{name}_as_mAP_")

@@ -2,7 +2,8 @@
 
 The first use downloads the checkpoint into the cache (``$AUDIOCLF_CACHE/weights``, default
 ``~/.cache/audioclf/weights``) and checks it against the checksum its publisher states (Zenodo's MD5 for the
-PANNs release; torchvision's SHA-256 prefix, which it puts in the file name). Later uses read the cached
+PANNs release; torchvision's SHA-256 prefix, which it puts in the file name; EfficientAT's release states
+none, so there only the length is checked). Later uses read the cached
 file, checked again. The download goes to a temporary name in the same folder and is renamed only once it is
 complete and verified, so an interrupted or corrupted transfer never leaves a file that is later trusted.
 Offline, the error is one line naming the address and where to put the file by hand.
@@ -65,6 +66,13 @@ CHECKPOINTS.add("resnet50", Checkpoint(_TORCHVISION.format("resnet50-0676ba61.pt
                                        "torchvision", sha256_prefix="0676ba61"))
 CHECKPOINTS.add("mobilenet_v2", Checkpoint(_TORCHVISION.format("mobilenet_v2-b0353104.pth"),
                                            "mobilenet_v2-b0353104.pth", "torchvision", sha256_prefix="b0353104"))
+
+# EfficientAT MobileNets (Schmid et al. 2023), AudioSet-trained, from the authors' GitHub release v0.0.1. The
+# release states no checksum, so these files are checked for completeness (Content-Length) only.
+_EFFICIENTAT = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/{}"
+for _name, _file in (("mn04", "mn04_as_mAP_432.pt"), ("mn05", "mn05_as_mAP_443.pt"), ("mn10", "mn10_as_mAP_471.pt"),
+                     ("mn20", "mn20_as_mAP_478.pt"), ("mn30", "mn30_as_mAP_482.pt"), ("mn40", "mn40_as_mAP_484.pt")):
+    CHECKPOINTS.add(_name, Checkpoint(_EFFICIENTAT.format(_file), _file, "EfficientAT's GitHub release"))
 
 
 def weights_cache() -> Path:
