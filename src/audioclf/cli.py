@@ -367,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except Exception as exc:  # a failure no check foresaw: still one line, the traceback behind -v
+        if args.verbose:
+            raise
+        text = " ".join(str(exc).split())[:300] or "no message"
+        err.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {text} (run with -v for the traceback)",
+                  highlight=False)
+        return 1
     return 0
 
 

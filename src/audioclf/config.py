@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -197,7 +199,50 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         if section.get("path") is None:
             section["path"] = root
         data["data"] = section
-    return _build(Config, data, "")
+    cfg = _build(Config, data, "")
+    check_ranges(cfg)
+    return cfg
+
+
+def _positive(value: Any) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def _unit(value: Any) -> bool:  # 0 <= value < 1
+    return math.isfinite(value) and 0 <= value < 1
+
+
+# The range of every numeric key, checked when a config is built, before any file is read; None (unset, or
+# off where the comment above the key says so) always passes.
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1"),
+    "data.sample_rate": (lambda v: 1_000 <= v <= 768_000, "null (inferred) or 1000..768000 Hz"),
+    "data.clip_seconds": (_positive, "null (inferred) or a positive number of seconds"),
+    "data.max_seconds": (_positive, "a positive number of seconds"),
+    "data.memory_gb": (_positive, "a positive number of GB"),
+    "train.epochs": (lambda v: v >= 1, "null (chosen from the data) or a positive integer"),
+    "train.batch_size": (lambda v: v >= 1, "null (the input's default) or a positive integer"),
+    "train.lr": (_positive, "a positive number"),
+    "train.backbone_lr": (_positive, "null (the head's lr) or a positive number (freeze the backbone instead of 0)"),
+    "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "null or a number >= 0"),
+    "train.momentum": (_unit, "a number 0 <= x < 1"),
+    "train.label_smoothing": (_unit, "null or a number 0 <= x < 1"),
+    "train.num_workers": (lambda v: v >= 0, "an integer >= 0 (0: load in the main process)"),
+    "train.grad_clip": (_positive, "null (off) or a positive number"),
+    "train.min_delta": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "train.ema": (_unit, "null, 0 (off) or a decay 0 < x < 1"),
+    "augment.mixup_alpha": (lambda v: math.isfinite(v) and v >= 0, "null or a number >= 0 (0: off)"),
+    "limits.max_params": (lambda v: v >= 1, "null or a positive integer"),
+    "limits.max_macs": (_positive, "null or a positive number"),
+}
+
+
+def check_ranges(cfg: Config) -> None:
+    """:class:`ConfigError` naming the first key whose value is out of its range (see ``_RANGES``)."""
+    for key, (ok, expected) in _RANGES.items():
+        value = config_value(cfg, key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -24,3 +24,15 @@ class ConfigError(AudioclfError):
 
 class UnsafeFileError(AudioclfError):
     """A file to load holds Python objects whose loading could run code; it is refused before any of it runs."""
+
+
+class TrainingDiverged(AudioclfError):
+    """The loss or the weights stopped being finite numbers (usually a learning rate that is too high)."""
+
+    def __init__(self, epoch: int, lr: float, kept: str | None = None):
+        self.epoch, self.lr = epoch, lr
+        super().__init__(f"loss became NaN at epoch {epoch}; lower train.lr (now {lr:g})" + (f"; {kept}" if kept else ""))
+
+
+class NonFiniteOutputs(DataError):
+    """A model gave NaN or infinite probabilities (diverged weights, or an overflow in its forward pass)."""

@@ -405,6 +405,17 @@ def _specs(task: str) -> list[MetricSpec]:
     return [spec for spec in METRICS.values() if spec.task == task and spec.fn is not None]
 
 
+def check_monitor(name: str, task: str) -> None:
+    """:class:`ConfigError` unless ``name`` is a metric validation reports for ``task`` (or a per-group one,
+    ``metric/column=value``, checked when it is first reported)."""
+    if "/" in str(name):
+        return
+    valid = [spec.name for spec in _specs(task)] + ["loss"]
+    if name not in valid:
+        raise ConfigError(f"train.monitor={name}: not a validation metric of a {task.replace('_', '-')} task; "
+                          f"available: {', '.join(valid)}")
+
+
 def higher_is_better(metric_name: str) -> bool:
     """Which way ``metric_name`` improves (a split prefix such as ``val/`` is ignored): from the table,
     else False for anything named ``*loss`` and the error measures, True for every other score."""

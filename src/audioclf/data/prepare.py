@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .audio import audio_info
 from .dataset import Skipped, decode_manifest
 from .importers import get_importer, load_manifest
 from .manifest import Manifest
+from .integrity import check_classes, check_decoded, check_files, check_splits
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,14 @@ def import_data(cfg: Config) -> Manifest:
         raise ConfigError(f"data.options for data.format={data.format}: {exc}") from None
 
 
-def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool = True) -> PreparedData:
+def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool = True, training: bool = True,
+                 check: Callable[[Manifest], None] | None = None) -> PreparedData:
+    """Import (unless ``manifest`` is given), check, decode and split the data of ``cfg.data``.
+
+    Before anything is decoded: the file/label integrity checks (:mod:`.integrity`; the class checks only
+    when ``training``) and the caller's ``check(manifest)`` (e.g. that the monitored metric exists for the
+    task). ``training=False``: the items are to be evaluated, whatever their classes and splits.
+    """
     data = cfg.data
     if manifest is None:
         if not data.path:
@@ -133,6 +142,13 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
         manifest = import_data(cfg)
     if len(manifest) == 0:
         raise DataError(f"{data.path}: no audio items found")
+    manifest = check_files(manifest)
+    if training:
+        check_classes(manifest)
+        if data.split in ("auto", "given") and any(item.split for item in manifest):
+            check_splits(manifest)
+    if check is not None:
+        check(manifest)
     sample_rate = data.sample_rate or infer_sample_rate([item.path for item in manifest])
     cache_dir, mmap = data.cache_dir, False
     estimate = estimated_decoded_bytes([item.path for item in manifest], sample_rate)
@@ -150,10 +166,14 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     usable = manifest.filter(lambda item: item.path not in bad)
     if len(usable) == 0:
         raise DataError(f"{data.path}: none of the {len(manifest)} files could be decoded")
+    if training:
+        check_decoded(manifest, usable)
     usable = assign_splits(
         usable, method=data.split, fractions=tuple(data.fractions), group=data.group,
         heldout=data.heldout, seed=cfg.seed,
     )
+    if training:
+        check_splits(usable)
     clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
     return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
 

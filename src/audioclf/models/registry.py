@@ -40,6 +40,7 @@ __all__ = [
     "ModelEntry",
     "MODELS",
     "register_model",
+    "check_model_args",
     "create_model",
     "list_models",
     "model_entry",
@@ -166,16 +167,47 @@ def _check_input_shape(name: str, kind: str, input_shape: Any) -> tuple[int, ...
     return shape
 
 
+def _check_kwarg_type(entry: "ModelEntry", key: str, value: Any) -> None:
+    """A value of a kind the argument's annotation names: a YAML string where a list of widths is expected
+    would otherwise be read character by character (``model.hidden=abc``)."""
+    annotation = inspect.signature(entry.fn).parameters[key].annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if annotation is inspect.Parameter.empty or "Any" in text or value is None:
+        return
+    words = set(text.replace("[", " ").replace("]", " ").replace("|", " ").replace(",", " ").split())
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    kinds = {
+        "bool": isinstance(value, bool),
+        "int": number and float(value).is_integer(),
+        "float": number,
+        "str": isinstance(value, str),
+        "Sequence": isinstance(value, (list, tuple)),
+        "list": isinstance(value, (list, tuple)),
+        "tuple": isinstance(value, (list, tuple)),
+    }
+    known = words & kinds.keys()
+    if known and not any(kinds[word] for word in known):
+        raise ConfigError(f"model '{entry.name}': {key}={value!r}; expected {text}")
+
+
+def check_model_args(name: str, kwargs: dict[str, Any]) -> ModelEntry:
+    """The entry of model ``name`` once every keyword argument is one it takes, of a kind its annotation
+    names (checked before any data is read: building the model needs the data's shape)."""
+    entry = model_entry(name)
+    for key in kwargs:
+        if key not in entry.kwargs:
+            raise ConfigError(f"model '{name}' has no argument '{key}'{did_you_mean(key, entry.kwargs)}")
+        _check_kwarg_type(entry, key, kwargs[key])
+    return entry
+
+
 def create_model(name: str, n_classes: int, input_shape: tuple[int, ...], **kwargs: Any) -> nn.Module:
     """Build registered model ``name`` for ``n_classes`` outputs and inputs of ``input_shape`` (no batch).
 
     Unknown names and keyword arguments raise :class:`ConfigError` with the closest valid names. The module
     gets ``audioclf_spec`` (name, n_classes, input_shape, kwargs) so it can be rebuilt from a checkpoint.
     """
-    entry = model_entry(name)
-    for key in kwargs:
-        if key not in entry.kwargs:
-            raise ConfigError(f"model '{name}' has no argument '{key}'{did_you_mean(key, entry.kwargs)}")
+    entry = check_model_args(name, kwargs)
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ConfigError(f"model '{name}': n_classes={n_classes!r}; expected a positive int")
     shape = _check_input_shape(name, entry.input_kind, input_shape)

@@ -13,8 +13,13 @@ Layout of a run::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +27,34 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import AudioclfError, UnsafeFileError
+from ..errors import AudioclfError, ConfigError, UnsafeFileError
 from ..files import atomic_write_bytes, atomic_write_text, jsonable, load_torch_file
 from ..models.classifier import AudioClassifier
 from ..models.complexity import Report, complexity_report
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # half-written by a writer killed at that moment: stale
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock's process still runs (another host's lock counts as held: we cannot tell)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class RunDir:
@@ -55,6 +84,49 @@ class RunDir:
     def checkpoint(self, which: str = "best") -> Path:
         return self.root / "checkpoints" / f"{which}.pt"
 
+    def claim(self) -> "RunDir":
+        """Make sure the run can be written here before any data is read: ``root`` is (or becomes) a folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"out={self.root}: is a file, not a folder; choose another --out")
+        self._created = not self.root.exists()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"out={self.root}: cannot create the run directory ({exc.strerror})") from None
+        return self
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["RunDir"]:
+        """Hold ``RUN/.lock`` while writing the run: a second writer (another training into the same --out)
+        is refused with the holder's pid, host and start time, instead of mixing two runs' files. A lock
+        whose process is gone (killed) is taken over. Temp files a killed writer left are removed."""
+        path = self.root / LOCK_FILE
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now().isoformat(timespec="seconds")}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                other = _read_lock(path)
+                if other is not None and _alive(other):
+                    raise AudioclfError(
+                        f"{self.root} is in use by another run (pid {other.get('pid')} on {other.get('host')}, since "
+                        f"{other.get('since')}); wait for it to finish or choose another --out") from None
+                path.unlink(missing_ok=True)  # its writer is gone
+        else:
+            raise AudioclfError(f"{self.root}: cannot take the run lock {path}")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(holder, handle)
+        try:
+            for stale in self.root.rglob(".*.tmp-*"):  # halves of files a killed writer never renamed
+                stale.unlink(missing_ok=True)
+            yield self
+        finally:
+            path.unlink(missing_ok=True)
+            if getattr(self, "_created", False):  # a run refused before writing anything leaves no folder
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()
+
     def create(self) -> "RunDir":
         (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.plots.mkdir(parents=True, exist_ok=True)
@@ -83,9 +155,18 @@ class RunDir:
             handle.write(json.dumps(jsonable(record)) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged epochs; a line cut short by a kill (the last one) is dropped, not an error."""
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(self.metrics.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: line %d is incomplete (an interrupted write); ignored", self.metrics, number)
+        return records
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """Drop epochs after ``last_epoch`` (a resumed run re-does them)."""

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import metrics as M
+from ..errors import NonFiniteOutputs
 from .losses import evaluation_loss, probabilities
 from .loop import autocast_for
 
@@ -115,6 +116,9 @@ def score(task: str, targets: np.ndarray, probs: np.ndarray, classes: Sequence[s
     plus ``loss``: the model's training loss recomputed from the probabilities (``loss`` names its kind)."""
     if len(probs) == 0:
         return {}
+    if not np.isfinite(probs).all():
+        raise NonFiniteOutputs(f"the model's probabilities are not all finite ({int((~np.isfinite(probs)).sum())} "
+                               "NaN or infinite values)")
     values = M.compute_metrics(task, targets, probs, groups=groups or None, class_names=list(classes))
     values["loss"] = evaluation_loss(task, probs, targets, loss)
     return values

@@ -31,6 +31,7 @@ from .callbacks import metric_mode
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULERS",
+    "check_training_settings",
     "register_optimizer",
     "register_scheduler",
     "build_optimizer",
@@ -232,6 +233,19 @@ def scheduler_kwargs(name: str) -> dict[str, Any]:
     """The ``scheduler_args`` keys scheduler ``name`` accepts, with their defaults."""
     params = inspect.signature(SCHEDULERS.get(name)).parameters.values()
     return {p.name: p.default for p in params if p.name not in _SCHEDULER_FIXED}
+
+
+def check_training_settings(train: Any) -> None:
+    """The optimizer and scheduler a ``TrainConfig`` names, and the scheduler's argument names: checked before
+    any data is read (the objects themselves need the model and the epochs)."""
+    if train.optimizer is not None:
+        OPTIMIZERS.get(train.optimizer)
+    if train.scheduler is not None:
+        valid = scheduler_kwargs(train.scheduler)
+        for key in train.scheduler_args:
+            if key not in valid:
+                hint = did_you_mean(key, valid) or "; it takes no arguments"
+                raise ConfigError(f"train.scheduler_args: scheduler '{train.scheduler}' has no argument '{key}'{hint}")
 
 
 def build_scheduler(

@@ -11,7 +11,9 @@ random state, with the run's saved config under what the caller sets now (e.g. m
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ import torch
 from .. import metrics as M
 from ..config import Config, LimitsConfig, config_from_dict, explicit_values, merge_dicts
 from ..data.manifest import Manifest
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, NonFiniteOutputs, TrainingDiverged
 from ..models.classifier import AudioClassifier
 from ..models.complexity import check_limits, complexity_report
 from ..models.freeze import parameter_groups
@@ -34,7 +36,7 @@ from .evaluate import model_probabilities
 from .inputs import Inputs, inputs_for
 from .averaging import moving_average
 from .loop import build_step, train_one_epoch
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, check_training_settings
 from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
 
 log = logging.getLogger(__name__)
@@ -114,17 +116,30 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     (optional) replaces the supervised objective, e.g. knowledge distillation.
     Most callers want :func:`audioclf.run`, which also runs stages and cross-validation.
     """
-    checkpoint = None
-    if resume:
-        if not cfg.out:
-            raise ConfigError("--resume: name the run directory to continue (--out DIR or out=DIR)")
-        cfg, checkpoint, manifest = _resumed(cfg, RunDir(cfg.out))
-    inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
+    if resume and not cfg.out:
+        raise ConfigError("--resume: name the run directory to continue (--out DIR or out=DIR)")
     if objective is not None and cfg.train.frozen_embeddings:
         raise ConfigError("train.frozen_embeddings trains only a head on fixed embeddings; distillation trains "
                           "the whole student: unset one of them")
+    check_training_settings(cfg.train)  # optimizer and scheduler names, before any data is read
+    resolve_device(cfg.train.device)
+    inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
+    cfg = copy.copy(cfg)
+    cfg.out = str(cfg.out or default_run_dir(inputs.cfg.model["name"]))
+    run = RunDir(cfg.out)
+    with run.claim().lock():  # a second writer into this folder is refused, not mixed in
+        return _train(cfg, run, inputs, resume, manifest, reporter, objective)
+
+
+def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Manifest | None,
+           reporter: Reporter | None, objective: Objective | None) -> Path:
+    checkpoint = None
+    if resume:
+        cfg, checkpoint, manifest = _resumed(cfg, run)
+        inputs = inputs_for(cfg)
+    else:
+        inputs.cfg.out = cfg.out
     cfg = inputs.cfg
-    run = RunDir(cfg.out or default_run_dir(cfg.model["name"]))
     seed_everything(cfg.seed)
     inputs.prepare(manifest, progress=reporter is not None)
     cfg = inputs.cfg  # with the choices made from the data
@@ -185,7 +200,11 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     evaluated = ema.module if ema is not None else model  # what is validated, kept and deployed
 
     loader, set_epoch = inputs.train_loader(train_set, device)
-    base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, **inputs.facts()}
+    # Files skipped when the data was first read: a resumed run reads the usable ones only, so it carries the list.
+    skipped = checkpoint.get("skipped", []) if checkpoint is not None else inputs.skipped()
+    extra_summary["skipped"] = skipped
+    base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, "skipped": skipped,
+                  **inputs.facts()}
     start_epoch = 1
     if checkpoint is not None:
         set_rng_state(checkpoint["rng"])  # dropout etc. continue exactly where the run stopped
@@ -197,7 +216,15 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
 
     fit = EpochFit(run, model, loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
                    base_state, ema, trained=inputs.trained_part(model))
-    run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
+    try:
+        run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
+    except TrainingDiverged as diverged:
+        if not run.checkpoint("best").exists():
+            raise
+        # The epochs before it are good: score and report the best of them, then say what went wrong.
+        finalize_run(run, inputs, monitor, complexity, device, amp, {**extra_summary, "stopped": str(diverged)})
+        best = run.read_summary().get("best_epoch")
+        raise TrainingDiverged(diverged.epoch, diverged.lr, f"{run.root} keeps epoch {best}, the best before it") from None
 
     if objective is not None:
         extra_summary.update(objective.summary(cfg, inputs, device, amp))
@@ -255,7 +282,13 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
                                        progress=bar.advance if bar else None, after_step=average)
         if bar:
             bar.close()
-        val_values = validate()
+        if not _finite(train_values.get("loss", 0.0), fit.model):
+            # Nothing of this epoch is kept: last.pt stays at the last good epoch.
+            raise TrainingDiverged(epoch, cfg.train.lr)
+        try:
+            val_values = validate()
+        except NonFiniteOutputs:  # finite weights whose outputs overflow: diverged all the same
+            raise TrainingDiverged(epoch, cfg.train.lr) from None
         if monitor not in val_values:
             available = ", ".join(sorted(k for k in val_values if "/" not in k))
             raise ConfigError(f"train.monitor={monitor}: not a validation metric; available: {available}")
@@ -277,6 +310,12 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         fit.run.save_checkpoint("last", {**state, **resume_state})
         if reporter:
             reporter.epoch(record, monitor, improved)
+
+
+def _finite(loss: float, model: torch.nn.Module) -> bool:
+    """Whether the epoch's mean loss and every weight and statistic (BatchNorm's running ones) are finite."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    return math.isfinite(loss) and all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str, Any], device: torch.device,

@@ -47,11 +47,26 @@ def import_folder(root: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS
 
 
 def _audio_files(folder: Path, suffixes: set[str]) -> list[Path]:
-    """Audio files below ``folder`` in sorted order, skipping hidden files and folders."""
+    """Audio files below ``folder`` in sorted order, skipping hidden files and folders.
+
+    Linked folders are followed (datasets are often symlinked into place), but each real folder once: a link
+    back to the class folder or above it (``tone/up -> ..``, a loop ``tone/loop -> .``) would list other
+    classes' files under this label, or the same files forever; it is skipped with a warning.
+    """
     found = []
-    # followlinks: datasets are often symlinked into place.
+    top = os.path.realpath(folder)
+    visited = {top}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        keep = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real in visited or top.startswith(real + os.sep):
+                log.warning("%s: skipping the linked folder %s (it leads back to %s, already listed)",
+                            folder, os.path.join(dirpath, name), real)
+                continue
+            visited.add(real)
+            keep.append(name)
+        dirnames[:] = keep
         found.extend(Path(dirpath) / name for name in filenames
                      if not name.startswith(".") and Path(name).suffix.lower() in suffixes)
     return sorted(found)

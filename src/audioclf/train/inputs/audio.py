@@ -22,7 +22,7 @@ from ...data.manifest import Manifest
 from ...data.prepare import EpochShuffle, PreparedData, default_features, make_loader, prepare_data
 from ...errors import ConfigError, DataError
 from ...features import FeatureConfig, FrontEnd
-from ...metrics import primary_metric
+from ...metrics import check_monitor, primary_metric
 from ...models.classifier import AudioClassifier
 from ...models.registry import create_model, model_input_kind
 from ...runs import RunDir
@@ -73,7 +73,9 @@ class AudioInputs(Inputs):
 
     # --- data -------------------------------------------------------------------------------------
     def prepare(self, manifest: Manifest | None = None, progress: bool = False) -> None:
-        self.prepared = prepare_data(self.cfg, manifest, progress=progress)
+        monitor = self.cfg.train.monitor
+        check = (lambda m: check_monitor(monitor, m.task)) if monitor else None  # before decoding
+        self.prepared = prepare_data(self.cfg, manifest, progress=progress, check=check)
         self.task, self.classes = self.prepared.manifest.task, list(self.prepared.manifest.classes)
         self._auto_schedule = self.cfg.train.scheduler is None and not self.cfg.train.scheduler_args
         self.cfg = fill_unset(self.cfg, self._data_defaults())
@@ -123,7 +125,7 @@ class AudioInputs(Inputs):
         self.cfg.data.split = "given"
         # Everything chosen is evaluated: it becomes the "test" split of the shared machinery.
         manifest = Manifest([dataclasses.replace(item, split="test") for item in manifest], classes=classes, task=task)
-        self.prepared = prepare_data(self.cfg, manifest, progress=False)
+        self.prepared = prepare_data(self.cfg, manifest, progress=False, training=False)
         self.task, self.classes = task, classes
 
     def count(self, split: str) -> int:

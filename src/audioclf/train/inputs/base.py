@@ -13,6 +13,7 @@ from ...config import Config, config_value, fill_unset
 from ...data.manifest import Manifest
 from ...errors import ConfigError
 from ...models.classifier import AudioClassifier
+from ...models.registry import check_model_args
 from ...runs import RunDir
 from ..evaluate import Probabilities, SplitResult, model_probabilities
 
@@ -45,6 +46,9 @@ class Inputs(ABC):
     @classmethod
     def check_config(cls, cfg: Config) -> None:
         """:class:`ConfigError` naming the first key set that this kind of input cannot honour."""
+        model_args = dict(cfg.model)
+        if model_args.get("name"):
+            check_model_args(model_args.pop("name"), model_args)
         default = Config()
         for key, why in cls.unsupported.items():
             value = config_value(cfg, key)

@@ -1,0 +1,109 @@
+"""Hostile datasets: links that lead out of a class folder, files listed twice, class lists that cannot train.
+Each is refused (one line naming the file, row or class) or reported before any audio is decoded; none
+trains silently on wrong labels or leaks a file between splits."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioclf.config import load_config
+from audioclf.data.importers import import_folder
+from audioclf.data.prepare import prepare_data
+from audioclf.errors import DataError
+
+
+def _wav(path, freq=440.0, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(8000) / 8000
+    rng = np.random.default_rng(seed)
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32), 8000)
+    return path
+
+
+def _folder(root, classes=("noise", "tone"), n=4):
+    for c, name in enumerate(classes):
+        for i in range(n):
+            _wav(root / name / f"{name}{i}.wav", 300 + 200 * c, seed=i)
+    return root
+
+
+def _prepare(path, *extra):
+    return prepare_data(load_config(None, [f"data.path={path}", *extra]), progress=False)
+
+
+def _csv(path, rows, header="fname,labels,split"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_link_to_the_parent_folder_does_not_relabel_other_classes(tmp_path, caplog):
+    root = _folder(tmp_path / "data")
+    os.symlink("..", root / "tone" / "up")
+    os.symlink(".", root / "tone" / "loop")
+    with caplog.at_level(logging.WARNING):
+        manifest = import_folder(root)
+    labels = {os.path.basename(item.path): item.labels[0] for item in manifest}
+    assert len(manifest) == 8 and all(name.startswith(label) for name, label in labels.items())
+    assert "skipping the linked folder" in caplog.text
+
+
+def test_a_link_into_another_class_is_a_file_under_two_labels(tmp_path):
+    root = _folder(tmp_path / "data")
+    os.symlink(os.path.join("..", "noise"), root / "tone" / "borrowed")
+    with pytest.raises(DataError, match=r"noise0\.wav: listed twice with different labels"):
+        _prepare(root)
+
+
+def test_a_file_under_two_ids_with_two_labels_or_splits_is_refused(tmp_path):
+    _folder(tmp_path)
+    header = "id,fname,labels,split"
+    rows = [f"{c}{i},{c}/{c}{i}.wav,{c},train" for c in ("noise", "tone") for i in range(3)]
+    csv = _csv(tmp_path / "two_labels.csv", [*rows, "copy,tone/tone0.wav,noise,train"], header)
+    with pytest.raises(DataError, match=r"tone0\.wav: listed twice with different labels \('tone0': tone, 'copy'"):
+        _prepare(csv)
+    csv = _csv(tmp_path / "two_splits.csv", [*rows, "n3,noise/noise3.wav,noise,val", "t3,tone/tone3.wav,tone,val",
+                                            "copy,noise/noise0.wav,noise,test"], header)
+    with pytest.raises(DataError, match="listed twice with different split"):
+        _prepare(csv)
+
+
+def test_an_exact_repeat_is_decoded_and_used_once(tmp_path, caplog):
+    _folder(tmp_path)
+    rows = [f"{c}{i},{c}/{c}{i}.wav,{c}," for c in ("noise", "tone") for i in range(4)]
+    csv = _csv(tmp_path / "repeat.csv", [*rows, "again,tone/tone1.wav,tone,"], header="id,fname,labels,split")
+    with caplog.at_level(logging.WARNING):
+        prepared = _prepare(csv)
+    assert len(prepared.manifest) == 8 and "1 rows repeat a file" in caplog.text
+
+
+def test_class_lists_that_cannot_train_are_refused(tmp_path):
+    _folder(tmp_path / "one", classes=("tone",))
+    with pytest.raises(DataError, match=r"only one class \('tone'\)"):
+        _prepare(tmp_path / "one")
+    _folder(tmp_path)
+    rows = [f"noise/noise{i}.wav,noise,train" for i in range(4)] + ["tone/tone0.wav,tone,test"]
+    with pytest.raises(DataError, match=r"classes without training items: 'tone' \(only in test\)"):
+        _prepare(_csv(tmp_path / "test_only.csv", rows))
+
+
+def test_a_class_whose_files_are_all_unreadable_is_named(tmp_path):
+    root = _folder(tmp_path / "data", classes=("noise", "tone", "broken"))
+    for path in (root / "broken").iterdir():
+        path.write_text("not audio")
+    with pytest.raises(DataError, match=r"every file of class 'broken' \(4 files\) was unreadable"):
+        _prepare(root)
+
+
+def test_case_variants_and_rare_classes_are_reported(tmp_path, caplog):
+    _folder(tmp_path)
+    rows = [f"noise/noise{i}.wav,noise," for i in range(4)] + [f"tone/tone{i}.wav,tone," for i in range(3)]
+    rows.append("tone/tone3.wav,TONE ,")
+    with caplog.at_level(logging.WARNING):
+        _prepare(_csv(tmp_path / "variants.csv", rows), "data.split=random")
+    assert "classes 'TONE', 'tone' differ only in case or spaces" in caplog.text
+    assert "fewer than 3 items" in caplog.text and "TONE (1)" in caplog.text

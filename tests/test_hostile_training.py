@@ -1,0 +1,144 @@
+"""Hostile settings and runs: values out of range refused before any audio is read, a diverging run stopped
+with the last good epoch kept, a second writer refused, torn logs and stale temp files tolerated."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from audioclf.cli import main
+from audioclf.data.synth.demo import make_demo_dataset
+from audioclf.errors import AudioclfError, ConfigError, TrainingDiverged
+from audioclf.runs import RunDir
+from audioclf.train import trainer
+
+TINY = ["train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32", "features.n_fft=512",
+        "features.hop_length=320"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("hostile") / "data", n_per_class=4, seconds=1.0, seed=2)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size=0: expected"),
+    ("train.batch_size=-5", "train.batch_size=-5: expected"),
+    ("train.num_workers=-1", "train.num_workers=-1: expected"),
+    ("seed=-1", "seed=-1: expected"),
+    ("seed=1e23", "seed"),
+    ("train.epochs=0", "train.epochs=0: expected"),
+    ("data.clip_seconds=0", "data.clip_seconds=0.0: expected"),
+    ("data.sample_rate=0", "data.sample_rate=0: expected"),
+    ("train.lr=nan", "train.lr=nan: expected"),
+    ("train.label_smoothing=1.5", "train.label_smoothing=1.5: expected"),
+    ("model.hidden=abc", "hidden='abc'; expected"),
+    ("train.device=tpu", "device='tpu'"),
+    ("train.scheduler=nope", "unknown scheduler 'nope'"),
+    ("train.optimizer=nope", "unknown optimizer 'nope'"),
+    ("train.monitor=nope", "train.monitor=nope: not a validation metric"),
+])
+def test_bad_values_are_one_line_before_any_audio_is_decoded(data, tmp_path, monkeypatch, capsys, override, message):
+    from audioclf.data import dataset
+
+    monkeypatch.setattr(dataset, "_decode_one", lambda *a, **k: pytest.fail("decoded before the check"))
+    extra = ["model.name=mlp"] if override.startswith("model.") else []
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, *extra, override])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("out", ["a-file", "/proc/audioclf-cannot-be-here"])
+def test_an_out_that_cannot_be_a_folder_is_one_line(data, tmp_path, capsys, out):
+    target = tmp_path / out if out == "a-file" else out
+    if out == "a-file":
+        target.write_text("not a folder")
+    code = main(["train", "--data", str(data), "--out", str(target), *TINY, "train.epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"out={target}" in err and "Traceback" not in err, err
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_epoch(data, tmp_path, monkeypatch):
+    real = trainer.train_one_epoch
+    calls = []
+
+    def second_epoch_diverges(*args, **kwargs):
+        values = real(*args, **kwargs)
+        calls.append(1)
+        return {**values, "loss": math.nan} if len(calls) == 2 else values
+
+    monkeypatch.setattr(trainer, "train_one_epoch", second_epoch_diverges)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"loss became NaN at epoch 2; lower train.lr \(now 0.001\); .* keeps "
+                                               r"epoch 1"):
+        trainer.train(_cfg(data, out, "train.epochs=4", "train.ema=0"))
+    run = RunDir(out)
+    assert run.load_checkpoint("last")["epoch"] == 1  # nothing of the NaN epoch was saved
+    summary = run.read_summary()
+    assert summary["best_epoch"] == 1 and "epoch 2" in summary["stopped"] and summary["metrics"]["test"]
+    assert [r["epoch"] for r in run.read_metrics()] == [1]
+
+
+def test_a_huge_learning_rate_is_one_line_not_a_metrics_error(data, tmp_path, capsys):
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, "train.epochs=2", "train.lr=1e10"])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became NaN at epoch 1; lower train.lr (now 1e+10)" in err, err
+
+
+def test_a_second_writer_is_refused_naming_the_holder(data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    # A live holder: this very process (as a concurrent training in another process would be).
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "since": "earlier"}))
+    with pytest.raises(AudioclfError, match=rf"in use by another run \(pid {os.getpid()}"):
+        trainer.train(_cfg(data, out, "train.epochs=1"))
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the second run was written
+
+
+def test_a_stale_lock_and_temp_files_from_a_killed_run_are_cleaned(data, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename, "since": "before"}))
+    (out / "checkpoints" / ".best.tmp-1a2b3c4d.pt").write_bytes(b"half a checkpoint")
+    trainer.train(_cfg(data, out, "train.epochs=1"))
+    assert not list(out.rglob(".*.tmp-*")) and not (out / ".lock").exists()
+
+
+def test_resume_tolerates_a_torn_metrics_line_and_keeps_the_skipped_list(data, tmp_path):
+    bad = data / sorted(p.name for p in data.iterdir() if p.is_dir())[0] / "zz-broken.wav"
+    bad.write_text("not audio")
+    try:
+        out = tmp_path / "run"
+        trainer.train(_cfg(data, out, "train.epochs=1"))
+        run = RunDir(out)
+        with open(run.metrics, "a") as handle:
+            handle.write('{"epoch": 2, "train/lo')  # killed mid-line
+        trainer.train(_cfg(data, out, "train.epochs=2"), resume=True)
+    finally:
+        bad.unlink()
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    assert [os.path.basename(s["path"]) for s in run.read_summary()["skipped"]] == ["zz-broken.wav"]
+
+
+def _cfg(data, out, *extra):
+    from audioclf.config import load_config
+
+    return load_config(None, [f"data.path={data}", f"out={out}", *TINY, *extra])
+
+
+def test_an_unforeseen_failure_is_still_one_line_with_a_hint(data, tmp_path, monkeypatch, capsys):
+    from audioclf.workflows import run as run_module
+
+    def boom(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(run_module, "train", boom)
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 1 and "unexpected OSError" in err and "run with -v" in err and "Traceback" not in err, err
+    with pytest.raises(OSError):
+        main(["-v", "train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY])
