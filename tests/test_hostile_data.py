@@ -107,3 +107,33 @@ def test_case_variants_and_rare_classes_are_reported(tmp_path, caplog):
         _prepare(_csv(tmp_path / "variants.csv", rows), "data.split=random")
     assert "classes 'TONE', 'tone' differ only in case or spaces" in caplog.text
     assert "fewer than 3 items" in caplog.text and "TONE (1)" in caplog.text
+
+
+def test_larger_than_memory_data_is_mapped_through_one_open_file(tmp_path):
+    """1,200 items memory-mapped from the disk cache under a limit of 256 open files (one mapping per item
+    used to fail with 'Too many open files')."""
+    import resource
+
+    from audioclf.data.dataset import decode_manifest
+    from audioclf.data.manifest import Item, Manifest
+
+    source = _wav(tmp_path / "one.wav")
+    copies = []
+    for i in range(1200):  # distinct files (the cache is keyed by content): a sample appended to each
+        path = tmp_path / "many" / f"f{i:04d}.wav"
+        path.parent.mkdir(exist_ok=True)
+        wave, sr = sf.read(source, dtype="float32")
+        sf.write(path, np.append(wave, np.float32(i / 1e4)), sr)
+        copies.append(Item(id=f"f{i:04d}", path=str(path), labels=("a" if i % 2 else "b",)))
+    manifest = Manifest(copies)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        waves, skipped = decode_manifest(manifest, 8000, cache_dir=tmp_path / "cache", progress=False, mmap=True)
+        again, _ = decode_manifest(manifest, 8000, cache_dir=tmp_path / "cache", progress=False, mmap=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not skipped and len(waves) == 1200
+    assert {type(w).__name__ for w in waves.values()} == {"memmap"}
+    assert waves["f0007"][-1] == pytest.approx(7 / 1e4, abs=1e-4) and np.array_equal(again["f1199"], waves["f1199"])
+    assert len(list((tmp_path / "cache" / "packs").glob("*.f32"))) == 1  # the second call reuses the pack

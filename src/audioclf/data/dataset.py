@@ -57,7 +57,8 @@ def decode_manifest(
 
     Returns the waveforms by item id and the list of skipped files. A bad file is reported and skipped;
     with ``strict=True`` the first bad file raises :class:`AudioDecodeError`. ``mmap`` (with
-    ``cache_dir``): return memory-mapped arrays from the cache, so a dataset larger than RAM still trains.
+    ``cache_dir``): return views of one memory-mapped file built from the cache, so a dataset larger than RAM
+    still trains (with one open file, whatever the number of items).
     ``max_seconds``: longer files are skipped before decoding (default ``audio.MAX_SECONDS``).
     """
     if mmap and not cache_dir:
@@ -72,7 +73,9 @@ def decode_manifest(
                 key = cache.key(item.path, settings)
             except OSError as exc:
                 return item, None, AudioDecodeError(item.path, f"cannot read file ({exc.strerror})")
-            hit = cache.get(key, mmap=mmap)
+            if mmap and key in cache:
+                return item, key, None  # mapped below, from one pack file
+            hit = None if mmap else cache.get(key)
             if hit is not None:
                 return item, hit, None
         try:
@@ -82,7 +85,7 @@ def decode_manifest(
         if cache is not None and key is not None:
             cache.put(key, wave)
             if mmap:
-                wave = cache.get(key, mmap=True)
+                return item, key, None
         return item, wave, None
 
     waves: dict[str, np.ndarray] = {}
@@ -97,6 +100,8 @@ def decode_manifest(
                 skipped.append(Skipped(error.path, error.reason))
             else:
                 waves[item.id] = wave
+    if mmap:  # one memory-mapped file for all items (one per item would run out of file descriptors)
+        waves = cache.pack(waves)
     return waves, skipped
 
 

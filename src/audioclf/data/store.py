@@ -104,6 +104,48 @@ class FeatureCache:
             raise DataError(f"cache key {key[:12]}…: object arrays cannot be cached; expected a numeric array")
         return atomic_write(path, lambda tmp: np.save(tmp, array, allow_pickle=False))
 
+    def pack(self, keys: dict[str, str]) -> dict[str, np.ndarray]:
+        """The float32 entries ``name -> key`` as views of ONE memory-mapped file (``root/packs/``).
+
+        Mapping each entry on its own holds one open file per item (numpy's memmap keeps a descriptor), so a
+        100,000-file dataset fails with "Too many open files"; the pack holds one. It is written once per set
+        of keys, entry by entry (never more than one entry in memory), with an index of offsets beside it.
+        """
+        digest = hashlib.sha256("\n".join(f"{n}={k}" for n, k in keys.items()).encode()).hexdigest()[:32]
+        data_path = self.root / "packs" / f"{digest}.f32"
+        index_path = data_path.with_suffix(".json")
+        index = self._read_index(index_path, data_path)
+        if index is None:
+            index = {}
+
+            def write(tmp: Path) -> None:
+                offset = 0
+                with open(tmp, "wb") as out:
+                    for name, key in keys.items():
+                        entry = self.get(key, mmap=True)
+                        if entry is None:
+                            raise DataError(f"{self.path(key)}: cache entry vanished while packing")
+                        out.write(np.ascontiguousarray(entry, dtype=np.float32).tobytes())
+                        index[name] = [offset, int(entry.size)]
+                        offset += int(entry.size)
+                        del entry  # one open entry at a time
+
+            atomic_write(data_path, write)
+            atomic_write(index_path, lambda tmp: tmp.write_text(json.dumps(index)))
+        mapped = np.memmap(data_path, dtype=np.float32, mode="r") if data_path.stat().st_size else np.zeros(0, np.float32)
+        return {name: mapped[start:start + size] for name, (start, size) in index.items()}
+
+    @staticmethod
+    def _read_index(index_path: Path, data_path: Path) -> dict[str, list[int]] | None:
+        """A pack's index when it and its data file are complete and agree, else None (written again)."""
+        try:
+            index = json.loads(index_path.read_text())
+            size = data_path.stat().st_size
+        except (OSError, ValueError):
+            return None
+        total = sum(n for _, n in index.values()) if isinstance(index, dict) else -1
+        return index if total * 4 == size else None
+
     def clear(self) -> int:
         """Delete every entry (and stray temp files); returns how many entries were removed."""
         removed = 0
