@@ -142,3 +142,27 @@ def test_an_unforeseen_failure_is_still_one_line_with_a_hint(data, tmp_path, mon
     assert code == 1 and "unexpected OSError" in err and "run with -v" in err and "Traceback" not in err, err
     with pytest.raises(OSError):
         main(["-v", "train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY])
+
+
+def test_a_retrained_folder_keeps_nothing_of_the_earlier_run(data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from audioclf.deploy.export import export_onnx, read_metadata
+    from audioclf.deploy.onnx_predictor import OnnxPredictor
+
+    out = tmp_path / "run"
+    trainer.train(_cfg(data, out, "train.epochs=1"))
+    run = RunDir(out)
+    first = run.run_id()
+    onnx = export_onnx(out)
+    assert read_metadata(onnx)["run_id"] == first and run.load_checkpoint("best")["run_id"] == first
+    kept = tmp_path / "old.onnx"
+    kept.write_bytes(onnx.read_bytes())
+    (out / "quantization.json").write_text(json.dumps({"run_id": first, "method": "static"}))
+    # A fresh run into the same folder removes the earlier run's artifacts as it starts ...
+    trainer.train(_cfg(data, out, "train.epochs=1", "seed=1"))
+    assert run.run_id() != first and not onnx.exists() and not (out / "quantization.json").exists()
+    # ... and an earlier export put back next to it is refused, not used.
+    onnx.write_bytes(kept.read_bytes())
+    with pytest.raises(AudioclfError, match="exported from an earlier run"):
+        OnnxPredictor(onnx)
+    OnnxPredictor(kept)  # outside a run folder: nothing to compare with

@@ -182,8 +182,10 @@ class ExportGraph(nn.Module):
 # --- metadata -----------------------------------------------------------------------------------
 def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate: int, clip_samples: int,
                    input_kind: str, with_frontend: bool, pad_mode: str = "tile", opset: int = MIN_OPSET,
-                   input_shape: tuple[int, ...] = (), trim_silence: bool | str = False) -> dict[str, str]:
-    """The ``metadata_props`` of an exported model (all values are strings; JSON where structured)."""
+                   input_shape: tuple[int, ...] = (), trim_silence: bool | str = False,
+                   run_id: str = "") -> dict[str, str]:
+    """The ``metadata_props`` of an exported model (all values are strings; JSON where structured);
+    ``run_id``: the run it was exported from (a reader next to that run checks it is still the same)."""
     spec = model.spec()
     return {
         "producer": "audioclf",
@@ -200,6 +202,7 @@ def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate:
         "input_shape": json.dumps(list(input_shape)),  # without the batch axis
         "with_frontend": json.dumps(bool(with_frontend)),
         "opset": str(int(opset)),
+        "run_id": run_id or "",
     }
 
 
@@ -295,6 +298,7 @@ def export_classifier(
     pad_mode: str = "tile",
     verify: bool = True,
     trim_silence: bool | str = False,
+    run_id: str = "",
 ) -> Path:
     """Export an :class:`~audioclf.models.classifier.AudioClassifier` (eval mode) to ``out_path``, atomically."""
     opset = int(opset)
@@ -306,7 +310,7 @@ def export_classifier(
     model_bytes = graph_to_onnx_bytes(graph, example, opset)
     input_shape = tuple(example.shape[1:])
     metadata = model_metadata(model, classes, task, sample_rate, clip_samples, graph.input_kind,
-                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence)
+                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence, run_id)
     model_bytes = _with_metadata(model_bytes, metadata)
     if verify:
         # a batch of 3 also checks the dynamic batch axis
@@ -332,4 +336,4 @@ def export_onnx(
     out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
     return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                              state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
-                             data.get("trim_silence") or False)
+                             data.get("trim_silence") or False, state.get("run_id", ""))

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import AudioclfError
 from ..features import FeatureConfig, FrontEnd
+from ..runs import RunDir
 from .export import decode_metadata, import_onnxruntime
 from .predictor import Predictor, WindowedPredictor
 
@@ -59,6 +60,11 @@ class OnnxPredictor(WindowedPredictor):
             raise AudioclfError(f"{self.path}: ONNX model file not found")
         self.session = onnx_session(self.path, threads, providers)
         self.metadata: dict[str, Any] = decode_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        folder = RunDir(self.path.parent)
+        if folder.summary.exists() and not folder.derived_from_this_run(self.metadata, self.path.name):
+            raise AudioclfError(f"{self.path}: exported from an earlier run in {folder.root} (run "
+                                f"{self.metadata.get('run_id') or 'unknown'}, the folder now holds run "
+                                f"{folder.run_id()}); export it again")
         self.classes: list[str] = list(self.metadata["classes"])
         self.task: str = self.metadata["task"]
         self.sample_rate: int = self.metadata["sample_rate"]

@@ -199,6 +199,9 @@ def quantize_run(
     if state.get("input_kind", "audio") != "audio":
         raise ConfigError(f"{run.root}: INT8 quantization calibrates on audio clips; this run was trained on "
                           f"{state['input_kind']}")
+    # What an earlier quantization left must not outlive an interrupted one (it would be read as this one's).
+    for name in ("quantization.json", "model.int8.onnx"):
+        (run.root / name).unlink(missing_ok=True)
     inputs = _calibration_and_test(run, state, int(calibration), seed=int(state["config"].get("seed", 0)))
 
     fp32_path = export_onnx(run.root, run.root / "model.onnx", with_frontend=with_frontend, which=which)
@@ -229,6 +232,7 @@ def quantize_run(
             continue
         drop[key] = value - other if M.higher_is_better(key) else other - value
     report = {
+        "run_id": state.get("run_id"),
         "method": used,
         "n_calibration": len(calib_set) if used == "static" else 0,
         "with_frontend": bool(with_frontend),

@@ -127,6 +127,31 @@ class RunDir:
                 with contextlib.suppress(OSError):
                     self.root.rmdir()
 
+    def run_id(self) -> str | None:
+        """The id of the run this folder holds (summary.json; None while the first run is still training)."""
+        return self.read_summary().get("run_id")
+
+    def derived_from_this_run(self, artifact: dict[str, Any] | None, what: str) -> bool:
+        """Whether an artifact's recorded ``run_id`` is this folder's run; a stale one (made from an earlier
+        run in the same folder) is reported and must not be used."""
+        current = self.run_id()
+        recorded = (artifact or {}).get("run_id")
+        if current is None or recorded == current:
+            return True
+        log.warning("%s: %s comes from an earlier run in this folder (run %s, now %s); ignored — make it again",
+                    self.root, what, recorded, current)
+        return False
+
+    def reset(self) -> None:
+        """Before a fresh run writes here: remove what an earlier run in this folder left (checkpoints, summary,
+        report, plots, exports, quantization), so nothing of it can be read as this run's."""
+        for name in ("summary.json", "report.md", "metrics.jsonl", "model.onnx", "model.int8.onnx",
+                     "quantization.json"):
+            (self.root / name).unlink(missing_ok=True)
+        for folder, pattern in ((self.root / "checkpoints", "*.pt"), (self.plots, "*.png")):
+            for path in folder.glob(pattern) if folder.is_dir() else ():
+                path.unlink(missing_ok=True)
+
     def create(self) -> "RunDir":
         (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.plots.mkdir(parents=True, exist_ok=True)

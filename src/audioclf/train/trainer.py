@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -185,11 +186,10 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
                      len(report["skipped"]))
         else:
             inputs.initialize(model, device)
+        run.reset()  # nothing an earlier run left here can pass for this one's (even if this one is killed)
         run.create()
         run.write_config(resolved)
         inputs.snapshot(run.root)
-        if run.metrics.exists():
-            run.metrics.unlink()  # a fresh run in an existing directory starts a fresh log
     else:
         _restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
         run.write_config(resolved)
@@ -203,8 +203,12 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     # Files skipped when the data was first read: a resumed run reads the usable ones only, so it carries the list.
     skipped = checkpoint.get("skipped", []) if checkpoint is not None else inputs.skipped()
     extra_summary["skipped"] = skipped
+    # Stamped into every checkpoint, the summary and what is derived from them (exports, quantization), so a
+    # reader can tell an artifact of an earlier run in the same folder from this one's.
+    run_id = checkpoint.get("run_id", "unknown") if checkpoint is not None else uuid.uuid4().hex[:12]
+    extra_summary["run_id"] = run_id
     base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, "skipped": skipped,
-                  **inputs.facts()}
+                  "run_id": run_id, **inputs.facts()}
     start_epoch = 1
     if checkpoint is not None:
         set_rng_state(checkpoint["rng"])  # dropout etc. continue exactly where the run stopped

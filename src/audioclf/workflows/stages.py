@@ -141,8 +141,8 @@ def write_stages_report(root: Path, runs: dict[str, Path]) -> Path:
         rows.append([name, summary.get("model", {}).get("name"), *[test.get(m) for m in names],
                      params.get("deployed_params", params.get("total")), None if macs is None else f"{macs / 1e6:.2f}"])
         quantization = Path(run) / "quantization.json"
-        if quantization.exists():
-            q = json.loads(quantization.read_text())
+        q = json.loads(quantization.read_text()) if quantization.exists() else None
+        if q is not None and RunDir(run).derived_from_this_run(q, "quantization.json"):
             rows.append([f"{name} (int8)", rows[-1][1], *[q["int8"]["metrics"].get(m) for m in names], rows[-1][-2],
                          rows[-1][-1]])
     header = ["stage", "model", *[f"{m} (test)" for m in names], "parameters", "MMACs"]
