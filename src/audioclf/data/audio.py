@@ -22,6 +22,7 @@ from ..errors import AudioDecodeError
 
 __all__ = [
     "MAX_SECONDS",
+    "Windows",
     "AudioInfo",
     "SilenceParams",
     "audio_info",
@@ -146,6 +147,8 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
     wave = np.asarray(wave)
     if wave.ndim == 1:
         return wave
+    if wave.ndim == 2 and wave.shape[1] == 1:  # already mono: a view, not a float64 mean of the whole file
+        return wave[:, 0]
     if wave.ndim != 2:
         raise ValueError(f"wave: expected 1-D or (n_samples, n_channels), got shape {wave.shape}")
     return wave.mean(axis=1, dtype=np.float64).astype(wave.dtype if wave.dtype.kind == "f" else np.float32)
@@ -211,16 +214,32 @@ def silence_params_for_duration(duration_s: float) -> SilenceParams:
 def _frame_rms_db(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
     """RMS in dB of centred frames (frame i is centred on sample i * hop, zero-padded at the edges).
 
-    Uses a cumulative sum of squares: O(n) and no strided copies.
+    Uses a cumulative sum of squares: O(n) and no strided copies, computed a chunk at a time and kept only at
+    the frame edges (memory O(frames), not 16 bytes per sample: an hour of audio would need ~1 GB).
     """
     n = len(wave)
     half = frame_length // 2
-    power = np.concatenate([[0.0], np.cumsum(np.square(wave, dtype=np.float64))])
     centres = np.arange(1 + n // hop_length) * hop_length
     lo = np.clip(centres - half, 0, n)
     hi = np.clip(centres - half + frame_length, 0, n)
-    rms = np.sqrt(np.maximum(power[hi] - power[lo], 0.0) / frame_length)
+    edges = np.unique(np.concatenate([lo, hi]))
+    power = _prefix_sums_of_squares(wave, edges)
+    energy = power[np.searchsorted(edges, hi)] - power[np.searchsorted(edges, lo)]
+    rms = np.sqrt(np.maximum(energy, 0.0) / frame_length)
     return 20.0 * np.log10(np.maximum(rms, 1e-20))
+
+
+def _prefix_sums_of_squares(wave: np.ndarray, points: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``sum(wave[:p] ** 2)`` (float64) at each of the sorted ``points``, one chunk of samples at a time."""
+    out = np.zeros(len(points))
+    total = 0.0
+    for start in range(0, len(wave), chunk):
+        stop = min(len(wave), start + chunk)
+        cumulative = np.cumsum(np.square(wave[start:stop], dtype=np.float64))
+        first, last = np.searchsorted(points, start, side="right"), np.searchsorted(points, stop, side="right")
+        out[first:last] = total + cumulative[points[first:last] - start - 1]
+        total += cumulative[-1]
+    return out
 
 
 def split_on_silence(
@@ -418,10 +437,34 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def clip_windows(wave: np.ndarray, n_samples: int, pad_mode: str = "tile") -> np.ndarray:
+class Windows:
+    """A recording's (K, n_samples) windows, cut when sliced: ``windows[i:j]`` is a float32 array of those
+    windows only, so a long recording is never held twice over (its windows overlap by half)."""
+
+    def __init__(self, wave: np.ndarray, n_samples: int, starts: list[int]):
+        self.wave, self.n_samples, self.starts = wave, n_samples, starts
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.starts), self.n_samples)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        starts = self.starts[index] if isinstance(index, slice) else [self.starts[index]]
+        out = np.stack([self.wave[s : s + self.n_samples] for s in starts]) if starts else np.zeros((0, self.n_samples))
+        return out.astype(np.float32, copy=False)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def clip_windows(wave: np.ndarray, n_samples: int, pad_mode: str = "tile") -> Windows:
     """A recording as (K, n_samples) windows with 50 % overlap covering all of it (K = 1 when it is no
-    longer than a clip: tiled or padded like training clips). Used to evaluate and predict on whole files."""
+    longer than a clip: tiled or padded like training clips). Used to evaluate and predict on whole files;
+    cut on demand (see :class:`Windows`)."""
     if len(wave) <= n_samples:
-        return fix_length(wave, n_samples, mode=pad_mode, crop="center")[None, :].astype(np.float32)
-    starts = window_starts(len(wave), n_samples, max(1, n_samples // 2))
-    return np.stack([wave[s : s + n_samples] for s in starts]).astype(np.float32)
+        return Windows(fix_length(wave, n_samples, mode=pad_mode, crop="center").astype(np.float32), n_samples, [0])
+    return Windows(wave, n_samples, window_starts(len(wave), n_samples, max(1, n_samples // 2)))

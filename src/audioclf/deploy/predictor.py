@@ -58,9 +58,9 @@ class WindowedPredictor(ABC):
         """Class probabilities for one mono waveform at ``self.sample_rate``."""
         if aggregate not in ("mean", "max"):
             raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
-        batch = clip_windows(wave, self.clip_samples, self.pad_mode)
-        probs = np.concatenate([self.window_probabilities(batch[i : i + batch_size])
-                                for i in range(0, len(batch), batch_size)]).astype(np.float64)
+        windows = clip_windows(wave, self.clip_samples, self.pad_mode)  # cut batch by batch
+        probs = np.concatenate([self.window_probabilities(windows[i : i + batch_size])
+                                for i in range(0, len(windows), batch_size)]).astype(np.float64)
         return probs.mean(0) if aggregate == "mean" else probs.max(0)
 
     def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:

@@ -15,7 +15,7 @@ go through here, so their numbers are comparable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,8 @@ from ..errors import NonFiniteOutputs
 from .losses import evaluation_loss, probabilities
 from .loop import autocast_for
 
-__all__ = ["Probabilities", "SplitResult", "model_probabilities", "predict_batches", "predict_whole_files", "score"]
+__all__ = ["Probabilities", "SplitResult", "model_probabilities", "predict_batches", "predict_whole_files", "score",
+           "window_batches"]
 
 # A CPU batch of model inputs (B, ...) -> (B, C) float probabilities.
 Probabilities = Callable[[torch.Tensor], np.ndarray]
@@ -69,6 +70,24 @@ def predict_batches(probs_fn: Probabilities, batches: Iterable) -> tuple[np.ndar
     return np.concatenate(probs), np.concatenate(targets)
 
 
+def window_batches(recordings: Sequence[Any], max_windows: int) -> Iterator[np.ndarray]:
+    """The windows of several recordings (each ``windows[i:j]``-sliceable), in order, in batches of at most
+    ``max_windows``: short recordings share a batch, a long one is split, and each window is cut only when its
+    batch runs (memory bounded by the batch, not by the recording's length)."""
+    parts, size = [], 0
+    for windows in recordings:
+        start = 0
+        while start < len(windows):
+            take = min(max_windows - size, len(windows) - start)
+            parts.append(windows[start:start + take])
+            size, start = size + take, start + take
+            if size == max_windows:
+                yield np.concatenate(parts)
+                parts, size = [], 0
+    if parts:
+        yield np.concatenate(parts)
+
+
 def predict_whole_files(probs_fn: Probabilities, dataset, max_windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities per recording from all of its windows (``dataset.windows(i)``), averaged.
 
@@ -83,10 +102,8 @@ def predict_whole_files(probs_fn: Probabilities, dataset, max_windows: int = 64)
 
     def flush() -> None:
         nonlocal sums
-        windows = np.concatenate(pending)
-        # at most max_windows per forward pass, also within one long recording
-        probs = np.concatenate([np.asarray(probs_fn(torch.from_numpy(windows[start:start + max_windows])),
-                                           dtype=np.float64) for start in range(0, len(windows), max_windows)])
+        probs = np.concatenate([np.asarray(probs_fn(torch.from_numpy(batch)), dtype=np.float64)
+                                for batch in window_batches(pending, max_windows)])
         if sums is None:
             sums = np.zeros((n, probs.shape[1]))
         np.add.at(sums, np.concatenate(owners), probs)

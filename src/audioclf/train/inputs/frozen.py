@@ -25,7 +25,7 @@ from ...errors import ConfigError
 from ...files import atomic_write
 from ...models.backbones import TransferClassifier
 from ...models.classifier import AudioClassifier
-from ..evaluate import model_probabilities, predict_whole_files, score
+from ..evaluate import model_probabilities, predict_whole_files, score, window_batches
 from .audio import AudioInputs
 from .zero_config import audio_defaults
 
@@ -184,8 +184,9 @@ def _extract(model: AudioClassifier, dataset, device) -> tuple[np.ndarray, np.nd
     vectors, pending = [], []
 
     def flush() -> None:
-        wave = torch.from_numpy(np.concatenate(pending)).to(device)
-        vectors.append(network.embed(model.features(wave)).float().cpu().numpy())
+        for batch in window_batches(pending, EXTRACT_BATCH):
+            wave = torch.from_numpy(batch).to(device)
+            vectors.append(network.embed(model.features(wave)).float().cpu().numpy())
         pending.clear()
 
     for index in range(len(dataset)):
