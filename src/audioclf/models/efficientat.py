@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .backbones import build_transfer_model, check_head, load_backbone_weights
+from .mobilenet import SequentialBackbone, init_like_torchvision, make_divisible
 from .registry import register_model
 
 __all__ = ["EfficientATMobileNet", "WIDTHS"]
@@ -41,12 +42,6 @@ _BLOCKS = (
 )
 WIDTHS = {"mn04": 0.4, "mn05": 0.5, "mn10": 1.0, "mn20": 2.0, "mn30": 3.0, "mn40": 4.0}
 _BatchNorm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
-
-
-def _divisible(value: float, divisor: int = 8) -> int:
-    """Channels rounded to a multiple of 8, never more than 10 % below ``value`` (the TensorFlow rule)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def _conv_bn(inp: int, out: int, kernel: int, stride: int = 1, groups: int = 1,
@@ -77,7 +72,7 @@ class _Excitation(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conc_se_layers = nn.ModuleList([_ChannelExcitation(channels, _divisible(channels // 4))])
+        self.conc_se_layers = nn.ModuleList([_ChannelExcitation(channels, make_divisible(channels // 4))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conc_se_layers[0](x)
@@ -101,14 +96,16 @@ class _InvertedResidual(nn.Module):
         return x + self.block(x) if self.residual else self.block(x)
 
 
-class EfficientATMobileNet(nn.Module):
-    """The backbone at ``width``; ``classes_num`` adds the release's MLP head (for AudioSet inference)."""
+class EfficientATMobileNet(SequentialBackbone):
+    """The backbone at ``width``; ``classes_num`` adds the release's MLP head (for AudioSet inference). Blocks
+    ``features.0`` (stem) .. ``features.16`` freeze one by one; the embedding (the release's too) is the final
+    map averaged over frequency and time."""
 
     ignored_weight_prefixes = ("classifier.",)
 
     def __init__(self, width: float = 1.0, classes_num: int | None = None, dropout: float = 0.2):
         super().__init__()
-        blocks = [(_divisible(i * width), k, _divisible(e * width), _divisible(o * width), se, hs, s)
+        blocks = [(make_divisible(i * width), k, make_divisible(e * width), make_divisible(o * width), se, hs, s)
                   for i, k, e, o, se, hs, s in _BLOCKS]
         last = blocks[-1][3]
         self.feature_channels = self.embedding_dim = 6 * last
@@ -116,31 +113,12 @@ class EfficientATMobileNet(nn.Module):
         layers += [_InvertedResidual(*block) for block in blocks]
         layers.append(_conv_bn(last, self.feature_channels, 1, activation=nn.Hardswish))
         self.features = nn.Sequential(*layers)
-        hidden = _divisible(1280 * width)
+        hidden = make_divisible(1280 * width)
         self.classifier = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.feature_channels, hidden), nn.Hardswish(),
             nn.Dropout(dropout), nn.Linear(hidden, classes_num),
         ) if classes_num else None
-        for m in self.modules():  # torchvision's MobileNetV3 initialisation, as the authors'
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def freeze_blocks(self) -> dict[str, tuple[str, ...]]:
-        """``features.0`` (stem) .. ``features.16`` (the final 1x1 conv)."""
-        return {f"features.{i}": (f"features.{i}",) for i in range(len(self.features))}
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
-        """The release's embedding: the final map averaged over frequency and time."""
-        return fmap.mean(dim=(-2, -1))
+        init_like_torchvision(self)  # as the authors' (torchvision's MobileNetV3 code)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:

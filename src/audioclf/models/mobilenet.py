@@ -18,14 +18,15 @@ from ..errors import ConfigError
 from .backbones import ImageInput, build_transfer_model, check_head, load_backbone_weights
 from .registry import register_model
 
-__all__ = ["InvertedResidual", "MobileNetV2", "mobilenet_v2"]
+__all__ = ["InvertedResidual", "MobileNetV2", "SequentialBackbone", "init_like_torchvision", "make_divisible",
+           "mobilenet_v2"]
 
 # t (expansion), c (channels), n (repeats), s (first stride): Table 2 of the paper.
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
              (6, 320, 1, 1))
 
 
-def _make_divisible(value: float, divisor: int = 8) -> int:
+def make_divisible(value: float, divisor: int = 8) -> int:
     """torchvision's channel rounding (to a multiple of 8, never more than 10% below ``value``)."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
@@ -59,7 +60,40 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+def init_like_torchvision(module: nn.Module) -> None:
+    """torchvision's MobileNet initialisation: He-normal (fan-out) convolutions, unit BatchNorm, N(0, 0.01)
+    linear layers, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+class SequentialBackbone(nn.Module):
+    """A backbone whose ``features`` is an ``nn.Sequential`` of blocks (the MobileNets): each block freezes
+    on its own, and the embedding is the final map averaged over frequency and time."""
+
+    features: nn.Sequential
+
+    def freeze_blocks(self) -> dict[str, tuple[str, ...]]:
+        """``features.0`` (the stem) .. the last block."""
+        return {f"features.{i}": (f"features.{i}",) for i in range(len(self.features))}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap.mean(dim=(-2, -1))
+
+
+class MobileNetV2(SequentialBackbone):
     """torchvision's ``mobilenet_v2`` (``width_mult`` as there). ``num_classes=None`` leaves out
     ``classifier``; :meth:`forward_features` gives the (B, 1280, H/32, W/32) map, :meth:`pool` its mean."""
 
@@ -67,11 +101,11 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, num_classes: int | None = 1000, width_mult: float = 1.0, dropout: float = 0.2):
         super().__init__()
-        inp = _make_divisible(32 * width_mult)
-        self.last_channel = _make_divisible(1280 * max(1.0, width_mult))
+        inp = make_divisible(32 * width_mult)
+        self.last_channel = make_divisible(1280 * max(1.0, width_mult))
         features: list[nn.Module] = [_conv_bn_relu6(3, inp, stride=2)]
         for t, c, n, s in _SETTINGS:
-            out = _make_divisible(c * width_mult)
+            out = make_divisible(c * width_mult)
             for i in range(n):
                 features.append(InvertedResidual(inp, out, s if i == 0 else 1, t))
                 inp = out
@@ -80,26 +114,7 @@ class MobileNetV2(nn.Module):
         self.feature_channels = self.embedding_dim = self.last_channel
         self.classifier = (nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
                            if num_classes else None)
-        # torchvision's initialisation.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def freeze_blocks(self) -> dict[str, tuple[str, ...]]:
-        """``features.0`` .. ``features.18`` (stem, the 17 inverted-residual stages, the final 1x1 conv)."""
-        return {f"features.{i}": (f"features.{i}",) for i in range(len(self.features))}
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
-        return fmap.mean(dim=(-2, -1))
+        init_like_torchvision(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
