@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_a_second_writer_is_refused_naming_the_holder(data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     # A live holder: this very process (as a concurrent training in another process would be).
-    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "since": "earlier"}))
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "earlier"}))
     with pytest.raises(AudioclfError, match=rf"in use by another run \(pid {os.getpid()}"):
         trainer.train(_cfg(data, out, "train.epochs=1"))
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the second run was written
@@ -102,7 +103,7 @@ def test_a_second_writer_is_refused_naming_the_holder(data, tmp_path):
 def test_a_stale_lock_and_temp_files_from_a_killed_run_are_cleaned(data, tmp_path):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
-    (out / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename, "since": "before"}))
+    (out / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "before"}))
     (out / "checkpoints" / ".best.tmp-1a2b3c4d.pt").write_bytes(b"half a checkpoint")
     trainer.train(_cfg(data, out, "train.epochs=1"))
     assert not list(out.rglob(".*.tmp-*")) and not (out / ".lock").exists()
