@@ -167,3 +167,17 @@ def test_a_retrained_folder_keeps_nothing_of_the_earlier_run(data, tmp_path):
     with pytest.raises(AudioclfError, match="exported from an earlier run"):
         OnnxPredictor(onnx)
     OnnxPredictor(kept)  # outside a run folder: nothing to compare with
+
+
+def test_export_into_a_run_folder_in_use_is_refused(data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from audioclf.deploy.export import export_onnx
+
+    out = tmp_path / "run"
+    trainer.train(_cfg(data, out, "train.epochs=1"))
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
+    with pytest.raises(AudioclfError, match="in use by another run"):
+        export_onnx(out)
+    assert not (out / "model.onnx").exists()
+    (out / ".lock").unlink()
+    assert export_onnx(out).exists() and not (out / ".lock").exists()

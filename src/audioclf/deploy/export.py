@@ -21,6 +21,7 @@ Needs the ``deploy`` extra: ``pip install 'audioclf[deploy]'`` (onnx, onnxruntim
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -35,7 +36,7 @@ from torch import nn
 from ..errors import AudioclfError, ConfigError
 from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen
 from ..files import atomic_write_bytes
-from ..runs import load_model
+from ..runs import RunDir, load_model
 
 __all__ = [
     "MIN_OPSET",
@@ -331,9 +332,12 @@ def export_onnx(
     verify: bool = True,
 ) -> Path:
     """Export a run's checkpoint to ONNX (default ``RUN/model.onnx``) with metadata; verified with ONNX Runtime."""
-    model, state = load_model(run_dir, which)
-    data = state.get("config", {}).get("data", {})
     out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
-    return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
-                             state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
-                             data.get("trim_silence") or False, state.get("run_id", ""))
+    # Writing into the run's folder: not while a training or a quantization writes it.
+    inside = out.resolve().parent == Path(run_dir).resolve()
+    with RunDir(run_dir).lock() if inside else contextlib.nullcontext():
+        model, state = load_model(run_dir, which)
+        data = state.get("config", {}).get("data", {})
+        return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
+                                 state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
+                                 data.get("trim_silence") or False, state.get("run_id", ""))

@@ -187,14 +187,20 @@ def quantize_run(
     Metrics are on the run's test split with the same decoding and crops as ``evaluate_run``, including
     per-group results (e.g. per device).
     """
-    from .export import export_onnx
-    from .onnx_predictor import OnnxPredictor
-
     if int(calibration) < 1:
         raise ConfigError(f"calibration={calibration}: expected at least 1 training clip")
     _import_quantization()
     started = time.perf_counter()
     run = RunDir(run_dir).require()
+    with run.lock():  # not while a training or another quantization writes this folder
+        return _quantize_locked(run, which, calibration, method, with_frontend, batch_size, started)
+
+
+def _quantize_locked(run: RunDir, which: str, calibration: int, method: str, with_frontend: bool, batch_size: int,
+                     started: float) -> dict[str, Any]:
+    from .export import export_onnx
+    from .onnx_predictor import OnnxPredictor
+
     state = run.load_checkpoint(which)
     if state.get("input_kind", "audio") != "audio":
         raise ConfigError(f"{run.root}: INT8 quantization calibrates on audio clips; this run was trained on "

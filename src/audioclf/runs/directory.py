@@ -35,6 +35,7 @@ from ..models.complexity import Report, complexity_report
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+_HELD: dict[str, int] = {}  # run folders this process holds the lock of -> nesting depth
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:
@@ -101,6 +102,14 @@ class RunDir:
         is refused with the holder's pid, host and start time, instead of mixing two runs' files. A lock
         whose process is gone (killed) is taken over. Temp files a killed writer left are removed."""
         path = self.root / LOCK_FILE
+        key = str(self.root.resolve())
+        if key in _HELD:  # this process already writes here (quantize exporting into its run): nested
+            _HELD[key] += 1
+            try:
+                yield self
+            finally:
+                _HELD[key] -= 1
+            return
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now().isoformat(timespec="seconds")}
         for _ in range(2):
             try:
@@ -117,11 +126,13 @@ class RunDir:
             raise AudioclfError(f"{self.root}: cannot take the run lock {path}")
         with os.fdopen(fd, "w") as handle:
             json.dump(holder, handle)
+        _HELD[key] = 1
         try:
             for stale in self.root.rglob(".*.tmp-*"):  # halves of files a killed writer never renamed
                 stale.unlink(missing_ok=True)
             yield self
         finally:
+            del _HELD[key]
             path.unlink(missing_ok=True)
             if getattr(self, "_created", False):  # a run refused before writing anything leaves no folder
                 with contextlib.suppress(OSError):
