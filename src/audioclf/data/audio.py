@@ -124,22 +124,46 @@ def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
         raise AudioDecodeError(path, f"{info.duration:.0f} s long; files up to data.max_seconds={max_seconds:g} s "
                                      "are decoded (raise it, or split the recording)")
     try:
-        data, file_sr = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
+        if mono:
+            wave, file_sr = _read_mono(path, info, max_frames + 1)
+        else:
+            wave, file_sr = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, _short_reason(exc)) from exc
-    if data.shape[0] > max_frames:  # the header understated the length
+    if wave.shape[0] > max_frames:  # the header understated the length
         raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its header says "
                                      f"{info.duration:.0f} s")
-    if data.shape[0] == 0:
+    if wave.shape[0] == 0:
         raise AudioDecodeError(path, "no audio samples")
-    if not np.isfinite(data).all():
+    if not np.isfinite(wave).all():
         # Float WAVs can carry NaN/inf; they would poison every later feature and gradient.
         raise AudioDecodeError(path, "contains NaN or infinite samples")
-    wave = to_mono(data) if mono else data
     if sample_rate is not None and sample_rate != file_sr:
         wave = resample(wave, int(file_sr), int(sample_rate))
         file_sr = sample_rate
     return np.ascontiguousarray(wave, dtype=np.float32), int(file_sr)
+
+
+_BLOCK = 1 << 18  # frames decoded at a time when mixing down
+
+
+def _read_mono(path: PathLike, info: AudioInfo, max_frames: int) -> tuple[np.ndarray, int]:
+    """At most ``max_frames`` frames mixed down to mono block by block, into one array sized from the header:
+    a long multichannel file never exists decoded at full width (an hour of 44.1 kHz stereo would be
+    1.3 GB). A channel's NaN/inf survives the mean, so the caller's check still sees it."""
+    out = np.empty(min(info.n_samples, max_frames), dtype=np.float32)
+    filled, beyond = 0, []
+    with sf.SoundFile(str(path)) as handle:
+        for block in handle.blocks(blocksize=_BLOCK, dtype="float32", always_2d=True, frames=max_frames):
+            mixed = to_mono(block)
+            take = min(len(mixed), len(out) - filled)
+            out[filled:filled + take] = mixed[:take]
+            filled += take
+            if take < len(mixed):  # more audio than the header said
+                beyond.append(mixed[take:])
+        rate = handle.samplerate
+    wave = out[:filled]
+    return (np.concatenate([wave, *beyond]) if beyond else wave), int(rate)
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:
