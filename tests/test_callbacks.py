@@ -7,7 +7,7 @@ import math
 import pytest
 
 from audioclf.errors import ConfigError
-from audioclf.train.callbacks import BestTracker, EarlyStopping, metric_mode
+from audioclf.training.callbacks import BestTracker, EarlyStopping, metric_mode
 
 
 def _run(stopper: EarlyStopping, values: list[float]) -> tuple[list[bool], int | None]:

@@ -43,9 +43,13 @@ def test_predict_reports_an_unreadable_file_and_goes_on(cli_run, capsys, tmp_pat
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
     good = sorted(data.rglob("*.wav"))[0]
-    assert main(["predict", str(run), str(bad), str(good)]) == 0
-    printed = capsys.readouterr().out
-    assert "bad.wav: skipped" in printed and good.name in printed
+    assert main(["predict", str(run), str(bad), str(good)]) == 3  # some inputs failed
+    captured = capsys.readouterr()
+    assert good.name in captured.out and "bad.wav" not in captured.out  # stdout: predictions only
+    assert "bad.wav: skipped" in captured.err and "1 of 2 file(s) could not be read" in captured.err
+    assert main(["predict", str(run), str(good)]) == 0
+    assert main(["predict", str(run), str(bad), str(good), "--strict"]) == 2
+    assert "bad.wav" in capsys.readouterr().err
 
 
 def test_a_decompression_bomb_is_skipped_in_predict_and_train(cli_run, capsys, tmp_path):
@@ -60,8 +64,8 @@ def test_a_decompression_bomb_is_skipped_in_predict_and_train(cli_run, capsys, t
     raw = bytearray(bomb.read_bytes())
     raw[24:28], raw[28:32] = (1).to_bytes(4, "little"), (2).to_bytes(4, "little")
     bomb.write_bytes(bytes(raw))
-    assert main(["predict", str(run), str(bomb)]) == 0
-    assert "bomb.wav: skipped" in capsys.readouterr().out
+    assert main(["predict", str(run), str(bomb)]) == 3
+    assert "bomb.wav: skipped" in capsys.readouterr().err
     # In a training folder it is listed as skipped with its reason, and the run goes on.
     target = sorted(p for p in data.iterdir() if p.is_dir())[0] / "bomb.wav"
     target.write_bytes(bomb.read_bytes())
@@ -180,3 +184,32 @@ def test_overrides_may_follow_options(cli_run, tmp_path):
     assert RunDir(out).read_config()["train"]["lr"] == 0.002
     with pytest.raises(SystemExit):
         main(["train", "--data", str(data), "--out", str(out), "--bogus"])
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "fake_wav"])
+def test_predict_exit_code_says_some_inputs_failed(cli_run, capsys, tmp_path, case):
+    run, _ = cli_run
+    path = tmp_path / ("nope.wav" if case == "missing" else f"{case}.wav")
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("hello")
+    elif case == "fake_wav":
+        path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt " + bytes(40))
+    assert main(["predict", str(run), str(path)]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "" and path.name in captured.err
+
+
+def test_budget_refusal_has_its_own_exit_code(capsys):
+    assert main(["complexity", "small_cnn", "--max-params", "10"]) == 4
+    assert "over the complexity limits" in capsys.readouterr().err
+    assert main(["complexity", "small_cnn", "--max-params", "10000000"]) == 0
+
+
+def test_version(capsys):
+    from audioclf import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"audioclf {__version__}"

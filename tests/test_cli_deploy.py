@@ -24,7 +24,7 @@ def test_complexity_of_a_model_name_uses_the_published_input(capsys):
     printed = capsys.readouterr().out
     # conv + dense MACs on 40x51; the official baseline's 29.23 MMACs (Table 3 of González Poy (2022)) add pooling ops
     assert "29,203,560 MACs" in printed
-    assert main(["complexity", "dcase2022_baseline", "--max-params", "1000"]) == 2
+    assert main(["complexity", "dcase2022_baseline", "--max-params", "1000"]) == 4  # over budget: its own code
     assert "1,000" in capsys.readouterr().err  # the limit is named with the numbers
 
 

@@ -17,7 +17,7 @@ from audioclf.config import load_config
 from audioclf.errors import ConfigError, DataError
 from audioclf.deploy.predictor import Predictor
 from audioclf.runs import RunDir
-from audioclf.train.loop import train_one_epoch
+from audioclf.training.loop import train_one_epoch
 from audioclf.workflows.evaluation import evaluate_run
 from test_export import shared_run
 

@@ -13,7 +13,7 @@ from audioclf.config import load_config
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioDecodeError, ConfigError, DataError
 from audioclf.workflows.evaluation import evaluate_run, run_outputs
-from audioclf.train.trainer import train
+from audioclf.training.trainer import train
 from audioclf.runs import RunDir
 
 TINY = ["train.epochs=2", "train.batch_size=16", "data.clip_seconds=1.0", "data.sample_rate=16000",
@@ -143,7 +143,7 @@ def test_multi_label_csv_trains_with_multilabel_metrics(tmp_path):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(folder_data, trained_run, tmp_path, monkeypatch):
-    import audioclf.train.trainer as trainer
+    import audioclf.training.trainer as trainer
 
     original, calls = trainer.train_one_epoch, {"n": 0}
 
@@ -298,7 +298,7 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
     import numpy as np
 
     from audioclf.data.dataset import WaveformDataset
-    from audioclf.train.evaluate import model_probabilities, predict_whole_files
+    from audioclf.training.evaluate import model_probabilities, predict_whole_files
 
     class LastQuarterDetector(torch.nn.Module):  # "class 1" iff the window's last quarter is loud
         def forward(self, wave):

@@ -14,14 +14,14 @@ from audioclf.config import load_config
 from audioclf.data.audio import write_audio
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioclfError, ConfigError
-from audioclf.train.inputs.audio import AudioInputs, build_classifier, fit_standardizer
+from audioclf.training.inputs.audio import AudioInputs, build_classifier, fit_standardizer
 from audioclf.deploy.export import ExportableFrontEnd, dft_kernels, export_onnx, read_metadata
 from audioclf.features import FeatureConfig, FrontEnd
 from audioclf.deploy.predictor import Predictor
 from audioclf.deploy.onnx_predictor import OnnxPredictor, load_predictor, sigmoid, softmax
 from audioclf.runs import RunDir
-from audioclf.train.losses import build_loss
-from audioclf.train.loop import supervised_step, train_one_epoch
+from audioclf.training.losses import build_loss
+from audioclf.training.loop import supervised_step, train_one_epoch
 
 # 16 kHz, 40 mels x 51 frames: the DCASE baseline's input shape at a quarter of the cost of 44.1 kHz.
 FEATURES = ["features.n_mels=40", "features.n_fft=640", "features.hop_length=320"]

@@ -16,7 +16,7 @@ from audioclf.models.freeze import (
     parse_freeze_policy,
     transfer_modules,
 )
-from audioclf.train.optim import build_optimizer, build_scheduler
+from audioclf.training.optim import build_optimizer, build_scheduler
 
 SMALL = (1, 64, 64)
 

@@ -81,7 +81,7 @@ def test_a_second_run_reads_the_cache(frozen_run, demo, weights, tmp_path, monke
     _, cache = frozen_run
     files = sorted((cache / "embeddings").glob("*.npz"))
     assert [f.name.split("-")[0] for f in files] == ["train", "val"]
-    from audioclf.train.inputs import frozen
+    from audioclf.training.inputs import frozen
 
     def fail(*args, **kwargs):
         raise AssertionError("extracted again although the cache holds these embeddings")

@@ -14,7 +14,7 @@ from audioclf.cli import main
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioclfError, ConfigError, TrainingDiverged
 from audioclf.runs import RunDir
-from audioclf.train import trainer
+from audioclf.training import trainer
 
 TINY = ["train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32", "features.n_fft=512",
         "features.hop_length=320"]

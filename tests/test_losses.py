@@ -8,7 +8,7 @@ import torch
 from scipy.special import expit, log_softmax, softmax
 
 from audioclf.errors import ConfigError, DataError
-from audioclf.train.losses import build_loss, probabilities
+from audioclf.training.losses import build_loss, probabilities
 
 
 def _logits(n: int = 6, c: int = 4, seed: int = 0) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from audioclf.errors import ConfigError
-from audioclf.train.optim import (
+from audioclf.training.optim import (
     SCHEDULERS,
     EpochScheduler,
     build_optimizer,

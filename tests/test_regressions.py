@@ -119,7 +119,7 @@ def test_bug4_the_readme_config_path_resolves():
 def test_bug5_metric_direction_has_one_answer(name):
     """metrics.higher_is_better and early stopping's metric_mode disagreed for error, eer, mse, mae."""
     from audioclf.metrics import higher_is_better
-    from audioclf.train.callbacks import metric_mode
+    from audioclf.training.callbacks import metric_mode
 
     lower = name in ("error", "error_rate", "eer", "mse", "mae", "loss", "log_loss", "kd_loss")
     assert higher_is_better(name) is (not lower)

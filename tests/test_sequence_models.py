@@ -10,7 +10,7 @@ from torch import nn
 from audioclf.errors import ConfigError
 from audioclf.models import create_model, model_input_kind, model_loss
 from audioclf.models.classifier import AudioClassifier
-from audioclf.train.losses import BipolarMSELoss, MultiLabelLoss, build_loss
+from audioclf.training.losses import BipolarMSELoss, MultiLabelLoss, build_loss
 
 
 def loss_for(model: nn.Module) -> nn.Module:

@@ -7,8 +7,8 @@ import pytest
 from audioclf.config import load_config
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.runs import RunDir
-from audioclf.train.averaging import ema_decay_for
-from audioclf.train.inputs.zero_config import (
+from audioclf.training.averaging import ema_decay_for
+from audioclf.training.inputs.zero_config import (
     COMPUTE_BUDGET_MACS,
     MAX_EPOCHS,
     MIN_EPOCHS,
@@ -17,7 +17,7 @@ from audioclf.train.inputs.zero_config import (
     plan_epochs,
     warmup_epochs,
 )
-from audioclf.train.trainer import train
+from audioclf.training.trainer import train
 
 AUTO_KEYS = ("train.optimizer", "train.weight_decay", "train.label_smoothing", "train.scheduler", "train.epochs",
              "train.ema", "augment.mixup_alpha", "augment.spec", "augment.waveform", "data.trim_silence")
@@ -51,7 +51,7 @@ def test_spec_augment_is_sized_to_the_input():
 
 
 def test_a_zero_config_run_writes_every_choice_to_its_config(tmp_path, monkeypatch):
-    from audioclf.train.inputs import zero_config
+    from audioclf.training.inputs import zero_config
 
     monkeypatch.setattr(zero_config, "TARGET_STEPS", 1)  # a two-epoch plan: the choices, not the training,
     monkeypatch.setattr(zero_config, "MIN_EPOCHS", 2)    # are under test

@@ -1,7 +1,10 @@
 """audioclf: from a folder of audio files to a trained, evaluated, deployable classifier.
 
-``audioclf.run(cfg)`` trains what a config describes (a single run, every stage of a recipe, or every
-cross-validation fold), exactly as ``audioclf train`` does; see :func:`audioclf.workflows.run.run`.
+``audioclf.train("clips/", out="runs/x", train={"epochs": 20})`` trains as ``audioclf train`` does and
+returns a :class:`~audioclf.workflows.api.Run` (``.metrics``, ``.classes``, ``.predict(files)``,
+``.evaluate()``, ``.export()``, ``.quantize()``); ``audioclf.load(path)`` opens a run folder or an ``.onnx``
+file. ``audioclf.run(cfg)`` takes a whole config (a single run, every stage of a recipe, or every
+cross-validation fold); see :func:`audioclf.workflows.run.run`.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["run", "__version__"]
+__all__ = ["Run", "load", "run", "train", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from .workflows.run import run
 
         return run
+    if name in ("Run", "load", "train"):
+        from .workflows import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'audioclf' has no attribute {name!r}")

@@ -1,4 +1,10 @@
-"""Command line: argument parsing and printing only; every command calls one library function."""
+"""Command line: argument parsing and printing only; every command calls one library function.
+
+Exit codes: 0 every named input was processed; 1 an unexpected failure (one line; ``-v`` shows the
+traceback); 2 a usage, config or data error (one line naming the file, row or key); 3 some inputs failed
+(``predict``: files that could not be read, listed on stderr; ``--strict`` makes the first one an error);
+4 a model over the complexity limits it was asked to meet; 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .errors import AudioclfError
+from . import __version__
+from .errors import AudioclfError, BudgetExceeded
 
 # soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_ERROR, EXIT_SOME_INPUTS_FAILED, EXIT_OVER_BUDGET = 0, 1, 2, 3, 4
 
 
 def _split_positionals(values: list[str]) -> tuple[str | None, list[str]]:
@@ -50,8 +59,8 @@ def _print_results(run_dir: Path) -> None:
 
 def _print_predictions(predictions, predictor, top_k: int, truth=None) -> None:
     for i, pred in enumerate(predictions):
-        if pred.probs is None:
-            out.print(f"{pred.path}: [red]skipped[/red] ({pred.error})")
+        if pred.probs is None:  # on stderr: stdout stays the predictions a script reads
+            err.print(f"{pred.path}: [red]skipped[/red] ({pred.error})", highlight=False)
             continue
         ranked = ", ".join(f"{label} {p:.3f}" for label, p in predictor.top_k(pred.probs, top_k))
         known = f"  (true: {', '.join(truth[i])})" if truth is not None else ""
@@ -224,6 +233,9 @@ def cmd_predict(args) -> None:
 
     predictor = load_predictor(args.run_dir)
     predictions = predictor.predict_files(args.paths, aggregate=args.aggregate)
+    failed = [pred for pred in predictions if pred.probs is None]
+    if failed and args.strict:
+        raise AudioclfError(f"{failed[0].path}: {failed[0].error}")
     _print_predictions(predictions, predictor, args.top_k)
     if args.submission:
         from .deploy.submission import write_submission
@@ -235,11 +247,16 @@ def cmd_predict(args) -> None:
     elif args.csv:
         write_predictions_csv(args.csv, predictions, predictor.classes)
         out.print(f"wrote {args.csv}")
+    if failed:
+        err.print(f"{len(failed)} of {len(predictions)} file(s) could not be read", highlight=False)
+        return EXIT_SOME_INPUTS_FAILED
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audioclf", description="Train, evaluate and deploy audio classifiers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and tracebacks")
+    parser.add_argument("--version", action="version", version=f"audioclf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generate a synthetic dataset, train, evaluate and predict")
@@ -339,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
                          help="how windows of a long recording are combined [mean]")
     predict.add_argument("--csv", help="write all probabilities to this CSV")
+    predict.add_argument("--strict", action="store_true",
+                         help="a file that cannot be read is an error (exit 2) instead of a skip (exit 3)")
     predict.add_argument("--submission", metavar="SAMPLE_CSV",
                          help="write --csv in this sample submission's columns and row order (FSD2019)")
     predict.set_defaults(func=cmd_predict)
@@ -358,12 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
+        code = args.func(args)
     except AudioclfError as exc:
         if args.verbose:
             raise
         err.print(f"[red]error:[/red] {exc}", highlight=False)
-        return 2
+        return EXIT_OVER_BUDGET if isinstance(exc, BudgetExceeded) else EXIT_ERROR
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
@@ -373,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(exc).split())[:300] or "no message"
         err.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {text} (run with -v for the traceback)",
                   highlight=False)
-        return 1
-    return 0
+        return EXIT_UNEXPECTED
+    return code or EXIT_OK
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    # None (unset): chosen from the data for audio runs (see train.inputs.zero_config); [] / "none" / 0: off.
+    # None (unset): chosen from the data for audio runs (see training.inputs.zero_config); [] / "none" / 0: off.
     waveform: list[dict[str, Any]] | None = None  # per-item transforms: [{name: gain, p: 0.5}]
     spec: str | dict[str, Any] | None = None  # SpecAugment on the device: "LD" or {policy: LD, band_shift: true}
     mixup_alpha: float | None = None  # MixUp Beta(alpha, alpha)
@@ -64,7 +64,7 @@ class LimitsConfig:
 @dataclass
 class TrainConfig:
     # None (unset): the input's default, for audio chosen from the data's size and the measured step time
-    # (train.inputs.zero_config); every value a run used is written to its config.yaml.
+    # (training.inputs.zero_config); every value a run used is written to its config.yaml.
     epochs: int | None = None
     batch_size: int | None = None  # audio 32, AudioSet embeddings 128
     optimizer: str | None = None  # adam | adamw | sgd; audio adamw, AudioSet embeddings adam
@@ -75,7 +75,7 @@ class TrainConfig:
     scheduler: str | None = None  # audio: cosine with a short linear warm-up
     scheduler_args: dict[str, Any] = field(default_factory=dict)
     label_smoothing: float | None = None
-    monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see train.inputs)
+    monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     min_delta: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -87,7 +87,7 @@ class TrainConfig:
     ema: float | None = None
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
     # A linear probe: the pretrained backbone's embeddings are extracted once (cached under data.cache_dir when
-    # set), then only the head trains on them (train.inputs.frozen); the run keeps the whole model.
+    # set), then only the head trains on them (training.inputs.frozen); the run keeps the whole model.
     frozen_embeddings: bool = False
 
 

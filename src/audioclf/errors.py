@@ -22,6 +22,10 @@ class ConfigError(AudioclfError):
     """An unknown or invalid configuration key/value."""
 
 
+class BudgetExceeded(AudioclfError):
+    """A model over the complexity limits it was asked to meet (parameters, MACs): the CLI exits 4."""
+
+
 class UnsafeFileError(AudioclfError):
     """A file to load holds Python objects whose loading could run code; it is refused before any of it runs."""
 

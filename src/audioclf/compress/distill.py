@@ -34,11 +34,11 @@ from ..data.manifest import Manifest
 from ..errors import ConfigError, DataError
 from ..runs import RunDir, load_model
 from ..tasks import check_task
-from ..train.evaluate import model_probabilities
-from ..train.inputs import AudioInputs
-from ..train.loop import TaskStep
-from ..train.losses import build_loss
-from ..train.trainer import train
+from ..training.evaluate import model_probabilities
+from ..training.inputs import AudioInputs
+from ..training.loop import TaskStep
+from ..training.losses import build_loss
+from ..training.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def _inputs_are_fixed(prepared, cfg) -> bool:
 
 
 class Distillation:
-    """The distillation objective for :func:`audioclf.train.trainer.train` (see its ``objective`` argument)."""
+    """The distillation objective for :func:`audioclf.training.trainer.train` (see its ``objective`` argument)."""
 
     def __init__(self, teachers: list[nn.Module], teacher_runs: list[Path], T: float, alpha: float,
                  which: str = "best", cache: bool | None = None):
@@ -360,7 +360,7 @@ def distill(
 
     The student uses the first teacher's manifest snapshot and splits (``data.path`` is ignored), its
     sample rate and clip length; its own front-end and model come from ``student_config``. The run
-    directory is an ordinary run of :func:`audioclf.train.trainer.train` (evaluate / predict / export /
+    directory is an ordinary run of :func:`audioclf.training.trainer.train` (evaluate / predict / export /
     quantize work on it); ``metrics.jsonl`` also logs ``train/task_loss`` and ``train/kd_loss``, and
     ``summary.json`` gains a ``distillation`` section (teachers, T, alpha, the teachers' own metrics).
     ``cache``: None = use a :class:`TeacherCache` when the training inputs are fixed. ``resume`` continues

@@ -23,8 +23,8 @@ from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
 from ..models.classifier import AudioClassifier
 from ..runs import load_model
-from ..train.losses import probabilities
-from ..train.state import resolve_device
+from ..training.losses import probabilities
+from ..training.state import resolve_device
 
 
 @dataclass
@@ -32,6 +32,13 @@ class Prediction:
     path: str
     probs: np.ndarray | None  # (C,) or None when the file could not be read
     error: str | None = None
+    # The predicted labels: the most probable class (single-label) or every class at p >= 0.5 (multi-label).
+    labels: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str | None:
+        """The most probable predicted label (None when the file could not be read or none passed 0.5)."""
+        return self.labels[0] if self.labels else None
 
 
 class WindowedPredictor(ABC):
@@ -72,8 +79,15 @@ class WindowedPredictor(ABC):
                 results.append(Prediction(str(path), None, exc.reason))
                 continue
             wave = apply_trim(wave, self.sample_rate, self.trim_silence)
-            results.append(Prediction(str(path), self.predict_wave(wave, aggregate)))
+            probs = self.predict_wave(wave, aggregate)
+            results.append(Prediction(str(path), probs, labels=self.labels_of(probs)))
         return results
+
+    def labels_of(self, probs: np.ndarray) -> tuple[str, ...]:
+        """The predicted labels of one probability vector, most probable first."""
+        if self.task == "single_label":
+            return (self.classes[int(np.argmax(probs))],)
+        return tuple(self.classes[i] for i in np.argsort(-probs) if probs[i] >= 0.5)
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         order = np.argsort(-probs)[:k]

@@ -33,8 +33,8 @@ from ..data.manifest import Manifest
 from ..errors import AudioclfError, ConfigError, DataError
 from ..files import atomic_write_bytes, atomic_write_text, jsonable
 from ..runs import RunDir, write_report
-from ..train.evaluate import Probabilities
-from ..train.inputs import AudioInputs
+from ..training.evaluate import Probabilities
+from ..training.inputs import AudioInputs
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def quantize_onnx(
 
 
 def onnx_probabilities(predictor) -> Probabilities:
-    """A probability function (:mod:`audioclf.train.evaluate`) running an :class:`OnnxPredictor`."""
+    """A probability function (:mod:`audioclf.training.evaluate`) running an :class:`OnnxPredictor`."""
     return lambda batch: predictor.window_probabilities(batch.numpy())
 
 

@@ -17,7 +17,7 @@ from .registry import create_model
 
 class FeatureStandardizer(nn.Module):
     """Per-feature-bin standardisation with statistics measured on the training split (set by
-    :func:`audioclf.train.inputs.audio.fit_standardizer`).
+    :func:`audioclf.training.inputs.audio.fit_standardizer`).
 
     Log-mel values sit around -80..0 dB with very different levels per band; standardising each band
     makes the default learning rates work for any model and any recording level.

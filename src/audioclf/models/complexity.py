@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AudioclfError, ConfigError
+from ..errors import BudgetExceeded, ConfigError
 
 __all__ = ["LayerStats", "Report", "complexity_report", "check_limits", "format_report", "model_complexity"]
 
@@ -267,7 +267,7 @@ def complexity_report(model: nn.Module, input_shape: Sequence[int], batchnorm_fo
 
 
 def check_limits(report: Report, max_params: int | None = None, max_macs: int | None = None) -> None:
-    """Raise :class:`AudioclfError` naming both numbers when the model exceeds a limit.
+    """Raise :class:`BudgetExceeded` naming both numbers when the model exceeds a limit.
 
     DCASE 2022 Task 1: ``check_limits(report, max_params=128_000, max_macs=30_000_000)``.
     """
@@ -277,7 +277,7 @@ def check_limits(report: Report, max_params: int | None = None, max_macs: int | 
     if max_macs is not None and report.macs_total > max_macs:
         problems.append(f"{report.macs_total / 1e6:.3f} MMACs > limit {max_macs / 1e6:.3f} MMACs")
     if problems:
-        raise AudioclfError(f"model on input {report.input_shape} is over the complexity limits: {'; '.join(problems)}")
+        raise BudgetExceeded(f"model on input {report.input_shape} is over the complexity limits: {'; '.join(problems)}")
 
 
 def format_report(report: Report) -> str:

@@ -2,7 +2,7 @@
 
 Every model returns logits (B, C) and trains with the multi-label BCE, except the bipolar MLP, whose
 registration declares ``"bipolar_mse"`` (tanh outputs against ±1 targets with mean squared error, see
-:class:`audioclf.train.losses.BipolarMSELoss`). The first three follow J. Darna Sequeiros, "Redes neuronales
+:class:`audioclf.training.losses.BipolarMSELoss`). The first three follow J. Darna Sequeiros, "Redes neuronales
 profundas para reconocimiento de eventos acústicos" (bachelor's thesis, Universidad Autónoma de Madrid, 2018),
 whose code annex holds ``MLPAudioSet.py``, ``CNNAudioSet.py`` and ``LSTMAudioSet.py``.
 

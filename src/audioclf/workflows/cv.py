@@ -20,7 +20,7 @@ from ..data.prepare import import_data
 from ..errors import ConfigError, DataError
 from ..files import atomic_write_text
 from ..runs import RunDir, default_run_dir
-from ..train.trainer import train
+from ..training.trainer import train
 
 
 def assign_folds(manifest: Manifest, k: int, seed: int = 0) -> list[int]:

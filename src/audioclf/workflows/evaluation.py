@@ -11,9 +11,9 @@ from ..config import config_from_dict
 from ..errors import ConfigError, DataError
 from ..models.registry import model_loss
 from ..runs import RunDir, load_model
-from ..train.evaluate import SplitResult, model_probabilities
-from ..train.inputs import inputs_for
-from ..train.state import resolve_device
+from ..training.evaluate import SplitResult, model_probabilities
+from ..training.inputs import inputs_for
+from ..training.state import resolve_device
 
 
 @dataclass

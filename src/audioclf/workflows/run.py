@@ -13,8 +13,8 @@ from typing import Any
 
 from ..config import Config, apply_overrides, config_from_dict, load_config
 from ..errors import ConfigError
-from ..train.inputs import inputs_for
-from ..train.trainer import Reporter, train
+from ..training.inputs import inputs_for
+from ..training.trainer import Reporter, train
 from .cv import cross_validate
 from .search import search
 from .stages import stages_root, train_stages

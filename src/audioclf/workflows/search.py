@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
 from ..runs import RunDir, default_run_dir, write_report
-from ..train.trainer import train
+from ..training.trainer import train
 
 __all__ = ["parse_duration", "search", "TRIAL_SHARE"]
 

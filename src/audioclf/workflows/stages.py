@@ -107,7 +107,7 @@ def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]
     from ..compress.distill import distill
     from ..deploy.export import export_onnx
     from ..deploy.quantize import quantize_run
-    from ..train.trainer import train
+    from ..training.trainer import train
 
     root = stages_root(cfg)
     runs: dict[str, Path] = {}

@@ -1,6 +1,6 @@
 """What differs between kinds of input — decoded audio files, precomputed embeddings — behind one interface.
 
-The trainer (:mod:`audioclf.train.trainer`) is the same for every kind; an :class:`Inputs` implementation
+The trainer (:mod:`audioclf.training.trainer`) is the same for every kind; an :class:`Inputs` implementation
 reads the data, builds a model that takes it, serves the training batches and scores a split. Each kind also
 declares its defaults for the config keys left open (``model.name``, ``train.batch_size`` ...) and the keys it
 cannot honour: setting one of those is a one-line :class:`~audioclf.errors.ConfigError` before anything is

@@ -1,4 +1,4 @@
-"""The interface every kind of input implements (see :mod:`audioclf.train.inputs`)."""
+"""The interface every kind of input implements (see :mod:`audioclf.training.inputs`)."""
 
 from __future__ import annotations
 

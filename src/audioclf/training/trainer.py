@@ -1,6 +1,6 @@
 """The one trainer: a config in, a complete run directory out, whatever the inputs are.
 
-Steps: pick the inputs the config describes (:mod:`audioclf.train.inputs`; their defaults filled in, the keys
+Steps: pick the inputs the config describes (:mod:`audioclf.training.inputs`; their defaults filled in, the keys
 they cannot honour refused) -> read the data -> build the model (refused before anything is written when
 over ``limits``) -> epochs with best/last checkpoints and early stopping (:func:`run_epochs`) -> the best
 checkpoint scored on val and test, plots, ``summary.json`` and ``report.md`` (:func:`finalize_run`).
@@ -262,7 +262,7 @@ class EpochFit:
     cfg: Config
     monitor: str
     base_state: dict[str, Any]
-    ema: Any = None  # the weights' moving average (train.averaging), or None
+    ema: Any = None  # the weights' moving average (training.averaging), or None
     trained: torch.nn.Module | None = None  # what a step runs on a batch (default: model; frozen embeddings: its head)
 
 
