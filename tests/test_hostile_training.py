@@ -181,3 +181,23 @@ def test_export_into_a_run_folder_in_use_is_refused(data, tmp_path):
     assert not (out / "model.onnx").exists()
     (out / ".lock").unlink()
     assert export_onnx(out).exists() and not (out / ".lock").exists()
+
+
+def test_a_non_empty_out_needs_resume_or_overwrite(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), *TINY, "train.epochs=1"]
+    assert main(args) == 0
+    first = RunDir(out).run_id()
+    assert main(args) == 2
+    assert "already holds an earlier run; add --resume" in capsys.readouterr().err
+    assert RunDir(out).run_id() == first  # untouched
+    assert main([*args, "--overwrite"]) == 0 and RunDir(out).run_id() != first
+    assert main([*args[:-1], "train.epochs=2", "--resume"]) == 0
+
+
+def test_overwrite_never_deletes_a_folder_audioclf_did_not_write(data, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["train", "--data", str(data), "--out", str(out), *TINY, "train.epochs=1", "--overwrite"]) == 2
+    assert "it is not deleted" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep me"

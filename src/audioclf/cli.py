@@ -97,7 +97,8 @@ def cmd_train(args) -> None:
         overrides.append(f"out={args.out}")
     if args.strict:
         overrides.append("data.strict=true")
-    result = run(load_config(config, overrides), resume=args.resume, reporter=ConsoleReporter(err))
+    result = run(load_config(config, overrides), resume=args.resume, reporter=ConsoleReporter(err),
+                 overwrite=args.overwrite)
     if result.kind == "cv":
         from .console import cv_table
 
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="folder with one sub-folder per class, or a CSV (fname,labels[,split,...])")
     train.add_argument("--out", help="run directory [runs/<time>-<model>]")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the earlier run in --out (without it, a non-empty --out is refused)")
     train.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
     train.set_defaults(func=cmd_train)
 

@@ -58,6 +58,22 @@ def _alive(holder: dict[str, Any]) -> bool:
     return True
 
 
+# Files that mark a folder as audioclf output: a run, a search, cross-validation or a staged recipe.
+OUTPUT_MARKERS = ("config.yaml", "summary.json", "cv_summary.json", "search.json", LOCK_FILE)
+
+
+def is_audioclf_output(root: Path) -> bool:
+    """Whether ``root`` (or a folder right inside it: a stage, a fold) holds what audioclf writes."""
+    folders = [Path(root), *(p for p in Path(root).iterdir() if p.is_dir())]
+    return any((folder / name).exists() for folder in folders for name in OUTPUT_MARKERS)
+
+
+def live_lock_holder(root: Path) -> dict[str, Any] | None:
+    """Who holds ``root``'s run lock, when that process still runs (None: free, or its writer is gone)."""
+    holder = _read_lock(Path(root) / LOCK_FILE)
+    return holder if holder is not None and _alive(holder) else None
+
+
 class RunDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)

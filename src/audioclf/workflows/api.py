@@ -85,13 +85,15 @@ class Run:
 
 
 def train(data: str | Path | None = None, config: Config | dict[str, Any] | str | Path | None = None, *,
-          out: str | Path | None = None, resume: bool = False, reporter=None, **sections: dict[str, Any]):
+          out: str | Path | None = None, resume: bool = False, overwrite: bool = False, reporter=None,
+          **sections: dict[str, Any]):
     """Train as ``audioclf train`` does and return the :class:`Run` (the last stage's for a staged recipe;
     one per fold, in a list, for cross-validation).
 
     ``data``: a folder with a sub-folder per class, or a CSV (``data.path``). ``config``: a recipe name or
     path, a dict of config sections or a :class:`~audioclf.config.Config`. ``sections``: config sections as
-    dicts, merged over it, e.g. ``train={"epochs": 20}, model={"name": "cnn6"}``.
+    dicts, merged over it, e.g. ``train={"epochs": 20}, model={"name": "cnn6"}``. A non-empty ``out`` needs
+    ``resume=True`` (continue it) or ``overwrite=True`` (replace the earlier run).
     """
     if isinstance(config, (str, Path)):
         base = load_config(config).to_dict()
@@ -104,7 +106,7 @@ def train(data: str | Path | None = None, config: Config | dict[str, Any] | str 
         top = merge_dicts(top, {"data": {"path": str(data)}})
     if out is not None:
         top["out"] = str(out)
-    result = run_config(merge_dicts(base, top), resume=resume, reporter=reporter)
+    result = run_config(merge_dicts(base, top), resume=resume, reporter=reporter, overwrite=overwrite)
     runs = [Run(path) for path in result.runs]
     return runs if result.kind == "cv" else runs[-1]
 

@@ -15,7 +15,9 @@ def run_demo(out: str | Path = "demo_run", multi_label: bool = False, n_per_clas
     out = Path(out)
     source = make_demo_dataset(out / "data", n_per_class=n_per_class, sample_rate=16000, seconds=2.0,
                                multi_label=multi_label, seed=0)
-    result = run("demo", reporter=reporter, overrides=[f"data.path={source}", f"out={out / 'run'}", *(overrides or [])])
+    # The demo's folder is its own: running it again replaces the earlier demo run.
+    result = run("demo", reporter=reporter, overrides=[f"data.path={source}", f"out={out / 'run'}", *(overrides or [])],
+                 overwrite=True)
     return result.runs[-1]
 
 

@@ -7,12 +7,14 @@ does: stages when the recipe has them, cross-validation when ``cv`` is set, ``re
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, apply_overrides, config_from_dict, load_config
 from ..errors import ConfigError
+from ..runs.directory import is_audioclf_output, live_lock_holder
 from ..training.inputs import inputs_for
 from ..training.trainer import Reporter, train
 from .cv import cross_validate
@@ -40,15 +42,19 @@ class RunResult:
 
 
 def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporter: Reporter | None = None,
-        overrides: list[str] | None = None) -> RunResult:
+        overrides: list[str] | None = None, overwrite: bool = False) -> RunResult:
     """Train what ``cfg`` describes and return where the results are.
 
     ``cfg``: a :class:`~audioclf.config.Config`, a plain dict of config sections, or a YAML recipe (a path or
     a bundled recipe name such as ``"demo"``); ``overrides`` are ``key=value`` strings applied on top
     (e.g. ``["data.path=clips/", "train.epochs=5"]``). ``resume`` continues an interrupted or finished run
-    (every stage / fold from its own last checkpoint). ``reporter`` shows progress.
+    (every stage / fold from its own last checkpoint). ``reporter`` shows progress. An ``out`` folder that is
+    not empty is refused unless ``resume`` continues it or ``overwrite`` replaces it (only a folder audioclf
+    wrote is ever deleted).
     """
     cfg = _as_config(cfg, overrides or [])
+    if cfg.out:
+        _claim_output(Path(cfg.out), resume, overwrite)
     if cfg.train.time_budget is not None:
         if cfg.stages or cfg.cv is not None:
             raise ConfigError("train.time_budget searches one run; it cannot be combined with stages or cv")
@@ -64,6 +70,25 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
         return RunResult("cv", root, [root / f"fold_{fold}" for fold in folds])
     run_dir = train(cfg, resume=resume, reporter=reporter)
     return RunResult("single", run_dir, [run_dir])
+
+
+def _claim_output(root: Path, resume: bool, overwrite: bool) -> None:
+    """Never write over an earlier result without being told to: see :func:`run`."""
+    if resume or not root.is_dir() or not any(root.iterdir()):
+        return
+    ours = is_audioclf_output(root)
+    if not overwrite:
+        what = "an earlier run" if ours else "files"
+        raise ConfigError(f"out={root} already holds {what}; add --resume to continue it, --overwrite to replace "
+                          "it, or choose another --out")
+    if not ours:
+        raise ConfigError(f"--overwrite: {root} holds files but no audioclf run (no config.yaml or summary.json); "
+                          "it is not deleted: choose another --out")
+    holder = live_lock_holder(root)
+    if holder is not None:
+        raise ConfigError(f"--overwrite: {root} is in use by another run (pid {holder.get('pid')} on "
+                          f"{holder.get('host')}); wait for it to finish")
+    shutil.rmtree(root)
 
 
 def _as_config(cfg: Config | dict[str, Any] | str | Path, overrides: list[str]) -> Config:
