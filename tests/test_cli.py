@@ -213,3 +213,42 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"audioclf {__version__}"
+
+
+def test_every_option_has_help_and_train_help_lists_recipes_and_examples(capsys):
+    import argparse
+
+    from audioclf.cli import build_parser
+    from audioclf.config import recipe_dir
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {action.dest}" for name, sub in commands.items() for action in sub._actions
+               if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()]
+    assert missing == []
+    with pytest.raises(SystemExit):
+        main(["train", "-h"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and all(p.stem in text for p in recipe_dir().glob("*.yaml"))
+    with pytest.raises(SystemExit):
+        main(["predict", "-h"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "most probable first (default: 3)" in text and "(default: None)" not in text
+
+
+def test_config_list_shows_every_key_with_default_and_meaning(capsys):
+    import dataclasses
+
+    from audioclf.config import Config
+
+    assert main(["config", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [line.split()[0] for line in lines]
+    sections = [f for f in dataclasses.fields(Config)]
+    expected = sum(len(dataclasses.fields(f.default_factory())) if dataclasses.is_dataclass(f.type) or
+                   f.name in ("data", "augment", "limits", "train") else 1 for f in sections)
+    assert "train.frozen_embeddings" in keys and "data.max_seconds" in keys and len(keys) == expected
+    assert all(len(line.split(None, 3)) == 4 for line in lines), "a key without its meaning"
+    assert main(["config", "--list", "train"]) == 0
+    assert all(line.startswith("train.") for line in capsys.readouterr().out.splitlines())
+    assert main(["config", "--list", "trian"]) == 2

@@ -228,6 +228,15 @@ def cmd_distill(args) -> None:
     _print_results(run_dir)
 
 
+def cmd_config(args) -> None:
+    from .config import describe_keys
+
+    rows = describe_keys(args.section or None)
+    width = max(len(key) for key, *_ in rows)
+    for key, kind, default, comment in rows:
+        out.print(f"{key:<{width}}  {kind:<20} {default!s:<12} {comment}", markup=False, highlight=False)
+
+
 def cmd_predict(args) -> None:
     from .deploy.onnx_predictor import load_predictor
     from .deploy.predictor import write_predictions_csv
@@ -254,116 +263,161 @@ def cmd_predict(args) -> None:
     return EXIT_OK
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (when it has one worth saying); epilogs kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+_TRAIN_EPILOG = """\
+examples:
+  audioclf train --data clips/                       zero-config: everything inferred, see config.yaml
+  audioclf train --data meta.csv train.epochs=30 model.name=cnn6 model.weights=pretrained
+  audioclf train demo --out runs/demo                a bundled recipe: {recipes}
+  audioclf train --out runs/demo --resume train.epochs=40
+
+most used keys (audioclf config --list SECTION shows them all, with defaults):
+  data.path data.split data.group data.clip_seconds data.sample_rate data.trim_silence
+  model.name model.weights model.freeze features.n_mels
+  train.epochs train.batch_size train.lr train.time_budget train.frozen_embeddings augment.mixup_alpha
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audioclf", description="Train, evaluate and deploy audio classifiers.")
+    from .config import recipe_dir
+
+    parser = argparse.ArgumentParser(prog="audioclf", description="Train, evaluate and deploy audio classifiers.",
+                                     epilog="exit codes: 0 done, 1 unexpected failure, 2 usage/config/data error, "
+                                            "3 some inputs failed, 4 over a complexity limit, 130 interrupted")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and tracebacks")
     parser.add_argument("--version", action="version", version=f"audioclf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="generate a synthetic dataset, train, evaluate and predict")
-    demo.add_argument("--out", default="demo_run", help="output folder (data/ and run/) [demo_run]")
+    def command(name: str, text: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_Help, **kwargs)
+
+    run_dir_help = "a run directory (what train wrote: config.yaml, checkpoints/, summary.json)"
+
+    demo = command("demo", "generate a synthetic dataset, train, evaluate and predict")
+    demo.add_argument("--out", default="demo_run", help="output folder (data/ and run/); replaced when run again")
     demo.add_argument("--multi-label", action="store_true", help="mixtures of 1-3 classes per clip")
-    demo.add_argument("--clips-per-class", type=int, default=100, help="generated clips per class [100]")
+    demo.add_argument("--clips-per-class", type=int, default=100, help="generated clips per class")
     demo.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.epochs=5)")
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train on a folder/CSV or from a config recipe")
+    recipes = ", ".join(sorted(p.stem for p in recipe_dir().glob("*.yaml")))
+    train = command("train", "train on a folder/CSV or from a config recipe",
+                    epilog=_TRAIN_EPILOG.format(recipes=recipes))
     train.add_argument("args", nargs="*", metavar="[CONFIG] [key=value]",
                        help="YAML config or bundled recipe name, then overrides such as train.epochs=20")
     train.add_argument("--data", help="folder with one sub-folder per class, or a CSV (fname,labels[,split,...])")
-    train.add_argument("--out", help="run directory [runs/<time>-<model>]")
+    train.add_argument("--out", help="run directory (default: runs/<time>-<model>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the earlier run in --out (without it, a non-empty --out is refused)")
     train.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a run on its test split or on other data")
-    evaluate.add_argument("run_dir")
+    evaluate = command("evaluate", "evaluate a run on its test split or on other data")
+    evaluate.add_argument("run_dir", help=run_dir_help)
     evaluate.add_argument("--data", help="folder or CSV to evaluate on (default: the run's test split)")
     evaluate.add_argument("--split", help="only items of this split (train/val/test)")
-    evaluate.add_argument("--strict", action="store_true")
+    evaluate.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
     evaluate.add_argument("--json", help="also write the results to this JSON file")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    ensemble = sub.add_parser("ensemble", help="average several runs' probabilities and compare with each")
-    ensemble.add_argument("run_dirs", nargs="+")
+    ensemble = command("ensemble", "average several runs' probabilities and compare with each")
+    ensemble.add_argument("run_dirs", nargs="+", help="two or more run directories trained on the same classes")
     ensemble.add_argument("--data", help="folder or CSV (default: the first run's test split)")
     ensemble.add_argument("--split", help="only items of this split")
     ensemble.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: equal)")
     ensemble.add_argument("--json", help="also write the results to this JSON file")
     ensemble.set_defaults(func=cmd_ensemble)
 
-    augment = sub.add_parser("augment", help="write an augmented copy of a dataset, with a manifest of what made each file")
+    augment = command("augment", "write an augmented copy of a dataset, with a manifest of what made each file")
     augment.add_argument("--data", required=True, help="folder or CSV to augment")
-    augment.add_argument("--out", required=True)
+    augment.add_argument("--out", required=True, help="folder for the augmented files and their manifest")
     augment.add_argument("--transform", action="append", default=[], metavar="YAML",
                          help="a transform, e.g. '{name: impulse_response, ir_dir: irs/, p: 1.0}' (repeatable, in order)")
     augment.add_argument("--transforms-file", help="YAML list of transforms")
-    augment.add_argument("--variants", type=int, default=1, help="augmented variants per file [1]")
-    augment.add_argument("--sample-rate", type=int, help="resample to this rate first")
-    augment.add_argument("--seed", type=int, default=0)
+    augment.add_argument("--variants", type=int, default=1, help="augmented variants per file")
+    augment.add_argument("--sample-rate", type=int, help="resample to this rate first (default: keep each file's)")
+    augment.add_argument("--seed", type=int, default=0, help="random seed of the transforms")
     augment.add_argument("--no-original", action="store_true", help="do not list the original files")
-    augment.add_argument("--strict", action="store_true")
+    augment.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
     augment.set_defaults(func=cmd_augment)
 
-    synth = sub.add_parser("synth", help="generate mixtures: speaker counting (LibriSpeech) or multi-label from single-label")
-    synth.add_argument("kind", choices=("speaker-count", "mixtures"))
+    synth = command("synth", "generate mixtures: speaker counting (LibriSpeech) or multi-label from single-label")
+    synth.add_argument("kind", choices=("speaker-count", "mixtures"), help="what to generate")
     synth.add_argument("--source", required=True, help="LibriSpeech folder (speaker-count), or any folder/CSV")
-    synth.add_argument("--out", required=True)
+    synth.add_argument("--out", required=True, help="folder for the mixtures and their labels.csv")
     synth.add_argument("--n", type=int, help="number of mixtures")
     synth.add_argument("--report-sizes", action="store_true", help="speaker-count: 100k/10k/10k train/val/test")
-    synth.add_argument("--max-speakers", type=int, default=3)
-    synth.add_argument("--max-events", type=int, default=3)
-    synth.add_argument("--seconds", type=float, default=1.0)
-    synth.add_argument("--sr", type=int, default=16000)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--max-speakers", type=int, default=3, help="speaker-count: most speakers in a mixture")
+    synth.add_argument("--max-events", type=int, default=3, help="mixtures: most sound events in a mixture")
+    synth.add_argument("--seconds", type=float, default=1.0, help="length of each mixture")
+    synth.add_argument("--sr", type=int, default=16000, help="sample rate of the mixtures (Hz)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
     synth.set_defaults(func=cmd_synth)
 
-    complexity = sub.add_parser("complexity", help="parameters, MACs and size of a run or a registered model")
+    complexity = command("complexity", "parameters, MACs and size of a run or a registered model")
     complexity.add_argument("target", help="run directory or model name (e.g. dcase2022_baseline)")
-    complexity.add_argument("--input-shape", type=int, nargs="+", help="input without batch, e.g. 1 40 51")
-    complexity.add_argument("--n-classes", type=int, default=10)
+    complexity.add_argument("--input-shape", type=int, nargs="+",
+                            help="input without batch, e.g. 1 40 51 (default: the model's published input)")
+    complexity.add_argument("--n-classes", type=int, default=10, help="outputs of a model given by name")
     complexity.add_argument("--no-fold", action="store_true", help="count BatchNorm separately (not folded)")
-    complexity.add_argument("--max-params", type=int, help="fail when over (e.g. 128000)")
-    complexity.add_argument("--max-macs", type=float, help="fail when over (e.g. 30e6)")
+    complexity.add_argument("--max-params", type=int, help="fail (exit 4) when over, e.g. 128000")
+    complexity.add_argument("--max-macs", type=float, help="fail (exit 4) when over, e.g. 30e6")
     complexity.set_defaults(func=cmd_complexity)
 
-    distill_p = sub.add_parser("distill", help="knowledge distillation from teacher run(s) into a student")
+    distill_p = command("distill", "knowledge distillation from teacher run(s) into a student")
     distill_p.add_argument("--teacher", action="append", required=True, help="teacher run directory (repeatable)")
-    distill_p.add_argument("args", nargs="*", metavar="[STUDENT_CONFIG] [key=value]")
-    distill_p.add_argument("--out")
-    distill_p.add_argument("--T", type=float, default=2.0, help="temperature [2]")
-    distill_p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss [0.5]")
+    distill_p.add_argument("args", nargs="*", metavar="[STUDENT_CONFIG] [key=value]",
+                           help="the student's config or recipe, then overrides")
+    distill_p.add_argument("--out", help="the student's run directory (default: runs/<time>-<model>)")
+    distill_p.add_argument("--T", type=float, default=2.0, help="temperature of the teachers' soft targets")
+    distill_p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss")
     distill_p.set_defaults(func=cmd_distill)
 
-    quantize = sub.add_parser("quantize", help="INT8 post-training quantization (ONNX Runtime), fp32 vs int8")
-    quantize.add_argument("run_dir")
-    quantize.add_argument("--calibration", type=int, default=200, help="training clips for calibration [200]")
-    quantize.add_argument("--method", choices=("auto", "static", "dynamic"), default="auto")
-    quantize.add_argument("--with-frontend", action="store_true")
+    quantize = command("quantize", "INT8 post-training quantization (ONNX Runtime), fp32 vs int8")
+    quantize.add_argument("run_dir", help=run_dir_help)
+    quantize.add_argument("--calibration", type=int, default=200, help="training clips for calibration")
+    quantize.add_argument("--method", choices=("auto", "static", "dynamic"), default="auto",
+                          help="static (calibrated activations), dynamic (weights only) or auto (static where the "
+                               "graph allows)")
+    quantize.add_argument("--with-frontend", action="store_true",
+                          help="quantize the model that takes raw waveforms (the front-end stays fp32)")
     quantize.set_defaults(func=cmd_quantize)
 
-    export = sub.add_parser("export", help="export a run to ONNX (optionally with the log-mel front-end)")
-    export.add_argument("run_dir")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
-    export.add_argument("--out")
+    export = command("export", "export a run to ONNX (optionally with the log-mel front-end)")
+    export.add_argument("run_dir", help=run_dir_help)
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
+    export.add_argument("--out", help="where to write (default: RUN/model.onnx)")
     export.add_argument("--with-frontend", action="store_true", help="take raw waveform input")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version (17 or newer)")
     export.set_defaults(func=cmd_export)
 
-    predict = sub.add_parser("predict", help="predict labels for audio files or folders")
-    predict.add_argument("run_dir")
+    predict = command("predict", "predict labels for audio files or folders")
+    predict.add_argument("run_dir", help=f"{run_dir_help}, or an exported .onnx file")
     predict.add_argument("paths", nargs="+", help="audio files and/or folders")
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--top-k", type=int, default=3, help="labels printed per file, most probable first")
     predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
-                         help="how windows of a long recording are combined [mean]")
+                         help="how windows of a long recording are combined")
     predict.add_argument("--csv", help="write all probabilities to this CSV")
     predict.add_argument("--strict", action="store_true",
                          help="a file that cannot be read is an error (exit 2) instead of a skip (exit 3)")
     predict.add_argument("--submission", metavar="SAMPLE_CSV",
                          help="write --csv in this sample submission's columns and row order (FSD2019)")
     predict.set_defaults(func=cmd_predict)
+
+    config = command("config", "list the config keys with their types, defaults and meaning")
+    config.add_argument("--list", metavar="SECTION", nargs="?", const="", default=None, dest="section",
+                        help="every key (or those of one section: data, features, model, augment, limits, train)")
+    config.set_defaults(func=cmd_config)
     return parser
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,20 +70,20 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int | None = None  # audio 32, AudioSet embeddings 128
     optimizer: str | None = None  # adam | adamw | sgd; audio adamw, AudioSet embeddings adam
-    lr: float = 1e-3
+    lr: float = 1e-3  # learning rate (the head's, with backbone_lr set)
     backbone_lr: float | None = None  # transfer learning: the pretrained backbone's own rate (head uses lr)
-    weight_decay: float | None = None
-    momentum: float = 0.9
+    weight_decay: float | None = None  # audio: 0.05 (AdamW, decoupled); AudioSet embeddings: 0
+    momentum: float = 0.9  # sgd only
     scheduler: str | None = None  # audio: cosine with a short linear warm-up
-    scheduler_args: dict[str, Any] = field(default_factory=dict)
-    label_smoothing: float | None = None
+    scheduler_args: dict[str, Any] = field(default_factory=dict)  # the scheduler's own settings, e.g. {warmup_epochs: 2}
+    label_smoothing: float | None = None  # audio single-label: 0.1; multi-label and embeddings: 0
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
-    min_delta: float = 0.0
+    min_delta: float = 0.0  # the least change of the monitored metric that counts as an improvement
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # mixed precision; None = on for CUDA
-    num_workers: int = 0
-    grad_clip: float | None = None
+    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
+    grad_clip: float | None = None  # clip the gradient norm to this (null: off)
     # Exponential moving average of the weights, decay per step (Polyak & Juditsky 1992): validated, kept and
     # deployed instead of the raw weights; 0: off.
     ema: float | None = None
@@ -93,7 +95,7 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = 0  # one seed for splits, initialisation, crops and augmentation: same seed, same run
     out: str | None = None  # run directory (default runs/<timestamp>-<model>)
     init_from: str | None = None  # a run directory whose matching weights start this run (two-stage)
     cv: int | str | None = None  # cross-validation: "folds" (the fold column) or a number of folds
@@ -235,6 +237,45 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "limits.max_params": (lambda v: v >= 1, "null or a positive integer"),
     "limits.max_macs": (_positive, "null or a positive number"),
 }
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The comments of a config dataclass's fields in this file: the one after the field and the lines of
+    ``#`` right above it (the source is the documentation, so it cannot drift from ``config --list``)."""
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("# "))
+            continue
+        match = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", text)
+        if match and not text.startswith(("def ", "@", '"')):
+            comments[match.group(1)] = " ".join([*above, match.group(2) or ""]).strip()
+        above = []
+    return comments
+
+
+def describe_keys(section: str | None = None) -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type, default, comment)`` for every config key, or those of one ``section``."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    if section is not None and section not in sections:
+        raise ConfigError(f"unknown config section '{section}'{did_you_mean(section, list(sections))}")
+    rows = []
+    top_comments = _field_comments(Config)
+    for name, fld in sections.items():
+        if section is not None and name != section:
+            continue
+        hint = get_type_hints(Config)[name]
+        if dataclasses.is_dataclass(hint):
+            comments = _field_comments(hint)
+            for sub in dataclasses.fields(hint):
+                default = sub.default if sub.default is not dataclasses.MISSING else sub.default_factory()
+                rows.append((f"{name}.{sub.name}", str(sub.type), default, comments.get(sub.name, "")))
+        else:
+            default = fld.default if fld.default is not dataclasses.MISSING else fld.default_factory()
+            rows.append((name, str(fld.type), default, top_comments.get(name, "")))
+    return rows
 
 
 def check_ranges(cfg: Config) -> None:
