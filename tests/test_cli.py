@@ -252,3 +252,17 @@ def test_config_list_shows_every_key_with_default_and_meaning(capsys):
     assert main(["config", "--list", "train"]) == 0
     assert all(line.startswith("train.") for line in capsys.readouterr().out.splitlines())
     assert main(["config", "--list", "trian"]) == 2
+
+
+def test_the_run_header_says_what_was_inferred_and_the_end_says_why_it_stopped(cli_run, capsys, tmp_path):
+    _, data = cli_run
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *TINY, "data.sample_rate=16000"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "every value below is recorded in config.yaml" in err
+    assert "sample rate 16000 Hz (set)" in err and "clip 1 s (set)" in err and "task single-label (from the labels)" in err
+    assert "model small_cnn (default)" in err and "epochs 1 (set)" in err
+    assert "trained all 1 epochs; best epoch 1" in err
+    assert main(["train", "--out", str(out), "--resume", "train.epochs=2"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "resume continues after epoch 1 (checkpoints/last.pt)" in err and "trained all 2 epochs" in err

@@ -140,6 +140,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         inputs = inputs_for(cfg)
     else:
         inputs.cfg.out = cfg.out
+    user_cfg = cfg  # as given: what the header reports as set rather than chosen
     cfg = inputs.cfg
     seed_everything(cfg.seed)
     inputs.prepare(manifest, progress=reporter is not None)
@@ -172,6 +173,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     else:
         train_set, step = objective.setup(cfg, inputs, train_set, device)
 
+    if reporter is not None:
+        reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
     resolved = merge_dicts(cfg.to_dict(), inputs.resolved(model))
     resolved["train"]["monitor"] = monitor
     resolved["out"] = str(run.root)
@@ -222,6 +225,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
                    base_state, ema, trained=inputs.trained_part(model))
     try:
         run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
+        if reporter is not None:
+            reporter.message(_stop_reason(stopper, cfg, monitor))
     except TrainingDiverged as diverged:
         if not run.checkpoint("best").exists():
             raise
@@ -233,6 +238,36 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     if objective is not None:
         extra_summary.update(objective.summary(cfg, inputs, device, amp))
     return finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary)
+
+
+def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, complexity: dict[str, Any],
+            device: torch.device, run: RunDir, checkpoint: dict[str, Any] | None) -> str:
+    """What this run will do and where each value came from ("set" by the config, or chosen from the data)."""
+    train, plain = cfg.train, user.train
+    rows = inputs.describe(user)
+    rows += [
+        ("model", f"{cfg.model['name']} ({'set' if user.model.get('name') else 'default'}): "
+                  f"{complexity['total']:,} parameters, {complexity['macs'] / 1e6:.1f} MMACs per clip"),
+        ("device", f"{device} ({'set' if plain.device != 'auto' else 'auto'})"),
+        ("epochs", f"{train.epochs} ({'set' if plain.epochs is not None else 'chosen from the data size and a compute budget'}), "
+                   f"batch {train.batch_size}, {train.optimizer} lr {train.lr:g}, {train.scheduler}, "
+                   f"early stopping after {train.patience} epochs without a better val {cfg.train.monitor or inputs.default_monitor()}"),
+    ]
+    if checkpoint is not None:
+        rows.append(("resume", f"continues after epoch {checkpoint['epoch']} (checkpoints/last.pt); the schedule, "
+                               "optimizer and random state go on from there"))
+    width = max(len(what) for what, _ in rows)
+    lines = [f"  {what:<{width}}  {text}" for what, text in rows]
+    return "\n".join([f"run {run.root} (every value below is recorded in config.yaml)", *lines])
+
+
+def _stop_reason(stopper: EarlyStopping, cfg: Config, monitor: str) -> str:
+    """Why training ended, and where the best epoch was (the stopper counts epochs from 1, resumes included)."""
+    best = "no epoch" if stopper.best is None else f"best epoch {stopper.best_epoch} (val {monitor} {stopper.best:.4f})"
+    if stopper.should_stop:
+        return (f"stopped early at epoch {stopper.epochs} of {cfg.train.epochs}: val {monitor} did not improve for "
+                f"{cfg.train.patience} epochs; {best}")
+    return f"trained all {cfg.train.epochs} epochs; {best}"
 
 
 def _restore_training_state(checkpoint: dict[str, Any], run: RunDir, model, optimizer, scheduler, stopper) -> None:

@@ -145,6 +145,28 @@ class AudioInputs(Inputs):
         return {"data": {"sample_rate": self.prepared.sample_rate, "clip_seconds": self.prepared.clip_seconds},
                 "features": model.feature_config.to_dict() if model.feature_config else {}}
 
+    def describe(self, user: Config) -> list[tuple[str, str]]:
+        prepared, data = self.prepared, user.data
+        manifest = prepared.manifest
+
+        def source(value, inferred: str) -> str:
+            return "set" if value is not None else inferred
+
+        counts = {split: self.count(split) for split in ("train", "val", "test")}
+        shown = ", ".join(self.classes[:8]) + (f" (+{len(self.classes) - 8} more)" if len(self.classes) > 8 else "")
+        groups = ", ".join(manifest.group_names) or "none"
+        return [
+            ("data", f"{len(manifest)} files from {data.path} ({data.format}); {len(prepared.skipped)} skipped"),
+            ("task", f"{self.task.replace('_', '-')} ({'set' if user.data.format != 'auto' else 'from the labels'})"),
+            ("classes", f"{len(self.classes)}: {shown}"),
+            ("sample rate", f"{prepared.sample_rate} Hz ({source(data.sample_rate, 'the most common rate, at most 22.05 kHz')})"),
+            ("clip", f"{prepared.clip_seconds:g} s ({source(data.clip_seconds, 'from the durations of the files')})"),
+            ("split", f"{data.split}: train {counts['train']} / val {counts['val']} / test {counts['test']}"
+                      f"{f'; groups kept apart: {data.group}' if data.group else ''}"),
+            ("group columns", groups),
+            ("silence trim", f"{self.cfg.data.trim_silence} ({source(data.trim_silence, 'zero-config default')})"),
+        ]
+
     def snapshot(self, run_root: Path) -> None:
         self.prepared.manifest.to_csv(RunDir(run_root).manifest)
 

@@ -88,6 +88,11 @@ class Inputs(ABC):
     def resolved(self, model: AudioClassifier) -> dict[str, Any]:
         """Config values inferred from the data and the model, by section (merged into the run's config.yaml)."""
 
+    def describe(self, user: Config) -> list[tuple[str, str]]:
+        """(what, value and where it came from) for the run header: what was read and inferred from the data,
+        ``user`` being the config as the caller gave it (unset keys were chosen here)."""
+        return []
+
     def snapshot(self, run_root: Path) -> None:
         """Files a new run directory keeps about its data (audio: manifest.csv with the splits used)."""
 
