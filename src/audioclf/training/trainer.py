@@ -173,8 +173,6 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     else:
         train_set, step = objective.setup(cfg, inputs, train_set, device)
 
-    if reporter is not None:
-        reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
     resolved = merge_dicts(cfg.to_dict(), inputs.resolved(model))
     resolved["train"]["monitor"] = monitor
     resolved["out"] = str(run.root)
@@ -196,6 +194,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     else:
         _restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
         run.write_config(resolved)
+    if reporter is not None:  # once the starting weights are in place (a refused init_from file says so alone)
+        reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
     inputs.ready(model, device)
     ema = moving_average(model, cfg.train.ema)
     if ema is not None and checkpoint is not None:
