@@ -137,3 +137,51 @@ def test_larger_than_memory_data_is_mapped_through_one_open_file(tmp_path):
     assert {type(w).__name__ for w in waves.values()} == {"memmap"}
     assert waves["f0007"][-1] == pytest.approx(7 / 1e4, abs=1e-4) and np.array_equal(again["f1199"], waves["f1199"])
     assert len(list((tmp_path / "cache" / "packs").glob("*.f32"))) == 1  # the second call reuses the pack
+
+
+def _speakers(root, classes=("noise", "tone"), speakers=("s1", "s2", "s3", "s4", "s5"), per=2):
+    for c, name in enumerate(classes):
+        for s, speaker in enumerate(speakers):
+            for i in range(per):
+                _wav(root / name / f"{speaker}_{name}{i}.wav", 300 + 200 * c + 10 * s, seed=s * 10 + i)
+    return root
+
+
+def test_group_pattern_keeps_a_speaker_out_of_two_splits(tmp_path):
+    root = _speakers(tmp_path / "data")
+    prepared = _prepare(root, r"data.group_pattern=/(s\d)_[^/]+$", "data.fractions=[0.6,0.2,0.2]")
+    splits_of = {}
+    for item in prepared.manifest:
+        splits_of.setdefault(item.groups["group"], set()).add(item.split)
+    assert len(splits_of) == 5 and all(len(s) == 1 for s in splits_of.values()), splits_of
+    with pytest.raises(DataError, match=r"noise/s1_noise0\.wav: data.group_pattern='speaker\(\\\\d\+\)' does not match"):
+        _prepare(root, r"data.group_pattern=speaker(\d+)")
+
+
+def test_a_split_that_ignores_a_group_column_is_warned_about(tmp_path, caplog):
+    _speakers(tmp_path)
+    rows = [f"{c}/{s}_{c}{i}.wav,{c},{s}" for c in ("noise", "tone") for s in ("s1", "s2", "s3", "s4", "s5")
+            for i in range(2)]
+    csv = _csv(tmp_path / "speakers.csv", rows, header="fname,labels,speaker")
+    with caplog.at_level(logging.WARNING):
+        _prepare(csv)
+    assert "group columns (speaker) but the split ignores them" in caplog.text and "data.group=speaker" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _prepare(csv, "data.group=speaker", "data.fractions=[0.6,0.2,0.2]")
+    assert "ignores them" not in caplog.text
+
+
+def test_cross_validation_folds_keep_groups_together(tmp_path):
+    from audioclf.workflows.cv import fold_values
+
+    root = _speakers(tmp_path / "data")
+    manifest = import_folder(root)
+    from audioclf.data.integrity import groups_from_paths
+
+    manifest = groups_from_paths(manifest, r"/(s\d)_", "speaker")
+    folds = fold_values(manifest, 5, seed=0, group="speaker")
+    fold_of = {}
+    for item, fold in zip(manifest, folds):
+        fold_of.setdefault(item.groups["speaker"], set()).add(fold)
+    assert all(len(f) == 1 for f in fold_of.values()) and len(set(folds)) == 5

@@ -40,6 +40,9 @@ class DataConfig:
     split: str = "auto"  # auto | given | stratified | iterative | group | heldout | random
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     group: str | None = None  # group column kept apart across splits (speaker, location ...)
+    # A regex over each file's path whose match (its first or "group" capture) is the file's group, for layouts
+    # without a group column, e.g. "speaker(\\d+)" or "([^/]+)_\\d+\\.wav$"; kept apart like data.group.
+    group_pattern: str | None = None
     heldout: list[str] | None = None  # group values seen only in test (unseen devices)
     strict: bool = False  # a bad audio file is an error instead of a reported skip
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs

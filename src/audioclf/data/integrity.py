@@ -8,12 +8,17 @@ leak files between splits without a word.
 * :func:`check_splits`: every class needs training items (multi-label: reported); classes missing from
   validation are reported.
 * :func:`check_decoded`: a class whose every file was unreadable is an error, not a class with no items.
+* :func:`groups_from_paths` and :func:`warn_ignored_groups`: groups (speakers, sessions) from the file paths,
+  and a warning when the data has groups that the split does not keep apart (the same speaker in train and
+  test makes the test score an overestimate).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 from collections import defaultdict
 
 from ..errors import DataError
@@ -21,7 +26,8 @@ from .manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RARE", "check_classes", "check_decoded", "check_files", "check_splits"]
+__all__ = ["RARE", "check_classes", "check_decoded", "check_files", "check_splits", "groups_from_paths",
+           "warn_ignored_groups"]
 
 RARE = 3  # fewer training items than this: reported as too rare to learn or to measure
 
@@ -104,3 +110,32 @@ def check_decoded(manifest: Manifest, usable: Manifest) -> None:
     if lost:
         raise DataError(f"every file of class {', '.join(lost)} was unreadable (see the skipped files); fix or "
                         "remove the class")
+
+
+def groups_from_paths(manifest: Manifest, pattern: str, column: str) -> Manifest:
+    """Each item's ``column`` group from the first match of ``pattern`` in its path (the capture named
+    ``group``, else the first capture, else the whole match); a file it does not match is a DataError."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise DataError(f"data.group_pattern={pattern!r}: not a regular expression ({exc})") from None
+    items = []
+    for item in manifest:
+        match = regex.search(item.path.replace(os.sep, "/"))
+        if match is None:
+            raise DataError(f"{item.path}: data.group_pattern={pattern!r} does not match; every file needs a group")
+        value = match.group("group") if "group" in regex.groupindex else match.group(1) if regex.groups else match.group(0)
+        items.append(dataclasses.replace(item, groups={**item.groups, column: value}))
+    return manifest.with_items(items)
+
+
+def warn_ignored_groups(manifest: Manifest, group: str | None) -> None:
+    """A warning when group columns with repeated values exist but the split is drawn without any of them."""
+    if group is not None or all(item.split for item in manifest):
+        return
+    shared = [name for name in manifest.group_names
+              if len(set(manifest.group_values(name))) < len(manifest) and len(set(manifest.group_values(name))) > 1]
+    if shared:
+        log.warning("the data has group columns (%s) but the split ignores them: one %s can land in train and in "
+                    "test, and the test score then overestimates unseen ones; set data.group=%s to keep them apart",
+                    ", ".join(shared), shared[0], shared[0])

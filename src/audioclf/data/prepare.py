@@ -23,7 +23,14 @@ from .audio import audio_info
 from .dataset import Skipped, decode_manifest
 from .importers import get_importer, load_manifest
 from .manifest import Manifest
-from .integrity import check_classes, check_decoded, check_files, check_splits
+from .integrity import (
+    check_classes,
+    check_decoded,
+    check_files,
+    check_splits,
+    groups_from_paths,
+    warn_ignored_groups,
+)
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -113,6 +120,11 @@ class PreparedData:
         return self.manifest.subset(name)
 
 
+def group_column(data) -> str | None:
+    """The group column splits keep apart: ``data.group``, or "group" when only ``data.group_pattern`` is set."""
+    return data.group or ("group" if data.group_pattern else None)
+
+
 def import_data(cfg: Config) -> Manifest:
     """The manifest for ``cfg.data``: auto-detected folder/CSV, or a named dataset importer."""
     data = cfg.data
@@ -143,7 +155,10 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     if len(manifest) == 0:
         raise DataError(f"{data.path}: no audio items found")
     manifest = check_files(manifest)
+    if data.group_pattern:
+        manifest = groups_from_paths(manifest, data.group_pattern, group_column(data))
     if training:
+        warn_ignored_groups(manifest, group_column(data))
         check_classes(manifest)
         if data.split in ("auto", "given") and any(item.split for item in manifest):
             check_splits(manifest)
@@ -169,7 +184,7 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     if training:
         check_decoded(manifest, usable)
     usable = assign_splits(
-        usable, method=data.split, fractions=tuple(data.fractions), group=data.group,
+        usable, method=data.split, fractions=tuple(data.fractions), group=group_column(data),
         heldout=data.heldout, seed=cfg.seed,
     )
     if training:

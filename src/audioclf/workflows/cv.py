@@ -1,8 +1,10 @@
 """k-fold cross-validation: one run per fold, test metrics reported as mean ± std.
 
 ``cv=folds`` uses the manifest's ``fold`` column (ESC-50, UrbanSound8K and other predefined folds);
-``cv=K`` makes K stratified folds (iterative stratification for multi-label). In each run the held-out
-fold is the test split and validation is carved out of the remaining folds.
+``cv=K`` makes K stratified folds (iterative stratification for multi-label); with ``data.group`` (or
+``data.group_pattern``) a group's files stay in one fold (scikit-learn's StratifiedGroupKFold, GroupKFold
+for multi-label). In each run the held-out fold is the test split and validation is carved out of the
+remaining folds.
 """
 
 from __future__ import annotations
@@ -16,20 +18,32 @@ import numpy as np
 
 from ..config import Config
 from ..data.manifest import Manifest
-from ..data.prepare import import_data
+from ..data.integrity import groups_from_paths
+from ..data.prepare import group_column, import_data
 from ..errors import ConfigError, DataError
 from ..files import atomic_write_text
 from ..runs import RunDir, default_run_dir
 from ..training.trainer import train
 
 
-def assign_folds(manifest: Manifest, k: int, seed: int = 0) -> list[int]:
-    """Stratified fold numbers 1..k for every item."""
+def assign_folds(manifest: Manifest, k: int, seed: int = 0, group: str | None = None) -> list[int]:
+    """Stratified fold numbers 1..k for every item; with ``group``, each group's items in one fold."""
     if k < 2 or k > len(manifest):
         raise ConfigError(f"cv={k}: expected between 2 and {len(manifest)} folds")
     n = len(manifest)
     folds = np.zeros(n, dtype=int)
-    if manifest.task == "multi_label":
+    if group is not None:
+        from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+        groups = manifest.group_values(group)
+        if len(set(groups)) < k:
+            raise ConfigError(f"cv={k}: only {len(set(groups))} values of group '{group}'; use fewer folds")
+        if manifest.task == "multi_label":
+            parts = GroupKFold(n_splits=k).split(np.zeros(n), groups=groups)
+        else:
+            parts = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
+                np.zeros(n), manifest.label_indices(), groups)
+    elif manifest.task == "multi_label":
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
         splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -46,7 +60,7 @@ def assign_folds(manifest: Manifest, k: int, seed: int = 0) -> list[int]:
     return folds.tolist()
 
 
-def fold_values(manifest: Manifest, cv: Any, seed: int) -> list[int]:
+def fold_values(manifest: Manifest, cv: Any, seed: int, group: str | None = None) -> list[int]:
     """The fold of every item: from the manifest (``cv=folds``) or newly assigned (``cv=K``)."""
     if cv == "folds":
         missing = [item.id for item in manifest if item.fold is None]
@@ -57,7 +71,7 @@ def fold_values(manifest: Manifest, cv: Any, seed: int) -> list[int]:
         k = int(cv)
     except (TypeError, ValueError):
         raise ConfigError(f"cv={cv!r}: expected 'folds' (use the fold column) or a number of folds") from None
-    return assign_folds(manifest, k, seed)
+    return assign_folds(manifest, k, seed, group)
 
 
 def summarize_folds(summaries: dict[int, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -80,7 +94,10 @@ def cross_validate(cfg: Config, resume: bool = False, reporter=None) -> Path:
     if not cfg.data.path:
         raise ConfigError("data.path is required for cross-validation")
     manifest = import_data(cfg)
-    folds = fold_values(manifest, cfg.cv, cfg.seed)
+    group = group_column(cfg.data)
+    if cfg.data.group_pattern:
+        manifest = groups_from_paths(manifest, cfg.data.group_pattern, group)
+    folds = fold_values(manifest, cfg.cv, cfg.seed, group)
     root = Path(cfg.out or default_run_dir(cfg.model.get("name")))
     summaries: dict[int, dict[str, Any]] = {}
     for fold in sorted(set(folds)):

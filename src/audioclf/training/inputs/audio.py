@@ -19,7 +19,7 @@ from ...data.audio import TRIM_MODES, window_starts
 from ...data.dataset import WaveformDataset, targets_for
 from ...data.importers import load_manifest
 from ...data.manifest import Manifest
-from ...data.prepare import EpochShuffle, PreparedData, default_features, make_loader, prepare_data
+from ...data.prepare import EpochShuffle, PreparedData, default_features, group_column, make_loader, prepare_data
 from ...errors import ConfigError, DataError
 from ...features import FeatureConfig, FrontEnd
 from ...metrics import check_monitor, primary_metric
@@ -162,7 +162,7 @@ class AudioInputs(Inputs):
             ("sample rate", f"{prepared.sample_rate} Hz ({source(data.sample_rate, 'the most common rate, at most 22.05 kHz')})"),
             ("clip", f"{prepared.clip_seconds:g} s ({source(data.clip_seconds, 'from the durations of the files')})"),
             ("split", f"{data.split}: train {counts['train']} / val {counts['val']} / test {counts['test']}"
-                      f"{f'; groups kept apart: {data.group}' if data.group else ''}"),
+                      f"{f'; groups kept apart: {group_column(data)}' if group_column(data) else ''}"),
             ("group columns", groups),
             ("silence trim", f"{self.cfg.data.trim_silence} ({source(data.trim_silence, 'zero-config default')})"),
         ]

@@ -56,6 +56,7 @@ class EmbeddingInputs(Inputs):
         "data.memory_gb": "streaming is set by data.options.max_rows_in_memory",
         "data.split": "the splits are the sets and a random data.fractions share of the training rows",
         "data.group": "embedding rows carry no group columns",
+        "data.group_pattern": "embedding rows carry no file paths to read groups from",
         "data.heldout": "embedding rows carry no group columns",
         "features": "there is no front-end: the inputs are embeddings",
         "augment.waveform": _NO_SPECTROGRAM, "augment.spec": _NO_SPECTROGRAM, "augment.duplicate": _NO_SPECTROGRAM,
