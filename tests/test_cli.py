@@ -95,8 +95,18 @@ def test_predict_long_recording_uses_windows(cli_run, tmp_path):
 def test_evaluate_command(cli_run, capsys, tmp_path):
     run, _ = cli_run
     assert main(["evaluate", str(run), "--json", str(tmp_path / "e.json")]) == 0
-    assert "accuracy" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "accuracy" in captured.out and "of the run's test split" in captured.out and "not a test" not in captured.err
     assert (tmp_path / "e.json").exists()
+
+
+def test_evaluating_on_the_training_data_says_it_is_not_a_test_score(cli_run, capsys):
+    run, data = cli_run
+    assert main(["evaluate", str(run), "--data", str(data)]) == 0
+    captured = capsys.readouterr()
+    text = " ".join(captured.out.split())
+    assert "(every row)" in text and "│ test" not in captured.out
+    assert "were in the run's training or validation split: this is not a test score" in " ".join(captured.err.split())
 
 
 def test_errors_are_one_line_with_exit_code_2(cli_run, capsys, tmp_path):

@@ -115,7 +115,13 @@ def cmd_evaluate(args) -> None:
     from .workflows.evaluation import evaluate_run
 
     result = evaluate_run(args.run_dir, data=args.data, split=args.split, strict=args.strict)
-    out.print(results_table({"test": result["metrics"]}, title=f"Evaluation on {result['n_items']} items"))
+    source = (f"the run's {args.split or 'test'} split" if args.data is None
+              else f"{args.data}{f' ({args.split} rows)' if args.split else ' (every row)'}")
+    column = (args.split or "test") if args.data is None else "score"
+    out.print(results_table({column: result["metrics"]}, title=f"Evaluation on {result['n_items']} items of {source}"))
+    if result["seen_in_training"]:
+        err.print(f"[yellow]{result['seen_in_training']} of these files were in the run's training or validation "
+                  "split: this is not a test score[/yellow]", highlight=False)
     group_table = per_group_table(result["metrics"])
     if group_table is not None:
         out.print(group_table)

@@ -70,8 +70,8 @@ class ConsoleReporter:
 
 
 def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") -> Table:
-    """One row per metric, one column per split (train, val, test)."""
-    splits = [s for s in ("train", "val", "test") if metrics.get(s)]
+    """One row per metric, one column per split (train, val, test), or per other named column."""
+    splits = [s for s in ("train", "val", "test") if metrics.get(s)] or [s for s in metrics if metrics[s]]
     table = Table(title=title)
     table.add_column("metric")
     for split in splits:

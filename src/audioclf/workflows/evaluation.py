@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import metrics as M
 from ..config import config_from_dict
+from ..data.manifest import Manifest
 from ..errors import ConfigError, DataError
 from ..models.registry import model_loss
 from ..runs import RunDir, load_model
 from ..training.evaluate import SplitResult, model_probabilities
 from ..training.inputs import inputs_for
 from ..training.state import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,6 +29,7 @@ class RunOutputs:
     skipped: list[dict[str, str]]
     task: str
     classes: list[str]
+    seen: int = 0  # evaluated files the run trained or validated on (its score there is not a test score)
 
 
 def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None = None, which: str = "best",
@@ -41,7 +47,19 @@ def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None 
     result = inputs.evaluate(model_probabilities(model, state["task"], torch_device), "test", model_loss(model))
     if result is None:
         raise DataError(f"nothing to evaluate in {data or run_dir}: every file was skipped")
-    return RunOutputs(result, inputs.skipped(), state["task"], list(state["classes"]))
+    seen = _seen_in_training(RunDir(run_dir), inputs) if data is not None else 0
+    if seen:
+        log.warning("%d of the %d evaluated files were in this run's training or validation split: their score is "
+                    "not a test score", seen, len(result.probs))
+    return RunOutputs(result, inputs.skipped(), state["task"], list(state["classes"]), seen)
+
+
+def _seen_in_training(run: RunDir, inputs) -> int:
+    """How many evaluated files (links resolved) the run trained or validated on, from its manifest.csv."""
+    if not run.manifest.exists() or not hasattr(inputs, "prepared"):
+        return 0
+    fitted = {os.path.realpath(item.path) for item in Manifest.from_csv(run.manifest) if item.split in ("train", "val")}
+    return sum(os.path.realpath(item.path) in fitted for item in inputs.prepared.manifest)
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None = None, which: str = "best",
@@ -49,7 +67,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None
     """Metrics of one run (see :func:`run_outputs`), plus the confusion matrix for single-label."""
     out = run_outputs(run_dir, data, split, which, strict, device)
     result = {"task": out.task, "classes": out.classes, "n_items": len(out.result.probs),
-              "metrics": out.result.metrics, "skipped": out.skipped}
+              "metrics": out.result.metrics, "skipped": out.skipped, "seen_in_training": out.seen}
     if out.task == "single_label":
         result["confusion"] = M.confusion_matrix(out.result.targets, out.result.probs.argmax(1),
                                                  len(out.classes)).tolist()
