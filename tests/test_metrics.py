@@ -334,3 +334,28 @@ def test_higher_is_better_and_primary_metric():
     assert M.primary_metric("multi_label") == "lwlrap"
     with pytest.raises(ConfigError):
         M.primary_metric("counting")
+
+
+def test_tables_drop_loss_only_where_it_repeats_log_loss():
+    from audioclf.metrics import shown_metric_names
+
+    same = {"val": {"accuracy": 0.9, "log_loss": 0.3, "loss": 0.3}, "test": {"accuracy": 0.8, "log_loss": 0.5, "loss": 0.5}}
+    assert shown_metric_names(same) == ["accuracy", "log_loss"]
+    other = {"test": {"accuracy": 0.8, "log_loss": 0.5, "loss": 0.12}}  # e.g. a bipolar-MSE model's own loss
+    assert shown_metric_names(other) == ["accuracy", "log_loss", "loss"]
+
+
+def test_curves_mark_the_best_epoch_and_early_stop_and_keep_losses_off_the_score_axis(tmp_path, monkeypatch):
+    from audioclf.runs import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    records = [{"epoch": e, "train/loss": 1 / e, "val/loss": 1.1 / e, "val/accuracy": 0.5 + e / 20,
+                "val/log_loss": 1.1 / e} for e in range(1, 8)]
+    plots.plot_curves(records, tmp_path, "accuracy", best_epoch=5, planned_epochs=20)
+    loss_fig, metrics_fig = figures
+    labels = [h.get_label() for h in loss_fig.axes[0].get_legend().legend_handles]
+    assert "best epoch 5" in labels and "early stop (7 of 20)" in labels
+    score_axis, right_axis = metrics_fig.axes
+    assert [line.get_label() for line in right_axis.get_lines()] == ["log_loss (right axis)"]
+    assert "log_loss" not in [line.get_label() for line in score_axis.get_lines()]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .metrics import ordered_metric_names
+from .metrics import ordered_metric_names, shown_metric_names
 
 T = TypeVar("T")
 
@@ -76,10 +76,7 @@ def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") 
     table.add_column("metric")
     for split in splits:
         table.add_column(split, justify="right")
-    names = ordered_metric_names({n for s in splits for n in metrics[s]})
-    if "log_loss" in names:  # for single-label, "loss" is the same number again
-        names.remove("loss")
-    for name in names:
+    for name in shown_metric_names({s: metrics[s] for s in splits}):
         table.add_row(name, *[_fmt(metrics[s].get(name)) for s in splits])
     return table
 

@@ -438,6 +438,17 @@ def ordered_metric_names(names: Iterable[str]) -> list[str]:
     return [n for n in METRICS if n in plain] + sorted(plain - set(METRICS))
 
 
+def shown_metric_names(columns: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The metric rows of a table whose columns are ``columns`` (split -> metrics): in the table's order, and
+    without ``loss`` where it repeats ``log_loss`` (a cross-entropy model's loss is the log loss)."""
+    names = ordered_metric_names({n for values in columns.values() for n in values})
+    if "loss" in names and "log_loss" in names and all(
+            values.get("loss") is None or np.isclose(values.get("loss"), values.get("log_loss", np.nan))
+            for values in columns.values()):
+        names.remove("loss")
+    return names
+
+
 def headline_metrics(names: Iterable[str]) -> list[str]:
     """The headline metrics among ``names`` (log loss, accuracy, lwlrap, mAP), in the table's order."""
     present = set(names)

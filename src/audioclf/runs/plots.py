@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..files import atomic_write_bytes
+from ..metrics import higher_is_better
 
 __all__ = ["plot_curves", "plot_confusion"]
 
@@ -22,31 +23,54 @@ def _pyplot():
     return plt
 
 
-def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str) -> list[Path]:
-    """loss.png (train vs val loss) and metrics.png (val metrics) per epoch."""
+def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str, best_epoch: int | None = None,
+                planned_epochs: int | None = None) -> list[Path]:
+    """loss.png (train vs val loss) and metrics.png (val scores; losses on their own axis) per epoch, with the
+    best epoch marked and, when training ended before ``planned_epochs``, where early stopping ended it."""
     if not records:
         return []
     plt = _pyplot()
     epochs = [r["epoch"] for r in records]
+
+    def mark(ax) -> None:
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
+        if planned_epochs is not None and epochs[-1] < planned_epochs:
+            ax.axvline(epochs[-1], color="tab:red", linestyle=":", linewidth=1,
+                       label=f"early stop ({epochs[-1]} of {planned_epochs})")
+
     written = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("train/loss", "train"), ("val/loss", "val")):
-        ax.plot(epochs, [r.get(key, np.nan) for r in records], marker="o", label=label)
+        ax.plot(epochs, [r.get(key, np.nan) for r in records], marker="o", markersize=3, label=label)
+    mark(ax)
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax.legend()
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     written.append(_save(fig, out_dir / "loss.png"))
 
-    names = sorted(
-        {k for r in records for k in r if k.startswith("val/") and k != "val/loss" and "per_group" not in k}
-    )
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in names:
+    names = sorted({k for r in records for k in r if k.startswith("val/") and k != "val/loss" and k.count("/") == 1})
+    scores = [k for k in names if higher_is_better(k)]
+    losses = [k for k in names if not higher_is_better(k)]  # log loss etc.: another scale, another axis
+    fig, ax = plt.subplots(figsize=(7, 5))
+    lines = []
+    for key in scores:
         values = [r.get(key, np.nan) for r in records]
         style = "-" if key == f"val/{monitor}" else "--"
-        ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".", label=key[4:])
-    ax.set(xlabel="epoch", title=f"Validation metrics (monitor: {monitor})")
-    ax.legend(fontsize="small")
+        lines += ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".", label=key[4:])
+    ax.set(xlabel="epoch", ylabel="score", title=f"Validation metrics (monitor: {monitor})")
+    mark(ax)
+    if losses:
+        right = ax.twinx()
+        for key in losses:
+            values = [r.get(key, np.nan) for r in records]
+            lines += right.plot(epochs, [np.nan if v is None else v for v in values], ":", marker="x", color="tab:gray",
+                                label=f"{key[4:]} (right axis)")
+        right.set_ylabel("loss")
+    handles = lines + [h for h in ax.get_lines() if h not in lines]
+    # Below the axes: the curves fill the plot, and a legend inside would hide some of them.
+    ax.legend(handles=handles, labels=[h.get_label() for h in handles], fontsize="small", loc="upper center",
+              bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
     ax.grid(alpha=0.3)
     written.append(_save(fig, out_dir / "metrics.png"))
     return written

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
-from ..metrics import ordered_metric_names
+from ..metrics import ordered_metric_names, shown_metric_names
 from .diagnostics import diagnose
 from .directory import RunDir
 
@@ -71,7 +71,7 @@ def build_report(run_dir: str | Path) -> str:
 
     splits = [s for s in ("train", "val", "test") if metrics.get(s)]
     if splits:
-        names = ordered_metric_names({n for s in splits for n in metrics[s]})
+        names = shown_metric_names({s: metrics[s] for s in splits})
         out += ["## Metrics", "", markdown_table(["metric", *splits], [[n, *[metrics[s].get(n) for s in splits]] for n in names]), ""]
     findings = diagnose(summary, run.read_metrics())
     if findings:

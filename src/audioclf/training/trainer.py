@@ -378,7 +378,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
             matrix = M.confusion_matrix(result.targets, result.probs.argmax(1), len(classes))
             plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
             confusion[split] = matrix.tolist()
-    plot_curves(run.read_metrics(), run.plots, monitor)
+    plot_curves(run.read_metrics(), run.plots, monitor, best_epoch=best["epoch"], planned_epochs=inputs.cfg.train.epochs)
     summary = {
         "task": task,
         "classes": classes,
