@@ -359,3 +359,10 @@ def test_curves_mark_the_best_epoch_and_early_stop_and_keep_losses_off_the_score
     score_axis, right_axis = metrics_fig.axes
     assert [line.get_label() for line in right_axis.get_lines()] == ["log_loss (right axis)"]
     assert "log_loss" not in [line.get_label() for line in score_axis.get_lines()]
+
+
+def test_table_numbers_never_show_a_small_change_as_zero():
+    from audioclf.console import format_number
+
+    assert format_number(0.0734 - 0.07336) == "4e-05" and format_number(0.0) == "0.0000"
+    assert format_number(0.0733) == "0.0733" and format_number(128000) == "128,000" and format_number(None) == "–"

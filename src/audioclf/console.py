@@ -6,6 +6,8 @@ importing anything above it; the tables read the plain dicts that runs, evaluati
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -100,8 +102,19 @@ def per_group_table(values: dict[str, float], title: str = "Per group (test)") -
     return table
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def format_number(value: Any) -> str:
+    """A table cell: floats to 4 decimals, and small non-zero ones (a drop of 4e-05) in 2 significant digits,
+    never a misleading 0.0000; integers with thousands separators; nothing as "–"."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4f}" if value == 0 or abs(value) >= 0.001 else f"{value:.2g}"
+
+
+_fmt = format_number
 
 
 def cv_table(cv_summary: dict[str, Any]) -> Table:

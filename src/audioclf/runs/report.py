@@ -7,24 +7,17 @@ regenerated at any time (:func:`write_report`) and never disagrees with them.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from ..console import format_number
 from ..files import atomic_write_text
 from ..metrics import ordered_metric_names, shown_metric_names
 from .diagnostics import diagnose
 from .directory import RunDir
 
 
-def fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+fmt = format_number  # one way to write a number in a table, on the console and in report.md
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
