@@ -276,3 +276,10 @@ def test_the_run_header_says_what_was_inferred_and_the_end_says_why_it_stopped(c
     assert main(["train", "--out", str(out), "--resume", "train.epochs=2"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "resume continues after epoch 1 (checkpoints/last.pt)" in err and "trained all 2 epochs" in err
+
+
+def test_tables_are_plain_markdown_when_piped(cli_run, capsys):
+    run, _ = cli_run
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "| metric | test |" in out and "| accuracy | " in out and "┃" not in out and "│" not in out

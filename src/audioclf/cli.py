@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from . import __version__
+from .console import show
 from .errors import AudioclfError, BudgetExceeded
 
 # soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width.
@@ -44,11 +45,11 @@ def _print_results(run_dir: Path) -> None:
     from .runs import RunDir
 
     summary = RunDir(run_dir).read_summary()
-    out.print(results_table(summary.get("metrics", {}), title=f"Results ({summary.get('task')}, "
-                            f"best epoch {summary.get('best_epoch')})"))
+    show(out, results_table(summary.get("metrics", {}), title=f"Results ({summary.get('task')}, "
+                                f"best epoch {summary.get('best_epoch')})"))
     group_table = per_group_table(summary.get("metrics", {}).get("test", {}))
     if group_table is not None:
-        out.print(group_table)
+        show(out, group_table)
     skipped = summary.get("skipped", [])
     if skipped:
         out.print(f"[yellow]{len(skipped)} file(s) skipped:[/yellow]")
@@ -102,7 +103,7 @@ def cmd_train(args) -> None:
     if result.kind == "cv":
         from .console import cv_table
 
-        out.print(cv_table(result.cv_summary))
+        show(out, cv_table(result.cv_summary))
         out.print(f"runs: {result.root}/fold_*")
         return
     for run_dir in result.runs:
@@ -118,13 +119,13 @@ def cmd_evaluate(args) -> None:
     source = (f"the run's {args.split or 'test'} split" if args.data is None
               else f"{args.data}{f' ({args.split} rows)' if args.split else ' (every row)'}")
     column = (args.split or "test") if args.data is None else "score"
-    out.print(results_table({column: result["metrics"]}, title=f"Evaluation on {result['n_items']} items of {source}"))
+    show(out, results_table({column: result["metrics"]}, title=f"Evaluation on {result['n_items']} items of {source}"))
     if result["seen_in_training"]:
         err.print(f"[yellow]{result['seen_in_training']} of these files were in the run's training or validation "
                   "split: this is not a test score[/yellow]", highlight=False)
     group_table = per_group_table(result["metrics"])
     if group_table is not None:
-        out.print(group_table)
+        show(out, group_table)
     for entry in result["skipped"]:
         out.print(f"[yellow]skipped[/yellow] {entry['path']}: {entry['reason']}")
     if args.json:
@@ -136,7 +137,7 @@ def cmd_ensemble(args) -> None:
     from .workflows.evaluation import ensemble_runs
 
     result = ensemble_runs(args.run_dirs, data=args.data, split=args.split, weights=args.weights)
-    out.print(ensemble_table(result))
+    show(out, ensemble_table(result))
     if args.json:
         from .files import atomic_write_text
 
@@ -218,7 +219,7 @@ def cmd_quantize(args) -> None:
 
     result = quantize_run(args.run_dir, calibration=args.calibration, method=args.method,
                           with_frontend=args.with_frontend)
-    out.print(quantization_table(result))
+    show(out, quantization_table(result))
 
 
 def cmd_distill(args) -> None:

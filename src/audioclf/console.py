@@ -117,6 +117,25 @@ def format_number(value: Any) -> str:
 _fmt = format_number
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (report.md, and the console's tables when the output is not a terminal)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(format_number(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def show(console: Console, table: Table) -> None:
+    """A table on ``console``: drawn for a terminal; as plain Markdown when piped or redirected, so a log or
+    another program gets one line per row that never wraps."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    header = [str(column.header) for column in table.columns]
+    rows = [list(cells) for cells in zip(*(column._cells for column in table.columns))]
+    title = f"{table.title}\n\n" if table.title else ""
+    console.print(title + markdown_table(header, rows), markup=False, highlight=False, soft_wrap=True)
+
+
 def cv_table(cv_summary: dict[str, Any]) -> Table:
     """Test metrics over folds: mean ± std and each fold's value."""
     folds = cv_summary["folds"]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..console import format_number
+from ..console import format_number, markdown_table
 from ..files import atomic_write_text
 from ..metrics import ordered_metric_names, shown_metric_names
 from .diagnostics import diagnose
@@ -18,12 +18,6 @@ from .directory import RunDir
 
 
 fmt = format_number  # one way to write a number in a table, on the console and in report.md
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _grouped(values: dict[str, float], prefix: str) -> dict[str, dict[str, float]]:
