@@ -48,3 +48,7 @@ def test_cv_on_predefined_folds_reports_mean_and_std(tmp_path, capsys):
         with open(tmp_path / "cv" / f"fold_{fold}" / "manifest.csv") as handle:
             test_ids = [r["id"] for r in csv.DictReader(handle) if r["split"] == "test"]
         assert len(test_ids) == sum(1 for r in rows if r["fold"] == fold)
+    report = (tmp_path / "cv" / "report.md").read_text()
+    accuracy = summary["test"]["accuracy"]
+    assert f"| accuracy | {accuracy['mean']:.4f} ± {accuracy['std']:.4f} |" in report
+    assert "(fold_2/report.md)" in report and (tmp_path / "cv" / "plots" / "folds.png").stat().st_size > 1000

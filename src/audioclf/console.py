@@ -145,7 +145,8 @@ def cv_table(cv_summary: dict[str, Any]) -> Table:
     for fold in folds:
         table.add_column(f"fold {fold}", justify="right")
     stats = cv_summary["test"]
-    for name in ordered_metric_names(stats):
+    by_fold = {i: {n: row["folds"][i] for n, row in stats.items() if i < len(row["folds"])} for i in range(len(folds))}
+    for name in shown_metric_names(by_fold):
         row = stats[name]
         table.add_row(name, f"{row['mean']:.4f} ± {row['std']:.4f}", *[_fmt(v) for v in row["folds"]])
     return table

@@ -11,7 +11,7 @@ import numpy as np
 from ..files import atomic_write_bytes
 from ..metrics import higher_is_better
 
-__all__ = ["plot_curves", "plot_confusion"]
+__all__ = ["plot_curves", "plot_confusion", "plot_folds"]
 
 
 def _pyplot():
@@ -74,6 +74,25 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str, best
     ax.grid(alpha=0.3)
     written.append(_save(fig, out_dir / "metrics.png"))
     return written
+
+
+def plot_folds(stats: dict[str, dict[str, Any]], path: Path, names: list[str]) -> Path:
+    """Cross-validation: each score's value in every fold (dots) and its mean ± std (bar and whisker); ``names``
+    are scores in [0, 1]."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(names) + 1.5), 4))
+    for i, name in enumerate(names):
+        row = stats[name]
+        ax.bar(i, row["mean"], width=0.6, yerr=row["std"], color="tab:blue", alpha=0.35, capsize=6)
+        ax.plot(np.full(len(row["folds"]), i) + np.linspace(-0.15, 0.15, len(row["folds"])), row["folds"], "o",
+                color="tab:blue", markersize=4)
+        ax.annotate(f"{row['mean']:.3f} ± {row['std']:.3f}", (i, row["mean"] + row["std"]), ha="center",
+                    va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 1.1)  # scores in [0, 1]: the whole scale, so a low score looks low
+    ax.set(ylabel="test score", title=f"Cross-validation: {len(stats[names[0]]['folds'])} folds (mean ± std)")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> Path:

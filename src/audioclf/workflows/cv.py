@@ -21,8 +21,11 @@ from ..data.manifest import Manifest
 from ..data.integrity import groups_from_paths
 from ..data.prepare import group_column, import_data
 from ..errors import ConfigError, DataError
+from ..console import markdown_table
 from ..files import atomic_write_text
+from ..metrics import higher_is_better, shown_metric_names
 from ..runs import RunDir, default_run_dir
+from ..runs.plots import plot_folds
 from ..training.trainer import train
 
 
@@ -116,4 +119,25 @@ def cross_validate(cfg: Config, resume: bool = False, reporter=None) -> Path:
     result = {"cv": cfg.cv, "folds": sorted(summaries), "test": summarize_folds(summaries),
               "task": next(iter(summaries.values()))["task"]}
     atomic_write_text(root / "cv_summary.json", json.dumps(result, indent=2) + "\n")
+    write_cv_report(root, result)
     return root
+
+
+def write_cv_report(root: Path, result: dict[str, Any]) -> Path:
+    """``<root>/report.md`` and ``plots/folds.png``: every test metric's mean ± std and its value per fold."""
+    stats, folds = result["test"], result["folds"]
+    names = shown_metric_names({f"fold {i}": {n: row["folds"][i] for n, row in stats.items() if i < len(row["folds"])}
+                                for i in range(len(folds))})
+    rows = [[name, f"{stats[name]['mean']:.4f} ± {stats[name]['std']:.4f}", *stats[name]["folds"]] for name in names]
+    header = ["metric (test)", "mean ± std", *[f"fold {fold}" for fold in folds]]
+    lines = [f"# Cross-validation: `{root.name}` ({len(folds)} folds)", "",
+             "Each fold is tested on its held-out fold; the model of each is in `fold_<n>/`.", "",
+             markdown_table(header, rows), ""]
+    shown = [name for name in names if higher_is_better(name)]
+    if shown:
+        plot_folds(stats, root / "plots" / "folds.png", shown)
+        lines += ["![test metrics per fold](plots/folds.png)", ""]
+    lines += [f"- fold {fold}: [report](fold_{fold}/report.md)" for fold in folds] + [""]
+    path = root / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
