@@ -6,13 +6,17 @@ regenerated at any time (:func:`write_report`) and never disagrees with them.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..console import format_number, markdown_table
 from ..files import atomic_write_text
-from ..metrics import ordered_metric_names, shown_metric_names
+from ..metrics import higher_is_better, ordered_metric_names, primary_metric, shown_metric_names
 from .diagnostics import diagnose
 from .directory import RunDir
 
@@ -35,6 +39,41 @@ def _grouped(values: dict[str, float], prefix: str) -> dict[str, dict[str, float
 def _rows_table(rows: dict[str, dict[str, float]], first: str) -> str:
     metrics = sorted({m for row in rows.values() for m in row})
     return markdown_table([first, *metrics], [[name, *[rows[name].get(m) for m in metrics]] for name in sorted(rows)])
+
+
+MANY_GROUPS = 12  # above this, report.md summarises the groups and the full table goes to a CSV
+
+
+def _group_section(groups: dict[str, dict[str, float]], split: str, task: str | None) -> list[str]:
+    """Per-group results: the table itself for a few groups; for many (one per source recording, say), each
+    metric's mean / min / max over the groups and the worst groups, the full table in ``per_group_<split>.csv``."""
+    if len(groups) <= MANY_GROUPS:
+        return [f"## Per group ({split})", "", _rows_table(groups, "group"), ""]
+    names = sorted({m for row in groups.values() for m in row})
+    stats = []
+    for name in names:
+        values = [row[name] for row in groups.values() if name in row]
+        stats.append([name, float(np.mean(values)), float(np.min(values)), float(np.max(values))])
+    key = primary_metric(task) if task in ("single_label", "multi_label") and primary_metric(task) in names else names[0]
+    sign = 1 if higher_is_better(key) else -1
+    worst = sorted((g for g in groups if key in groups[g]), key=lambda g: sign * groups[g][key])[:5]
+    return [f"## Per group ({split}): {len(groups)} groups", "",
+            markdown_table(["metric", "mean over groups", "lowest", "highest"], stats), "",
+            f"The 5 worst groups by {key}:", "", _rows_table({g: groups[g] for g in worst}, "group"), "",
+            f"Every group: `per_group_{split}.csv`.", ""]
+
+
+def write_group_csv(run: RunDir, groups: dict[str, dict[str, float]], split: str) -> Path:
+    """``per_group_<split>.csv``: one row per group, one column per metric."""
+    names = sorted({m for row in groups.values() for m in row})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["group", *names])
+    for group in sorted(groups):
+        writer.writerow([group, *[groups[group].get(m, "") for m in names]])
+    path = run.root / f"per_group_{split}.csv"
+    atomic_write_text(path, buffer.getvalue())
+    return path
 
 
 def build_report(run_dir: str | Path) -> str:
@@ -67,7 +106,7 @@ def build_report(run_dir: str | Path) -> str:
     if last:
         groups = _grouped(metrics[last], "per_group")
         if groups:
-            out += [f"## Per group ({last})", "", _rows_table(groups, "group"), ""]
+            out += _group_section(groups, last, summary.get("task"))
         per_class = _grouped(summary.get("per_class", {}).get(last, {}), "per_class")
         if per_class:
             out += [f"## Per class ({last})", "", _rows_table(per_class, "class"), ""]
@@ -114,6 +153,13 @@ def _search_section(path: Path) -> list[str]:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    path = RunDir(run_dir).root / "report.md"
+    """``report.md`` (and, when the groups are many, ``per_group_<split>.csv``)."""
+    run = RunDir(run_dir)
+    metrics = run.read_summary().get("metrics", {})
+    last = next((s for s in ("test", "val", "train") if metrics.get(s)), None)
+    groups = _grouped(metrics[last], "per_group") if last else {}
+    if len(groups) > MANY_GROUPS:
+        write_group_csv(run, groups, last)
+    path = run.root / "report.md"
     atomic_write_text(path, build_report(run_dir))
     return path
