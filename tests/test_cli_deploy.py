@@ -54,6 +54,8 @@ def test_quantize_reports_fp32_next_to_int8(run_and_data, capsys):
     assert main(["quantize", str(run), "--calibration", "16"]) == 0
     printed = capsys.readouterr().out
     assert "fp32" in printed and "int8" in printed and "accuracy" in printed
+    for name in ("model.onnx", "model.int8.onnx", "quantization.json"):  # every file it wrote, named
+        assert f"wrote {run / name}" in printed
     result = json.loads((run / "quantization.json").read_text())
     assert result["int8"]["bytes"] < result["fp32"]["bytes"]
 

@@ -130,6 +130,7 @@ def cmd_evaluate(args) -> None:
         out.print(f"[yellow]skipped[/yellow] {entry['path']}: {entry['reason']}")
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
+        out.print(f"wrote {args.json}", highlight=False)
 
 
 def cmd_ensemble(args) -> None:
@@ -142,6 +143,7 @@ def cmd_ensemble(args) -> None:
         from .files import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
+        out.print(f"wrote {args.json}", highlight=False)
 
 
 def cmd_augment(args) -> None:
@@ -220,6 +222,8 @@ def cmd_quantize(args) -> None:
     result = quantize_run(args.run_dir, calibration=args.calibration, method=args.method,
                           with_frontend=args.with_frontend)
     show(out, quantization_table(result))
+    for path in (result["fp32"]["path"], result["int8"]["path"], Path(args.run_dir) / "quantization.json"):
+        out.print(f"wrote {path}", highlight=False)
 
 
 def cmd_distill(args) -> None:
