@@ -410,3 +410,18 @@ def test_trim_modes_keep_inner_pauses_or_not():
     assert np.count_nonzero(edges) == np.count_nonzero(both) == np.count_nonzero(wave)  # no tone sample lost
     zero_runs = np.diff(np.flatnonzero(np.diff(np.r_[1.0, edges, 1.0] != 0)))
     assert zero_runs.max() >= len(gap)  # the inner pause survives "edges"
+
+
+def test_a_truncated_wav_is_decoded_as_far_as_it_goes_with_a_warning(tmp_path, caplog):
+    import logging
+
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, sine(440, 1.0, 16000), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: 44 + 16000])  # the header still declares 1 s; 0.5 s is there
+    with caplog.at_level(logging.WARNING):
+        wave, _ = load_audio(cut)
+        assert len(wave) == 8000 and "truncated: its header declares 1.00 s, the file holds 0.50 s" in caplog.text
+        caplog.clear()
+        load_audio(whole)
+    assert "truncated" not in caplog.text

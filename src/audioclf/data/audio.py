@@ -8,6 +8,7 @@ path, so a caller can report-and-skip one bad file in a large dataset.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
+log = logging.getLogger(__name__)
 
 # soundfile reports failures through several exception types depending on where they happen
 # (libsndfile itself, its Python wrapper's argument checks, the OS).
@@ -118,6 +120,7 @@ def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
     Decoding itself stops after that length, whatever the header claimed.
     """
     info = audio_info(path)
+    _warn_if_truncated(path, info)
     max_seconds = MAX_SECONDS if max_seconds is None else float(max_seconds)
     max_frames = int(max_seconds * info.sample_rate)
     if info.n_samples > max_frames:
@@ -145,6 +148,38 @@ def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
 
 
 _BLOCK = 1 << 18  # frames decoded at a time when mixing down
+_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _declared_wav_bytes(path: PathLike) -> int | None:
+    """The size of a WAV file's ``data`` chunk as its header declares it (None: not a RIFF/WAVE file or no data
+    chunk found in the first 64 KB). libsndfile quietly reads what is there, so a cut file looks whole."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            return None if size in (0, 0xFFFFFFFF) else size  # streaming writers leave 0 / -1: unknown
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _warn_if_truncated(path: PathLike, info: AudioInfo) -> None:
+    """A WAV whose header declares more audio than the file holds is decoded as far as it goes, with a warning."""
+    declared = _declared_wav_bytes(path)
+    if declared is None:
+        return
+    try:
+        header = sf.info(str(path))
+    except _DECODE_ERRORS:
+        return
+    bytes_per_frame = header.channels * _SAMPLE_BYTES.get(header.subtype, 0)
+    if bytes_per_frame and declared // bytes_per_frame > info.n_samples:
+        log.warning("%s: truncated: its header declares %.2f s, the file holds %.2f s (decoded as far as it goes)",
+                    path, declared / bytes_per_frame / info.sample_rate, info.duration)
 
 
 def _read_mono(path: PathLike, info: AudioInfo, max_frames: int) -> tuple[np.ndarray, int]:
