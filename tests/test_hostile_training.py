@@ -201,3 +201,14 @@ def test_overwrite_never_deletes_a_folder_audioclf_did_not_write(data, tmp_path,
     (out / "notes.txt").write_text("keep me")
     assert main(["train", "--data", str(data), "--out", str(out), *TINY, "train.epochs=1", "--overwrite"]) == 2
     assert "it is not deleted" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_resuming_with_more_epochs_continues_the_learning_rate_instead_of_jumping(data, tmp_path):
+    out = tmp_path / "run"
+    cosine = ["train.scheduler=cosine", "train.ema=0", "train.patience=null"]
+    trainer.train(_cfg(data, out, "train.epochs=3", *cosine))
+    trainer.train(_cfg(data, out, "train.epochs=6", *cosine), resume=True)
+    lrs = [r["lr"] for r in RunDir(out).read_metrics()]
+    # A 3-epoch cosine ends at 2.5e-4; a 6-epoch one is at 5e-4 at epoch 4: recomputing it would jump back up.
+    assert len(lrs) == 6 and all(b <= a * (1 + 1e-9) for a, b in zip(lrs, lrs[1:])), lrs  # never back up
+    assert 0 < lrs[3] < lrs[2]  # and not down to 0 either (a finished cosine's next rate)

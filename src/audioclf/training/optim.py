@@ -140,23 +140,44 @@ class Scheduler(ABC):
 
 
 class EpochScheduler(Scheduler):
-    """A schedule that is a pure function of the epoch: ``lr = schedule(t, base_lr)``."""
+    """A schedule that is a pure function of the epoch: ``lr = schedule(t, base_lr)``.
+
+    Resumed with a different schedule (``--resume train.epochs=40`` after 20 epochs of a 30-epoch cosine), the
+    new schedule is scaled to the learning rate the run had reached, so training continues from there instead
+    of jumping back up; resumed with the same schedule, nothing changes.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Callable[[int, float], float]):
         super().__init__(optimizer)
         self.schedule = schedule
+        self.scales = [1.0] * len(self.base_lrs)
         self._apply()  # the first epoch already trains with lr(0) (e.g. the first warm-up value)
 
+    def _rate(self, epoch: int, group: int) -> float:
+        return self.scales[group] * self.schedule(epoch, self.base_lrs[group])
+
     def _apply(self) -> None:
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = self.schedule(self.epoch, base)
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = self._rate(self.epoch, i)
 
     def step(self, metric: float | None = None) -> None:
         self.epoch += 1
         self._apply()
 
+    def state_dict(self) -> dict[str, Any]:
+        # the rates the last trained epoch used: where a longer schedule continues from
+        used = [self._rate(self.epoch - 1, i) if self.epoch else float(g["lr"])
+                for i, g in enumerate(self.optimizer.param_groups)]
+        return {**super().state_dict(), "scales": list(self.scales), "used_lrs": used}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
+        self.scales = [float(v) for v in state.get("scales", self.scales)]
+        if self.epoch:
+            for i, used in enumerate(state.get("used_lrs", [])[: len(self.scales)]):
+                now = self._rate(self.epoch - 1, i)  # what this schedule says the last epoch used
+                if now > 0 and not math.isclose(now, used, rel_tol=1e-9):
+                    self.scales[i] *= used / now  # the new shape, from the rate the run had reached
         self._apply()
 
 
