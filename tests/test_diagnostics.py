@@ -52,3 +52,15 @@ def test_most_confused_pairs_from_the_test_confusion_matrix():
     confusion = [[5, 3, 0], [0, 6, 1], [4, 0, 2]]
     (finding,) = diagnose(_summary(confusion=confusion), RECORDS)
     assert finding == "**Most confused (test)**: c taken for a (4x); a taken for b (3x); b taken for c (1x)."
+
+
+def test_a_validation_test_gap_is_judged_by_the_split_sizes():
+    def gap(val, test, n_val, n_test):
+        summary = {**_summary(train=val + 0.02, val=val, test=test), "counts": {"val": n_val, "test": n_test}}
+        return [f for f in diagnose(summary, RECORDS) if "disagree" in f]
+
+    # 0.80 vs 0.60 on 10 items each: about one standard error, chance can do that.
+    assert gap(0.80, 0.60, 10, 10) == []
+    # 0.80 vs 0.74 on 2,000 items each: small, but about 4.5 standard errors.
+    (finding,) = gap(0.80, 0.74, 2000, 2000)
+    assert "more than their sizes explain" in finding and "standard errors for 2000 and 2000 items" in finding

@@ -50,6 +50,10 @@ def _print_results(run_dir: Path) -> None:
     group_table = per_group_table(summary.get("metrics", {}).get("test", {}))
     if group_table is not None:
         show(out, group_table)
+    from .runs.diagnostics import diagnose
+
+    for finding in diagnose(summary, RunDir(run_dir).read_metrics()):  # also in report.md
+        err.print(f"[yellow]note:[/yellow] {finding.replace('**', '').replace('`', '')}", highlight=False)
     skipped = summary.get("skipped", [])
     if skipped:
         out.print(f"[yellow]{len(skipped)} file(s) skipped:[/yellow]")

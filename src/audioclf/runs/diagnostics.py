@@ -5,6 +5,8 @@ the model confuses, and which setting to change next. Built from summary.json an
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from ..metrics import higher_is_better
@@ -13,7 +15,8 @@ __all__ = ["diagnose"]
 
 # A gap (in the metric's own units, e.g. accuracy points / 100) worth a sentence.
 OVERFIT_GAP = 0.15
-SPLIT_GAP = 0.10
+SPLIT_GAP = 0.10  # for metrics that are not a share of items (lwlrap, mAP): no standard error to compare with
+PROPORTIONS = ("accuracy", "balanced_accuracy")
 
 
 def _fmt(value: float) -> str:
@@ -42,11 +45,20 @@ def diagnose(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[str
 
     if val is not None and test is not None:
         gap = (val - test) if better_high else (test - val)
-        if gap > SPLIT_GAP:
+        counts = summary.get("counts", {})
+        n_val, n_test = counts.get("val", 0), counts.get("test", 0)
+        if monitor in PROPORTIONS and n_val and n_test:
+            # A share of items: two splits of these sizes differ by chance by about one standard error.
+            se = math.sqrt(val * (1 - val) / n_val + test * (1 - test) / n_test)
+            beyond_chance = gap > max(3 * se, 0.02)
+            why = f" ({gap / se:.1f} standard errors for {n_val} and {n_test} items)" if se > 0 else ""
+        else:
+            beyond_chance, why = gap > SPLIT_GAP, ""
+        if beyond_chance:
             found.append(f"**Validation and test disagree**: {monitor} {_fmt(val)} on validation but {_fmt(test)} "
-                         "on test. The test split may hold speakers, devices or recordings that validation does "
-                         "not; a `group` column (`data.group=...`) keeps each group in one split, so validation "
-                         "predicts test.")
+                         f"on test, more than their sizes explain{why}. The test split may hold speakers, devices or "
+                         "recordings that validation does not; a `group` column (`data.group=...`) keeps each group "
+                         "in one split, so validation predicts test.")
 
     epochs = [r["epoch"] for r in records]
     best = summary.get("best_epoch")
