@@ -79,7 +79,7 @@ def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") 
     for split in splits:
         table.add_column(split, justify="right")
     for name in shown_metric_names({s: metrics[s] for s in splits}):
-        table.add_row(name, *[_fmt(metrics[s].get(name)) for s in splits])
+        table.add_row(name, *[format_number(metrics[s].get(name)) for s in splits])
     return table
 
 
@@ -98,7 +98,7 @@ def per_group_table(values: dict[str, float], title: str = "Per group (test)") -
     for metric in metrics:
         table.add_column(metric, justify="right")
     for name in sorted(rows):
-        table.add_row(name, *[_fmt(rows[name].get(m)) for m in metrics])
+        table.add_row(name, *[format_number(rows[name].get(m)) for m in metrics])
     return table
 
 
@@ -113,8 +113,6 @@ def format_number(value: Any) -> str:
         return f"{value:,}"
     return f"{value:.4f}" if value == 0 or abs(value) >= 0.001 else f"{value:.2g}"
 
-
-_fmt = format_number
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -148,7 +146,7 @@ def cv_table(cv_summary: dict[str, Any]) -> Table:
     by_fold = {i: {n: row["folds"][i] for n, row in stats.items() if i < len(row["folds"])} for i in range(len(folds))}
     for name in shown_metric_names(by_fold):
         row = stats[name]
-        table.add_row(name, f"{row['mean']:.4f} ± {row['std']:.4f}", *[_fmt(v) for v in row["folds"]])
+        table.add_row(name, f"{row['mean']:.4f} ± {row['std']:.4f}", *[format_number(v) for v in row["folds"]])
     return table
 
 
@@ -161,7 +159,7 @@ def ensemble_table(result: dict[str, Any]) -> Table:
         table.add_column(f"run {i}", justify="right")
     table.add_column("ensemble", justify="right", style="bold")
     for name in ordered_metric_names(result["ensemble"]):
-        table.add_row(name, *[_fmt(result["members"][m].get(name)) for m in members], _fmt(result["ensemble"][name]))
+        table.add_row(name, *[format_number(result["members"][m].get(name)) for m in members], format_number(result["ensemble"][name]))
     table.caption = "  ".join(f"run {i}: {m}" for i, m in enumerate(members, start=1))
     return table
 
@@ -173,7 +171,7 @@ def quantization_table(result: dict[str, Any]) -> Table:
         table.add_column(column, justify="right" if column else "left")
     fp32, int8 = result["fp32"]["metrics"], result["int8"]["metrics"]
     for name in ordered_metric_names(fp32):
-        table.add_row(name, _fmt(fp32.get(name)), _fmt(int8.get(name)), _fmt(result["drop"].get(name)))
+        table.add_row(name, format_number(fp32.get(name)), format_number(int8.get(name)), format_number(result["drop"].get(name)))
     table.add_row("bytes", f"{result['fp32']['bytes']:,}", f"{result['int8']['bytes']:,}",
                   f"x{result['size_ratio']:.2f}")
     return table

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +63,9 @@ class AudioInfo:
     n_samples: int
     channels: int
     duration: float
+    # How the samples are stored (e.g. "WAV", "PCM_16"): for checks on the file, not part of what it holds.
+    format: str = field(default="", compare=False)
+    subtype: str = field(default="", compare=False)
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -105,7 +108,8 @@ def audio_info(path: PathLike) -> AudioInfo:
     if info.channels > MAX_CHANNELS:
         raise AudioDecodeError(path, f"{info.channels} channels in the header; at most {MAX_CHANNELS} are decoded")
     return AudioInfo(sample_rate=int(info.samplerate), n_samples=int(info.frames),
-                     channels=int(info.channels), duration=info.frames / info.samplerate)
+                     channels=int(info.channels), duration=info.frames / info.samplerate,
+                     format=str(info.format), subtype=str(info.subtype))
 
 
 def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True,
@@ -169,15 +173,11 @@ def _declared_wav_bytes(path: PathLike) -> int | None:
 
 def _warn_if_truncated(path: PathLike, info: AudioInfo) -> None:
     """A WAV whose header declares more audio than the file holds is decoded as far as it goes, with a warning."""
+    bytes_per_frame = info.channels * _SAMPLE_BYTES.get(info.subtype, 0)
+    if info.format != "WAV" or not bytes_per_frame:
+        return
     declared = _declared_wav_bytes(path)
-    if declared is None:
-        return
-    try:
-        header = sf.info(str(path))
-    except _DECODE_ERRORS:
-        return
-    bytes_per_frame = header.channels * _SAMPLE_BYTES.get(header.subtype, 0)
-    if bytes_per_frame and declared // bytes_per_frame > info.n_samples:
+    if declared is not None and declared // bytes_per_frame > info.n_samples:
         log.warning("%s: truncated: its header declares %.2f s, the file holds %.2f s (decoded as far as it goes)",
                     path, declared / bytes_per_frame / info.sample_rate, info.duration)
 

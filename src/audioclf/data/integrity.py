@@ -133,8 +133,8 @@ def warn_ignored_groups(manifest: Manifest, group: str | None) -> None:
     """A warning when group columns with repeated values exist but the split is drawn without any of them."""
     if group is not None or all(item.split for item in manifest):
         return
-    shared = [name for name in manifest.group_names
-              if len(set(manifest.group_values(name))) < len(manifest) and len(set(manifest.group_values(name))) > 1]
+    distinct = {name: len(set(manifest.group_values(name))) for name in manifest.group_names}
+    shared = [name for name, n in distinct.items() if 1 < n < len(manifest)]
     if shared:
         log.warning("the data has group columns (%s) but the split ignores them: one %s can land in train and in "
                     "test, and the test score then overestimates unseen ones; set data.group=%s to keep them apart",

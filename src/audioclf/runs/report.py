@@ -21,9 +21,6 @@ from .diagnostics import diagnose
 from .directory import RunDir
 
 
-fmt = format_number  # one way to write a number in a table, on the console and in report.md
-
-
 def _grouped(values: dict[str, float], prefix: str) -> dict[str, dict[str, float]]:
     """``prefix/<a>/<b>/<metric>`` (per_group) or ``prefix/<a>/<metric>`` (per_class) -> rows."""
     rows: dict[str, dict[str, float]] = {}

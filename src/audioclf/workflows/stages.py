@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, apply_overrides, config_from_dict
+from ..console import format_number, markdown_table
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..metrics import headline_metrics
 from ..runs import RunDir
-from ..runs.report import fmt, markdown_table
 
 STAGE_KEYS = ("name", "kind", "teachers", "T", "alpha", "quantize", "export")
 
@@ -147,7 +147,7 @@ def write_stages_report(root: Path, runs: dict[str, Path]) -> Path:
                          rows[-1][-1]])
     header = ["stage", "model", *[f"{m} (test)" for m in names], "parameters", "MMACs"]
     text = "\n".join([f"# Stages: `{root.name}`", "", markdown_table(header, rows), "",
-                      *[f"- {name}: [{fmt(str(run))}]({Path(run).name}/report.md)" for name, run in runs.items()], ""])
+                      *[f"- {name}: [{format_number(str(run))}]({Path(run).name}/report.md)" for name, run in runs.items()], ""])
     path = root / "report.md"
     atomic_write_text(path, text)
     return path
