@@ -425,3 +425,64 @@ def test_a_truncated_wav_is_decoded_as_far_as_it_goes_with_a_warning(tmp_path, c
         caplog.clear()
         load_audio(whole)
     assert "truncated" not in caplog.text
+
+
+# --- streaming ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("file_sr, target_sr, channels", [(16000, 16000, 1), (44100, 16000, 2), (8000, 22050, 1)])
+def test_stream_audio_equals_load_audio(tmp_path, file_sr, target_sr, channels):
+    rng = np.random.default_rng(0)
+    wave = (0.3 * rng.standard_normal((int(2.3 * file_sr) + 17, channels))).astype(np.float32)
+    path = tmp_path / "a.wav"
+    sf.write(path, wave, file_sr, subtype="FLOAT")
+    whole, _ = load_audio(path, sample_rate=target_sr)
+    blocks = list(audio.stream_audio(path, target_sr, block_frames=4096))
+    assert len(blocks) >= 4  # really streamed
+    np.testing.assert_allclose(np.concatenate(blocks), whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 1.01, 2.5, 7.77])
+@pytest.mark.parametrize("block", [100, 4096, 50000])
+def test_stream_windows_equal_clip_windows(seconds, block):
+    n = 8000
+    wave = np.random.default_rng(1).standard_normal(int(seconds * n)).astype(np.float32)
+    expected = audio.clip_windows(wave, n, "tile")[:]
+    blocks = (wave[i:i + block] for i in range(0, len(wave), block))
+    batches = list(audio.stream_windows(blocks, n, "tile", batch_size=3))
+    assert all(len(b) <= 3 for b in batches)
+    np.testing.assert_array_equal(np.concatenate(batches), expected)
+
+
+def test_stream_audio_checks_the_header_first_and_every_block(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, sine(440, 3.0, 8000), 8000)
+    with pytest.raises(AudioDecodeError, match="3 s long; files up to data.max_seconds=2 s"):
+        next(audio.stream_audio(path, max_seconds=2.0))
+    wave = sine(440, 2.0, 16000)
+    wave[30000] = np.nan  # in the last block: found when it is reached
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, wave, 16000, subtype="FLOAT")
+    stream = audio.stream_audio(bad, block_frames=8000)
+    assert len(next(stream)) == 8000
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        list(stream)
+    monkeypatch.setattr(audio, "audio_info", lambda p: audio.AudioInfo(8000, 8000, 1, 1.0))
+    with pytest.raises(AudioDecodeError, match="longer than data.max_seconds=2 s although its header says 1 s"):
+        list(audio.stream_audio(path, max_seconds=2.0, block_frames=1000))
+
+
+@pytest.mark.parametrize("mode", [False, True, "edges"])
+@pytest.mark.parametrize("file_sr", [16000, 22050])
+def test_stream_trimmed_audio_equals_trimming_the_whole_file(tmp_path, mode, file_sr):
+    rng = np.random.default_rng(2)
+    sound = lambda s: (0.3 * rng.standard_normal(int(s * file_sr))).astype(np.float32)  # noqa: E731
+    quiet = lambda s: np.zeros(int(s * file_sr), np.float32)  # noqa: E731
+    wave = np.concatenate([quiet(1.3), sound(2.0), quiet(0.8), sound(1.1), quiet(2.2), sound(0.5), quiet(0.7)])
+    path = tmp_path / "gaps.wav"
+    sf.write(path, wave, file_sr, subtype="FLOAT")
+    whole = audio.apply_trim(load_audio(path, sample_rate=16000)[0], 16000, mode)
+    blocks = list(audio.stream_trimmed_audio(path, 16000, mode, block_frames=3000))
+    streamed = np.concatenate(blocks)
+    assert len(streamed) == len(whole) and len(blocks) > 5
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+    if mode:
+        assert len(whole) < 0.9 * 8.6 * 16000  # something was cut

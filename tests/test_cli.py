@@ -80,7 +80,7 @@ def test_a_decompression_bomb_is_skipped_in_predict_and_train(cli_run, capsys, t
 def test_predict_long_recording_uses_windows(cli_run, tmp_path):
     import numpy as np
 
-    from audioclf.data.audio import load_audio, write_audio
+    from audioclf.data.audio import apply_trim, load_audio, write_audio
     from audioclf.deploy.predictor import Predictor
 
     run, data = cli_run
@@ -90,6 +90,17 @@ def test_predict_long_recording_uses_windows(cli_run, tmp_path):
     predictor = Predictor.from_run(run)
     probs = predictor.predict_files([long_path])[0].probs
     assert probs.shape == (len(predictor.classes),) and probs.sum() == pytest.approx(1.0, abs=1e-5)
+    # The file is decoded as a stream (memory independent of its length): the same windows, the same answer
+    # as the whole decoded recording, also through the streaming resampler (a file at another rate).
+    other_rate = tmp_path / "long48k.wav"
+    write_audio(other_rate, load_audio(long_path, sample_rate=48000)[0], 48000, subtype="FLOAT")
+    for path in (long_path, other_rate):
+        wave, _ = load_audio(path, sample_rate=predictor.sample_rate)
+        whole = predictor.wave_window_probabilities(apply_trim(wave, predictor.sample_rate, predictor.trim_silence))
+        streamed = predictor.file_window_probabilities(path)
+        assert len(whole) > 7
+        np.testing.assert_allclose(streamed, whole, atol=1e-6)
+        np.testing.assert_allclose(predictor.predict_files([path], aggregate="max")[0].probs, whole.max(0), atol=1e-6)
 
 
 def test_evaluate_command(cli_run, capsys, tmp_path):

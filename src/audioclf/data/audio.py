@@ -9,8 +9,10 @@ path, so a caller can report-and-skip one bad file in a large dataset.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -31,6 +33,9 @@ __all__ = [
     "load_audio",
     "resample",
     "silence_params_for_duration",
+    "stream_audio",
+    "stream_trimmed_audio",
+    "stream_windows",
     "split_on_silence",
     "to_mono",
     "trim_silence",
@@ -112,6 +117,24 @@ def audio_info(path: PathLike) -> AudioInfo:
                      format=str(info.format), subtype=str(info.subtype))
 
 
+def _checked_info(path: PathLike, max_seconds: float | None) -> tuple[AudioInfo, float, int]:
+    """The header's facts, checked before a sample is decoded: ``(info, max_seconds, max_frames)``."""
+    info = audio_info(path)
+    _warn_if_truncated(path, info)
+    max_seconds = MAX_SECONDS if max_seconds is None else float(max_seconds)
+    max_frames = int(max_seconds * info.sample_rate)
+    if info.n_samples > max_frames:
+        raise AudioDecodeError(path, f"{info.duration:.0f} s long; files up to data.max_seconds={max_seconds:g} s "
+                                     "are decoded (raise it, or split the recording)")
+    return info, max_seconds, max_frames
+
+
+def _check_decoded(path: PathLike, wave: np.ndarray) -> None:
+    if not np.isfinite(wave).all():
+        # Float WAVs can carry NaN/inf; they would poison every later feature and gradient.
+        raise AudioDecodeError(path, "contains NaN or infinite samples")
+
+
 def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True,
                max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode a file to float32 in [-1, 1], optionally mixed down and resampled.
@@ -123,18 +146,13 @@ def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
     header outside the bounds above or a file longer than ``max_seconds`` (default :data:`MAX_SECONDS`).
     Decoding itself stops after that length, whatever the header claimed.
     """
-    info = audio_info(path)
-    _warn_if_truncated(path, info)
-    max_seconds = MAX_SECONDS if max_seconds is None else float(max_seconds)
-    max_frames = int(max_seconds * info.sample_rate)
-    if info.n_samples > max_frames:
-        raise AudioDecodeError(path, f"{info.duration:.0f} s long; files up to data.max_seconds={max_seconds:g} s "
-                                     "are decoded (raise it, or split the recording)")
+    checked = _checked_info(path, max_seconds)
+    info, max_seconds, max_frames = checked
+    if mono:
+        rate = info.sample_rate if sample_rate is None else int(sample_rate)
+        return _collect(_stream(path, checked, rate, _BLOCK), round(info.n_samples * rate / info.sample_rate)), rate
     try:
-        if mono:
-            wave, file_sr = _read_mono(path, info, max_frames + 1)
-        else:
-            wave, file_sr = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
+        wave, file_sr = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, _short_reason(exc)) from exc
     if wave.shape[0] > max_frames:  # the header understated the length
@@ -142,16 +160,97 @@ def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
                                      f"{info.duration:.0f} s")
     if wave.shape[0] == 0:
         raise AudioDecodeError(path, "no audio samples")
-    if not np.isfinite(wave).all():
-        # Float WAVs can carry NaN/inf; they would poison every later feature and gradient.
-        raise AudioDecodeError(path, "contains NaN or infinite samples")
+    _check_decoded(path, wave)
     if sample_rate is not None and sample_rate != file_sr:
         wave = resample(wave, int(file_sr), int(sample_rate))
         file_sr = sample_rate
     return np.ascontiguousarray(wave, dtype=np.float32), int(file_sr)
 
 
-_BLOCK = 1 << 18  # frames decoded at a time when mixing down
+def _collect(blocks: Iterator[np.ndarray], expected: int) -> np.ndarray:
+    """A mono stream gathered into one array of the length the header promised (grown if it understated it):
+    a long file never exists twice, nor at its own rate next to the resampled copy, nor at full channel width."""
+    out = np.empty(expected, dtype=np.float32)
+    filled, beyond = 0, []
+    for block in blocks:
+        take = min(len(block), len(out) - filled)
+        out[filled:filled + take] = block[:take]
+        filled += take
+        if take < len(block):
+            beyond.append(block[take:])
+    wave = out[:filled]
+    return np.concatenate([wave, *beyond]) if beyond else wave
+
+
+def stream_audio(path: PathLike, sample_rate: int | None = None, max_seconds: float | None = None,
+                 block_frames: int = 1 << 16) -> Iterator[np.ndarray]:
+    """:func:`load_audio` (mono) as a stream of float32 blocks, so a long recording costs a block, not its length.
+
+    The same header checks run before the first block; a NaN/inf sample or more audio than the header
+    declared raises :class:`AudioDecodeError` when its block is reached. Resampling uses soxr's streaming
+    resampler, whose output is identical to :func:`resample` on the whole signal.
+    """
+    yield from _stream(path, _checked_info(path, max_seconds), sample_rate, block_frames)
+
+
+def _stream(path: PathLike, checked: tuple[AudioInfo, float, int], sample_rate: int | None,
+            block_frames: int) -> Iterator[np.ndarray]:
+    info, max_seconds, max_frames = checked
+    target = info.sample_rate if sample_rate is None else int(sample_rate)
+    stream = None if target == info.sample_rate else soxr.ResampleStream(info.sample_rate, target, 1,
+                                                                         dtype="float32", quality="HQ")
+    decoded = 0
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            blocks = handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True, frames=max_frames + 1)
+            block = next(blocks, None)
+            while block is not None:
+                following = next(blocks, None)  # read ahead: the resampler must be told which block is last
+                decoded += len(block)
+                if decoded > max_frames:
+                    raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its "
+                                                 f"header says {info.duration:.0f} s")
+                mono = np.ascontiguousarray(to_mono(block), dtype=np.float32)
+                _check_decoded(path, mono)
+                out = mono if stream is None else stream.resample_chunk(mono, last=following is None)
+                if len(out):
+                    yield out
+                block = following
+    except _DECODE_ERRORS as exc:
+        raise AudioDecodeError(path, _short_reason(exc)) from exc
+    if decoded == 0:
+        raise AudioDecodeError(path, "no audio samples")
+
+
+
+def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | None,
+                         max_seconds: float | None = None, block_frames: int = 1 << 16) -> Iterator[np.ndarray]:
+    """:func:`stream_audio` with ``data.trim_silence`` applied (:func:`apply_trim`), as the same samples.
+
+    Silence is judged against the loudest frame of the whole recording, so a trimmed file is streamed twice:
+    once to measure its frames' loudness (a few MB per hour), once to pass on the parts that are kept.
+    """
+    if not mode:
+        yield from stream_audio(path, sample_rate, max_seconds, block_frames)
+        return
+    frame_length, hop_length = 1024, 256  # split_on_silence's defaults, as apply_trim uses them
+    sums = _SquareSums(_rms_step(frame_length, hop_length))
+    for block in stream_audio(path, sample_rate, max_seconds, block_frames):
+        sums.add(block)
+    params = silence_params_for_duration(sums.n / sample_rate)
+    parts = _non_silent_parts(sums, sample_rate, params.threshold_db, params.min_silence_s, params.pad_s,
+                              frame_length, hop_length) or [(0, sums.n)]  # all silent: kept as it is
+    if mode == "edges":
+        parts = [(parts[0][0], parts[-1][1])]
+    position = 0
+    for block in stream_audio(path, sample_rate, max_seconds, block_frames):
+        end = position + len(block)
+        kept = [block[max(a, position) - position:min(b, end) - position] for a, b in parts if a < end and b > position]
+        if kept:
+            yield np.concatenate(kept)
+        position = end
+
+_BLOCK = 1 << 18  # frames decoded at a time by load_audio
 _SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
@@ -180,25 +279,6 @@ def _warn_if_truncated(path: PathLike, info: AudioInfo) -> None:
     if declared is not None and declared // bytes_per_frame > info.n_samples:
         log.warning("%s: truncated: its header declares %.2f s, the file holds %.2f s (decoded as far as it goes)",
                     path, declared / bytes_per_frame / info.sample_rate, info.duration)
-
-
-def _read_mono(path: PathLike, info: AudioInfo, max_frames: int) -> tuple[np.ndarray, int]:
-    """At most ``max_frames`` frames mixed down to mono block by block, into one array sized from the header:
-    a long multichannel file never exists decoded at full width (an hour of 44.1 kHz stereo would be
-    1.3 GB). A channel's NaN/inf survives the mean, so the caller's check still sees it."""
-    out = np.empty(min(info.n_samples, max_frames), dtype=np.float32)
-    filled, beyond = 0, []
-    with sf.SoundFile(str(path)) as handle:
-        for block in handle.blocks(blocksize=_BLOCK, dtype="float32", always_2d=True, frames=max_frames):
-            mixed = to_mono(block)
-            take = min(len(mixed), len(out) - filled)
-            out[filled:filled + take] = mixed[:take]
-            filled += take
-            if take < len(mixed):  # more audio than the header said
-                beyond.append(mixed[take:])
-        rate = handle.samplerate
-    wave = out[:filled]
-    return (np.concatenate([wave, *beyond]) if beyond else wave), int(rate)
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:
@@ -270,35 +350,46 @@ def silence_params_for_duration(duration_s: float) -> SilenceParams:
     return SilenceParams(threshold_db=-35.0, min_silence_s=0.25, pad_s=0.05)
 
 
-def _frame_rms_db(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
-    """RMS in dB of centred frames (frame i is centred on sample i * hop, zero-padded at the edges).
+class _SquareSums:
+    """The running sum of squares (float64) of a signal fed block by block, kept at every multiple of ``step``
+    samples and at its end: O(n / step) memory, so an hour of audio costs a few MB, not 16 bytes per sample."""
 
-    Uses a cumulative sum of squares: O(n) and no strided copies, computed a chunk at a time and kept only at
-    the frame edges (memory O(frames), not 16 bytes per sample: an hour of audio would need ~1 GB).
-    """
-    n = len(wave)
+    def __init__(self, step: int):
+        self.step, self.n, self.total = step, 0, 0.0
+        self.grid = [np.zeros(1)]  # grid[k] = sum of squares of the first k * step samples
+
+    def add(self, block: np.ndarray, chunk: int = 1 << 20) -> None:
+        for start in range(0, len(block), chunk):
+            part = block[start:start + chunk]
+            cumulative = np.cumsum(np.square(part, dtype=np.float64))
+            multiples = np.arange(self.n // self.step + 1, (self.n + len(part)) // self.step + 1) * self.step
+            self.grid.append(self.total + cumulative[multiples - self.n - 1])
+            self.total += float(cumulative[-1])
+            self.n += len(part)
+
+    def at(self, points: np.ndarray) -> np.ndarray:
+        """The sums over the first ``p`` samples, for points that are multiples of ``step`` or the end."""
+        grid = np.concatenate(self.grid)
+        return np.where(points >= self.n, self.total, grid[np.minimum(points // self.step, len(grid) - 1)])
+
+
+def _frame_rms_db(sums: _SquareSums, frame_length: int, hop_length: int) -> np.ndarray:
+    """RMS in dB of centred frames (frame i is centred on sample i * hop, zero-padded at the edges), from the
+    running sums of squares (their ``step`` must divide the frame edges: see :func:`_rms_step`)."""
+    n = sums.n
     half = frame_length // 2
     centres = np.arange(1 + n // hop_length) * hop_length
     lo = np.clip(centres - half, 0, n)
     hi = np.clip(centres - half + frame_length, 0, n)
-    edges = np.unique(np.concatenate([lo, hi]))
-    power = _prefix_sums_of_squares(wave, edges)
-    energy = power[np.searchsorted(edges, hi)] - power[np.searchsorted(edges, lo)]
+    energy = sums.at(hi) - sums.at(lo)
     rms = np.sqrt(np.maximum(energy, 0.0) / frame_length)
     return 20.0 * np.log10(np.maximum(rms, 1e-20))
 
 
-def _prefix_sums_of_squares(wave: np.ndarray, points: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """``sum(wave[:p] ** 2)`` (float64) at each of the sorted ``points``, one chunk of samples at a time."""
-    out = np.zeros(len(points))
-    total = 0.0
-    for start in range(0, len(wave), chunk):
-        stop = min(len(wave), start + chunk)
-        cumulative = np.cumsum(np.square(wave[start:stop], dtype=np.float64))
-        first, last = np.searchsorted(points, start, side="right"), np.searchsorted(points, stop, side="right")
-        out[first:last] = total + cumulative[points[first:last] - start - 1]
-        total += cumulative[-1]
-    return out
+def _rms_step(frame_length: int, hop_length: int) -> int:
+    """The largest step dividing every frame edge (centre - half, centre - half + frame_length)."""
+    half = frame_length // 2
+    return math.gcd(hop_length, half, frame_length - half) or 1
 
 
 def split_on_silence(
@@ -326,11 +417,18 @@ def split_on_silence(
         raise ValueError(f"min_silence_s/pad_s: expected >= 0, got {min_silence_s}/{pad_s}")
     if frame_length <= 0 or hop_length <= 0:
         raise ValueError(f"frame_length/hop_length: expected > 0, got {frame_length}/{hop_length}")
-    mono = to_mono(np.asarray(wave))
-    n = len(mono)
+    sums = _SquareSums(_rms_step(frame_length, hop_length))
+    sums.add(to_mono(np.asarray(wave)))
+    return _non_silent_parts(sums, sr, threshold_db, min_silence_s, pad_s, frame_length, hop_length)
+
+
+def _non_silent_parts(sums: _SquareSums, sr: int, threshold_db: float, min_silence_s: float, pad_s: float,
+                      frame_length: int, hop_length: int) -> list[tuple[int, int]]:
+    """:func:`split_on_silence` from the signal's running sums of squares (a whole array or a stream)."""
+    n = sums.n
     if n == 0:
         return []
-    db = _frame_rms_db(mono, frame_length, hop_length)
+    db = _frame_rms_db(sums, frame_length, hop_length)
     peak = db.max()
     if peak <= -400.0:  # all zeros
         return []
@@ -527,3 +625,30 @@ def clip_windows(wave: np.ndarray, n_samples: int, pad_mode: str = "tile") -> Wi
     if len(wave) <= n_samples:
         return Windows(fix_length(wave, n_samples, mode=pad_mode, crop="center").astype(np.float32), n_samples, [0])
     return Windows(wave, n_samples, window_starts(len(wave), n_samples, max(1, n_samples // 2)))
+
+
+def stream_windows(blocks: Iterable[np.ndarray], n_samples: int, pad_mode: str = "tile",
+                   batch_size: int = 64) -> Iterator[np.ndarray]:
+    """:func:`clip_windows` over a stream of blocks (e.g. :func:`stream_audio`), in (<= batch_size, n_samples)
+    batches: the same windows in the same order, holding one window plus one block of the signal at a time."""
+    hop = max(1, n_samples // 2)
+    buffer, offset = np.zeros(0, np.float32), 0  # buffer[0] is sample number ``offset`` of the recording
+    next_start, last_start, batch = 0, None, []
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])
+        end = offset + len(buffer)
+        while next_start + n_samples <= end:
+            batch.append(buffer[next_start - offset : next_start - offset + n_samples])
+            last_start, next_start = next_start, next_start + hop
+            if len(batch) == batch_size:
+                yield np.stack(batch)
+                batch = []
+        keep_from = max(offset, end - n_samples)  # the final window may end the recording
+        buffer, offset = buffer[keep_from - offset :].copy(), keep_from
+    end = offset + len(buffer)
+    if last_start is None:  # shorter than a clip: one clip, tiled or padded as in training
+        batch.append(clip_windows(buffer, n_samples, pad_mode)[:][0])
+    elif last_start + n_samples < end:
+        batch.append(buffer[-n_samples:])
+    if batch:
+        yield np.stack(batch).astype(np.float32, copy=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.audio import apply_trim, clip_windows, load_audio
+from ..data.audio import clip_windows, stream_trimmed_audio, stream_windows
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
@@ -63,23 +63,32 @@ class WindowedPredictor(ABC):
 
     def predict_wave(self, wave: np.ndarray, aggregate: str = "mean", batch_size: int = 64) -> np.ndarray:
         """Class probabilities for one mono waveform at ``self.sample_rate``."""
-        if aggregate not in ("mean", "max"):
-            raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
+        return aggregate_windows(self.wave_window_probabilities(wave, batch_size), aggregate)
+
+    def wave_window_probabilities(self, wave: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(K, C) probabilities of each clip-length window of one mono waveform (50 % overlap, in order)."""
         windows = clip_windows(wave, self.clip_samples, self.pad_mode)  # cut batch by batch
-        probs = np.concatenate([self.window_probabilities(windows[i : i + batch_size])
-                                for i in range(0, len(windows), batch_size)]).astype(np.float64)
-        return probs.mean(0) if aggregate == "mean" else probs.max(0)
+        return np.concatenate([self.window_probabilities(windows[i : i + batch_size])
+                               for i in range(0, len(windows), batch_size)]).astype(np.float64)
+
+    def file_window_probabilities(self, path: str | Path, batch_size: int = 64) -> np.ndarray:
+        """(K, C) probabilities of each window of a file, decoded (and silence-trimmed, as in training) as a
+        stream, so memory does not grow with the file's length. Raises :class:`AudioDecodeError` naming it."""
+        blocks = stream_trimmed_audio(path, self.sample_rate, self.trim_silence, self.max_seconds)
+        # Each batch's probabilities copied out of the tensor they came in: holding thousands of small tensors
+        # made between the forward passes' large temporaries kept the heap from shrinking (+100 MB per hour).
+        return np.concatenate([np.array(self.window_probabilities(batch), dtype=np.float64) for batch in
+                               stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)])
 
     def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
+        check_aggregate(aggregate)
         results = []
         for path in expand_paths(paths):
             try:
-                wave, _ = load_audio(path, sample_rate=self.sample_rate, mono=True, max_seconds=self.max_seconds)
+                probs = aggregate_windows(self.file_window_probabilities(path), aggregate)
             except AudioDecodeError as exc:
                 results.append(Prediction(str(path), None, exc.reason))
                 continue
-            wave = apply_trim(wave, self.sample_rate, self.trim_silence)
-            probs = self.predict_wave(wave, aggregate)
             results.append(Prediction(str(path), probs, labels=self.labels_of(probs)))
         return results
 
@@ -123,6 +132,17 @@ class Predictor(WindowedPredictor):
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
         logits = self.model(torch.from_numpy(windows).to(self.device)).float()
         return probabilities(self.task, logits).cpu().numpy()
+
+
+def check_aggregate(aggregate: str) -> None:
+    if aggregate not in ("mean", "max"):
+        raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")
+
+
+def aggregate_windows(probs: np.ndarray, aggregate: str = "mean") -> np.ndarray:
+    """One recording's (K, C) window probabilities -> (C,): their mean, or their max (tagging: "anywhere")."""
+    check_aggregate(aggregate)
+    return probs.mean(0) if aggregate == "mean" else probs.max(0)
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
