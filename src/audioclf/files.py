@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import secrets
+import signal
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,29 @@ import torch
 
 from .errors import DataError, UnsafeFileError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "jsonable", "load_torch_file"]
+__all__ = ["CRASH_ENV", "atomic_write", "atomic_write_bytes", "atomic_write_text", "crash_point", "jsonable",
+           "load_torch_file"]
+
+
+# --- crash points -------------------------------------------------------------------------------
+# The tests kill the process at chosen moments (``AUDIOCLF_CRASH_AT=EVENT[@N]``: the N-th time EVENT happens,
+# default the first) to check that what a crash leaves behind is consistent. Events: ``temp:NAME`` (NAME's temp
+# file is written, not yet renamed) and ``write:NAME`` (NAME is in place), for every file written here.
+CRASH_ENV = "AUDIOCLF_CRASH_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(event: str) -> None:
+    """Die at once (SIGKILL: no cleanup, no ``finally``) when ``AUDIOCLF_CRASH_AT`` names this occurrence."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    name, _, nth = wanted.partition("@")
+    if name != event:
+        return
+    _crash_counts[event] = _crash_counts.get(event, 0) + 1
+    if _crash_counts[event] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --- atomic writes ------------------------------------------------------------------------------
@@ -63,11 +86,13 @@ def atomic_write(path: str | Path, write_fn: Callable[[Path], Any]) -> Path:
             raise DataError(f"{path}: the writer did not create its temp file {tmp.name}")
         with open(tmp, "rb+") as handle:  # flush file data before the rename makes it visible
             os.fsync(handle.fileno())
+        crash_point(f"temp:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    crash_point(f"write:{path.name}")
     return path
 
 

@@ -98,11 +98,19 @@ def measure_complexity(model: AudioClassifier, limits: LimitsConfig) -> dict[str
             "bytes_fp32": report.bytes_fp32, "bytes_int8": report.bytes_int8}
 
 
-def _resumed(cfg: Config, run: RunDir) -> tuple[Config, dict[str, Any], Manifest | None]:
-    """The run's saved config with what the caller set now on top, its last checkpoint and its manifest."""
+def _resumed(cfg: Config, run: RunDir) -> tuple[Config, dict[str, Any] | None, Manifest | None]:
+    """The run's saved config with what the caller set now on top, its last checkpoint and its manifest.
+
+    A run stopped before its first epoch ended (config.yaml written, no last.pt) has nothing to continue:
+    it starts again from the beginning, with its saved config (checkpoint None)."""
     if not run.checkpoint("last").exists():
-        raise ConfigError(f"--resume: {run.root} has no checkpoints/last.pt to continue from")
-    checkpoint = run.load_checkpoint("last")
+        if not run.config.exists():
+            raise ConfigError(f"--resume: {run.root} has no checkpoints/last.pt to continue from")
+        log.warning("--resume: %s stopped before its first epoch ended; starting it again from the beginning",
+                    run.root)
+        checkpoint = None
+    else:
+        checkpoint = run.load_checkpoint("last")
     cfg = config_from_dict(merge_dicts(run.read_config(), explicit_values(cfg)))
     manifest = Manifest.from_csv(run.manifest) if run.manifest.exists() else None
     return cfg, checkpoint, manifest

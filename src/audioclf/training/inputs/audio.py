@@ -72,10 +72,11 @@ class AudioInputs(Inputs):
             build_spec_augment(aug.spec)
 
     # --- data -------------------------------------------------------------------------------------
-    def prepare(self, manifest: Manifest | None = None, progress: bool = False) -> None:
+    def prepare(self, manifest: Manifest | None = None, progress: bool = False, training: bool = True) -> None:
+        """Import/check/decode the data; ``training=False`` for items a trained run only reads (no class checks)."""
         monitor = self.cfg.train.monitor
         check = (lambda m: check_monitor(monitor, m.task)) if monitor else None  # before decoding
-        self.prepared = prepare_data(self.cfg, manifest, progress=progress, check=check)
+        self.prepared = prepare_data(self.cfg, manifest, progress=progress, training=training, check=check)
         self.task, self.classes = self.prepared.manifest.task, list(self.prepared.manifest.classes)
         self._auto_schedule = self.cfg.train.scheduler is None and not self.cfg.train.scheduler_args
         self.cfg = fill_unset(self.cfg, self._data_defaults())
