@@ -54,7 +54,7 @@ def test_quantize_reports_fp32_next_to_int8(run_and_data, capsys):
     assert main(["quantize", str(run), "--calibration", "16"]) == 0
     printed = capsys.readouterr().out
     assert "fp32" in printed and "int8" in printed and "accuracy" in printed
-    for name in ("model.onnx", "model.int8.onnx", "quantization.json"):  # every file it wrote, named
+    for name in ("model.features.onnx", "model.features.int8.onnx", "quantization.json"):  # every file, named
         assert f"wrote {run / name}" in printed
     result = json.loads((run / "quantization.json").read_text())
     assert result["int8"]["bytes"] < result["fp32"]["bytes"]
@@ -69,3 +69,18 @@ def test_distill_command(run_and_data, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["distillation"]["T"] == 2.0
     assert "accuracy" in summary["metrics"]["test"]
+
+
+def test_exports_are_named_by_their_input_and_never_overwrite_each_other(run_and_data, capsys):
+    from audioclf.deploy.onnx_predictor import OnnxPredictor
+
+    run, data = run_and_data
+    assert main(["quantize", str(run), "--calibration", "8"]) == 0
+    assert main(["export", str(run), "--with-frontend"]) == 0
+    assert f"wrote {run / 'model.wave.onnx'}" in capsys.readouterr().out
+    wave, features = OnnxPredictor(run / "model.wave.onnx"), OnnxPredictor(run / "model.features.onnx")
+    int8 = OnnxPredictor(run / "model.features.int8.onnx")
+    assert wave.metadata["input"] == "waveform"
+    assert features.metadata["input"] == int8.metadata["input"] == "features"  # the INT8 file's fp32 kept
+    clip = str(next(data.rglob("*.wav")))
+    assert wave.predict_files([clip])[0].label == features.predict_files([clip])[0].label

@@ -202,7 +202,7 @@ def test_onnx_predictor_matches_predictor_on_files(run_dir, tmp_path):
 def test_waveform_model_exports_with_waveform_input(tmp_path):
     run = make_run(tmp_path, model=["model.name=m3"], epochs=1, n_per_class=2)
     path = export_onnx(run)
-    assert path == run / "model.onnx"
+    assert path == run / "model.wave.onnx"  # a waveform model's export takes waveforms
     predictor = OnnxPredictor(path)
     assert predictor.metadata["input"] == "waveform" and predictor.metadata["features"] is None
     wave = np.random.default_rng(6).standard_normal(16000).astype(np.float32) * 0.1

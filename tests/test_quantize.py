@@ -45,8 +45,9 @@ def _dataset_waves(run_dir: Path, n: int) -> np.ndarray:
 def test_quantize_run_writes_int8_model_and_report(run_dir, report):
     run = RunDir(run_dir)
     assert report["method"] == "static" and report["n_calibration"] == 16
-    assert Path(report["int8"]["path"]) == run.root / "model.int8.onnx"
-    assert Path(report["fp32"]["path"]) == run.root / "model.onnx"
+    # Named by what they take (features here): an INT8 file never sits next to an fp32 file of another input.
+    assert Path(report["int8"]["path"]) == run.root / "model.features.int8.onnx"
+    assert Path(report["fp32"]["path"]) == run.root / "model.features.onnx"
     # 46K fp32 weights -> int8: about a quarter, plus scales / zero points
     assert report["int8"]["bytes"] < 0.4 * report["fp32"]["bytes"]
     assert report["size_ratio"] == pytest.approx(report["int8"]["bytes"] / report["fp32"]["bytes"])
@@ -157,7 +158,7 @@ def test_quantize_errors(run_dir, tmp_path):
         quantize_run(run_dir, calibration=0)
     with pytest.raises(ConfigError, match="method 'fast'"):
         choose_method(tmp_path / "x.onnx", "fast")
-    fp32 = RunDir(run_dir).root / "model.onnx"
+    fp32 = RunDir(run_dir).root / "model.features.onnx"
     if not fp32.exists():
         export_onnx(run_dir)
     with pytest.raises(ConfigError, match="calibration batches"):

@@ -72,7 +72,8 @@ def test_dcase2022_recipe_runs_the_whole_chain(tmp_path):
     assert {"a", "s4", "s5", "s6"} <= devices
     student = _summary(out / "student")
     assert student["distillation"]["teachers"] == [str(out / "teacher")]
-    assert (out / "student" / "model.int8.onnx").exists() and (out / "student" / "model.onnx").exists()
+    assert (out / "student" / "model.features.int8.onnx").exists()
+    assert (out / "student" / "model.features.onnx").exists()
     table = (out / "report.md").read_text()
     for row in ("| baseline | dcase2022_baseline |", "| teacher |", "| student | asc_student |",
                 "| student (int8) | asc_student |"):

@@ -411,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = command("export", "export a run to ONNX (optionally with the log-mel front-end)")
     export.add_argument("run_dir", help=run_dir_help)
     export.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
-    export.add_argument("--out", help="where to write (default: RUN/model.onnx)")
+    export.add_argument("--out", help="where to write (default: RUN/model.features.onnx; RUN/model.wave.onnx "
+                                         "with --with-frontend or for a model that takes waveforms)")
     export.add_argument("--with-frontend", action="store_true", help="take raw waveform input")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version (17 or newer)")
     export.set_defaults(func=cmd_export)

@@ -1,9 +1,9 @@
 """ONNX export of a trained run, optionally with the log-mel front-end inside the graph.
 
-``export_onnx(run_dir)`` writes ``model.onnx`` whose input is the front-end's output (B, 1, F, T), i.e. the
-log-mel image a device computes itself; the per-band standardisation and the backbone are inside.
+``export_onnx(run_dir)`` writes ``model.features.onnx`` whose input is the front-end's output (B, 1, F, T), i.e.
+the log-mel image a device computes itself; the per-band standardisation and the backbone are inside.
 ``with_frontend=True`` puts the front-end in the graph too (input: waveform (B, N)), so a single file
-goes from samples to logits. ``torch.stft`` does not export to plain ONNX operators (the legacy exporter
+goes from samples to logits: ``model.wave.onnx`` (also the name for models that take waveforms anyway). ``torch.stft`` does not export to plain ONNX operators (the legacy exporter
 has no symbolic for it and ONNX's own STFT op is not in every runtime), so the exported front-end computes
 the STFT as a strided ``Conv1d`` whose kernels are the windowed DFT basis (cos and -sin rows), followed by
 |X|^2, the mel matmul and dB (:class:`ExportableFrontEnd`; equal to :class:`audioclf.features.FrontEnd`,
@@ -323,6 +323,14 @@ def export_classifier(
     return atomic_write_bytes(Path(out_path), model_bytes)
 
 
+def exported_name(input_kind: str, int8: bool = False) -> str:
+    """The file name of a run's export, saying what it takes: ``model.wave.onnx`` (waveforms in) or
+    ``model.features.onnx`` (the front-end's output in), ``model.<kind>.int8.onnx`` once quantized. Two exports
+    of one run that take different inputs never share a name (nor does an INT8 file and the fp32 file it needs)."""
+    kind = {"waveform": "wave", "features": "features"}[input_kind]
+    return f"model.{kind}.int8.onnx" if int8 else f"model.{kind}.onnx"
+
+
 def export_onnx(
     run_dir: str | Path,
     out_path: str | Path | None = None,
@@ -331,12 +339,14 @@ def export_onnx(
     which: str = "best",
     verify: bool = True,
 ) -> Path:
-    """Export a run's checkpoint to ONNX (default ``RUN/model.onnx``) with metadata; verified with ONNX Runtime."""
-    out = Path(out_path) if out_path is not None else Path(run_dir) / "model.onnx"
+    """Export a run's checkpoint to ONNX with metadata, verified with ONNX Runtime; by default into the run's
+    folder, named by its input (:func:`exported_name`)."""
+    model, state = load_model(run_dir, which)
+    kind = ExportGraph(model, with_frontend).input_kind
+    out = Path(out_path) if out_path is not None else Path(run_dir) / exported_name(kind)
     # Writing into the run's folder: not while a training or a quantization writes it.
     inside = out.resolve().parent == Path(run_dir).resolve()
     with RunDir(run_dir).lock() if inside else contextlib.nullcontext():
-        model, state = load_model(run_dir, which)
         data = state.get("config", {}).get("data", {})
         return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                                  state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,

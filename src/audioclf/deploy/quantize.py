@@ -175,7 +175,8 @@ def quantize_run(
     which: str = "best",
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Export the run to ``RUN/model.onnx`` (fp32), quantize it to ``RUN/model.int8.onnx`` and evaluate both.
+    """Export the run (fp32: ``RUN/model.features.onnx``, or ``RUN/model.wave.onnx`` with the front-end), quantize
+    it next to it (``RUN/model.features.int8.onnx`` / ``model.wave.int8.onnx``) and evaluate both.
 
     Calibration uses ``calibration`` training clips drawn with the run's seed. Returns (and writes to
     ``RUN/quantization.json``)::
@@ -198,7 +199,7 @@ def quantize_run(
 
 def _quantize_locked(run: RunDir, which: str, calibration: int, method: str, with_frontend: bool, batch_size: int,
                      started: float) -> dict[str, Any]:
-    from .export import export_onnx
+    from .export import export_onnx, exported_name
     from .onnx_predictor import OnnxPredictor
 
     state = run.load_checkpoint(which)
@@ -206,12 +207,13 @@ def _quantize_locked(run: RunDir, which: str, calibration: int, method: str, wit
         raise ConfigError(f"{run.root}: INT8 quantization calibrates on audio clips; this run was trained on "
                           f"{state['input_kind']}")
     # What an earlier quantization left must not outlive an interrupted one (it would be read as this one's).
-    for name in ("quantization.json", "model.int8.onnx"):
-        (run.root / name).unlink(missing_ok=True)
+    (run.root / "quantization.json").unlink(missing_ok=True)
     inputs = _calibration_and_test(run, state, int(calibration), seed=int(state["config"].get("seed", 0)))
 
-    fp32_path = export_onnx(run.root, run.root / "model.onnx", with_frontend=with_frontend, which=which)
+    fp32_path = export_onnx(run.root, with_frontend=with_frontend, which=which)  # model.<input>.onnx
     fp32 = OnnxPredictor(fp32_path)
+    int8_path = run.root / exported_name(fp32.metadata["input"], int8=True)
+    int8_path.unlink(missing_ok=True)
     calib_set = inputs.dataset("train", train=False)
 
     def batches():
@@ -223,7 +225,6 @@ def _quantize_locked(run: RunDir, which: str, calibration: int, method: str, wit
                     inputs = fp32.frontend(waves).numpy()
             yield inputs
 
-    int8_path = run.root / "model.int8.onnx"
     used = quantize_onnx(fp32_path, int8_path, batches(), method)
     int8 = OnnxPredictor(int8_path)
 

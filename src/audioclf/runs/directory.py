@@ -172,9 +172,10 @@ class RunDir:
     def reset(self) -> None:
         """Before a fresh run writes here: remove what an earlier run in this folder left (checkpoints, summary,
         report, plots, exports, quantization), so nothing of it can be read as this run's."""
-        for name in ("summary.json", "report.md", "metrics.jsonl", "model.onnx", "model.int8.onnx",
-                     "quantization.json"):
+        for name in ("summary.json", "report.md", "metrics.jsonl", "quantization.json"):
             (self.root / name).unlink(missing_ok=True)
+        for export in self.root.glob("model*.onnx"):  # model.wave.onnx, model.features.int8.onnx, ...
+            export.unlink(missing_ok=True)
         for folder, pattern in ((self.root / "checkpoints", "*.pt"), (self.plots, "*.png")):
             for path in folder.glob(pattern) if folder.is_dir() else ():
                 path.unlink(missing_ok=True)

@@ -72,7 +72,8 @@ class Run:
         return evaluate_run(self.root, data=None if data is None else str(data), split=split)
 
     def export(self, path: str | Path | None = None, with_frontend: bool = False) -> Path:
-        """ONNX file of the best checkpoint (default ``RUN/model.onnx``), checked against PyTorch."""
+        """ONNX file of the best checkpoint (default ``RUN/model.features.onnx``, or ``RUN/model.wave.onnx`` with the
+        front-end inside), checked against PyTorch."""
         from ..deploy.export import export_onnx
 
         return export_onnx(self.root, path, with_frontend=with_frontend)
