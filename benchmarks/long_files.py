@@ -8,8 +8,8 @@ process whose peak resident memory (``VmHWM``) is printed:
   stream, a batch of windows at a time;
 * ``predict (whole file)``: the peer in the same run, the recording decoded and resampled at once, then
   windowed (what predict did before streaming);
-* ``evaluate``: ``audioclf evaluate RUN --data FOLDER``: the split is decoded once, as in training (its
-  waveforms held at the model's rate), and windows are batched within each file.
+* ``evaluate``: ``audioclf evaluate RUN --data FOLDER``: files checked from their headers, then streamed window
+  batch by window batch like predict (training instead decodes its splits once, for the epochs to come).
 
     python benchmarks/long_files.py [--minutes 10 60]
 

@@ -294,3 +294,30 @@ def test_tables_are_plain_markdown_when_piped(cli_run, capsys):
     assert main(["evaluate", str(run)]) == 0
     out = capsys.readouterr().out
     assert "| metric | test |" in out and "| accuracy | " in out and "┃" not in out and "│" not in out
+
+
+def test_evaluate_streams_whole_files_and_reproduces_the_runs_test_metrics(cli_run, tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    from audioclf.data import dataset
+    from audioclf.runs import RunDir
+    from audioclf.workflows.evaluation import evaluate_run
+
+    run, data = cli_run
+    # Nothing is decoded up front (decode_manifest holds whole files): every window comes from a stream.
+    monkeypatch.setattr(dataset, "_decode_one", lambda *a, **k: pytest.fail("decoded a whole file"))
+    result = evaluate_run(run, device="cpu")
+    expected = RunDir(run).read_summary()["metrics"]["test"]
+    for name in ("accuracy", "log_loss", "macro_f1"):
+        assert result["metrics"][name] == pytest.approx(expected[name], abs=1e-9)
+    # A file whose header is fine but which turns bad part-way (a NaN at 2.5 s) is skipped and listed.
+    folder = tmp_path / "data" / sorted(p.name for p in data.iterdir() if p.is_dir())[0]
+    folder.mkdir(parents=True)
+    wave = np.full(48000, 0.1, np.float32)
+    wave[40000] = np.nan
+    sf.write(folder / "bad.wav", wave, 16000, subtype="FLOAT")
+    good = next(data.rglob("*.wav"))
+    (folder / "good.wav").write_bytes(good.read_bytes())
+    result = evaluate_run(run, data=str(tmp_path / "data"), device="cpu")
+    assert result["n_items"] == 1 and [s["reason"] for s in result["skipped"]] == ["contains NaN or infinite samples"]

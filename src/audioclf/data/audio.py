@@ -29,6 +29,7 @@ __all__ = [
     "AudioInfo",
     "SilenceParams",
     "audio_info",
+    "check_header",
     "fix_length",
     "load_audio",
     "resample",
@@ -115,6 +116,12 @@ def audio_info(path: PathLike) -> AudioInfo:
     return AudioInfo(sample_rate=int(info.samplerate), n_samples=int(info.frames),
                      channels=int(info.channels), duration=info.frames / info.samplerate,
                      format=str(info.format), subtype=str(info.subtype))
+
+
+def check_header(path: PathLike, max_seconds: float | None = None) -> AudioInfo:
+    """The checks :func:`load_audio` makes before decoding (readable, within the rate, channel and length bounds),
+    without decoding: raises :class:`AudioDecodeError` naming the file."""
+    return _checked_info(path, max_seconds)[0]
 
 
 def _checked_info(path: PathLike, max_seconds: float | None) -> tuple[AudioInfo, float, int]:

@@ -18,7 +18,7 @@ import torch
 
 from ..console import track
 from ..errors import AudioDecodeError
-from .audio import apply_trim, clip_windows, fix_length, load_audio
+from .audio import apply_trim, clip_windows, fix_length, load_audio, stream_trimmed_audio, stream_windows
 from .manifest import Manifest
 from .store import FeatureCache
 
@@ -171,3 +171,34 @@ class WaveformDataset(torch.utils.data.Dataset):
     def windows(self, index: int) -> np.ndarray:
         """The whole recording ``index`` as (K, n_samples) overlapping windows (evaluation on full files)."""
         return clip_windows(self.waves[index], self.n_samples, self.pad_mode)
+
+
+class StreamedRecordings:
+    """Whole recordings for one evaluation pass, decoded as streams when their windows are asked for
+    (:meth:`window_chunks`): memory does not grow with a file's length, as when predicting. The same windows
+    as :meth:`WaveformDataset.windows` of the decoded file. A file that turns out unreadable part-way (its
+    header was checked beforehand) is recorded in ``failed`` (index -> reason), or raises when ``strict``."""
+
+    crop = "windows"
+
+    def __init__(self, paths: list[str], targets: np.ndarray, n_samples: int, sample_rate: int,
+                 pad_mode: str = "tile", trim: bool | str = False, max_seconds: float | None = None,
+                 strict: bool = False):
+        self.paths, self.targets = list(paths), torch.as_tensor(targets)
+        self.n_samples, self.sample_rate, self.pad_mode = n_samples, sample_rate, pad_mode
+        self.trim, self.max_seconds, self.strict = trim, max_seconds, strict
+        self.failed: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def window_chunks(self, index: int, max_windows: int):
+        """Recording ``index``'s windows, at most ``max_windows`` at a time."""
+        blocks = stream_trimmed_audio(self.paths[index], self.sample_rate, self.trim, self.max_seconds)
+        try:
+            yield from stream_windows(blocks, self.n_samples, self.pad_mode, max_windows)
+        except AudioDecodeError as exc:
+            if self.strict:
+                raise
+            log.warning("skipping %s: %s", exc.path, exc.reason)
+            self.failed[index] = exc.reason

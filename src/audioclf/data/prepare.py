@@ -19,7 +19,7 @@ import torch
 
 from ..config import Config
 from ..errors import AudioDecodeError, ConfigError, DataError
-from .audio import audio_info
+from .audio import audio_info, check_header
 from .dataset import Skipped, decode_manifest
 from .importers import get_importer, load_manifest
 from .manifest import Manifest
@@ -191,6 +191,33 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
         check_splits(usable)
     clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
     return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+
+
+def prepare_to_stream(cfg: Config, manifest: Manifest) -> PreparedData:
+    """Items a trained run scores in one pass, checked but not decoded: their windows are streamed from the
+    files when evaluated (:class:`~.dataset.StreamedRecordings`), so a long recording costs a batch of windows,
+    not its length. ``cfg.data`` must give the run's sample rate and clip length. Unreadable files (from their
+    headers) are skipped and listed, or raise with ``data.strict``."""
+    data = cfg.data
+    manifest = check_files(manifest)
+    if data.group_pattern:
+        manifest = groups_from_paths(manifest, data.group_pattern, group_column(data))
+    skipped = []
+    for item in manifest:
+        try:
+            check_header(item.path, data.max_seconds)
+        except AudioDecodeError as exc:
+            if data.strict:
+                raise
+            log.warning("skipping %s: %s", exc.path, exc.reason)
+            skipped.append(Skipped(exc.path, exc.reason))
+    bad = {entry.path for entry in skipped}
+    usable = manifest.filter(lambda item: item.path not in bad)
+    if len(usable) == 0:
+        raise DataError(f"{data.path or 'the evaluated items'}: none of the {len(manifest)} files can be read")
+    usable = assign_splits(usable, method=data.split, fractions=tuple(data.fractions), group=group_column(data),
+                           heldout=data.heldout, seed=cfg.seed)
+    return PreparedData(usable, {}, skipped, int(data.sample_rate), float(data.clip_seconds))
 
 
 class EpochShuffle(torch.utils.data.Sampler):

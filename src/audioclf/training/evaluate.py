@@ -5,8 +5,8 @@ class probabilities; :func:`model_probabilities` makes one from a PyTorch model,
 from an ONNX Runtime session. Probabilities come from either
 
 * :func:`predict_batches`: fixed-size inputs from a loader (one crop per file, or embedding rows), or
-* :func:`predict_whole_files`: every window of every recording (``dataset.windows(i)``), averaged per file,
-  the way ``predict`` treats a recording,
+* :func:`predict_whole_files`: every window of every recording (``dataset.windows(i)``, or streamed from the
+  file by ``dataset.window_chunks``), averaged per file, the way ``predict`` treats a recording,
 
 and :func:`score` turns them into the task's metrics (plus per-group results and the loss). Validation,
 final evaluation, ``evaluate``, ``ensemble``, distillation's teacher reference and INT8 quantization all
@@ -28,8 +28,8 @@ from ..errors import NonFiniteOutputs
 from .losses import evaluation_loss, probabilities
 from .loop import autocast_for
 
-__all__ = ["Probabilities", "SplitResult", "model_probabilities", "predict_batches", "predict_whole_files", "score",
-           "window_batches"]
+__all__ = ["Probabilities", "SplitResult", "model_probabilities", "predict_batches", "predict_whole_files",
+           "recording_windows", "score", "window_batches"]
 
 # A CPU batch of model inputs (B, ...) -> (B, C) float probabilities.
 Probabilities = Callable[[torch.Tensor], np.ndarray]
@@ -70,61 +70,56 @@ def predict_batches(probs_fn: Probabilities, batches: Iterable) -> tuple[np.ndar
     return np.concatenate(probs), np.concatenate(targets)
 
 
-def window_batches(recordings: Sequence[Any], max_windows: int) -> Iterator[np.ndarray]:
-    """The windows of several recordings (each ``windows[i:j]``-sliceable), in order, in batches of at most
-    ``max_windows``: short recordings share a batch, a long one is split, and each window is cut only when its
-    batch runs (memory bounded by the batch, not by the recording's length)."""
-    parts, size = [], 0
-    for windows in recordings:
-        start = 0
-        while start < len(windows):
-            take = min(max_windows - size, len(windows) - start)
-            parts.append(windows[start:start + take])
-            size, start = size + take, start + take
-            if size == max_windows:
-                yield np.concatenate(parts)
-                parts, size = [], 0
+def recording_windows(recordings, index: int, max_windows: int) -> Iterator[np.ndarray]:
+    """Recording ``index``'s windows, at most ``max_windows`` at a time: streamed when the recordings stream
+    (``window_chunks``, e.g. :class:`~audioclf.data.dataset.StreamedRecordings`), else sliced from
+    ``recordings.windows(index)`` as each chunk is needed (a long recording is never cut all at once)."""
+    streamed = getattr(recordings, "window_chunks", None)
+    if streamed is not None:
+        yield from streamed(index, max_windows)
+        return
+    windows = recordings.windows(index)
+    for start in range(0, len(windows), max_windows):
+        yield windows[start:start + max_windows]
+
+
+def window_batches(recordings, max_windows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(owners, windows)`` batches of at most ``max_windows`` windows over all recordings, in order (``owners``:
+    the recording of each window): short recordings share a batch and a long one is split, so memory is
+    bounded by the batch, not by a recording's length."""
+    parts, owners, size = [], [], 0
+    for index in range(len(recordings)):
+        for chunk in recording_windows(recordings, index, max_windows):
+            start = 0
+            while start < len(chunk):
+                take = min(max_windows - size, len(chunk) - start)
+                parts.append(chunk[start:start + take])
+                owners.append(np.full(take, index))
+                size, start = size + take, start + take
+                if size == max_windows:
+                    yield np.concatenate(owners), np.concatenate(parts)
+                    parts, owners, size = [], [], 0
     if parts:
-        yield np.concatenate(parts)
+        yield np.concatenate(owners), np.concatenate(parts)
 
 
-def predict_whole_files(probs_fn: Probabilities, dataset, max_windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities per recording from all of its windows (``dataset.windows(i)``), averaged.
+def predict_whole_files(probs_fn: Probabilities, recordings, max_windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities per recording from all of its windows, averaged (see :func:`window_batches`).
 
-    Windows of several recordings share a forward pass (up to ``max_windows`` at once), so long files cost
-    their length and short ones stay batched.
+    A recording with no windows (one that failed while streaming) gets zeros; its caller drops it.
     """
-    n = len(dataset)
+    n = len(recordings)
     sums: np.ndarray | None = None
     counts = np.zeros(n)
-    pending: list[np.ndarray] = []
-    owners: list[np.ndarray] = []
-
-    def flush() -> None:
-        nonlocal sums
-        probs = np.concatenate([np.asarray(probs_fn(torch.from_numpy(batch)), dtype=np.float64)
-                                for batch in window_batches(pending, max_windows)])
+    for owners, batch in window_batches(recordings, max_windows):
+        probs = np.asarray(probs_fn(torch.from_numpy(batch)), dtype=np.float64)
         if sums is None:
             sums = np.zeros((n, probs.shape[1]))
-        np.add.at(sums, np.concatenate(owners), probs)
-        pending.clear()
-        owners.clear()
-
-    queued = 0
-    for index in range(n):
-        windows = dataset.windows(index)
-        pending.append(windows)
-        owners.append(np.full(len(windows), index))
-        counts[index] = len(windows)
-        queued += len(windows)
-        if queued >= max_windows:
-            flush()
-            queued = 0
-    if pending:
-        flush()
+        np.add.at(sums, owners, probs)
+        np.add.at(counts, owners, 1)
     if sums is None:
         return np.zeros((0, 0)), np.zeros((0,))
-    return sums / counts[:, None], dataset.targets.numpy()
+    return sums / np.maximum(counts, 1)[:, None], recordings.targets.numpy()
 
 
 def score(task: str, targets: np.ndarray, probs: np.ndarray, classes: Sequence[str],

@@ -16,10 +16,11 @@ import torch
 
 from ...config import Config, fill_unset
 from ...data.audio import TRIM_MODES, window_starts
-from ...data.dataset import WaveformDataset, targets_for
+from ...data.dataset import Skipped, StreamedRecordings, WaveformDataset, targets_for
 from ...data.importers import load_manifest
 from ...data.manifest import Manifest
-from ...data.prepare import EpochShuffle, PreparedData, default_features, group_column, make_loader, prepare_data
+from ...data.prepare import (EpochShuffle, PreparedData, default_features, group_column, make_loader, prepare_data,
+                             prepare_to_stream)
 from ...errors import ConfigError, DataError
 from ...features import FeatureConfig, FrontEnd
 from ...metrics import check_monitor, primary_metric
@@ -126,7 +127,13 @@ class AudioInputs(Inputs):
         self.cfg.data.split = "given"
         # Everything chosen is evaluated: it becomes the "test" split of the shared machinery.
         manifest = Manifest([dataclasses.replace(item, split="test") for item in manifest], classes=classes, task=task)
-        self.prepared = prepare_data(self.cfg, manifest, progress=False, training=False)
+        # Whole files are scored in one pass: streamed from disk (memory independent of their length), not
+        # decoded up front as training does for the epochs to come.
+        self.streamed = self.cfg.data.eval_crop == "windows"
+        if self.streamed:
+            self.prepared = prepare_to_stream(self.cfg, manifest)
+        else:
+            self.prepared = prepare_data(self.cfg, manifest, progress=False, training=False)
         self.task, self.classes = task, classes
 
     def count(self, split: str) -> int:
@@ -177,6 +184,10 @@ class AudioInputs(Inputs):
         cfg, prepared = self.cfg, self.prepared
         subset = prepared.split(split)
         targets = targets_for(subset, self.classes, self.task)
+        if getattr(self, "streamed", False):
+            return StreamedRecordings([item.path for item in subset], targets, prepared.n_samples,
+                                      prepared.sample_rate, cfg.data.pad_mode, cfg.data.trim_silence,
+                                      cfg.data.max_seconds, cfg.data.strict)
         waves = [prepared.waves[item.id] for item in subset]
         augment = None
         if train and cfg.augment.waveform:
@@ -225,6 +236,15 @@ class AudioInputs(Inputs):
             probs, targets = predict_whole_files(probs_fn, dataset, max_windows=max(batch_size, 64))
         else:
             probs, targets = predict_batches(probs_fn, make_loader(dataset, batch_size, 0))
+        failed = getattr(dataset, "failed", {})
+        if failed:  # streamed files found unreadable part-way: skipped, like files that fail to decode
+            keep = [i for i in range(len(subset)) if i not in failed]
+            self.prepared.skipped += [Skipped(subset[i].path, reason) for i, reason in sorted(failed.items())]
+            self.prepared.manifest = self.prepared.manifest.filter(lambda item: item.path not in
+                                                                   {subset[i].path for i in failed})
+            subset, probs, targets = subset.with_items([subset[i] for i in keep]), probs[keep], targets[keep]
+            if not keep:
+                return None
         groups = {name: subset.group_values(name) for name in subset.group_names}
         metrics = score(self.task, targets, probs, self.classes, self.scored_groups(split), loss)
         return SplitResult(metrics, probs, targets, [item.id for item in subset], groups)

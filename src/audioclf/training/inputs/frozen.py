@@ -181,22 +181,11 @@ def _extract(model: AudioClassifier, dataset, device) -> tuple[np.ndarray, np.nd
     model.eval()
     network = model.backbone
     counts = np.zeros(len(dataset), dtype=np.int64)
-    vectors, pending = [], []
-
-    def flush() -> None:
-        for batch in window_batches(pending, EXTRACT_BATCH):
-            wave = torch.from_numpy(batch).to(device)
-            vectors.append(network.embed(model.features(wave)).float().cpu().numpy())
-        pending.clear()
-
-    for index in range(len(dataset)):
-        windows = dataset.windows(index)
-        counts[index] = len(windows)
-        pending.append(windows)
-        if sum(len(w) for w in pending) >= EXTRACT_BATCH:
-            flush()
-    if pending:
-        flush()
+    vectors = []
+    for owners, batch in window_batches(dataset, EXTRACT_BATCH):
+        wave = torch.from_numpy(batch).to(device)
+        vectors.append(network.embed(model.features(wave)).float().cpu().numpy())
+        np.add.at(counts, owners, 1)
     return np.concatenate(vectors), counts
 
 
