@@ -1,6 +1,7 @@
 import pytest
+import torch
 
-from audioclf.config import apply_overrides, load_config
+from audioclf.config import apply_overrides, load_config, merge_dicts
 from audioclf.errors import ConfigError
 
 
@@ -43,3 +44,20 @@ def test_bundled_recipe_by_name_and_unknown_recipe(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
         load_config(str(bad))
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "none", "cosine"])
+def test_a_scheduler_change_does_not_inherit_the_recipes_scheduler_args(scheduler):
+    """gtzan's exponential schedule carries gamma: 0.95; another scheduler must not be handed it (it refused
+    the run: "scheduler 'plateau' has no argument 'gamma'")."""
+    from audioclf.training.optim import build_scheduler
+
+    cfg = load_config("gtzan", [f"train.scheduler={scheduler}"])
+    assert cfg.train.scheduler_args == {}
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    build_scheduler(optimizer, name=scheduler, epochs=3, monitor="accuracy", **cfg.train.scheduler_args)
+    assert load_config("gtzan", ["train.lr=0.01"]).train.scheduler_args == {"gamma": 0.95}  # same scheduler: kept
+    given = load_config("gtzan", ["train.scheduler=plateau", "train.scheduler_args={factor: 0.5}"])
+    assert given.train.scheduler_args == {"factor": 0.5}
+    merged = merge_dicts(load_config("gtzan").to_dict(), {"train": {"scheduler": scheduler}})
+    assert merged["train"]["scheduler_args"] == {}

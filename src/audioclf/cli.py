@@ -243,6 +243,42 @@ def cmd_distill(args) -> None:
     _print_results(run_dir)
 
 
+def cmd_sweep(args) -> None:
+    from .console import ConsoleReporter
+    from .workflows.sweep import bundled_protocols, load_sweep, sweep, sweep_worker
+
+    if args.list:
+        for name, text in bundled_protocols().items():
+            out.print(f"{name:<24} {text}", highlight=False)
+        return
+    if not args.out:
+        raise AudioclfError("sweep: name the sweep folder with --out DIR")
+    if args.worker is not None:  # one of --jobs N processes (started by the sweep itself)
+        sweep_worker(args.out, args.storage, args.worker, ConsoleReporter(err))
+        return
+    source, overrides = _split_positionals(args.args)
+    spec = None
+    if not (args.resume or args.join):
+        spec = load_sweep(source, args.grid, overrides, args.sampler, args.trials, args.metric, args.prune,
+                          args.teacher)
+    root = sweep(spec, args.out, jobs=args.jobs, storage=args.storage, resume=args.resume, join=args.join,
+                 overwrite=args.overwrite, reporter=ConsoleReporter(err))
+    from .runs.compare import compare
+
+    written = compare([root])
+    out.print(f"wrote {root / 'sweep.json'}", highlight=False)
+    out.print(f"wrote {written / 'comparison.md'} (+ comparison.csv, curves.png, effects.png)", highlight=False)
+
+
+def cmd_compare(args) -> None:
+    from .runs.compare import compare
+
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    written = compare(args.paths, args.out, metrics)
+    out.print((written / "comparison.md").read_text().split("\n![")[0].strip(), highlight=False)
+    out.print(f"wrote {written / 'comparison.md'}, comparison.csv, curves.png", highlight=False)
+
+
 def cmd_config(args) -> None:
     from .config import describe_keys
 
@@ -299,6 +335,16 @@ most used keys (audioclf config --list SECTION shows them all, with defaults):
   data.path data.split data.group data.clip_seconds data.sample_rate data.trim_silence
   model.name model.weights model.freeze features.n_mels
   train.epochs train.batch_size train.lr train.time_budget train.frozen_embeddings augment.mixup_alpha
+"""
+
+
+_SWEEP_EPILOG = """\
+examples:
+  audioclf sweep demo --grid train.batch_size=16,32,64 --grid train.epochs=3,5,7 --out sweeps/be data.path=clips/
+  audioclf sweep s2_batch_epochs data.root=genres/ --out sweeps/s2 --jobs 2
+  audioclf sweep s4_kd_temperature --teacher runs/teacher data.root=TAU/ --out sweeps/kd
+  audioclf sweep --out sweeps/be --resume                finishes only the trials that did not finish
+  audioclf sweep --list                                  the bundled protocols (the reports' tables)
 """
 
 
@@ -429,6 +475,37 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--submission", metavar="SAMPLE_CSV",
                          help="write --csv in this sample submission's columns and row order (FSD2019)")
     predict.set_defaults(func=cmd_predict)
+
+    sweep = command("sweep", "many runs that differ in a few keys (grid, random or TPE search, on Optuna)",
+                    epilog=_SWEEP_EPILOG)
+    sweep.add_argument("args", nargs="*", metavar="[SWEEP] [key=value]",
+                       help="a sweep YAML or bundled protocol (--list), then overrides of the base config")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="a grid axis, e.g. train.batch_size=16,32,64 (repeatable)")
+    sweep.add_argument("--sampler", choices=("grid", "random", "tpe"), help="how trials are chosen (default: the "
+                       "sweep file's, else grid)")
+    sweep.add_argument("--trials", type=int, help="number of trials (random and tpe)")
+    sweep.add_argument("--metric", help="the validation metric a trial is judged by (default: the run's monitor)")
+    sweep.add_argument("--prune", action="store_true", help="stop trials whose validation curve falls behind")
+    sweep.add_argument("--teacher", action="append", metavar="RUN", help="distillation trials from this teacher run "
+                       "(repeatable; sweeps over distill.T / distill.alpha)")
+    sweep.add_argument("--out", help="the sweep folder (trials/, sweep.db, sweep.json, comparison.md)")
+    sweep.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    sweep.add_argument("--storage", help="Optuna storage URL shared by several machines (default: OUT/sweep.db)")
+    sweep.add_argument("--resume", action="store_true", help="continue the sweep in --out: finished trials are kept")
+    sweep.add_argument("--join", action="store_true", help="work on the sweep in --storage started elsewhere")
+    sweep.add_argument("--overwrite", action="store_true", help="replace the earlier sweep in --out")
+    sweep.add_argument("--list", action="store_true", help="list the bundled protocols (the reports' experiments)")
+    sweep.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    sweep.set_defaults(func=cmd_sweep)
+
+    compare_p = command("compare", "put runs and sweeps side by side: table, learning curves, effect of each key")
+    compare_p.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP", help="run directories and sweep folders")
+    compare_p.add_argument("--metrics", help="comma-separated metrics, the first ranks the runs (default: the "
+                           "monitor, then log_loss)")
+    compare_p.add_argument("--out", help="where to write comparison.md/.csv and the plots (default: the sweep "
+                           "folder when one sweep is given, else ./comparison)")
+    compare_p.set_defaults(func=cmd_compare)
 
     config = command("config", "list the config keys with their types, defaults and meaning")
     config.add_argument("--list", metavar="SECTION", nargs="?", const="", default=None, dest="section",

@@ -178,9 +178,20 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _scheduler_args_follow(before: dict[str, Any], after: dict[str, Any], args_given: bool) -> None:
+    """A scheduler's arguments belong to it: when ``train.scheduler`` changes and no new arguments come with it,
+    the old ones are dropped (gtzan's ``gamma`` would otherwise be passed to ``plateau`` and refused)."""
+    old, new = (before.get("train") or {}).get("scheduler"), (after.get("train") or {}).get("scheduler")
+    if new != old and not args_given and isinstance(after.get("train"), dict):
+        after["train"]["scheduler_args"] = {}
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted ``a.b.c=value`` overrides to a nested dict (returns a new dict)."""
+    """Apply dotted ``a.b.c=value`` overrides to a nested dict (returns a new dict). Changing
+    ``train.scheduler`` without giving ``train.scheduler_args`` resets them (see :func:`_scheduler_args_follow`)."""
+    before = data
     data = copy.deepcopy(data)
+    args_given = any(item.split("=", 1)[0].strip().startswith("train.scheduler_args") for item in overrides)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value (e.g. train.epochs=10)")
@@ -192,6 +203,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
         node[parts[-1]] = parse_value(raw)
+    _scheduler_args_follow(before, data, args_given)
     return data
 
 
@@ -341,11 +353,19 @@ def explicit_values(cfg: Config) -> dict[str, Any]:
 
 
 def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``, section by section (a new dict)."""
+    """``top`` over ``base``, section by section (a new dict); a ``train.scheduler`` in ``top`` without its
+    ``scheduler_args`` drops the base's (see :func:`_scheduler_args_follow`)."""
+    merged = _merge(base, top)
+    if isinstance(top.get("train"), dict) and "scheduler" in top["train"]:
+        _scheduler_args_follow(base, merged, "scheduler_args" in top["train"])
+    return merged
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
         both = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = merge_dicts(merged[key], value) if both else value
+        merged[key] = _merge(merged[key], value) if both else value
     return merged
 
 

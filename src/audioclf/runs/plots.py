@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from ..files import atomic_write_bytes
 from ..metrics import higher_is_better
 
-__all__ = ["plot_curves", "plot_confusion", "plot_folds"]
+__all__ = ["plot_comparison_curves", "plot_confusion", "plot_curves", "plot_effects", "plot_folds"]
 
 
 def _pyplot():
@@ -116,10 +117,74 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+MAX_LABELLED_RUNS = 10  # more runs than this: the best and worst named, the others drawn thin and grey
+
+
+def plot_comparison_curves(runs: list[tuple[str, list[dict[str, Any]]]], metric: str, path: Path) -> Path:
+    """Several runs' validation ``metric`` (left) and training loss (right) per epoch, overlaid; ``runs`` are
+    (name, metrics.jsonl records), best first."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    many = len(runs) > MAX_LABELLED_RUNS
+    colors = plt.get_cmap("tab10")
+    for rank, (name, records) in enumerate(runs):
+        epochs = [r["epoch"] for r in records]
+        if many and 0 < rank < len(runs) - 1:
+            style = {"color": "0.7", "linewidth": 0.8, "label": "_others" if rank > 1 else f"{len(runs) - 2} others"}
+        elif many:
+            style = {"color": "tab:green" if rank == 0 else "tab:red", "linewidth": 2,
+                     "label": f"{'best' if rank == 0 else 'worst'}: {name}"}
+        else:
+            style = {"color": colors(rank % 10), "linewidth": 1.5, "label": name}
+        left.plot(epochs, [r.get(f"val/{metric}", np.nan) for r in records], marker=".", **style)
+        right.plot(epochs, [r.get("train/loss", np.nan) for r in records], **style)
+    left.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric}")
+    right.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.03 + 0.045 * math.ceil(len(labels) / 3), 1, 1))
+    return _save(fig, path, tight=False)
+
+
+def plot_effects(effects: dict[str, list[tuple[Any, list[float]]]], metric: str, path: Path) -> Path:
+    """For each swept key, one panel: every trial's validation ``metric`` (dots) at the key's value, and the mean
+    per value (a bar)."""
+    plt = _pyplot()
+    n = len(effects)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, (key, values) in zip(axes.flat, effects.items()):
+        for i, (_, scores) in enumerate(values):
+            ax.bar(i, float(np.mean(scores)), width=0.6, color="tab:blue", alpha=0.3)
+            ax.plot(np.full(len(scores), i) + np.linspace(-0.12, 0.12, len(scores)), scores, "o", color="tab:blue",
+                    markersize=4)
+        labels = [_short(value) for value, _ in values]
+        ax.set_xticks(range(len(values)), labels, rotation=30 if max(map(len, labels)) > 6 else 0,
+                      ha="right" if max(map(len, labels)) > 6 else "center", fontsize=8)
+        ax.set(xlabel=key, ylabel=f"validation {metric}")
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"Effect of each swept key on validation {metric}")
+    return _save(fig, path)
+
+
+def _short(value: Any, width: int = 14) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _save(fig, path: Path, tight: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
     _pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())

@@ -142,6 +142,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
 
 def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Manifest | None,
            reporter: Reporter | None, objective: Objective | None) -> Path:
+    started = time.perf_counter()
     checkpoint = None
     if resume:
         cfg, checkpoint, manifest = _resumed(cfg, run)
@@ -245,6 +246,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
 
     if objective is not None:
         extra_summary.update(objective.summary(cfg, inputs, device, amp))
+    # Wall time of this invocation's data preparation and training (a resumed run: since it resumed).
+    extra_summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     return finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary)
 
 

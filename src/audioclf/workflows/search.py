@@ -80,7 +80,7 @@ def _with(cfg: Config, values: dict[str, Any], out: Path, epochs: int) -> Config
     return trial_cfg
 
 
-class _PruningReporter:
+class PruningReporter:
     """Passes progress on and reports each epoch's validation monitor to the Optuna trial."""
 
     def __init__(self, inner, trial, optuna):
@@ -159,7 +159,7 @@ def search(cfg: Config, resume: bool = False, reporter=None, max_trials: int | N
         if reporter:
             reporter.message(f"trial {trial.number} -> {out}")
         run_dir = train(_with(base, _suggest(trial), out, trial_epochs),
-                        reporter=_PruningReporter(reporter, trial, optuna))
+                        reporter=PruningReporter(reporter, trial, optuna))
         return float(RunDir(run_dir).read_summary()["metrics"]["val"][monitor])
 
     def finished(study) -> bool:

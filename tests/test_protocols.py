@@ -1,0 +1,142 @@
+"""The bundled sweep protocols (the reports' experiments): every one loads with all its trials checked (fast), and
+every one runs end to end on a fixture in its dataset's real layout with tiny settings, producing its comparison
+table (``make test-slow``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from audioclf.cli import main
+from audioclf.workflows.sweep import _planned, bundled_protocols, load_sweep
+
+import layouts
+
+PROTOCOLS = sorted(bundled_protocols())
+# What a protocol needs besides its data: a noisy-stage run to start from (s1_optimizer), a teacher (KD).
+NEEDS_RUN = {"s1_optimizer": "init_from", "s4_kd_temperature": "teacher"}
+
+
+def test_the_reports_protocols_are_bundled():
+    by_system = {name.split("_")[0] for name in PROTOCOLS}
+    assert by_system == {"s1", "s2", "s3", "s4", "s5"}
+    for name in ("s2_batch_epochs", "s4_kd_temperature", "s3_waveform_cnns", "s5_models", "s1_finetuning"):
+        assert name in PROTOCOLS
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_every_protocol_loads_with_every_trial_checked(name, tmp_path):
+    extra = ["init_from=/runs/noisy"] if NEEDS_RUN.get(name) == "init_from" else []
+    teachers = ["/runs/teacher"] if NEEDS_RUN.get(name) == "teacher" else None
+    spec = load_sweep(name, overrides=["data.path=/data", *extra], teachers=teachers)
+    planned = _planned(spec)
+    assert planned and len(planned) == len({tuple(sorted(p.items())) for p in planned})  # distinct trials
+    assert bundled_protocols()[name].startswith(name.split("_")[0].upper())  # the comment names the report
+
+
+def test_a_stage_that_starts_from_another_needs_its_run():
+    from audioclf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="starts from stage noisy's weights: give that stage's run with init_from"):
+        load_sweep("s1_optimizer", overrides=["data.path=/data"])
+    with pytest.raises(ConfigError, match="give the teacher run with --teacher"):
+        load_sweep("s4_kd_temperature", overrides=["data.path=/data"])
+
+
+# --- end to end (slow) ----------------------------------------------------------------------------
+TINY_FSD = ["train.batch_size=4", "model.weights=null", "train.epochs=1",
+            "stages=[{name: noisy, data: {options: {subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5}},"
+            " train: {epochs: 1}}, {name: curated, train: {epochs: 1}, init_from: '@noisy'}]"]
+TINY_TAU = ["train.batch_size=4", "train.epochs=1", "augment.waveform=[]"]
+
+
+def _audioset(root):
+    from audioclf.data.embeddings import make_synthetic_embeddings
+    from audioclf.data.importers.audioset import write_class_labels, write_h5
+
+    write_h5(root / "bal_train.h5", make_synthetic_embeddings(96, seed=1))
+    write_h5(root / "unbal_train.h5", make_synthetic_embeddings(96, seed=3))
+    write_h5(root / "eval.h5", make_synthetic_embeddings(32, seed=2))
+    write_class_labels(root / "class_labels_indices.csv", [f"sound {i}" for i in range(527)])
+    return root
+
+
+def _speaker_mixtures(tmp_path):
+    from audioclf.data.audio import write_audio
+
+    root = tmp_path / "LibriSpeech"
+    lines = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
+    rng = np.random.default_rng(0)
+    for k, (speaker, sex) in enumerate([("19", "F"), ("26", "M"), ("27", "M"), ("32", "F")]):
+        lines.append(f"{speaker:<5}| {sex} | train-clean-100  | 25.19 | Reader {k}")
+        for u in range(2):
+            t = np.arange(32000) / 16000
+            wave = 0.3 * np.sin(2 * np.pi * (150 + 40 * k) * t) * (1 + rng.standard_normal(32000) * 0.1)
+            write_audio(root / "train-clean-100" / speaker / "100" / f"{speaker}-100-{u:04d}.flac", wave, 16000)
+    (root / "SPEAKERS.TXT").write_text("\n".join(lines) + "\n")
+    assert main(["synth", "speaker-count", "--source", str(root), "--n", "24", "--out", str(tmp_path / "mix")]) == 0
+    return tmp_path / "mix" / "metadata.csv"
+
+
+def _arguments(name: str, tmp_path) -> list[str]:
+    """The protocol's data (a real-layout fixture) and tiny settings."""
+    system = name.split("_")[0]
+    if system == "s1":
+        root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+        if name == "s1_kernel_size":  # the simple CNN on curated clips alone (the protocol drops the stages)
+            return [f"data.root={root}", "train.batch_size=4", "train.epochs=1"]
+        if name == "s1_optimizer":  # the curated stage from a noisy-stage run made here
+            noisy = tmp_path / "noisy"
+            assert main(["train", "fsd2019", f"data.root={root}", f"out={noisy}", "train.batch_size=4",
+                         "train.epochs=1", "stages=[]", "model.name=resnet50", "model.head=simple_cnn",
+                         "data.options={subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5}"]) == 0
+            return [f"data.root={root}", "train.batch_size=4", "model.weights=null", f"init_from={noisy}"]
+        return [f"data.root={root}", *TINY_FSD]  # ImageNet backbones, without the download
+    if system == "s2":
+        return [f"data.root={layouts.gtzan(tmp_path / 'g', per_genre=5)}", "data.clip_seconds=1.0",
+                "train.batch_size=4", "train.epochs=1"]
+    if system == "s3":
+        return [f"data.path={_speaker_mixtures(tmp_path)}", "train.epochs=1", "train.batch_size=8"]
+    if system == "s4":
+        root = layouts.tau2022(tmp_path / "tau")
+        args = [f"data.root={root}", *TINY_TAU]
+        if name == "s4_kd_temperature":
+            teacher = tmp_path / "teacher"
+            assert main(["train", "dcase2022_task1", f"data.root={root}", f"out={teacher}", *TINY_TAU,
+                         "stages=[]"]) == 0
+            args += ["--teacher", str(teacher)]
+        return args
+    root = _audioset(tmp_path / "audioset")
+    return [f"data.root={root}", "train.epochs=1", "model.hidden=16"]
+
+
+def _with_fixture_irs(name: str, tmp_path) -> str:
+    """s4_augmentation's IR row convolves with the user's impulse responses: a copy pointing at two made here."""
+    import yaml
+
+    from audioclf.data.audio import write_audio
+    from audioclf.workflows.sweep import sweeps_dir
+
+    for k in range(2):
+        write_audio(tmp_path / "irs" / f"ir{k}.wav", np.exp(-np.arange(400) / (50.0 + k)).astype(np.float32), 44100)
+    protocol = yaml.safe_load((sweeps_dir() / f"{name}.yaml").read_text())
+    protocol["sweep"]["params"]["augmentation"]["ir_drc"]["augment.waveform"][0]["ir_dir"] = str(tmp_path / "irs")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_every_protocol_runs_end_to_end_and_compares_its_trials(name, tmp_path):
+    args = _arguments(name, tmp_path)
+    source = _with_fixture_irs(name, tmp_path) if name == "s4_augmentation" else name
+    out = tmp_path / "sweep"
+    assert main(["sweep", source, "--out", str(out), *args]) == 0
+    table = (out / "comparison.md").read_text()
+    record = json.loads((out / "sweep.json").read_text())
+    assert [t["state"] for t in record["trials"]] == ["complete"] * len(record["trials"])
+    assert table.count("| sweep/trial_") == len(record["trials"]) >= 3
+    assert (out / "curves.png").exists() and (out / "effects.png").exists()

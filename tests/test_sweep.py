@@ -1,0 +1,168 @@
+"""``audioclf sweep`` and ``audioclf compare``: trials as run directories in an Optuna study, resumed after a
+kill without rerunning finished trials, shared by parallel workers without running a trial twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+
+from audioclf.cli import main
+from audioclf.data.synth.demo import make_demo_dataset
+from audioclf.errors import ConfigError
+from audioclf.files import CRASH_ENV
+from audioclf.runs import RunDir
+from audioclf.workflows.sweep import load_sweep, sweep
+
+TINY = ["data.clip_seconds=1.0", "features.n_mels=32", "features.n_fft=512", "features.hop_length=320",
+        "train.epochs=2", "train.num_workers=0"]
+GRID = ["--grid", "train.batch_size=8,16", "--grid", "train.lr=0.001,0.003"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("sweep") / "data", n_per_class=3, seconds=1.0, seed=4)
+
+
+def trials_of(root) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="audioclf-sweep", storage=f"sqlite:///{root / 'sweep.db'}").trials
+
+
+def complete(root) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in trials_of(root) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def test_a_grid_sweep_runs_every_combination_once_and_compares_them(data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", *GRID, "--out", str(out), f"data.path={data}", *TINY]) == 0
+    done = complete(out)
+    assert sorted((t.params["train.batch_size"], t.params["train.lr"]) for t in done) == [
+        (8, 0.001), (8, 0.003), (16, 0.001), (16, 0.003)]
+    for trial in done:  # each trial an ordinary run with its values, judged on validation
+        run = RunDir(trial.user_attrs["run_dir"])
+        assert run.read_config()["train"]["batch_size"] == trial.params["train.batch_size"]
+        assert trial.value == run.read_summary()["metrics"]["val"]["accuracy"]
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["metric"] == "accuracy" and len(record["trials"]) == 4 and record["best_trial"] is not None
+    table = (out / "comparison.md").read_text()
+    assert "| train.batch_size | train.lr |" in table and table.count("| sweep/trial_") == 4
+    assert "### train.batch_size" in table and "### train.lr" in table  # the effect of each swept key
+    for picture in ("curves.png", "effects.png"):
+        assert (out / picture).stat().st_size > 10_000
+    rows = (out / "comparison.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("run,train.batch_size,train.lr,val accuracy,test accuracy")
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'comparison.md'}" in printed
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(data, tmp_path):
+    out = tmp_path / "sweep"
+    env = {**os.environ, CRASH_ENV: "write:summary.json@2", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    killed = subprocess.run([sys.executable, "-m", "audioclf", "sweep", *GRID, "--out", str(out),
+                             f"data.path={data}", *TINY], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    # Killed after the second trial's summary, before Optuna heard of it: one finished, one left RUNNING.
+    states = sorted(t.state.name for t in trials_of(out))
+    assert states == ["COMPLETE", "RUNNING", "WAITING", "WAITING"]
+    first = next(t for t in trials_of(out) if t.state.name == "COMPLETE")
+    first_run = RunDir(first.user_attrs["run_dir"])
+    first_id, first_log = first_run.run_id(), first_run.metrics.read_text()
+    interrupted = next(t for t in trials_of(out) if t.state.name == "RUNNING")
+    interrupted_id = RunDir(interrupted.user_attrs["run_dir"]).run_id()
+
+    assert main(["sweep", "--out", str(out), "--resume"]) == 0
+    done = complete(out)
+    assert len(done) == 4 and len({tuple(sorted(t.params.items())) for t in done}) == 4
+    assert first_run.run_id() == first_id and first_run.metrics.read_text() == first_log  # not rerun
+    retried = next(t for t in done if t.user_attrs.get("retry_of") == interrupted.number)
+    assert retried.user_attrs["run_dir"] == interrupted.user_attrs["run_dir"]  # continued in its own folder
+    assert RunDir(retried.user_attrs["run_dir"]).run_id() == interrupted_id
+    assert [t.state.name for t in trials_of(out)].count("FAIL") == 1  # the dead attempt, kept as a record
+
+
+def test_two_workers_never_run_the_same_trial(data, tmp_path):
+    out = tmp_path / "sweep"
+    assert main(["sweep", *GRID, "--jobs", "2", "--out", str(out), f"data.path={data}", *TINY]) == 0
+    done = complete(out)
+    assert len(trials_of(out)) == len(done) == 4  # no extra or duplicated trial
+    assert len({t.user_attrs["run_dir"] for t in done}) == 4
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 4
+    assert len({t.user_attrs["worker"]["pid"] for t in done}) == 2  # both workers took trials
+    for trial in done:
+        assert [r["epoch"] for r in RunDir(trial.user_attrs["run_dir"]).read_metrics()] == [1, 2]
+    assert sorted(p.name for p in (out / "workers").iterdir()) == ["worker_0.log", "worker_1.log"]
+
+
+def test_random_trials_are_drawn_up_front_from_the_seed():
+    from audioclf.workflows.sweep import SweepSpec, _planned
+
+    spec = SweepSpec(base={"data": {"path": "x"}}, sampler="random", trials=5,
+                     params={"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "train.batch_size": [16, 32]})
+    first, second = _planned(spec), _planned(spec)
+    assert first == second and len(first) == 5 and all(1e-4 <= p["train.lr"] <= 1e-2 for p in first)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "train.nope=1,2"], "unknown config key 'train.nope'"),
+    (["--grid", "train.batch_size"], "expected key=v1,v2"),
+    (["--grid", "train.batch_size=abc,16"], "train.batch_size"),
+    ([], "a sweep needs parameters"),
+    (["--grid", "train.lr=0.1,0.2", "--sampler", "random"], "needs a number of trials"),
+    (["--grid", "distill.T=2,3"], "need --teacher"),
+    (["nosuch_protocol", "--grid", "train.lr=0.1,0.2"], "no sweep file, bundled protocol or recipe named"),
+])
+def test_bad_sweeps_are_one_line_before_any_trial(tmp_path, capsys, args, message):
+    out = tmp_path / "sweep"
+    code = main(["sweep", *args, "--out", str(out), "data.path=x"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_a_range_cannot_be_a_grid_axis():
+    with pytest.raises(ConfigError, match="a grid needs a list of values"):
+        from audioclf.workflows.sweep import SweepSpec, _grid
+
+        _grid(SweepSpec(base={}, params={"train.lr": {"low": 0.1, "high": 0.2}}))
+
+
+def test_compare_puts_runs_side_by_side_and_ranks_on_validation(data, tmp_path, capsys):
+    runs = []
+    for seed in (1, 2):
+        out = tmp_path / f"run{seed}"
+        assert main(["train", "--data", str(data), "--out", str(out), *TINY, f"seed={seed}"]) == 0
+        runs.append(out)
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "cmp"), "--metrics", "log_loss,accuracy"]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| run | seed | val log_loss | test log_loss | val accuracy | test accuracy |" in table
+    losses = [RunDir(r).read_summary()["metrics"]["val"]["log_loss"] for r in runs]
+    best = runs[losses.index(min(losses))].name  # log loss: lower is better
+    assert f"- best: **{best}**" in table
+    assert "## Effect of each swept key" not in table and not (tmp_path / "cmp" / "effects.png").exists()
+    assert capsys.readouterr().out.startswith("# Comparison")
+    assert main(["compare", str(tmp_path / "nothing")]) == 2
+    assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_a_worker_on_another_machine_joins_through_the_shared_storage(data, tmp_path):
+    first, second = tmp_path / "machine_a", tmp_path / "machine_b"
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {**os.environ, CRASH_ENV: "write:summary.json@1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    started = subprocess.run([sys.executable, "-m", "audioclf", "sweep", *GRID, "--storage", url, "--out",
+                              str(first), f"data.path={data}", *TINY], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert started.returncode == -signal.SIGKILL, started.stderr[-2000:]
+    # The second machine has only the storage URL: the sweep's spec comes from the study itself.
+    assert main(["sweep", "--join", "--storage", url, "--out", str(second)]) == 0
+    study = optuna.load_study(study_name="audioclf-sweep", storage=url)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"]  # machine A's trial is A's to resume
+    assert sorted(p.name for p in (second / "trials").iterdir()) == ["trial_001", "trial_002", "trial_003"]
+    assert (second / "sweep.yaml").exists() and json.loads((second / "sweep.json").read_text())["trials"]
