@@ -321,3 +321,10 @@ def test_evaluate_streams_whole_files_and_reproduces_the_runs_test_metrics(cli_r
     (folder / "good.wav").write_bytes(good.read_bytes())
     result = evaluate_run(run, data=str(tmp_path / "data"), device="cpu")
     assert result["n_items"] == 1 and [s["reason"] for s in result["skipped"]] == ["contains NaN or infinite samples"]
+
+
+def test_brackets_in_paths_and_messages_are_printed_as_they_are(tmp_path, capsys):
+    """Rich markup is off: "[tracking]" in a hint or "[1]" in a folder name is not swallowed as a style tag."""
+    run = tmp_path / "run[best]"
+    assert main(["evaluate", str(run)]) == 2
+    assert f"{run}: not a run directory" in capsys.readouterr().err

@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from . import __version__
 from .console import show
 from .errors import AudioclfError, BudgetExceeded
 
-# soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width. markup off:
+# a path or message with [brackets] is printed as it is; colours are given as styles (rich Text).
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_ERROR, EXIT_SOME_INPUTS_FAILED, EXIT_OVER_BUDGET = 0, 1, 2, 3, 4
 
@@ -53,10 +55,10 @@ def _print_results(run_dir: Path) -> None:
     from .runs.diagnostics import diagnose
 
     for finding in diagnose(summary, RunDir(run_dir).read_metrics()):  # also in report.md
-        err.print(f"[yellow]note:[/yellow] {finding.replace('**', '').replace('`', '')}", highlight=False)
+        err.print(Text.assemble(("note:", "yellow"), " ", finding.replace("**", "").replace("`", "")), highlight=False)
     skipped = summary.get("skipped", [])
     if skipped:
-        out.print(f"[yellow]{len(skipped)} file(s) skipped:[/yellow]")
+        out.print(f"{len(skipped)} file(s) skipped:", style="yellow")
         for entry in skipped[:20]:
             out.print(f"  {entry['path']}: {entry['reason']}")
     out.print(f"run directory: {run_dir}")
@@ -65,7 +67,7 @@ def _print_results(run_dir: Path) -> None:
 def _print_predictions(predictions, predictor, top_k: int, truth=None) -> None:
     for i, pred in enumerate(predictions):
         if pred.probs is None:  # on stderr: stdout stays the predictions a script reads
-            err.print(f"{pred.path}: [red]skipped[/red] ({pred.error})", highlight=False)
+            err.print(Text.assemble(f"{pred.path}: ", ("skipped", "red"), f" ({pred.error})"), highlight=False)
             continue
         ranked = ", ".join(f"{label} {p:.3f}" for label, p in predictor.top_k(pred.probs, top_k))
         known = f"  (true: {', '.join(truth[i])})" if truth is not None else ""
@@ -125,13 +127,13 @@ def cmd_evaluate(args) -> None:
     column = (args.split or "test") if args.data is None else "score"
     show(out, results_table({column: result["metrics"]}, title=f"Evaluation on {result['n_items']} items of {source}"))
     if result["seen_in_training"]:
-        err.print(f"[yellow]{result['seen_in_training']} of these files were in the run's training or validation "
-                  "split: this is not a test score[/yellow]", highlight=False)
+        err.print(f"{result['seen_in_training']} of these files were in the run's training or validation "
+                  "split: this is not a test score", style="yellow", highlight=False)
     group_table = per_group_table(result["metrics"])
     if group_table is not None:
         show(out, group_table)
     for entry in result["skipped"]:
-        out.print(f"[yellow]skipped[/yellow] {entry['path']}: {entry['reason']}")
+        out.print(Text.assemble(("skipped", "yellow"), f" {entry['path']}: {entry['reason']}"))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(result, indent=2, default=float) + "\n")
         out.print(f"wrote {args.json}", highlight=False)
@@ -531,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     except AudioclfError as exc:
         if args.verbose:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(Text.assemble(("error:", "red"), f" {exc}"), highlight=False)
         return EXIT_OVER_BUDGET if isinstance(exc, BudgetExceeded) else EXIT_ERROR
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -540,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         text = " ".join(str(exc).split())[:300] or "no message"
-        err.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {text} (run with -v for the traceback)",
+        err.print(Text.assemble(("error:", "red"), f" unexpected {type(exc).__name__}: {text} (run with -v for the traceback)"),
                   highlight=False)
         return EXIT_UNEXPECTED
     return code or EXIT_OK

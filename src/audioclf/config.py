@@ -94,6 +94,8 @@ class TrainConfig:
     # A linear probe: the pretrained backbone's embeddings are extracted once (cached under data.cache_dir when
     # set), then only the head trains on them (training.inputs.frozen); the run keeps the whole model.
     frozen_embeddings: bool = False
+    # Also send the run to experiment trackers: mlflow and/or tensorboard (training.tracking); [] = off.
+    track: list[str] = field(default_factory=list)
 
 
 @dataclass

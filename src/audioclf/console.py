@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .metrics import ordered_metric_names, shown_metric_names
 
@@ -47,6 +48,16 @@ class _Bar:
         self._progress.stop()
 
 
+class NoBar:
+    """A progress bar that shows nothing: for reporters that wrap another one, or none."""
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class ConsoleReporter:
     """Progress of a run on a rich console (the trainer's ``Reporter``); quiet=True prints epochs only."""
 
@@ -65,10 +76,10 @@ class ConsoleReporter:
         shown = [f"epoch {record['epoch']:>3}", f"train loss {record.get('train/loss', float('nan')):.4f}",
                  f"val loss {record.get('val/loss', float('nan')):.4f}",
                  f"val {monitor} {record.get(f'val/{monitor}', float('nan')):.4f}", f"{record['seconds']:.1f}s"]
-        self.console.print("  ".join(shown) + ("  [green]* best[/green]" if improved else ""))
+        self.console.print(Text.assemble("  ".join(shown), ("  * best", "green") if improved else ""), markup=False)
 
     def message(self, text: str) -> None:
-        self.console.print(f"[bold]{text}[/bold]", highlight=False)
+        self.console.print(text, style="bold", markup=False, highlight=False)
 
 
 def results_table(metrics: dict[str, dict[str, float]], title: str = "Results") -> Table:

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from datetime import datetime
@@ -172,8 +173,9 @@ class RunDir:
     def reset(self) -> None:
         """Before a fresh run writes here: remove what an earlier run in this folder left (checkpoints, summary,
         report, plots, exports, quantization), so nothing of it can be read as this run's."""
-        for name in ("summary.json", "report.md", "metrics.jsonl", "quantization.json"):
+        for name in ("summary.json", "report.md", "metrics.jsonl", "quantization.json", "tracking.json"):
             (self.root / name).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "tensorboard", ignore_errors=True)  # event files of the earlier run's curves
         for export in self.root.glob("model*.onnx"):  # model.wave.onnx, model.features.int8.onnx, ...
             export.unlink(missing_ok=True)
         for folder, pattern in ((self.root / "checkpoints", "*.pt"), (self.plots, "*.png")):

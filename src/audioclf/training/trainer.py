@@ -38,6 +38,7 @@ from .inputs import Inputs, inputs_for
 from .averaging import moving_average
 from .loop import build_step, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
+from .tracking import Trackers, check_tracking
 from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
         raise ConfigError("train.frozen_embeddings trains only a head on fixed embeddings; distillation trains "
                           "the whole student: unset one of them")
     check_training_settings(cfg.train)  # optimizer and scheduler names, before any data is read
+    check_tracking(cfg.train.track)
     resolve_device(cfg.train.device)
     inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
     cfg = copy.copy(cfg)
@@ -205,6 +207,9 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         run.write_config(resolved)
     if reporter is not None:  # once the starting weights are in place (a refused init_from file says so alone)
         reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
+    trackers = Trackers(cfg.train.track, run.root, resolved, resumed=checkpoint is not None, inner=reporter) \
+        if cfg.train.track else None
+    reporter = trackers or reporter
     inputs.ready(model, device)
     ema = moving_average(model, cfg.train.ema)
     if ema is not None and checkpoint is not None:
@@ -238,9 +243,13 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
             reporter.message(_stop_reason(stopper, cfg, monitor))
     except TrainingDiverged as diverged:
         if not run.checkpoint("best").exists():
+            if trackers:
+                trackers.finish({}, failed=True)
             raise
         # The epochs before it are good: score and report the best of them, then say what went wrong.
         finalize_run(run, inputs, monitor, complexity, device, amp, {**extra_summary, "stopped": str(diverged)})
+        if trackers:
+            trackers.finish(run.read_summary(), failed=True)
         best = run.read_summary().get("best_epoch")
         raise TrainingDiverged(diverged.epoch, diverged.lr, f"{run.root} keeps epoch {best}, the best before it") from None
 
@@ -248,7 +257,10 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         extra_summary.update(objective.summary(cfg, inputs, device, amp))
     # Wall time of this invocation's data preparation and training (a resumed run: since it resumed).
     extra_summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary)
+    result = finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary)
+    if trackers:
+        trackers.finish(run.read_summary())
+    return result
 
 
 def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, complexity: dict[str, Any],

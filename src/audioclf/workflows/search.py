@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..console import NoBar
 from ..errors import ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
@@ -87,7 +88,7 @@ class PruningReporter:
         self.inner, self.trial, self.optuna = inner, trial, optuna
 
     def bar(self, description: str, total: int):
-        return self.inner.bar(description, total) if self.inner else _NoBar()
+        return self.inner.bar(description, total) if self.inner else NoBar()
 
     def message(self, text: str) -> None:
         if self.inner:
@@ -101,14 +102,6 @@ class PruningReporter:
             self.trial.report(float(value), record["epoch"])
             if self.trial.should_prune():
                 raise self.optuna.TrialPruned()
-
-
-class _NoBar:
-    def advance(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def search(cfg: Config, resume: bool = False, reporter=None, max_trials: int | None = None) -> Path:
