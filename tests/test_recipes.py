@@ -47,6 +47,41 @@ def test_fsd2019_submission_has_the_sample_columns(tmp_path):
     assert header == (root / "sample_submission.csv").read_text().splitlines()[0].split(",")
     assert len(out.read_text().splitlines()) == 1 + len(layouts.FSD_TEST)
 
+    # An average ensemble of two runs: each member's probabilities, averaged per file, in the same layout.
+    other = tmp_path / "other"
+    assert main(["train", "fsd2019", f"data.root={root}", f"out={other}", *FAST, "stages=[]", "seed=1"]) == 0
+    single = tmp_path / "other.csv"
+    assert main(["predict", str(other), str(root / "test"), "--submission", str(root / "sample_submission.csv"),
+                 "--csv", str(single)]) == 0
+    both = tmp_path / "ensemble.csv"
+    assert main(["predict", str(run), str(root / "test"), "--ensemble", str(other), "--submission",
+                 str(root / "sample_submission.csv"), "--csv", str(both)]) == 0
+    table = lambda path: np.array([[float(v) for v in line.split(",")[1:]]  # noqa: E731
+                                   for line in path.read_text().splitlines()[1:]])
+    np.testing.assert_allclose(table(both), (table(out) + table(single)) / 2, atol=1e-12)
+
+
+def test_predict_applies_the_runs_silence_removal_and_windows_as_its_evaluation_does(tmp_path):
+    """FSD2019 trims every silent stretch before windowing: a clip with a 2-s gap is scored by predict exactly as
+    the run's own evaluation scores it (the preprocessing belongs to the saved model)."""
+    from audioclf.data.audio import write_audio
+    from audioclf.deploy.predictor import Predictor
+
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    run = tmp_path / "run"
+    assert main(["train", "fsd2019", f"data.root={root}", f"out={run}", *FAST, "stages=[]"]) == 0
+    rng = np.random.default_rng(0)
+    sound = lambda s: (0.3 * rng.standard_normal(int(s * 44100))).astype(np.float32)  # noqa: E731
+    gap = np.concatenate([sound(1.5), np.zeros(2 * 44100, np.float32), sound(2.5)])
+    write_audio(tmp_path / "eval" / "gap.wav", gap, 44100)
+    layouts.write_table(tmp_path / "eval" / "meta.csv", ["fname", "labels"], [("gap.wav", "Bark")])
+    predicted = Predictor.from_run(run).predict_files([tmp_path / "eval" / "gap.wav"])[0].probs
+    evaluated = run_outputs(run, data=str(tmp_path / "eval" / "meta.csv")).result.probs[0]
+    np.testing.assert_allclose(predicted, evaluated, atol=1e-6)
+    untrimmed = Predictor.from_run(run)
+    untrimmed.trim_silence = False
+    assert np.abs(untrimmed.predict_files([tmp_path / "eval" / "gap.wav"])[0].probs - predicted).max() > 1e-4
+
 
 def test_gtzan_recipe_reports_accuracy_and_confusion(tmp_path):
     root = layouts.gtzan(tmp_path / "g", per_genre=10)
@@ -149,3 +184,54 @@ def test_audioset_embeddings_recipe_then_evaluate(tmp_path, capsys):
     assert main(["train", "audioset_embeddings", f"data.root={root}", f"out={tmp_path / 'bad'}",
                  "train.epochs=1"]) == 2
     assert "eval.h5" in capsys.readouterr().err
+
+
+# --- the recipes follow the reports (no training) -------------------------------------------------
+def test_speaker_count_follows_the_report_stride_16_and_a_db_spectrogram_for_the_2d_cnns():
+    import torch
+
+    from audioclf.config import load_config
+    from audioclf.training.inputs.audio import build_classifier, feature_config
+
+    for name in ("m5", "m3", "m11"):  # §III-A: every M-net's first layer at stride 16, 32 channels
+        cfg = load_config("speaker_count", [f"model.name={name}"])
+        model = build_classifier(cfg, 3, 16000, 16000)
+        first = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv1d))
+        assert first.stride == (16,) and first.out_channels == 32, name
+    cfg = load_config("speaker_count", ["model={name: speaker_cnn2d, blocks: 2}"])
+    features = feature_config(cfg, 16000)
+    assert (features.kind, features.log, features.n_fft, features.hop_length) == ("spectrogram", "db", 400, 200)
+    assert feature_config(load_config("speaker_count", ["model={name: speaker_cnn2d}", "features.kind=logmel"]),
+                          16000).kind == "logmel"  # the user's features.* still win
+    assert sum(p.numel() for p in build_classifier(cfg, 3, 16000, 16000).backbone.parameters()) == 9795
+
+
+def test_a_model_section_naming_another_model_does_not_inherit_its_arguments():
+    from audioclf.config import merge_dicts
+
+    base = {"model": {"name": "m5", "width": 32, "stride": 16}}
+    assert merge_dicts(base, {"model": {"name": "speaker_cnn2d"}})["model"] == {"name": "speaker_cnn2d"}
+    assert merge_dicts(base, {"model": {"width": 8}})["model"] == {"name": "m5", "width": 8, "stride": 16}
+
+
+def test_speaker_count_sex_mix_is_order_insensitive(tmp_path):
+    from audioclf.data.synth.speaker_count import MixturePlan
+
+    rows = [MixturePlan("train", i, f"m{i}.wav", ("1", "2"), sexes, ()).row() for i, sexes in enumerate(("MF", "FM"))]
+    assert rows[0][3] == rows[1][3] == "FM" and rows[0][4:6] == (1, 1)
+
+
+def test_audioset_recipe_monitors_per_example_map_without_early_stopping():
+    from audioclf.config import load_config
+
+    cfg = load_config("audioset_embeddings")
+    assert cfg.train.monitor == "mAP_per_example" and cfg.train.patience is None and cfg.model["name"] == "embedding_lstm"
+
+
+def test_dcase_teacher_stage_uses_the_falling_sigmoid_schedule():
+    from audioclf.config import load_config
+    from audioclf.workflows.stages import plan_stages
+
+    stages = {stage.name: stage for stage in plan_stages(load_config("dcase2022_task1", ["data.path=x"]))}
+    assert stages["teacher"].config.train.scheduler == "falling_sigmoid"
+    assert stages["baseline"].config.train.scheduler == "none"

@@ -295,6 +295,11 @@ def cmd_predict(args) -> None:
     from .deploy.predictor import write_predictions_csv
 
     predictor = load_predictor(args.run_dir)
+    if args.ensemble:
+        from .deploy.predictor import EnsemblePredictor
+
+        members = [args.run_dir, *args.ensemble]
+        predictor = EnsemblePredictor([predictor, *(load_predictor(m) for m in args.ensemble)], members)
     predictions = predictor.predict_files(args.paths, aggregate=args.aggregate)
     failed = [pred for pred in predictions if pred.probs is None]
     if failed and args.strict:
@@ -476,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a file that cannot be read is an error (exit 2) instead of a skip (exit 3)")
     predict.add_argument("--submission", metavar="SAMPLE_CSV",
                          help="write --csv in this sample submission's columns and row order (FSD2019)")
+    predict.add_argument("--ensemble", action="append", metavar="RUN", help="average the probabilities with this "
+                         "run's (or .onnx file's), each with its own preprocessing (repeatable)")
     predict.set_defaults(func=cmd_predict)
 
     sweep = command("sweep", "many runs that differ in a few keys (grid, random or TPE search, on Optuna)",

@@ -356,10 +356,15 @@ def explicit_values(cfg: Config) -> dict[str, Any]:
 
 def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """``top`` over ``base``, section by section (a new dict); a ``train.scheduler`` in ``top`` without its
-    ``scheduler_args`` drops the base's (see :func:`_scheduler_args_follow`)."""
+    ``scheduler_args`` drops the base's (see :func:`_scheduler_args_follow`), and a ``model`` section naming
+    another model replaces the base's (its arguments were the other model's)."""
     merged = _merge(base, top)
     if isinstance(top.get("train"), dict) and "scheduler" in top["train"]:
         _scheduler_args_follow(base, merged, "scheduler_args" in top["train"])
+    new_model, old_model = top.get("model"), base.get("model")
+    if isinstance(new_model, dict) and isinstance(old_model, dict) and new_model.get("name", old_model.get("name")) \
+            != old_model.get("name"):
+        merged["model"] = dict(new_model)  # another model: the earlier one's arguments were its own
     return merged
 
 

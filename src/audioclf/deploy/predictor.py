@@ -134,6 +134,39 @@ class Predictor(WindowedPredictor):
         return probabilities(self.task, logits).cpu().numpy()
 
 
+class EnsemblePredictor:
+    """Several trained models' probabilities averaged per file: an average ensemble, as FSD2019 solutions
+    submitted. Each member decodes, trims and windows a file its own way (the preprocessing belongs to the
+    saved model), so members may differ in sample rate, clip length or front-end; they must share classes."""
+
+    def __init__(self, members: list[WindowedPredictor], names: list[str] | None = None):
+        first = members[0]
+        for member, name in zip(members[1:], (names or [""] * len(members))[1:]):
+            if member.classes != first.classes or member.task != first.task:
+                raise ConfigError(f"ensemble member {name or member}: its classes or task differ from the first "
+                                  "model's; an ensemble averages the same classes")
+        self.members = members
+        self.classes, self.task = list(first.classes), first.task
+
+    def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
+        per_member = [member.predict_files(paths, aggregate) for member in self.members]
+        results = []
+        for predictions in zip(*per_member):
+            unreadable = next((p for p in predictions if p.probs is None), None)
+            if unreadable is not None:
+                results.append(Prediction(unreadable.path, None, unreadable.error))
+                continue
+            probs = np.mean([p.probs for p in predictions], axis=0)
+            results.append(Prediction(predictions[0].path, probs, labels=self.members[0].labels_of(probs)))
+        return results
+
+    def labels_of(self, probs: np.ndarray) -> tuple[str, ...]:
+        return self.members[0].labels_of(probs)
+
+    def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        return self.members[0].top_k(probs, k)
+
+
 def check_aggregate(aggregate: str) -> None:
     if aggregate not in ("mean", "max"):
         raise ConfigError(f"aggregate={aggregate!r}: expected 'mean' or 'max'")

@@ -71,6 +71,9 @@ class ModelEntry:
     kwargs: dict[str, Any]
     example_input: tuple[int, ...] | None = None
     loss: str | Callable[[dict[str, Any]], str] = "task"
+    # The front-end the model was designed on (FeatureConfig fields), over the zero-config log-mel and under the
+    # user's features.* keys: e.g. speaker_cnn2d's dB spectrogram.
+    features: dict[str, Any] | None = None
 
     def loss_for(self, kwargs: dict[str, Any]) -> str:
         """The loss of this model built with ``kwargs`` (defaults filled in)."""
@@ -105,6 +108,7 @@ def register_model(
     input_kind: str = "features",
     example_input: tuple[int, ...] | None = None,
     loss: str | Callable[[dict[str, Any]], str] = "task",
+    features: dict[str, Any] | None = None,
 ) -> Callable[[ModelFn], ModelFn] | ModelFn:
     """Decorator that registers a model function under ``name`` (default: the function's name).
 
@@ -112,7 +116,7 @@ def register_model(
     (``@register_model("m5", input_kind="waveform", example_input=(16000,))``).
     """
     if callable(name):  # bare decorator: @register_model
-        return register_model(None, input_kind, example_input, loss)(name)
+        return register_model(None, input_kind, example_input, loss, features)(name)
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind={input_kind!r}; expected one of {', '.join(INPUT_KINDS)}")
     if example_input is not None and len(example_input) != INPUT_KINDS[input_kind]:
@@ -121,7 +125,7 @@ def register_model(
     def decorator(fn: ModelFn) -> ModelFn:
         key = name or fn.__name__
         MODELS.add(key, fn, input_kind=input_kind, kwargs=_keyword_defaults(fn, key),
-                   example_input=tuple(example_input) if example_input else None, loss=loss)
+                   example_input=tuple(example_input) if example_input else None, loss=loss, features=features)
         return fn
 
     return decorator

@@ -75,7 +75,9 @@ def _dropout_per_block(dropout: float | Sequence[float] | None, blocks: int) -> 
     return list(rates)
 
 
-@register_model(input_kind="features")
+# The project computed torchaudio's Spectrogram (n_fft 400, hop 200, power 2) and AmplitudeToDB (no top_db).
+@register_model(input_kind="features", features={"kind": "spectrogram", "n_fft": 400, "hop_length": 200,
+                                                 "power": 2.0, "log": "db", "top_db": None})
 def speaker_cnn2d(
     n_classes: int,
     input_shape: tuple[int, ...],

@@ -11,12 +11,13 @@ Files are named as in that project, ``Audio_Train12.wav`` / ``Audio_Validation3.
 file in the same order::
 
     fname,label,split,sexes,n_female,n_male,speakers,utterances
-    Audio_Train1.wav,2,train,MF,1,1,1089|121,1089-134686-0003|121-121726-0012
+    Audio_Train1.wav,2,train,FM,1,1,1089|121,1089-134686-0003|121-121726-0012
 
 ``label`` is the speaker count (that project's "Speakers" column; our CSV importer reads a ``label`` column
-as the class, so the classes are "1", "2", "3"); ``sexes`` lists the speakers' sex in the order of
-``speakers`` (its "Speakers Sex", e.g. ``MMF``); the other columns become group columns of the
-imported manifest (per-group results by sex mix come for free). Generation is deterministic and
+as the class, so the classes are "1", "2", "3"); ``sexes`` is the mix of the speakers' sexes with its
+letters sorted (that project's "Speakers Sex": ``FMM`` is one woman and two men, whoever spoke first, so MF and
+FM are one group); the other columns become group columns of the imported manifest (per-group results by
+sex mix come for free). Generation is deterministic and
 resumable; see :mod:`audioclf.data.synth.mixtures`.
 """
 
@@ -93,7 +94,8 @@ class MixturePlan:
         return len(self.speakers)
 
     def row(self) -> tuple:
-        return (self.fname, self.count, self.split or "", self.sexes, self.sexes.count("F"), self.sexes.count("M"),
+        mix = "".join(sorted(self.sexes))  # order-insensitive: the same mix is one group
+        return (self.fname, self.count, self.split or "", mix, self.sexes.count("F"), self.sexes.count("M"),
                 "|".join(self.speakers), "|".join(item.id for item in self.utterances))
 
 

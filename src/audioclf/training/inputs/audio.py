@@ -25,7 +25,7 @@ from ...errors import ConfigError, DataError
 from ...features import FeatureConfig, FrontEnd
 from ...metrics import check_monitor, primary_metric
 from ...models.classifier import AudioClassifier
-from ...models.registry import create_model, model_input_kind
+from ...models.registry import create_model, model_entry, model_input_kind
 from ...runs import RunDir
 from ..averaging import ema_decay_for
 from ..evaluate import Probabilities, SplitResult, predict_batches, predict_whole_files, score
@@ -90,8 +90,7 @@ class AudioInputs(Inputs):
         return audio_defaults(self.task, (n_bins, n_frames))
 
     def _feature_config(self) -> FeatureConfig:
-        rate = self.prepared.sample_rate
-        return FeatureConfig.from_dict({**default_features(rate), **self.cfg.features, "sample_rate": rate})
+        return feature_config(self.cfg, self.prepared.sample_rate)
 
     def complete_config(self, macs_per_item: int) -> None:
         """Epochs for this data and model when unset (:func:`.zero_config.plan_epochs`), and the warm-up of
@@ -256,6 +255,15 @@ class AudioInputs(Inputs):
         return {name: values for name, values in groups.items() if 2 <= len(set(values)) <= MAX_GROUP_VALUES}
 
 
+def feature_config(cfg: Config, sample_rate: int) -> FeatureConfig:
+    """The front-end: the zero-config log-mel for the rate, under the model's own front-end (if it registers one),
+    under the user's ``features.*``."""
+    name = cfg.model.get("name") or AudioInputs.defaults["model.name"]
+    designed = model_entry(name).features or {}
+    return FeatureConfig.from_dict({**default_features(sample_rate), **designed, **cfg.features,
+                                    "sample_rate": sample_rate})
+
+
 def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: int,
                      feature_cfg: FeatureConfig | None = None) -> AudioClassifier:
     """``cfg.model`` on a front-end from ``cfg.features`` (defaults for the rate), or on raw waveforms."""
@@ -268,8 +276,7 @@ def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: i
     if kind != "features":
         raise ConfigError(f"model.name={name} takes {kind} input; audio training needs a features or waveform model")
     if feature_cfg is None:
-        feature_cfg = FeatureConfig.from_dict({**default_features(sample_rate), **cfg.features,
-                                               "sample_rate": sample_rate})
+        feature_cfg = feature_config(cfg, sample_rate)
     input_shape = tuple(FrontEnd(feature_cfg).output_shape(n_samples))
     backbone = create_model(name, n_classes=n_classes, input_shape=input_shape, **model_args)
     return AudioClassifier(backbone, feature_cfg)
