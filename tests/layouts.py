@@ -195,3 +195,19 @@ def librispeech(root: Path) -> Path:
                 lines.append(f"{speaker}-{chapter}-{k:04d} SOME WORDS")
             (folder / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
     return top
+
+
+def librispeech_tones(root: Path) -> Path:
+    """A LibriSpeech layout of four speakers (two women, two men), two 2-s utterances each at 16 kHz: a tone per
+    speaker with some noise, long enough for speaker-count mixtures; returns the LibriSpeech folder."""
+    top = root / "LibriSpeech"
+    lines = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
+    rng = np.random.default_rng(0)
+    for k, (speaker, sex) in enumerate([("19", "F"), ("26", "M"), ("27", "M"), ("32", "F")]):
+        lines.append(f"{speaker:<5}| {sex} | train-clean-100  | 25.19 | Reader {k}")
+        for u in range(2):
+            t = np.arange(32000) / 16000
+            wave = 0.3 * np.sin(2 * np.pi * (150 + 40 * k) * t) * (1 + rng.standard_normal(32000) * 0.1)
+            write_audio(top / "train-clean-100" / speaker / "100" / f"{speaker}-100-{u:04d}.flac", wave, 16000)
+    (top / "SPEAKERS.TXT").write_text("\n".join(lines) + "\n")
+    return top

@@ -64,18 +64,7 @@ def _audioset(root):
 
 
 def _speaker_mixtures(tmp_path):
-    from audioclf.data.audio import write_audio
-
-    root = tmp_path / "LibriSpeech"
-    lines = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
-    rng = np.random.default_rng(0)
-    for k, (speaker, sex) in enumerate([("19", "F"), ("26", "M"), ("27", "M"), ("32", "F")]):
-        lines.append(f"{speaker:<5}| {sex} | train-clean-100  | 25.19 | Reader {k}")
-        for u in range(2):
-            t = np.arange(32000) / 16000
-            wave = 0.3 * np.sin(2 * np.pi * (150 + 40 * k) * t) * (1 + rng.standard_normal(32000) * 0.1)
-            write_audio(root / "train-clean-100" / speaker / "100" / f"{speaker}-100-{u:04d}.flac", wave, 16000)
-    (root / "SPEAKERS.TXT").write_text("\n".join(lines) + "\n")
+    root = layouts.librispeech_tones(tmp_path)
     assert main(["synth", "speaker-count", "--source", str(root), "--n", "24", "--out", str(tmp_path / "mix")]) == 0
     return tmp_path / "mix" / "metadata.csv"
 

@@ -58,6 +58,25 @@ class NoBar:
         pass
 
 
+class PassOn:
+    """A reporter that passes everything on to ``inner`` (or shows nothing, without one); wrappers that also
+    watch the epochs (pruning, tracking) extend :meth:`epoch`."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+
+    def bar(self, description: str, total: int):
+        return self.inner.bar(description, total) if self.inner else NoBar()
+
+    def message(self, text: str) -> None:
+        if self.inner:
+            self.inner.message(text)
+
+    def epoch(self, record: dict[str, Any], monitor: str, improved: bool) -> None:
+        if self.inner:
+            self.inner.epoch(record, monitor, improved)
+
+
 class ConsoleReporter:
     """Progress of a run on a rich console (the trainer's ``Reporter``); quiet=True prints epochs only."""
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..console import NoBar
+from ..console import PassOn
 from ..errors import ConfigError
 from ..files import atomic_write_text
 
@@ -141,28 +141,19 @@ class _TensorBoard:
         self.writer.close()
 
 
-class Trackers:
+class Trackers(PassOn):
     """The trackers ``train.track`` names, for one run; also a reporter wrapper (``epoch`` logs, then passes on)."""
 
     def __init__(self, names: list[str], run_root: Path, config: dict[str, Any], resumed: bool, inner=None):
+        super().__init__(inner)
         kinds = {"mlflow": _Mlflow, "tensorboard": _TensorBoard}
-        self.inner = inner
         self.run_root = run_root
         self.trackers = [kinds[name](run_root, config, resumed) for name in names]
-
-    # the trainer's Reporter protocol
-    def bar(self, description: str, total: int):
-        return self.inner.bar(description, total) if self.inner else NoBar()
-
-    def message(self, text: str) -> None:
-        if self.inner:
-            self.inner.message(text)
 
     def epoch(self, record: dict[str, Any], monitor: str, improved: bool) -> None:
         for tracker in self.trackers:
             tracker.epoch(record)
-        if self.inner:
-            self.inner.epoch(record, monitor, improved)
+        super().epoch(record, monitor, improved)
 
     def finish(self, summary: dict[str, Any], failed: bool = False) -> None:
         for tracker in self.trackers:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..console import NoBar
+from ..console import PassOn
 from ..errors import ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
@@ -81,22 +81,15 @@ def _with(cfg: Config, values: dict[str, Any], out: Path, epochs: int) -> Config
     return trial_cfg
 
 
-class PruningReporter:
+class PruningReporter(PassOn):
     """Passes progress on and reports each epoch's validation monitor to the Optuna trial."""
 
     def __init__(self, inner, trial, optuna):
-        self.inner, self.trial, self.optuna = inner, trial, optuna
-
-    def bar(self, description: str, total: int):
-        return self.inner.bar(description, total) if self.inner else NoBar()
-
-    def message(self, text: str) -> None:
-        if self.inner:
-            self.inner.message(text)
+        super().__init__(inner)
+        self.trial, self.optuna = trial, optuna
 
     def epoch(self, record: dict[str, Any], monitor: str, improved: bool) -> None:
-        if self.inner:
-            self.inner.epoch(record, monitor, improved)
+        super().epoch(record, monitor, improved)
         value = record.get(f"val/{monitor}")
         if value is not None:
             self.trial.report(float(value), record["epoch"])
