@@ -224,3 +224,22 @@ def test_dcase_teacher_stage_uses_the_falling_sigmoid_schedule():
     stages = {stage.name: stage for stage in plan_stages(load_config("dcase2022_task1", ["data.path=x"]))}
     assert stages["teacher"].config.train.scheduler == "falling_sigmoid"
     assert stages["baseline"].config.train.scheduler == "none"
+
+
+def test_dcase_balanced_subset_is_a_config_key(tmp_path):
+    from collections import Counter
+
+    from audioclf.data.manifest import Manifest
+
+    root = layouts.tau2022(tmp_path / "tau")
+    counts = {}
+    for n in (1, 2):
+        run = tmp_path / f"run{n}"
+        assert main(["train", "dcase2022_task1", f"data.root={root}", f"out={run}", *FAST, "stages=[]",
+                     "data.group=null", "data.fractions=[0.7,0.3,0.0]",
+                     f"data.train_subset={{per: [], n: {n}}}"]) == 0
+        train = [item for item in Manifest.from_csv(run / "manifest.csv") if item.split == "train"]
+        counts[n] = Counter(item.labels[0] for item in train)
+        assert RunDir(run).read_config()["data"]["train_subset"] == {"per": [], "n": n}
+    assert max(counts[1].values()) == 1 and max(counts[2].values()) == 2  # at most n clips per scene
+    assert set(counts[1]) == set(counts[2])  # every scene keeps its clips

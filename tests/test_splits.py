@@ -261,3 +261,21 @@ def test_assign_given_and_config_errors():
         assign_splits(Manifest([Item("m", "/m.wav", ("a", "b"))]), method="stratified")
     with pytest.raises(ConfigError, match="only used by split methods"):
         assign_splits(manifest, method="random", group="speaker")
+
+
+def test_train_subset_keeps_at_most_n_training_items_per_group_and_label():
+    from audioclf.data.manifest import Item, Manifest
+    from audioclf.data.splits import limit_per_group
+
+    items = [Item(f"t{i}", f"/a/t{i}.wav", (["bus", "park"][i % 2],), split="train",
+                  groups={"device": ["a", "b"][i // 2 % 2], "city": "x"}) for i in range(40)]
+    items += [Item(f"v{i}", f"/a/v{i}.wav", ("bus",), split="val", groups={"device": "a", "city": "x"})
+              for i in range(5)]
+    manifest = Manifest(items, classes=["bus", "park"], task="single_label")
+    cut = limit_per_group(manifest, per=["device"], n=3, seed=0)
+    train = [item for item in cut if item.split == "train"]
+    assert len(train) == 2 * 2 * 3 and len([i for i in cut if i.split == "val"]) == 5  # val untouched
+    assert cut.items == limit_per_group(manifest, per=["device"], n=3, seed=0).items  # the seed decides
+    assert limit_per_group(manifest, per=["device"], n=3, seed=1).items != cut.items
+    with pytest.raises(ConfigError, match="unknown group column 'room'"):
+        limit_per_group(manifest, per=["room"], n=3)

@@ -44,6 +44,9 @@ class DataConfig:
     # without a group column, e.g. "speaker(\\d+)" or "([^/]+)_\\d+\\.wav$"; kept apart like data.group.
     group_pattern: str | None = None
     heldout: list[str] | None = None  # group values seen only in test (unseen devices)
+    # At most n training items per combination of group columns and label, e.g. {per: [device, location], n: 50}
+    # (the balanced subset of a DCASE 2022 thesis); {} = every item.
+    train_subset: dict[str, Any] = field(default_factory=dict)
     strict: bool = False  # a bad audio file is an error instead of a reported skip
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
     max_seconds: float = 3600.0  # longer files are skipped (checked from the header, before decoding)

@@ -31,7 +31,7 @@ from .integrity import (
     groups_from_paths,
     warn_ignored_groups,
 )
-from .splits import assign_splits
+from .splits import assign_splits, limit_per_group
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     task). ``training=False``: the items are to be evaluated, whatever their classes and splits.
     """
     data = cfg.data
+    subset = _subset_args(data.train_subset) if data.train_subset else None  # checked before any decoding
     if manifest is None:
         if not data.path:
             raise ConfigError("data.path is required: a folder with one sub-folder per class, or a CSV")
@@ -187,10 +188,20 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
         usable, method=data.split, fractions=tuple(data.fractions), group=group_column(data),
         heldout=data.heldout, seed=cfg.seed,
     )
+    if subset is not None:
+        usable = limit_per_group(usable, seed=cfg.seed, **subset)
     if training:
         check_splits(usable)
     clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
     return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+
+
+def _subset_args(subset: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(subset) - {"per", "n"}
+    if unknown or "n" not in subset:
+        raise ConfigError(f"data.train_subset={subset}: expected {{per: [group columns], n: items per group}}")
+    per = subset.get("per") or []
+    return {"per": [per] if isinstance(per, str) else list(per), "n": int(subset["n"])}
 
 
 def prepare_to_stream(cfg: Config, manifest: Manifest) -> PreparedData:

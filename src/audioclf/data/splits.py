@@ -198,6 +198,26 @@ def assign_splits(manifest: Manifest, method: str = "auto", fractions: Fractions
 
 
 # --- helpers ------------------------------------------------------------------------------------
+def limit_per_group(manifest: Manifest, per: Sequence[str], n: int, seed: int = 0) -> Manifest:
+    """The training items cut to at most ``n`` per combination of the ``per`` group columns and the labels (e.g.
+    González Poy's 50 clips per device x location x scene of TAU 2022), drawn with ``seed``; validation and
+    test items are kept. ``data.train_subset: {per: [device, location], n: 50}``."""
+    if int(n) < 1:
+        raise ConfigError(f"data.train_subset.n={n}: expected at least 1 item per group")
+    for column in per:
+        if column not in manifest.group_names:
+            raise ConfigError(f"data.train_subset.per: unknown group column '{column}'; available: "
+                              f"{', '.join(manifest.group_names) or 'none'}")
+    rng = np.random.default_rng(seed)
+    cells: dict[tuple, list[int]] = {}
+    for index, item in enumerate(manifest):
+        if item.split == "train":
+            key = (*(item.groups.get(column) for column in per), tuple(sorted(item.labels)))
+            cells.setdefault(key, []).append(index)
+    kept = {i for members in cells.values() for i in (members if len(members) <= n else rng.choice(members, n, replace=False))}
+    return manifest.with_items([item for i, item in enumerate(manifest) if item.split != "train" or i in kept])
+
+
 def _check_fractions(fractions: Fractions) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or any(not np.isfinite(f) or f < 0 for f in values) or abs(sum(values) - 1) > 1e-6:

@@ -162,10 +162,12 @@ def _table(runs: list[ComparedRun], metrics: list[str], settings: list[str]) -> 
     for run in runs:
         model = run.summary.get("model", {}).get("parameters", {})
         macs = model.get("macs")
+        # The DCASE 2022 Task 1 counting rule, as `complexity` and the stages report use: parameters as deployed
+        # (BatchNorm folded into the convolutions), MACs of one clip through the network (front-end excluded).
         rows.append([run.name, *(run.settings.get(k) for k in settings),
                      *(run.metric(split, m) for m in metrics for split in ("val", "test")),
-                     model.get("total"), None if macs is None else macs / 1e6, len(run.records),
-                     round(run.seconds, 1)])
+                     model.get("deployed_params", model.get("total")), None if macs is None else macs / 1e6,
+                     len(run.records), round(run.seconds, 1)])
     return header, rows
 
 
@@ -217,7 +219,8 @@ def _markdown(runs: list[ComparedRun], sweeps: list[dict[str, Any]], metrics: li
     lines = ["# Comparison", "",
              f"{len(runs)} runs, ranked by validation {ranked_by}"
              f"{' (ties by ' + ', '.join(metrics[1:]) + ')' if len(metrics) > 1 else ''}; the test columns are "
-             "reported, never used to choose. `seconds`: wall time of data preparation and training. "
+             "reported, never used to choose. `params`: as deployed (BatchNorm folded), `MMACs`: one clip through the "
+             "network, front-end excluded (the DCASE 2022 Task 1 rule). `seconds`: wall time of data preparation and training. "
              "`comparison.csv` has every number unrounded.", ""]
     for record in sweeps:
         states = defaultdict(int)
