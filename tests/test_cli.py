@@ -328,3 +328,31 @@ def test_brackets_in_paths_and_messages_are_printed_as_they_are(tmp_path, capsys
     run = tmp_path / "run[best]"
     assert main(["evaluate", str(run)]) == 2
     assert f"{run}: not a run directory" in capsys.readouterr().err
+
+
+def test_predict_timeline_of_a_long_recording(cli_run, tmp_path, capsys):
+    import csv
+
+    import numpy as np
+
+    from audioclf.data.audio import load_audio, write_audio
+    from audioclf.deploy.predictor import Predictor
+
+    run, data = cli_run
+    parts = [load_audio(f)[0] for f in sorted(data.rglob("*.wav"))[:6]]
+    long_path = tmp_path / "long.wav"
+    write_audio(long_path, np.concatenate(parts), 16000)  # 6 s, clip 1 s: 11 windows half a clip apart
+    assert main(["predict", str(run), str(long_path), "--timeline", str(tmp_path / "t.csv")]) == 0
+    rows = list(csv.reader((tmp_path / "t.csv").open()))
+    predictor = Predictor.from_run(run)
+    assert rows[0] == ["start_s", "end_s", *predictor.classes] and len(rows) == 1 + 11
+    assert [float(r[0]) for r in rows[1:]] == [0.5 * i for i in range(11)] and float(rows[-1][1]) == 6.0
+    untrimmed = Predictor.from_run(run)
+    untrimmed.trim_silence = False  # the timeline's times are the recording's: no silence removal
+    expected = untrimmed.file_window_probabilities(long_path)
+    np.testing.assert_allclose(np.array([[float(v) for v in r[2:]] for r in rows[1:]]), expected, atol=1e-6)
+    assert main(["predict", str(run), str(long_path), "--timeline", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 5000
+    capsys.readouterr()
+    assert main(["predict", str(run), str(long_path), str(long_path), "--timeline", str(tmp_path / "x.csv")]) == 2
+    assert "--timeline OUT.csv|OUT.png: one recording" in capsys.readouterr().err

@@ -290,11 +290,34 @@ def cmd_config(args) -> None:
         out.print(f"{key:<{width}}  {kind:<20} {default!s:<12} {comment}", markup=False, highlight=False)
 
 
+def _write_timeline(predictor, args) -> int:
+    """``predict --timeline OUT.csv|OUT.png`` on one recording."""
+    from .deploy.predictor import expand_paths
+
+    paths = expand_paths(args.paths)
+    suffix = Path(args.timeline).suffix.lower()
+    if len(paths) != 1 or suffix not in (".csv", ".png") or args.ensemble:
+        raise AudioclfError("--timeline OUT.csv|OUT.png: one recording (no --ensemble); "
+                            f"got {len(paths)} file(s) and {args.timeline}")
+    timeline = predictor.timeline(paths[0])
+    if suffix == ".csv":
+        timeline.to_csv(args.timeline)
+    else:
+        from .runs.plots import plot_timeline
+
+        plot_timeline(timeline.starts, timeline.window, timeline.probs, timeline.classes, Path(args.timeline),
+                      f"{paths[0].name}: {len(timeline.starts)} windows of {timeline.window:g} s")
+    out.print(f"wrote {args.timeline} ({len(timeline.starts)} windows of {timeline.window:g} s)")
+    return EXIT_OK
+
+
 def cmd_predict(args) -> None:
     from .deploy.onnx_predictor import load_predictor
     from .deploy.predictor import write_predictions_csv
 
     predictor = load_predictor(args.run_dir)
+    if args.timeline:
+        return _write_timeline(predictor, args)
     if args.ensemble:
         from .deploy.predictor import EnsemblePredictor
 
@@ -481,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a file that cannot be read is an error (exit 2) instead of a skip (exit 3)")
     predict.add_argument("--submission", metavar="SAMPLE_CSV",
                          help="write --csv in this sample submission's columns and row order (FSD2019)")
+    predict.add_argument("--timeline", metavar="OUT", help="one long recording: every window's probabilities "
+                         "against time, as a CSV (OUT.csv) or a heat map (OUT.png)")
     predict.add_argument("--ensemble", action="append", metavar="RUN", help="average the probabilities with this "
                          "run's (or .onnx file's), each with its own preprocessing (repeatable)")
     predict.set_defaults(func=cmd_predict)

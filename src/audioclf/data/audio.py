@@ -39,6 +39,7 @@ __all__ = [
     "stream_windows",
     "split_on_silence",
     "to_mono",
+    "truncation",
     "trim_silence",
     "trim_silence_by_length",
     "write_audio",
@@ -277,15 +278,25 @@ def _declared_wav_bytes(path: PathLike) -> int | None:
     return None
 
 
-def _warn_if_truncated(path: PathLike, info: AudioInfo) -> None:
-    """A WAV whose header declares more audio than the file holds is decoded as far as it goes, with a warning."""
+def truncation(path: PathLike, info: AudioInfo | None = None) -> str | None:
+    """Why a WAV file is cut short (its header declares more audio than the file holds), or None when whole or
+    not a WAV file. libsndfile quietly reads what is there, so a cut file would look whole."""
+    info = info or audio_info(path)
     bytes_per_frame = info.channels * _SAMPLE_BYTES.get(info.subtype, 0)
     if info.format != "WAV" or not bytes_per_frame:
-        return
+        return None
     declared = _declared_wav_bytes(path)
     if declared is not None and declared // bytes_per_frame > info.n_samples:
-        log.warning("%s: truncated: its header declares %.2f s, the file holds %.2f s (decoded as far as it goes)",
-                    path, declared / bytes_per_frame / info.sample_rate, info.duration)
+        return (f"truncated: its header declares {declared / bytes_per_frame / info.sample_rate:.2f} s, the file "
+                f"holds {info.duration:.2f} s")
+    return None
+
+
+def _warn_if_truncated(path: PathLike, info: AudioInfo) -> None:
+    """A truncated WAV is decoded as far as it goes, with a warning."""
+    reason = truncation(path, info)
+    if reason:
+        log.warning("%s: %s (decoded as far as it goes)", path, reason)
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:

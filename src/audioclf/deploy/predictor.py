@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.audio import clip_windows, stream_trimmed_audio, stream_windows
+from ..data.audio import check_header, clip_windows, stream_audio, stream_trimmed_audio, stream_windows, window_starts
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
@@ -39,6 +39,30 @@ class Prediction:
     def label(self) -> str | None:
         """The most probable predicted label (None when the file could not be read or none passed 0.5)."""
         return self.labels[0] if self.labels else None
+
+
+@dataclass
+class Timeline:
+    """A recording's windows against time: ``starts`` (seconds), each ``window`` seconds long, and their (K, C)
+    class probabilities."""
+
+    starts: np.ndarray
+    window: float
+    probs: np.ndarray
+    classes: list[str]
+
+    def to_csv(self, path: str | Path) -> Path:
+        """``start_s,end_s,<class>...``: one row per window."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["start_s", "end_s", *self.classes])
+        for start, row in zip(self.starts, self.probs):
+            writer.writerow([f"{start:.3f}", f"{start + self.window:.3f}", *(f"{p:.6f}" for p in row)])
+        return atomic_write_text(Path(path), buffer.getvalue())
+
+    def to_dict(self) -> dict:
+        return {"window_seconds": self.window, "classes": self.classes, "starts": [round(float(s), 4) for s in self.starts],
+                "probabilities": [[round(float(p), 6) for p in row] for row in self.probs]}
 
 
 class WindowedPredictor(ABC):
@@ -79,6 +103,20 @@ class WindowedPredictor(ABC):
         # made between the forward passes' large temporaries kept the heap from shrinking (+100 MB per hour).
         return np.concatenate([np.array(self.window_probabilities(batch), dtype=np.float64) for batch in
                                stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)])
+
+    def timeline(self, path: str | Path, batch_size: int = 64) -> "Timeline":
+        """Every window's probabilities against time, for a long recording. Silence is not removed here (the
+        times must be the recording's); the windows are those of :meth:`file_window_probabilities`."""
+        info = check_header(path, self.max_seconds)
+        blocks = stream_audio(path, self.sample_rate, self.max_seconds)
+        probs = np.concatenate([np.array(self.window_probabilities(batch), dtype=np.float64) for batch in
+                                stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)])
+        hop = max(1, self.clip_samples // 2)
+        starts = window_starts(round(info.n_samples * self.sample_rate / info.sample_rate), self.clip_samples, hop)
+        if len(starts) != len(probs):  # the header misstated the length: the windows are hop apart all the same
+            starts = [i * hop for i in range(len(probs))]
+        return Timeline(np.asarray(starts) / self.sample_rate, self.clip_samples / self.sample_rate, probs,
+                        list(self.classes))
 
     def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
         check_aggregate(aggregate)

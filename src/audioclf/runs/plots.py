@@ -12,7 +12,7 @@ import numpy as np
 from ..files import atomic_write_bytes
 from ..metrics import higher_is_better
 
-__all__ = ["plot_comparison_curves", "plot_confusion", "plot_curves", "plot_effects", "plot_folds"]
+__all__ = ["plot_comparison_curves", "plot_confusion", "plot_curves", "plot_effects", "plot_folds", "plot_timeline"]
 
 
 def _pyplot():
@@ -172,6 +172,27 @@ def plot_effects(effects: dict[str, list[tuple[Any, list[float]]]], metric: str,
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(f"Effect of each swept key on validation {metric}")
+    return _save(fig, path)
+
+
+MAX_TIMELINE_CLASSES = 20  # more classes (AudioSet's 527): the ones that come closest to certain somewhere
+
+
+def plot_timeline(starts: np.ndarray, window: float, probs: np.ndarray, classes: list[str], path: Path,
+                  title: str) -> Path:
+    """A long recording as a heat map: one row per class, one column per window (its centre time), the colour its
+    probability; with many classes only the :data:`MAX_TIMELINE_CLASSES` whose highest probability is largest."""
+    plt = _pyplot()
+    rows = np.argsort(-probs.max(axis=0))[:MAX_TIMELINE_CLASSES] if len(classes) > MAX_TIMELINE_CLASSES \
+        else np.arange(len(classes))
+    centres = np.asarray(starts) + window / 2
+    half_step = (centres[1] - centres[0]) / 2 if len(centres) > 1 else window / 2
+    fig, ax = plt.subplots(figsize=(min(16.0, 6 + 0.02 * len(centres)), 1.2 + 0.32 * len(rows)))
+    image = ax.imshow(probs[:, rows].T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest",
+                      extent=(centres[0] - half_step, centres[-1] + half_step, len(rows) - 0.5, -0.5))
+    ax.set_yticks(range(len(rows)), [classes[i] for i in rows], fontsize=8)
+    ax.set(xlabel="time (s, window centres)", title=title)
+    fig.colorbar(image, ax=ax, label="probability", fraction=0.03, pad=0.01)
     return _save(fig, path)
 
 
