@@ -281,6 +281,16 @@ def cmd_compare(args) -> None:
     out.print(f"wrote {written / 'comparison.md'}, comparison.csv, curves.png", highlight=False)
 
 
+def cmd_serve(args) -> None:
+    from .deploy.serve import ServeLimits, serve
+
+    limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds, timeout=args.timeout)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"serving on {args.host}: reachable from other machines", style="yellow")
+    err.print(f"serving {args.source} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    serve(args.source, args.host, args.port, limits)
+
+
 def cmd_config(args) -> None:
     from .config import describe_keys
 
@@ -540,6 +550,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare_p.add_argument("--out", help="where to write comparison.md/.csv and the plots (default: the sweep "
                            "folder when one sweep is given, else ./comparison)")
     compare_p.set_defaults(func=cmd_compare)
+
+    serve_p = command("serve", "answer over HTTP (POST /predict, /timeline; GET /model, /health) with a web page at /")
+    serve_p.add_argument("source", metavar="RUN_OR_ONNX", help=f"{run_dir_help}, or an exported .onnx file")
+    serve_p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
+    serve_p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve_p.add_argument("--max-mb", type=float, default=50.0, help="largest upload accepted, in MB")
+    serve_p.add_argument("--max-seconds", type=float, default=600.0, help="longest recording accepted, in seconds")
+    serve_p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take")
+    serve_p.set_defaults(func=cmd_serve)
 
     config = command("config", "list the config keys with their types, defaults and meaning")
     config.add_argument("--list", metavar="SECTION", nargs="?", const="", default=None, dest="section",

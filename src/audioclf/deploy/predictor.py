@@ -95,22 +95,25 @@ class WindowedPredictor(ABC):
         return np.concatenate([self.window_probabilities(windows[i : i + batch_size])
                                for i in range(0, len(windows), batch_size)]).astype(np.float64)
 
-    def file_window_probabilities(self, path: str | Path, batch_size: int = 64) -> np.ndarray:
+    def file_window_probabilities(self, path: str | Path, batch_size: int = 64, score=None) -> np.ndarray:
         """(K, C) probabilities of each window of a file, decoded (and silence-trimmed, as in training) as a
-        stream, so memory does not grow with the file's length. Raises :class:`AudioDecodeError` naming it."""
+        stream, so memory does not grow with the file's length. Raises :class:`AudioDecodeError` naming it.
+        ``score``: what scores a batch of windows (default :meth:`window_probabilities`; the server's batcher)."""
         blocks = stream_trimmed_audio(path, self.sample_rate, self.trim_silence, self.max_seconds)
+        return self._score_stream(blocks, batch_size, score)
+
+    def _score_stream(self, blocks, batch_size: int, score=None) -> np.ndarray:
+        score = score or self.window_probabilities
         # Each batch's probabilities copied out of the tensor they came in: holding thousands of small tensors
         # made between the forward passes' large temporaries kept the heap from shrinking (+100 MB per hour).
-        return np.concatenate([np.array(self.window_probabilities(batch), dtype=np.float64) for batch in
+        return np.concatenate([np.array(score(batch), dtype=np.float64) for batch in
                                stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)])
 
-    def timeline(self, path: str | Path, batch_size: int = 64) -> "Timeline":
+    def timeline(self, path: str | Path, batch_size: int = 64, score=None) -> "Timeline":
         """Every window's probabilities against time, for a long recording. Silence is not removed here (the
         times must be the recording's); the windows are those of :meth:`file_window_probabilities`."""
         info = check_header(path, self.max_seconds)
-        blocks = stream_audio(path, self.sample_rate, self.max_seconds)
-        probs = np.concatenate([np.array(self.window_probabilities(batch), dtype=np.float64) for batch in
-                                stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)])
+        probs = self._score_stream(stream_audio(path, self.sample_rate, self.max_seconds), batch_size, score)
         hop = max(1, self.clip_samples // 2)
         starts = window_starts(round(info.n_samples * self.sample_rate / info.sample_rate), self.clip_samples, hop)
         if len(starts) != len(probs):  # the header misstated the length: the windows are hop apart all the same

@@ -1,0 +1,305 @@
+"""``audioclf serve``: a trained model over HTTP, and a page to try it in a browser.
+
+Built on FastAPI and uvicorn (Starlette's ASGI stack): a well-kept, widely deployed pair whose async request
+handling lets many uploads wait on the network while the model runs in worker threads, and whose requests and
+responses are plain JSON any program can use. The endpoints:
+
+* ``POST /predict`` (``?top_k=3&aggregate=mean``): an audio file (wav, flac, ogg, mp3) as the raw request body
+  (``Content-Type: audio/...`` or ``application/octet-stream``) or as the ``file`` field of a form; or raw PCM
+  (``?pcm=s16le|f32le&rate=16000&channels=1``). Returns the top-k classes, every class's probability and the
+  predicted labels (single-label: the most probable; multi-label: every class at p >= 0.5).
+* ``POST /timeline``: the same inputs; every window's probabilities against time (a long recording).
+* ``GET /health``, ``GET /model`` (classes, sample rate, clip length, parameters and MACs, the run's metrics).
+* ``GET /``: the page (``static/index.html``: choose, drop or record a file; waveform, top-k bars, timeline heat
+  map; no network access beyond this server).
+
+Every request goes through the predictor's own code path (``file_window_probabilities`` / ``timeline``, as
+``audioclf predict``): the run's sample rate, silence removal and windows. Windows of concurrent requests share
+forward passes (:class:`WindowBatcher`). Bad input is a 4xx with ``{"error": "<one line>"}``: an empty body
+(400), a body over the size limit or a recording over the length limit (413), a content type that is not audio
+(415), a file that is not audio, truncated or holds NaN samples (422); a request over the time limit is a 503.
+The server binds to 127.0.0.1 unless told otherwise.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request), which are imported
+# inside create_app (FastAPI is an optional dependency), so they must be evaluated where they are written.
+import asyncio
+import logging
+import os
+import queue
+import tempfile
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.audio import check_header, truncation
+from ..errors import AudioDecodeError, ConfigError
+
+__all__ = ["ServeLimits", "WindowBatcher", "create_app", "model_info", "serve"]
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+_SUFFIX = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
+           "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
+_PCM = {"s16le": ("<i2", 32768.0), "f32le": ("<f4", 1.0)}
+
+
+@dataclass
+class ServeLimits:
+    max_bytes: int = 50 * 2**20  # request bodies larger than this are refused (413)
+    max_seconds: float = 600.0  # recordings longer than this are refused from their header (413)
+    timeout: float = 60.0  # seconds a request may take (503 after)
+    batch_windows: int = 64  # windows of concurrent requests scored in one forward pass
+
+
+class HTTPProblem(Exception):
+    """A request refused with ``status`` and a one-line reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class WindowBatcher:
+    """Scores windows for many requests at once: each request's batch waits (without holding a lock) until the
+    worker thread takes every waiting batch, up to ``max_windows`` windows, through one forward pass. Under
+    concurrent load the model sees fuller batches; alone, a request's batch runs at once."""
+
+    def __init__(self, score, max_windows: int = 64):
+        self.score, self.max_windows = score, max_windows
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, daemon=True, name="audioclf-batcher").start()
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        done: Future = Future()
+        self.jobs.put((np.asarray(windows, dtype=np.float32), done))
+        return done.result()
+
+    def _work(self) -> None:
+        while True:
+            jobs = [self.jobs.get()]
+            size = len(jobs[0][0])
+            while size < self.max_windows:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                jobs.append(job)
+                size += len(job[0])
+            try:
+                probs = np.asarray(self.score(np.concatenate([windows for windows, _ in jobs])))
+            except Exception as exc:  # every waiting request learns of it; the worker goes on
+                for _, done in jobs:
+                    done.set_exception(exc)
+                continue
+            start = 0
+            for windows, done in jobs:
+                done.set_result(probs[start:start + len(windows)])
+                start += len(windows)
+
+
+def model_info(source: str | Path, predictor) -> dict[str, Any]:
+    """What ``GET /model`` says: the predictor's classes and input, and the run's numbers when it is a run."""
+    info: dict[str, Any] = {"source": str(source), "task": predictor.task, "classes": list(predictor.classes),
+                            "sample_rate": predictor.sample_rate, "clip_seconds": predictor.clip_samples / predictor.sample_rate,
+                            "silence_removal": predictor.trim_silence or False}
+    summary_path = Path(source) / "summary.json"
+    if summary_path.exists():
+        import json
+
+        summary = json.loads(summary_path.read_text())
+        parameters = summary.get("model", {}).get("parameters", {})
+        info.update(model=summary.get("model", {}).get("name"), parameters=parameters.get("deployed_params"),
+                    macs=parameters.get("macs"), metrics={split: summary.get("metrics", {}).get(split, {})
+                                                          for split in ("val", "test")})
+    elif getattr(predictor, "metadata", None):
+        info.update(model=predictor.metadata.get("model"), input=predictor.metadata.get("input"))
+    return info
+
+
+def _suffix(content_type: str, head: bytes, filename: str | None) -> str:
+    if filename and Path(filename).suffix:
+        return Path(filename).suffix.lower()
+    if content_type in _SUFFIX:
+        return _SUFFIX[content_type]
+    for magic, suffix in ((b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3")):
+        if head.startswith(magic):
+            return suffix
+    return ".mp3" if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2") else ".bin"
+
+
+def _pcm_to_wav(body: bytes, form: str, rate: int, channels: int, path: Path) -> None:
+    import soundfile as sf
+
+    if form not in _PCM:
+        raise HTTPProblem(400, f"pcm={form!r}: expected one of {', '.join(_PCM)}")
+    if not 1 <= channels <= 64 or not 1000 <= rate <= 768000:
+        raise HTTPProblem(400, f"rate={rate}, channels={channels}: expected 1000-768000 Hz and 1-64 channels")
+    dtype, scale = _PCM[form]
+    width = np.dtype(dtype).itemsize * channels
+    if len(body) % width:
+        raise HTTPProblem(422, f"raw PCM: {len(body)} bytes is not a whole number of {channels}-channel {form} frames")
+    samples = np.frombuffer(body, dtype=dtype).reshape(-1, channels).astype(np.float32) / scale
+    sf.write(str(path), samples, rate, subtype="FLOAT")
+
+
+def _checked(path: Path, limits: ServeLimits) -> None:
+    """The checks before decoding: a readable header within the length limit, a whole file."""
+    try:
+        info = check_header(path, limits.max_seconds)
+    except AudioDecodeError as exc:
+        status = 413 if "data.max_seconds" in exc.reason else 422
+        reason = exc.reason.replace("data.max_seconds", "the server's --max-seconds")
+        raise HTTPProblem(status, reason) from None
+    cut = truncation(path, info)
+    if cut:
+        raise HTTPProblem(422, cut)
+
+
+def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = None):
+    """The FastAPI application serving ``predictor`` (a run's :class:`Predictor` or an ``OnnxPredictor``)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    limits = limits or ServeLimits()
+    predictor.max_seconds = limits.max_seconds
+    batcher = WindowBatcher(predictor.window_probabilities, limits.batch_windows)
+    app = FastAPI(title="audioclf", summary="audio classification", docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(HTTPProblem)
+    async def _problem(request, exc: HTTPProblem):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        log.exception("request failed")
+        text = " ".join(str(exc).split())[:300]
+        return JSONResponse({"error": f"unexpected {type(exc).__name__}: {text}"}, status_code=500)
+
+    async def drain(request: Request) -> None:
+        """Read (and drop) the rest of a refused body, up to a bound: a client still sending when the answer comes
+        would otherwise see the connection reset instead of the 413."""
+        seen = 0
+        try:
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen > 4 * limits.max_bytes:
+                    return
+        except Exception:  # the stream was consumed or the client went away: nothing more to read
+            return
+
+    async def upload(request: Request) -> tuple[Path, str]:
+        """The request's audio in a temp file (the caller removes it) and a name for it."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+            await drain(request)
+            raise HTTPProblem(413, f"{int(declared)} bytes; the server takes up to {limits.max_bytes} (--max-mb)")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        query = request.query_params
+        filename = None
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_files=1)
+            field = form.get("file")
+            if field is None or isinstance(field, str):
+                raise HTTPProblem(400, "a form upload needs its audio in a field named 'file'")
+            filename = field.filename
+            body = await field.read(limits.max_bytes + 1)
+        elif content_type.startswith("audio/") or content_type in ("application/octet-stream", "") or "pcm" in query:
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limits.max_bytes:
+                    await drain(request)
+                    raise HTTPProblem(413, f"the body is over {limits.max_bytes} bytes (--max-mb)")
+            body = bytes(body)
+        else:
+            raise HTTPProblem(415, f"content type {content_type!r}: send audio (audio/*, application/octet-stream, "
+                                   "or a form with a 'file' field)")
+        if len(body) > limits.max_bytes:
+            raise HTTPProblem(413, f"the upload is over {limits.max_bytes} bytes (--max-mb)")
+        if not body:
+            raise HTTPProblem(400, "empty upload: no audio in the request")
+        handle, name = tempfile.mkstemp(suffix=".wav" if "pcm" in query else _suffix(content_type, body[:4], filename),
+                                        prefix="audioclf-serve-")
+        os.close(handle)
+        path = Path(name)
+        try:
+            if "pcm" in query:
+                try:
+                    rate, channels = int(query.get("rate", "16000")), int(query.get("channels", "1"))
+                except ValueError:
+                    raise HTTPProblem(400, "rate and channels must be whole numbers") from None
+                _pcm_to_wav(body, query["pcm"], rate, channels, path)
+            else:
+                path.write_bytes(body)
+            _checked(path, limits)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path, filename or "upload"
+
+    async def run(fn, *args):
+        try:
+            return await asyncio.wait_for(run_in_threadpool(fn, *args), timeout=limits.timeout)
+        except asyncio.TimeoutError:
+            raise HTTPProblem(503, f"the request took over {limits.timeout:g} s (--timeout)") from None
+        except AudioDecodeError as exc:
+            raise HTTPProblem(422, exc.reason) from None
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/model")
+    async def model():
+        return info
+
+    @app.post("/predict")
+    async def predict(request: Request, top_k: int = 3, aggregate: str = "mean"):
+        from .predictor import aggregate_windows
+
+        if aggregate not in ("mean", "max"):
+            raise HTTPProblem(400, f"aggregate={aggregate!r}: expected mean or max")
+        path, name = await upload(request)
+        try:
+            windows = await run(predictor.file_window_probabilities, path, limits.batch_windows, batcher)
+        finally:
+            path.unlink(missing_ok=True)
+        probs = aggregate_windows(windows, aggregate)
+        return {"file": name, "windows": len(windows), "labels": list(predictor.labels_of(probs)),
+                "top_k": [{"label": label, "probability": p} for label, p in predictor.top_k(probs, max(1, top_k))],
+                "probabilities": {c: float(p) for c, p in zip(predictor.classes, probs)}}
+
+    @app.post("/timeline")
+    async def timeline(request: Request):
+        path, name = await upload(request)
+        try:
+            result = await run(predictor.timeline, path, limits.batch_windows, batcher)
+        finally:
+            path.unlink(missing_ok=True)
+        return {"file": name, **result.to_dict()}
+
+    @app.get("/")
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    return app
+
+
+def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None,
+          device: str = "auto") -> None:
+    """Serve the run directory or ``.onnx`` file ``source`` until interrupted."""
+    from .onnx_predictor import load_predictor
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("audioclf serve needs FastAPI and uvicorn: pip install 'audioclf[serve]'") from None
+    predictor = load_predictor(source, device=device)
+    app = create_app(predictor, model_info(source, predictor), limits)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

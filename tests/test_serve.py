@@ -1,0 +1,201 @@
+"""``audioclf serve`` through a real HTTP client (urllib) against uvicorn on a free loopback port: every endpoint,
+the same answers as ``predict``, and every bad input a 4xx with a one-line JSON error while the server keeps
+serving."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioclf.cli import main
+from audioclf.data.audio import load_audio, write_audio
+from audioclf.data.synth.demo import make_demo_dataset
+from audioclf.deploy.predictor import Predictor
+
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+TINY = ["train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32", "features.n_fft=512",
+        "features.hop_length=320", "train.epochs=2", "train.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    data = make_demo_dataset(root / "data", n_per_class=3, seconds=1.0, seed=6)
+    assert main(["train", "--data", str(data), "--out", str(root / "run"), *TINY]) == 0
+    return root / "run", data
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    from audioclf.deploy.serve import ServeLimits, create_app, model_info
+
+    run, _ = trained
+    predictor = Predictor.from_run(run, device="cpu")
+    limits = ServeLimits(max_bytes=2_000_000, max_seconds=20.0, timeout=30.0)
+    app = create_app(predictor, model_info(run, predictor), limits)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if instance.started:
+            break
+        time.sleep(0.05)
+    port = instance.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def request(url: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict | str]:
+    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            raw, status, kind = response.read(), response.status, response.headers.get("content-type", "")
+    except urllib.error.HTTPError as error:
+        raw, status, kind = error.read(), error.code, error.headers.get("content-type", "")
+    return status, json.loads(raw) if "json" in kind else raw.decode()
+
+
+def early_answer(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    """POST with a raw socket that keeps reading when the server answers before the body is sent (an upload over
+    the size limit is refused from its Content-Length; urllib would only see the broken pipe)."""
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as conn:
+        head = (f"POST {where.path} HTTP/1.1\r\nHost: {where.hostname}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        try:
+            conn.sendall(head + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.split(b"\r\n\r\n", 1)[1])
+
+
+def wav_bytes(wave: np.ndarray, sr: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sr, subtype=subtype, format=fmt)
+    return buffer.getvalue()
+
+
+def test_health_model_and_page(server, trained):
+    assert request(f"{server}/health") == (200, {"status": "ok"})
+    status, info = request(f"{server}/model")
+    run, _ = trained
+    assert status == 200 and info["classes"] == Predictor.from_run(run).classes and info["sample_rate"] == 16000
+    assert info["clip_seconds"] == 1.0 and info["parameters"] > 0 and "accuracy" in info["metrics"]["test"]
+    status, page = request(f"{server}/")
+    assert status == 200 and "<title>audioclf</title>" in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # nothing from a CDN
+
+
+def test_predict_answers_as_the_command_line_does(server, trained):
+    run, data = trained
+    path = sorted(data.rglob("*.wav"))[0]
+    expected = Predictor.from_run(run, device="cpu").predict_files([path])[0]
+    for content_type in ("audio/wav", "application/octet-stream"):
+        status, result = request(f"{server}/predict?top_k=2", path.read_bytes(), content_type)
+        assert status == 200, result
+        assert result["labels"] == list(expected.labels) and len(result["top_k"]) == 2
+        got = np.array([result["probabilities"][c] for c in Predictor.from_run(run).classes])
+        np.testing.assert_allclose(got, expected.probs, atol=1e-6)
+    # flac, and raw PCM (16-bit little-endian at the file's rate)
+    wave, sr = load_audio(path)
+    status, flac = request(f"{server}/predict", wav_bytes(wave, sr, fmt="FLAC"), "audio/flac")
+    assert status == 200 and flac["labels"] == list(expected.labels)
+    pcm = (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
+    status, raw = request(f"{server}/predict?pcm=s16le&rate={sr}&channels=1", pcm, "application/octet-stream")
+    assert status == 200 and raw["labels"] == list(expected.labels)
+
+
+def test_a_form_upload_and_concurrent_requests(server, trained):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, data = trained
+    path = sorted(data.rglob("*.wav"))[1]
+    boundary = "audioclfboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    status, result = request(f"{server}/predict", body, f"multipart/form-data; boundary={boundary}")
+    assert status == 200 and result["file"] == path.name
+    files = sorted(data.rglob("*.wav"))[:8]
+    with ThreadPoolExecutor(8) as pool:  # concurrent requests share forward passes and each gets its own answer
+        answers = list(pool.map(lambda f: request(f"{server}/predict", f.read_bytes(), "audio/wav"), files))
+    alone = [request(f"{server}/predict", f.read_bytes(), "audio/wav")[1] for f in files]
+    for (status, together), single in zip(answers, alone):
+        assert status == 200 and together["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
+
+
+def test_timeline_of_a_long_recording(server, trained):
+    run, data = trained
+    wave = np.concatenate([load_audio(f)[0] for f in sorted(data.rglob("*.wav"))[:5]])
+    status, result = request(f"{server}/timeline", wav_bytes(wave, 16000), "audio/wav")
+    assert status == 200 and result["window_seconds"] == 1.0 and len(result["starts"]) == 9
+    assert result["starts"][:3] == [0.0, 0.5, 1.0] and len(result["probabilities"][0]) == len(result["classes"])
+
+
+def _truncated(wave: np.ndarray) -> bytes:
+    whole = wav_bytes(wave, 16000)
+    return whole[: len(whole) // 2]
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("empty", 400, "empty upload"),
+    ("not audio", 422, "cannot decode audio"),
+    ("truncated", 422, "truncated: its header declares"),
+    ("too long", 413, "the server's --max-seconds"),
+    ("too large", 413, "bytes"),
+    ("wrong content type", 415, "content type 'text/plain'"),
+    ("nan samples", 422, "NaN or infinite"),
+    ("bad pcm", 422, "not a whole number"),
+])
+def test_bad_input_is_a_4xx_with_one_line_and_the_server_goes_on(server, case, status, message):
+    wave = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    nan = wave.copy()
+    nan[100] = np.nan
+    bodies = {
+        "empty": (b"", "audio/wav"),
+        "not audio": (b"this is not audio at all, just text" * 10, "audio/wav"),
+        "truncated": (_truncated(wave), "audio/wav"),
+        "too long": (wav_bytes(np.zeros(8000 * 30, np.float32), 8000), "audio/wav"),  # 30 s > 20 s
+        "too large": (b"\0" * 2_100_000, "audio/wav"),
+        "wrong content type": (wav_bytes(wave, 16000), "text/plain"),
+        "nan samples": (wav_bytes(nan, 16000, subtype="FLOAT"), "audio/wav"),
+        "bad pcm": (b"\0" * 5, "application/octet-stream"),
+    }
+    body, content_type = bodies[case]
+    url = f"{server}/predict" + ("?pcm=s16le&rate=16000" if case == "bad pcm" else "")
+    got, result = (early_answer if case == "too large" else request)(url, body, content_type)
+    assert got == status, result
+    assert set(result) == {"error"} and message in result["error"] and "\n" not in result["error"]
+    assert request(f"{server}/health") == (200, {"status": "ok"})  # still serving
+
+
+def test_the_server_binds_to_loopback_by_default():
+    import inspect
+
+    from audioclf.deploy.serve import serve
+
+    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
+    from audioclf.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "runs/x"])
+    assert args.host == "127.0.0.1"
