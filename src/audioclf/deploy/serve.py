@@ -5,7 +5,8 @@ handling lets many uploads wait on the network while the model runs in worker th
 responses are plain JSON any program can use. The endpoints:
 
 * ``POST /predict`` (``?top_k=3&aggregate=mean``): an audio file (wav, flac, ogg, mp3) as the raw request body
-  (``Content-Type: audio/...`` or ``application/octet-stream``) or as the ``file`` field of a form; or raw PCM
+  (``Content-Type: audio/...`` or ``application/octet-stream``; ``?name=`` names it) or as the ``file`` field
+  of a form; or raw PCM
   (``?pcm=s16le|f32le&rate=16000&channels=1``). Returns the top-k classes, every class's probability and the
   predicted labels (single-label: the most probable; multi-label: every class at p >= 0.5).
 * ``POST /timeline``: the same inputs; every window's probabilities against time (a long recording).
@@ -201,7 +202,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             raise HTTPProblem(413, f"{int(declared)} bytes; the server takes up to {limits.max_bytes} (--max-mb)")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         query = request.query_params
-        filename = None
+        filename = query.get("name")  # a raw body's name, when the client gives one (?name=clip.wav)
         if content_type.startswith("multipart/form-data"):
             form = await request.form(max_files=1)
             field = form.get("file")
