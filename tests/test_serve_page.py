@@ -1,0 +1,50 @@
+"""The page ``audioclf serve`` ships, in a real headless browser: the system's Chromium driven by Playwright (no
+browser is downloaded). Loads the page, uploads a long recording, and checks the top class and the timeline; the
+screenshot is kept in the test's folder. Skips where there is no Chromium (``apt-get install chromium``)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from audioclf.data.audio import load_audio, write_audio
+from audioclf.deploy.predictor import Predictor
+
+from test_serve import server, trained  # noqa: F401 (fixtures: a trained run, served on a loopback port)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the system's Chromium (apt-get install chromium)")
+# Chromium as root in a container, with nothing reaching for the network (a closed network refuses it anyway).
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_the_page_classifies_an_uploaded_recording_and_draws_its_timeline(server, trained, tmp_path):  # noqa: F811
+    run, data = trained
+    files = sorted(data.rglob("*.wav"))
+    first_class = files[0].parent.name
+    long_path = tmp_path / "long.wav"  # 3 s of the first class: long enough for a timeline
+    write_audio(long_path, np.concatenate([load_audio(f)[0] for f in files if f.parent.name == first_class]), 16000)
+    predictor = Predictor.from_run(run, device="cpu")
+    expected = predictor.predict_files([long_path])[0].label
+    windows = len(predictor.file_window_probabilities(long_path))
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.goto(f"{server}/")
+        page.wait_for_function("document.querySelector('#model').textContent.includes('classes')")
+        page.set_input_files("#file", str(long_path))
+        page.wait_for_function("document.querySelector('#timeline').height > 0", timeout=30_000)
+        heading = page.inner_text("#results h2")
+        bars = page.locator("#results .bar").all_inner_texts()
+        status = page.inner_text("#status")
+        page.keyboard.press("Tab")  # keyboard: the drop zone takes the focus first
+        focused = page.evaluate("document.activeElement.id")
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+    assert heading == f"Predicted: {expected}" and bars[0].startswith(expected)
+    assert status.startswith(f"long.wav: {windows} window(s)") and focused == "drop"
+    assert (tmp_path / "page.png").stat().st_size > 10_000
