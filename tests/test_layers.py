@@ -118,3 +118,16 @@ def test_the_check_sees_lazy_imports():
 @pytest.mark.parametrize("module", ["audioclf.training.trainer", "audioclf.cli"])
 def test_known_modules_are_in_the_graph(module):
     assert module in GRAPH and GRAPH[module]
+
+
+def test_the_benchmarks_import_what_exists():
+    """The benchmarks are scripts no test runs end to end: every name they import from audioclf must exist."""
+    import importlib
+
+    for script in sorted((PACKAGE.parent.parent / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("audioclf"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), \
+                        f"{script.name}: from {node.module} import {alias.name}"

@@ -3,12 +3,16 @@
 ``export_onnx(run_dir)`` writes ``model.features.onnx`` whose input is the front-end's output (B, 1, F, T), i.e.
 the log-mel image a device computes itself; the per-band standardisation and the backbone are inside.
 ``with_frontend=True`` puts the front-end in the graph too (input: waveform (B, N)), so a single file
-goes from samples to logits: ``model.wave.onnx`` (also the name for models that take waveforms anyway). ``torch.stft`` does not export to plain ONNX operators (the legacy exporter
-has no symbolic for it and ONNX's own STFT op is not in every runtime), so the exported front-end computes
-the STFT as a strided ``Conv1d`` whose kernels are the windowed DFT basis (cos and -sin rows), followed by
-|X|^2, the mel matmul and dB (:class:`ExportableFrontEnd`; equal to :class:`audioclf.features.FrontEnd`,
-see tests/test_export.py). This costs (n_fft + 2) x n_fft weights and as many MACs per frame, far more
-than an FFT: fine on a desktop or server, not what a microcontroller should run.
+goes from samples to logits: ``model.wave.onnx`` (also the name for models that take waveforms anyway).
+
+``torch.stft`` does not export to plain ONNX operators (the legacy exporter
+has no symbolic for it and ONNX's own STFT op is not in every runtime, nor fast for sizes that are not powers
+of two), so the exported front-end frames the signal and computes the DFT in two small stages
+(:class:`TwoStageDFT`: Cooley & Tukey's factorisation n_fft = n1 x n2, in MatMul and Mul), followed by |X|^2,
+the mel matmul and dB (:class:`ExportableFrontEnd`; equal to :class:`audioclf.features.FrontEnd`, see
+tests/test_export.py). At DCASE 2022's 40-ms window (n_fft 1764 = 36 x 49) that is about 0.3 M multiply-adds
+per frame instead of 3.1 M for one DFT matrix: ~1 ms per 1-s clip on one thread (benchmarks/inference.py). An
+n_fft without a factor of at least 4 (e.g. twice a prime) keeps one DFT matrix in a strided convolution.
 
 Everything needed to use the file travels in its ``metadata_props`` (see :func:`model_metadata`), which is
 what :class:`audioclf.deploy.onnx_predictor.OnnxPredictor` reads. The export is verified with ONNX Runtime against
@@ -94,6 +98,49 @@ def dft_kernels(n_fft: int, win_length: int | None = None, dtype: torch.dtype = 
     return basis.unsqueeze(1).to(dtype)
 
 
+def _factor(n: int) -> tuple[int, int] | None:
+    """``n = n1 * n2`` with ``n1`` the divisor closest to sqrt(n), when both are at least 4 (else None: the
+    two-stage DFT would save nothing over one matrix)."""
+    n1 = max((d for d in range(2, math.isqrt(n) + 1) if n % d == 0), default=1)
+    return (n1, n // n1) if n1 >= 4 else None
+
+
+class TwoStageDFT(nn.Module):
+    """The first ``n_bins`` bins of an ``n``-point DFT of real frames, as two small DFTs (Cooley & Tukey 1965,
+    ``n = n1 * n2``): frames reshaped (F, n1, n2) (sample ``n1 * n2_size + n2``), a DFT over n1 for each n2
+    (real input), twiddle factors ``exp(-2 pi i n2 k1 / n)``, then a DFT over n2 giving bins ``k1 + n1 k2``.
+    About ``2 n (n1 + n2)`` multiply-adds per frame instead of ``n * n_bins * 2``: 10x fewer at n = 1764 (DCASE
+    2022's 40-ms window at 44.1 kHz), in MatMul and Mul only, which every ONNX runtime runs well.
+    """
+
+    def __init__(self, n: int, n_bins: int, n1: int, n2: int, dtype: torch.dtype):
+        super().__init__()
+        self.n1, self.n2, self.n_bins = n1, n2, n_bins
+        k2_count = -(-n_bins // n1)  # the k2 values whose bins k1 + n1 k2 reach n_bins
+
+        def angle(a, b, size):  # 2 pi (a b mod size) / size, in float64: exact for large sizes
+            return 2.0 * math.pi * torch.remainder(a * b, size) / size
+
+        t1 = angle(torch.arange(n1, dtype=torch.float64)[:, None], torch.arange(n1, dtype=torch.float64)[None], n1)
+        twiddle = angle(torch.arange(n2, dtype=torch.float64)[:, None], torch.arange(n1, dtype=torch.float64)[None], n)
+        t2 = angle(torch.arange(k2_count, dtype=torch.float64)[:, None], torch.arange(n2, dtype=torch.float64)[None], n2)
+        for name, value in (("c1", torch.cos(t1)), ("s1", -torch.sin(t1)), ("tc", torch.cos(twiddle)),
+                            ("ts", -torch.sin(twiddle)), ("c2", torch.cos(t2)), ("s2", -torch.sin(t2))):
+            self.register_buffer(name, value.to(dtype), persistent=False)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., n) real frames -> real and imaginary parts, (..., n_bins) each."""
+        lead = frames.shape[:-1]
+        x = frames.reshape(-1, self.n1, self.n2).transpose(1, 2)  # (F, n2, n1): x[f, n2, n1] = frame[n1 * n2_size + n2]
+        a_re, a_im = torch.matmul(x, self.c1), torch.matmul(x, self.s1)  # DFT over n1: (F, n2, k1)
+        z_re = a_re * self.tc - a_im * self.ts
+        z_im = a_re * self.ts + a_im * self.tc
+        x_re = torch.matmul(self.c2, z_re) - torch.matmul(self.s2, z_im)  # DFT over n2: (F, k2, k1)
+        x_im = torch.matmul(self.c2, z_im) + torch.matmul(self.s2, z_re)
+        shape = (*lead, -1)
+        return x_re.reshape(shape)[..., : self.n_bins], x_im.reshape(shape)[..., : self.n_bins]
+
+
 class ExportableFrontEnd(nn.Module):
     """:class:`~audioclf.features.FrontEnd` built from ONNX-friendly ops (Pad, Conv, Mul, MatMul, Log, Max).
 
@@ -106,8 +153,14 @@ class ExportableFrontEnd(nn.Module):
         if cfg.center and cfg.pad_mode not in _ONNX_PAD:
             raise ConfigError(f"features.pad_mode={cfg.pad_mode!r} cannot be exported; use constant or reflect")
         self.cfg = cfg
-        self.register_buffer("dft", dft_kernels(cfg.n_fft, cfg.win_length, dtype), persistent=False)
         self.n_bins = cfg.n_fft // 2 + 1
+        factors = _factor(cfg.n_fft)
+        if factors is None:  # one DFT matrix, applied by a strided convolution (frames and DFT in one op)
+            self.register_buffer("dft", dft_kernels(cfg.n_fft, cfg.win_length, dtype), persistent=False)
+            self.two_stage = None
+        else:
+            self.register_buffer("window", dft_kernels(cfg.n_fft, cfg.win_length, dtype)[0, 0], persistent=False)
+            self.two_stage = TwoStageDFT(cfg.n_fft, self.n_bins, *factors, dtype)
         if cfg.kind != "spectrogram":
             fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, cfg.mel_scale,
                                 cfg.mel_norm, dtype=torch.float64)
@@ -124,14 +177,29 @@ class ExportableFrontEnd(nn.Module):
         if cfg.center:
             pad = cfg.n_fft // 2
             x = nn.functional.pad(x, (pad, pad), mode=_ONNX_PAD[cfg.pad_mode])
-        frames = nn.functional.conv1d(x, self.dft.to(x.dtype), stride=cfg.hop_length)  # (B, 2K, T)
-        real, imag = frames[:, : self.n_bins], frames[:, self.n_bins :]
+        if self.two_stage is None:
+            frames = nn.functional.conv1d(x, self.dft.to(x.dtype), stride=cfg.hop_length)  # (B, 2K, T)
+            real, imag = frames[:, : self.n_bins], frames[:, self.n_bins :]
+        else:
+            real, imag = self.two_stage((self._frames(x[:, 0]) * self.window.to(x.dtype)))  # (B, T, K)
+            real, imag = real.transpose(1, 2), imag.transpose(1, 2)
         power = real * real + imag * imag
         if cfg.power == 2.0:
             return power
         if cfg.power == 1.0:
             return torch.sqrt(power)
         return torch.pow(power, cfg.power / 2.0)
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) padded signal -> (B, T, n_fft) frames ``hop`` apart: shifted slices of hop-long chunks when the
+        hop divides n_fft (a 50 % overlap: two), else one Gather."""
+        n, hop = self.cfg.n_fft, self.cfg.hop_length
+        count = (x.shape[-1] - n) // hop + 1
+        if n % hop == 0:
+            chunks = x[:, : (count - 1 + n // hop) * hop].reshape(x.shape[0], -1, hop)
+            return torch.cat([chunks[:, i : i + count] for i in range(n // hop)], dim=-1)
+        index = torch.arange(count, device=x.device)[:, None] * hop + torch.arange(n, device=x.device)[None]
+        return x[:, index]
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
