@@ -199,3 +199,30 @@ def test_the_server_binds_to_loopback_by_default():
 
     args = build_parser().parse_args(["serve", "runs/x"])
     assert args.host == "127.0.0.1"
+
+
+def test_an_exported_onnx_model_is_served_too(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from audioclf.deploy.export import export_onnx
+    from audioclf.deploy.onnx_predictor import OnnxPredictor
+    from audioclf.deploy.serve import create_app, model_info
+
+    run, data = trained
+    onnx = export_onnx(run, tmp_path / "model.wave.onnx", with_frontend=True)
+    predictor = OnnxPredictor(onnx)
+    instance = uvicorn.Server(uvicorn.Config(create_app(predictor, model_info(onnx, predictor)), host="127.0.0.1",
+                                             port=0, log_level="warning"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    while not instance.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{instance.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        path = sorted(data.rglob("*.wav"))[2]
+        status, result = request(f"{url}/predict", path.read_bytes(), "audio/wav")
+        expected = OnnxPredictor(onnx).predict_files([path])[0].probs
+        assert status == 200 and request(f"{url}/model")[1]["input"] == "waveform"
+        np.testing.assert_allclose([result["probabilities"][c] for c in predictor.classes], expected, atol=1e-6)
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
