@@ -27,7 +27,11 @@ def test_the_reports_protocols_are_bundled():
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)
-def test_every_protocol_loads_with_every_trial_checked(name, tmp_path):
+def test_every_protocol_loads_with_every_trial_checked(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # s4_augmentation's impulse responses: mic_irs/ where the sweep runs
+    from audioclf.data.audio import write_audio
+
+    write_audio(tmp_path / "mic_irs" / "ir.wav", np.exp(-np.arange(400) / 50.0).astype(np.float32), 44100)
     extra = ["init_from=/runs/noisy"] if NEEDS_RUN.get(name) == "init_from" else []
     teachers = ["/runs/teacher"] if NEEDS_RUN.get(name) == "teacher" else None
     spec = load_sweep(name, overrides=["data.path=/data", *extra], teachers=teachers)

@@ -166,3 +166,16 @@ def test_a_worker_on_another_machine_joins_through_the_shared_storage(data, tmp_
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"]  # machine A's trial is A's to resume
     assert sorted(p.name for p in (second / "trials").iterdir()) == ["trial_001", "trial_002", "trial_003"]
     assert (second / "sweep.yaml").exists() and json.loads((second / "sweep.json").read_text())["trials"]
+
+
+def test_a_trial_that_cannot_run_is_recorded_and_the_sweep_goes_on(data, tmp_path):
+    out = tmp_path / "sweep"
+    # small_cnn with 1000 channels is over the parameter limit: refused before training, the other trial runs.
+    assert main(["sweep", "--grid", "model.channels=[8,16],[1000,1000]", "--out", str(out), f"data.path={data}",
+                 *TINY, "limits.max_params=50000"]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    states = sorted((t["state"], "error" in t) for t in record["trials"])
+    assert states == [("complete", False), ("fail", True)]
+    failed = next(t for t in record["trials"] if t["state"] == "fail")
+    assert "max_params" in failed["error"] or "parameters" in failed["error"]
+    assert f"trial {failed['number']} failed" in (out / "comparison.md").read_text()

@@ -228,6 +228,9 @@ def _markdown(runs: list[ComparedRun], sweeps: list[dict[str, Any]], metrics: li
             states[trial["state"]] += 1
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
         lines.append(f"Sweep `{record['root']}` ({record['sampler']}): {counts}.")
+        for trial in record["trials"]:
+            if trial.get("error"):
+                lines.append(f"- trial {trial['number']} failed: {trial['error']}")
     lines += ["", markdown_table(header, rows), ""]
     if len(runs) > 1:
         best, worst = runs[0], runs[-1]

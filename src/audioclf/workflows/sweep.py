@@ -43,13 +43,14 @@ from typing import Any
 import yaml
 
 from ..config import apply_overrides, config_from_dict, merge_dicts, parse_value, read_recipe, recipe_dir
-from ..errors import ConfigError
+from ..errors import AudioclfError, ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
 from ..registry import did_you_mean
 from ..runs import RunDir
 from ..runs.directory import is_audioclf_output, live_lock_holder
-from ..training.inputs import EmbeddingInputs
+from ..training.inputs import EmbeddingInputs, inputs_for
+from ..training.optim import check_training_settings
 from .run import run as run_config
 from .search import PruningReporter
 
@@ -196,7 +197,9 @@ def _check_trials(spec: SweepSpec, planned: list[dict[str, Any]]) -> None:
             if key in DISTILL_KEYS and not spec.teachers:
                 raise ConfigError(f"sweep param {key}: distillation trials need --teacher RUN")
         cfg, _ = trial_config(spec, settings, Path("."))
-        config_from_dict(cfg)
+        config = config_from_dict(cfg)
+        check_training_settings(config.train)  # optimizer, scheduler and its arguments
+        inputs_for(config)  # the model's arguments, and keys this kind of input cannot honour
 
 
 # --- the spec -------------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def load_sweep(source: str | None = None, grids: list[str] | None = None, overri
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... (e.g. train.batch_size=16,32,64)")
-        params[key.strip()] = [parse_value(v.strip()) for v in values.split(",")]
+        params[key.strip()] = [parse_value(v.strip()) for v in _top_level_split(values)]
     if not params:
         raise ConfigError("a sweep needs parameters: --grid key=v1,v2 or a sweep: params: section")
     spec = SweepSpec(base=base, params=params, sampler=sampler or section.get("sampler", "grid"),
@@ -266,6 +269,20 @@ def _stage_alone(recipe: dict[str, Any], name: str, source: str | None) -> tuple
     distill = {"T": float(extras.get("T", 2.0)), "alpha": float(extras.get("alpha", 0.5))} \
         if extras.get("kind") == "distill" else {}
     return alone, distill
+
+
+def _top_level_split(text: str) -> list[str]:
+    """``16,32`` -> ["16", "32"]; commas inside brackets or braces stay: ``[8,16],[32,64]`` -> two lists."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
 
 
 def _planned(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -399,7 +416,12 @@ def _run_trial(study, trial, spec: SweepSpec, root: Path, reporter=None) -> None
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
-    except Exception:
+    except AudioclfError as exc:  # this trial's settings cannot run (over a limit, diverged ...): the sweep goes on
+        trial.set_user_attr("error", str(exc))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.warning("trial %d failed: %s", trial.number, exc)
+        return
+    except BaseException:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
     summary = RunDir(last).read_summary()
@@ -531,7 +553,8 @@ def write_sweep_summary(root: Path, storage: str | None = None) -> Path:
         trials.append({"number": trial.number, "state": trial.state.name.lower(), "params": trial.params,
                        "settings": trial.user_attrs.get("settings", trial_settings(spec, trial.params)),
                        "value": trial.value, "metric": trial.user_attrs.get("metric", spec.metric),
-                       "run_dir": trial.user_attrs.get("run_dir"), "run": trial.user_attrs.get("last_run")})
+                       "run_dir": trial.user_attrs.get("run_dir"), "run": trial.user_attrs.get("last_run"),
+                       **({"error": trial.user_attrs["error"]} if "error" in trial.user_attrs else {})})
     complete = [t for t in trials if t["state"] == "complete"]
     metric = next((t["metric"] for t in complete if t["metric"]), spec.metric)
     best = None
