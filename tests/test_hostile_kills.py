@@ -19,6 +19,8 @@ from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.files import CRASH_ENV
 from audioclf.runs import RunDir
 
+pytestmark = pytest.mark.slow  # each case starts and kills a training process
+
 TINY = ["train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32", "features.n_fft=512",
         "features.hop_length=320", "train.epochs=3", "train.num_workers=0"]
 

@@ -61,6 +61,7 @@ def test_a_grid_sweep_runs_every_combination_once_and_compares_them(data, tmp_pa
     assert f"wrote {out / 'comparison.md'}" in printed
 
 
+@pytest.mark.slow  # worker processes
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(data, tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, CRASH_ENV: "write:summary.json@2", "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -86,6 +87,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(data, tmp_path
     assert [t.state.name for t in trials_of(out)].count("FAIL") == 1  # the dead attempt, kept as a record
 
 
+@pytest.mark.slow  # worker processes
 def test_two_workers_never_run_the_same_trial(data, tmp_path):
     out = tmp_path / "sweep"
     assert main(["sweep", *GRID, "--jobs", "2", "--out", str(out), f"data.path={data}", *TINY]) == 0
@@ -151,6 +153,7 @@ def test_compare_puts_runs_side_by_side_and_ranks_on_validation(data, tmp_path, 
     assert "neither a run directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # worker processes
 def test_a_worker_on_another_machine_joins_through_the_shared_storage(data, tmp_path):
     first, second = tmp_path / "machine_a", tmp_path / "machine_b"
     url = f"sqlite:///{tmp_path / 'shared.db'}"
