@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/audioclf demo
 
-# The fast suite (about a minute on 2 cores); end-to-end runs marked `slow` are in test-slow.
+# The fast suite (two to three minutes on 2 cores); end-to-end runs marked `slow` are in test-slow.
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
