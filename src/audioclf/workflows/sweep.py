@@ -415,6 +415,8 @@ def _run_trial(study, trial, spec: SweepSpec, root: Path, reporter=None) -> None
         last = _train_trial(spec, cfg, distill, resume, watcher)
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        if reporter is not None:
+            reporter.message(f"trial {trial.number} pruned: its validation curve fell behind the others'")
         return
     except AudioclfError as exc:  # this trial's settings cannot run (over a limit, diverged ...): the sweep goes on
         trial.set_user_attr("error", str(exc))
