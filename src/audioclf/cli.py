@@ -384,7 +384,7 @@ examples:
   audioclf sweep s2_batch_epochs data.root=genres/ --out sweeps/s2 --jobs 2
   audioclf sweep s4_kd_temperature --teacher runs/teacher data.root=TAU/ --out sweeps/kd
   audioclf sweep --out sweeps/be --resume                finishes only the trials that did not finish
-  audioclf sweep --list                                  the bundled protocols (the reports' tables)
+  audioclf sweep --list                                  the bundled protocols (the reference solutions' tables)
 """
 
 
@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue the sweep in --out: finished trials are kept")
     sweep.add_argument("--join", action="store_true", help="work on the sweep in --storage started elsewhere")
     sweep.add_argument("--overwrite", action="store_true", help="replace the earlier sweep in --out")
-    sweep.add_argument("--list", action="store_true", help="list the bundled protocols (the reports' experiments)")
+    sweep.add_argument("--list", action="store_true", help="list the bundled protocols (the reference solutions' experiments)")
     sweep.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     sweep.set_defaults(func=cmd_sweep)
 
