@@ -41,6 +41,9 @@ def data(tmp_path_factory):
     ("train.scheduler=nope", "unknown scheduler 'nope'"),
     ("train.optimizer=nope", "unknown optimizer 'nope'"),
     ("train.monitor=nope", "train.monitor=nope: not a validation metric"),
+    ("data.train_subset={per: [device]}", "data.train_subset={'per': ['device']}: expected"),
+    ("data.train_subset={n: 0}", "data.train_subset={'n': 0}: expected"),
+    ("train.track=wandb", "train.track: unknown tracker 'wandb'"),
 ])
 def test_bad_values_are_one_line_before_any_audio_is_decoded(data, tmp_path, monkeypatch, capsys, override, message):
     from audioclf.data import dataset

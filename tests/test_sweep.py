@@ -182,3 +182,24 @@ def test_a_trial_that_cannot_run_is_recorded_and_the_sweep_goes_on(data, tmp_pat
     failed = next(t for t in record["trials"] if t["state"] == "fail")
     assert "max_params" in failed["error"] or "parameters" in failed["error"]
     assert f"trial {failed['number']} failed" in (out / "comparison.md").read_text()
+
+
+@pytest.mark.parametrize("damage", ["torn sweep.json", "summary not json", "trials not a list"])
+def test_compare_on_damaged_files_is_one_line(data, tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY]) == 0
+    target = run
+    if damage == "torn sweep.json":
+        target = tmp_path / "sweep"
+        target.mkdir()
+        (target / "sweep.json").write_text('{"trials": [')
+    elif damage == "summary not json":
+        (run / "summary.json").write_text("not json")
+    else:
+        target = tmp_path / "sweep"
+        target.mkdir()
+        (target / "sweep.json").write_text('{"trials": 3}')
+    capsys.readouterr()
+    code = main(["compare", str(target), "--out", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

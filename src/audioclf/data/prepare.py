@@ -198,8 +198,8 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
 
 def _subset_args(subset: dict[str, Any]) -> dict[str, Any]:
     unknown = set(subset) - {"per", "n"}
-    if unknown or "n" not in subset:
-        raise ConfigError(f"data.train_subset={subset}: expected {{per: [group columns], n: items per group}}")
+    if unknown or not isinstance(subset.get("n"), int) or isinstance(subset.get("n"), bool) or subset["n"] < 1:
+        raise ConfigError(f"data.train_subset={subset}: expected {{per: [group columns], n: items per group (>= 1)}}")
     per = subset.get("per") or []
     return {"per": [per] if isinstance(per, str) else list(per), "n": int(subset["n"])}
 

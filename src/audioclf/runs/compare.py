@@ -80,11 +80,22 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return value
+
+
 def _run(path: Path, name: str, swept: dict[str, Any] | None = None, sweep: str | None = None) -> ComparedRun:
     run = RunDir(path)
     if not run.summary.exists():
         raise ConfigError(f"{path}: not a finished run (no summary.json)")
-    return ComparedRun(name, path, run.read_summary(), _flatten(run.read_config()), run.read_metrics(), swept or {},
+    config = run.read_config() if run.config.exists() else {}
+    return ComparedRun(name, path, _read_json(run.summary), _flatten(config or {}), run.read_metrics(), swept or {},
                        sweep)
 
 
@@ -95,7 +106,9 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[ComparedRun], list[dict[
     for raw in paths:
         path = Path(raw)
         if (path / "sweep.json").exists():
-            record = json.loads((path / "sweep.json").read_text())
+            record = _read_json(path / "sweep.json")
+            if not isinstance(record.get("trials"), list) or not all(isinstance(t, dict) for t in record["trials"]):
+                raise ConfigError(f"{path / 'sweep.json'}: expected a list of trials (written by audioclf sweep)")
             record["root"] = str(path)
             sweeps.append(record)
             for trial in record["trials"]:
