@@ -100,6 +100,7 @@ def test_dft_kernels_give_the_numpy_power_spectrum():
     dict(sample_rate=16000, n_fft=512, hop_length=256, n_mels=40, center=False, fmin=50.0, fmax=7000.0),
     dict(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40, power=1.0, log="pcen"),
     dict(sample_rate=16000, n_fft=386, hop_length=160, n_mels=24),  # 2 x 193: one DFT matrix (no two stages)
+    dict(sample_rate=16000, n_fft=389, hop_length=160, n_mels=24),  # prime and odd: one frame fewer than even
 ])
 def test_exportable_frontend_matches_frontend(settings):
     cfg = FeatureConfig(**settings)

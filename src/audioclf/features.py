@@ -170,8 +170,8 @@ class FeatureConfig:
 
 def n_frames(cfg: FeatureConfig, n_samples: int) -> int:
     """Number of STFT frames T for a waveform of ``n_samples`` (same as librosa)."""
-    if cfg.center:
-        return 1 + n_samples // cfg.hop_length
+    if cfg.center:  # n_fft // 2 on each side: an odd n_fft pads one sample less than n_fft in all
+        return 1 + (n_samples + 2 * (cfg.n_fft // 2) - cfg.n_fft) // cfg.hop_length
     if n_samples < cfg.n_fft:
         raise DataError(f"waveform has {n_samples} samples; center=False needs at least n_fft={cfg.n_fft}")
     return 1 + (n_samples - cfg.n_fft) // cfg.hop_length
