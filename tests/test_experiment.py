@@ -353,3 +353,28 @@ def test_clip_length_from_the_durations(durations, clip):
     from audioclf.data.prepare import infer_clip_seconds
 
     assert infer_clip_seconds(durations) == clip
+
+
+def test_data_add_mixes_augmented_copies_into_train_and_val_by_their_own_shares(tmp_path):
+    """A DCASE thesis's mix: the originals, plus 30 % of their IR copies to train on and 70 % to validate on."""
+    from collections import Counter
+
+    from audioclf.augment.offline import augment_dataset
+    from audioclf.cli import main
+    from audioclf.data.importers import load_manifest
+    from audioclf.data.manifest import Manifest
+
+    data = make_demo_dataset(tmp_path / "data", n_per_class=5, seconds=1.0, seed=8)
+    augment_dataset(load_manifest(data), tmp_path / "aug", [{"name": "gain", "p": 1.0}], n_variants=2)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *TINY, "data.fractions=[0.8,0.0,0.2]",
+                 "data.add=[{path: " + str(tmp_path / "aug" / "manifest.csv") + ", train: 0.3, val: 0.7}]"]) == 0
+    manifest = Manifest.from_csv(out / "manifest.csv")
+    added = [item for item in manifest if item.id.startswith("add0:")]
+    counts = Counter((item.id.startswith("add0:"), item.split) for item in manifest)
+    assert len(added) == 2 * 40 and counts[(False, "val")] == 0  # copies only: the originals are the data itself
+    assert 0.2 < counts[(True, "train")] / len(added) < 0.4 and counts[(True, "test")] == 0
+    by_source = {}
+    for item in added:  # the copies of one source stay on one side
+        by_source.setdefault(item.groups["source_id"], set()).add(item.split)
+    assert all(len(splits) == 1 for splits in by_source.values())

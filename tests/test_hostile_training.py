@@ -44,6 +44,9 @@ def data(tmp_path_factory):
     ("data.train_subset={per: [device]}", "data.train_subset={'per': ['device']}: expected"),
     ("data.train_subset={n: 0}", "data.train_subset={'n': 0}: expected"),
     ("train.track=wandb", "train.track: unknown tracker 'wandb'"),
+    ("data.add=[{train: 1.0}]", "data.add[0]={'train': 1.0}: expected"),
+    ("data.add=[{path: nowhere.csv, train: -1}]", "data.add[0]: the shares train/val/test must be numbers >= 0"),
+    ("data.add=[{path: nowhere.csv}]", "data.add[0]:"),
 ])
 def test_bad_values_are_one_line_before_any_audio_is_decoded(data, tmp_path, monkeypatch, capsys, override, message):
     from audioclf.data import dataset

@@ -47,6 +47,10 @@ class DataConfig:
     # At most n training items per combination of group columns and label, e.g. {per: [device, location], n: 50}
     # (the balanced subset of a DCASE 2022 thesis); {} = every item.
     train_subset: dict[str, Any] = field(default_factory=dict)
+    # More items split by their own shares, e.g. `audioclf augment`'s copies: [{path: aug/manifest.csv, train: 0.3,
+    # val: 0.7}] (a DCASE thesis's mix: originals + 30 % of the copies to train on, the rest to validate on). The
+    # copies of one source (source_id column) stay on one side; [] = none.
+    add: list[dict[str, Any]] = field(default_factory=list)
     strict: bool = False  # a bad audio file is an error instead of a reported skip
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
     max_seconds: float = 3600.0  # longer files are skipped (checked from the header, before decoding)

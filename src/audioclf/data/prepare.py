@@ -7,8 +7,10 @@ files themselves; audio larger than the memory budget is memory-mapped from a di
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from .integrity import (
     groups_from_paths,
     warn_ignored_groups,
 )
-from .splits import assign_splits, limit_per_group
+from .splits import assign_splits, group_split, limit_per_group
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,9 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
         manifest = import_data(cfg)
     if len(manifest) == 0:
         raise DataError(f"{data.path}: no audio items found")
+    added = _added(data.add, manifest, data.audio_root, cfg.seed) if data.add else []
+    if added:  # checked and decoded with the rest; split apart from it (they come with their own splits)
+        manifest = manifest.with_items([*manifest, *added])
     manifest = check_files(manifest)
     if data.group_pattern:
         manifest = groups_from_paths(manifest, data.group_pattern, group_column(data))
@@ -184,16 +189,56 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
         raise DataError(f"{data.path}: none of the {len(manifest)} files could be decoded")
     if training:
         check_decoded(manifest, usable)
+    added_ids = {item.id for item in added}
+    extra = [item for item in usable if item.id in added_ids]
     usable = assign_splits(
-        usable, method=data.split, fractions=tuple(data.fractions), group=group_column(data),
-        heldout=data.heldout, seed=cfg.seed,
+        usable.with_items([item for item in usable if item not in extra]), method=data.split,
+        fractions=tuple(data.fractions), group=group_column(data), heldout=data.heldout, seed=cfg.seed,
     )
+    if extra:
+        usable = usable.with_items([*usable, *extra])
     if subset is not None:
         usable = limit_per_group(usable, seed=cfg.seed, **subset)
     if training:
         check_splits(usable)
     clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
     return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+
+
+_SHARES = ("train", "val", "test")
+
+
+def _added(entries: list[dict[str, Any]], main: Manifest, audio_root: str | None, seed: int) -> list:
+    """``data.add``: each entry's items, with ids prefixed ``add<k>:`` and splits drawn by its shares (whole
+    ``source_id`` groups when the column is there, class mix kept)."""
+    items = []
+    for k, entry in enumerate(entries):
+        where = f"data.add[{k}]"
+        if not isinstance(entry, dict) or "path" not in entry or set(entry) - {"path", *_SHARES}:
+            raise ConfigError(f"{where}={entry!r}: expected {{path: CSV or folder, train: share, val: share, "
+                              "test: share}}")
+        shares = [entry.get(name, 0.0) for name in _SHARES]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in shares) \
+                or sum(shares) <= 0:
+            raise ConfigError(f"{where}: the shares train/val/test must be numbers >= 0, not all 0; got {shares}")
+        shares = [float(v) / sum(shares) for v in shares]
+        try:
+            extra = load_manifest(entry["path"], audio_root=audio_root, classes=main.classes)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        if extra.task != main.task:
+            raise ConfigError(f"{where}: its labels make a {extra.task} task, the data a {main.task} one")
+        # Files already in the data (the originals `audioclf augment` lists next to its copies) are not added twice.
+        known = {os.path.realpath(item.path) for item in main}
+        extra = extra.with_items([item for item in extra if os.path.realpath(item.path) not in known])
+        if len(extra) == 0:
+            raise DataError(f"{where}: {entry['path']} adds nothing: every file in it is already in the data")
+        groups = extra.group_values("source_id") if "source_id" in extra.group_names else [i.id for i in extra]
+        labels = extra.label_matrix() if extra.task == "multi_label" else [i.labels[0] for i in extra]
+        splits = group_split(groups, tuple(shares), seed, labels=labels)
+        items += [dataclasses.replace(item, id=f"add{k}:{item.id}", split=str(split))
+                  for item, split in zip(extra, splits)]
+    return items
 
 
 def _subset_args(subset: dict[str, Any]) -> dict[str, Any]:
