@@ -203,3 +203,18 @@ def test_compare_on_damaged_files_is_one_line(data, tmp_path, capsys, damage):
     code = main(["compare", str(target), "--out", str(tmp_path / "cmp")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_sweep_key_can_set_one_stage_of_a_staged_recipe():
+    from pathlib import Path
+
+    from audioclf.workflows.sweep import SweepSpec, _check_trials, trial_config
+
+    spec = load_sweep("fsd2019", grids=["stages.curated.train.lr=0.001,0.0001"], overrides=["data.path=x"])
+    cfg, _ = trial_config(spec, {"stages.curated.train.lr": 0.0001}, Path("/s/trials/trial_000"))
+    stages = {stage["name"]: stage for stage in cfg["stages"]}
+    assert stages["curated"]["train"]["lr"] == 0.0001 and "lr" not in stages["noisy"].get("train", {})
+    assert spec.base["stages"][1].get("train", {}).get("lr") is None  # the spec itself is untouched
+    bad = SweepSpec(base=spec.base, params={"stages.nope.train.lr": [0.1]})
+    with pytest.raises(ConfigError, match="no stage named 'nope'"):
+        _check_trials(bad, [{"stages.nope.train.lr": 0.1}])

@@ -6,6 +6,7 @@ A sweep is a base config (a recipe and overrides) and a search space over config
       train.batch_size: [16, 32, 64]                     # values: a grid axis, or a categorical choice
       train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}   # a range (random and TPE samplers)
       finetuning: {frozen: {train.frozen_embeddings: true}, full: {}}   # named values setting several keys
+      stages.curated.train.lr: [1.0e-3, 1.0e-4]           # one stage's value (stages.NAME.section.key)
 
 Every trial is an ordinary run directory, ``<out>/trials/trial_NNN`` (``evaluate``, ``predict``, ``compare``
 work on it). The study lives in Optuna's storage: ``<out>/sweep.db`` (SQLite) by default, or any database URL
@@ -53,6 +54,7 @@ from ..training.inputs import EmbeddingInputs, inputs_for
 from ..training.optim import check_training_settings
 from .run import run as run_config
 from .search import PruningReporter
+from .stages import plan_stages
 
 __all__ = ["SweepSpec", "bundled_protocols", "load_sweep", "sweep", "sweep_worker"]
 
@@ -170,6 +172,13 @@ def trial_config(spec: SweepSpec, settings: dict[str, Any], out: Path) -> tuple[
     overrides = {key: value for key, value in settings.items() if key not in DISTILL_KEYS}
     cfg = copy.deepcopy(spec.base)
     for key, value in overrides.items():
+        if key.startswith("stages.") and key.count(".") >= 2:  # stages.NAME.section.key: one stage's value
+            _, name, rest = key.split(".", 2)
+            stage = next((st for st in cfg.get("stages") or [] if isinstance(st, dict) and st.get("name") == name), None)
+            if stage is None:
+                raise ConfigError(f"sweep param {key}: the config has no stage named {name!r}")
+            stage.update(apply_overrides(stage, [f"{rest}={json.dumps(value)}"]))
+            continue
         cfg = apply_overrides(cfg, [f"{key}={json.dumps(value)}"])
     cfg["out"] = str(out)
     if not cfg.get("data", {}).get("cache_dir") and not EmbeddingInputs.describes(config_from_dict(cfg)):
@@ -198,8 +207,9 @@ def _check_trials(spec: SweepSpec, planned: list[dict[str, Any]]) -> None:
                 raise ConfigError(f"sweep param {key}: distillation trials need --teacher RUN")
         cfg, _ = trial_config(spec, settings, Path("."))
         config = config_from_dict(cfg)
-        check_training_settings(config.train)  # optimizer, scheduler and its arguments
-        inputs_for(config)  # the model's arguments, and keys this kind of input cannot honour
+        for run_config in [stage.config for stage in plan_stages(config)] if config.stages else [config]:
+            check_training_settings(run_config.train)  # optimizer, scheduler and its arguments
+            inputs_for(run_config)  # the model's arguments, and keys this kind of input cannot honour
 
 
 # --- the spec -------------------------------------------------------------------------------------
