@@ -218,3 +218,21 @@ def test_a_sweep_key_can_set_one_stage_of_a_staged_recipe():
     bad = SweepSpec(base=spec.base, params={"stages.nope.train.lr": [0.1]})
     with pytest.raises(ConfigError, match="no stage named 'nope'"):
         _check_trials(bad, [{"stages.nope.train.lr": 0.1}])
+
+
+def test_tpe_with_pruning_stops_trials_that_fall_behind(data, tmp_path, monkeypatch):
+    # Which trials the median pruner stops depends on the curves; here it stops every trial after the second,
+    # at its first report, so what the sweep does with a pruned trial is what is tested.
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: trial.number >= 2)
+    sweep_file = tmp_path / "tpe.yaml"
+    sweep_file.write_text("base: demo\nsweep:\n  sampler: tpe\n  trials: 4\n  metric: accuracy\n  prune: true\n"
+                          "  params:\n    train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                          "    train.batch_size: [8, 16]\n")
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(sweep_file), "--out", str(out), f"data.path={data}", *TINY, "train.epochs=3"]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    states = [t["state"] for t in record["trials"]]
+    assert states == ["complete", "complete", "pruned", "pruned"]
+    for trial in record["trials"]:  # a pruned trial stopped before its planned epochs
+        epochs = [r["epoch"] for r in RunDir(trial["run_dir"]).read_metrics()]
+        assert (epochs == [1, 2, 3]) == (trial["state"] == "complete")
