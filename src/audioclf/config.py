@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import json
 import math
 import re
 from collections.abc import Callable
@@ -381,6 +382,18 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         both = isinstance(value, dict) and isinstance(merged.get(key), dict)
         merged[key] = _merge(merged[key], value) if both else value
     return merged
+
+
+def flat_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dict as dotted keys (``train.lr``); lists, and mappings that are one value (``data.options``,
+    ``train.scheduler_args``), as compact JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key not in ("options", "scheduler_args"):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return flat
 
 
 def config_value(cfg: Config, key: str) -> Any:

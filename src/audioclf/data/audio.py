@@ -241,7 +241,7 @@ def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | No
     if not mode:
         yield from stream_audio(path, sample_rate, max_seconds, block_frames)
         return
-    frame_length, hop_length = 1024, 256  # split_on_silence's defaults, as apply_trim uses them
+    frame_length, hop_length = SILENCE_FRAME, SILENCE_HOP  # as apply_trim analyses a whole clip
     sums = _SquareSums(_rms_step(frame_length, hop_length))
     for block in stream_audio(path, sample_rate, max_seconds, block_frames):
         sums.add(block)
@@ -368,6 +368,9 @@ def silence_params_for_duration(duration_s: float) -> SilenceParams:
     return SilenceParams(threshold_db=-35.0, min_silence_s=0.25, pad_s=0.05)
 
 
+SILENCE_FRAME, SILENCE_HOP = 1024, 256  # samples per loudness frame, and between frames, when finding silence
+
+
 class _SquareSums:
     """The running sum of squares (float64) of a signal fed block by block, kept at every multiple of ``step``
     samples and at its end: O(n / step) memory, so an hour of audio costs a few MB, not 16 bytes per sample."""
@@ -416,8 +419,8 @@ def split_on_silence(
     threshold_db: float = -40.0,
     min_silence_s: float = 0.3,
     pad_s: float = 0.05,
-    frame_length: int = 1024,
-    hop_length: int = 256,
+    frame_length: int = SILENCE_FRAME,
+    hop_length: int = SILENCE_HOP,
 ) -> list[tuple[int, int]]:
     """Non-silent parts of ``wave`` as sample ranges ``[(start, end), ...]``, sorted, non-overlapping.
 
@@ -486,8 +489,8 @@ def trim_silence(
     threshold_db: float = -40.0,
     min_silence_s: float = 0.3,
     pad_s: float = 0.05,
-    frame_length: int = 1024,
-    hop_length: int = 256,
+    frame_length: int = SILENCE_FRAME,
+    hop_length: int = SILENCE_HOP,
 ) -> np.ndarray:
     """Remove silent stretches of at least ``min_silence_s`` anywhere in the clip.
 

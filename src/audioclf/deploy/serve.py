@@ -25,6 +25,7 @@ The server binds to 127.0.0.1 unless told otherwise.
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request), which are imported
 # inside create_app (FastAPI is an optional dependency), so they must be evaluated where they are written.
 import asyncio
+import json
 import logging
 import os
 import queue
@@ -110,8 +111,6 @@ def model_info(source: str | Path, predictor) -> dict[str, Any]:
                             "silence_removal": predictor.trim_silence or False}
     summary_path = Path(source) / "summary.json"
     if summary_path.exists():
-        import json
-
         summary = json.loads(summary_path.read_text())
         parameters = summary.get("model", {}).get("parameters", {})
         info.update(model=summary.get("model", {}).get("name"), parameters=parameters.get("deployed_params"),

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..console import format_number, markdown_table
 from ..errors import ConfigError
+from ..config import flat_config
 from ..files import atomic_write_text
 from ..metrics import higher_is_better
 from .directory import RunDir
@@ -45,7 +46,8 @@ class ComparedRun:
     summary: dict[str, Any]
     settings: dict[str, Any]  # the run's config.yaml, flattened to dotted keys
     records: list[dict[str, Any]]
-    swept: dict[str, Any] = field(default_factory=dict)  # a sweep trial's swept values (key -> value)
+    # a sweep trial's value of each swept parameter (a named axis by its name, e.g. finetuning=frozen)
+    swept: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None
 
     def metric(self, split: str, name: str) -> float | None:
@@ -68,18 +70,6 @@ class ComparedRun:
         return tuple(key)
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if key in _IGNORED_SETTINGS and not prefix:
-            continue
-        if isinstance(value, dict) and value and key not in ("options", "scheduler_args"):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
-    return flat
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
@@ -95,8 +85,8 @@ def _run(path: Path, name: str, swept: dict[str, Any] | None = None, sweep: str 
     if not run.summary.exists():
         raise ConfigError(f"{path}: not a finished run (no summary.json)")
     config = run.read_config() if run.config.exists() else {}
-    return ComparedRun(name, path, _read_json(run.summary), _flatten(config or {}), run.read_metrics(), swept or {},
-                       sweep)
+    settings = {key: value for key, value in flat_config(config or {}).items() if key not in _IGNORED_SETTINGS}
+    return ComparedRun(name, path, _read_json(run.summary), settings, run.read_metrics(), swept or {}, sweep)
 
 
 def collect_runs(paths: list[str | Path]) -> tuple[list[ComparedRun], list[dict[str, Any]]]:
@@ -113,8 +103,10 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[ComparedRun], list[dict[
             sweeps.append(record)
             for trial in record["trials"]:
                 if trial["state"] == "complete" and trial.get("run"):
-                    runs.append(_run(Path(trial["run"]), f"{path.name}/trial_{trial['number']:03d}",
-                                     trial.get("settings", {}), str(path)))
+                    swept = {key: value if not isinstance(value, (list, dict)) else json.dumps(value)
+                             for key, value in trial.get("params", {}).items()}
+                    runs.append(_run(Path(trial["run"]), f"{path.name}/trial_{trial['number']:03d}", swept,
+                                     str(path)))
         elif (path / "summary.json").exists():
             runs.append(_run(path, path.name))
         else:
@@ -203,7 +195,7 @@ def _effects(runs: list[ComparedRun], sweeps: list[dict[str, Any]], metric: str)
         value = run.metric("val", metric)
         if run.sweep is None or value is None:
             continue
-        for key, setting in _swept_values(run, sweeps).items():
+        for key, setting in run.swept.items():
             label = json.dumps(setting, sort_keys=True, default=str)
             by_key[key][label].append(value)
             shown[key][label] = setting
@@ -214,16 +206,6 @@ def _effects(runs: list[ComparedRun], sweeps: list[dict[str, Any]], metric: str)
             labels.sort(key=lambda lbl: shown[key][lbl])
         effects[key] = [(shown[key][lbl], values[lbl]) for lbl in labels]
     return effects
-
-
-def _swept_values(run: ComparedRun, sweeps: list[dict[str, Any]]) -> dict[str, Any]:
-    """A trial's value of each swept parameter (a named axis by its name, e.g. finetuning=frozen)."""
-    record = next(s for s in sweeps if s["root"] == run.sweep)
-    trial = next((t for t in record["trials"] if t.get("run") and Path(t["run"]) == run.path), None)
-    if trial is None:
-        return {}
-    return {key: value if not isinstance(value, (list, dict)) else json.dumps(value)
-            for key, value in trial.get("params", {}).items()}
 
 
 def _markdown(runs: list[ComparedRun], sweeps: list[dict[str, Any]], metrics: list[str], header: list[str],

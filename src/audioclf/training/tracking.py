@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import flat_config
 from ..console import PassOn
 from ..errors import ConfigError
 from ..files import atomic_write_text
@@ -51,16 +52,6 @@ def _numbers(record: dict[str, Any]) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value and key not in ("options", "scheduler_args"):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return out
-
-
 class _Mlflow:
     def __init__(self, run_root: Path, config: dict[str, Any], resumed: bool):
         from mlflow.tracking import MlflowClient
@@ -84,7 +75,7 @@ class _Mlflow:
             run = self.client.create_run(experiment_id, run_name=run_root.name,
                                          tags={"audioclf.run_dir": str(run_root.resolve())})
             self.run_id = run.info.run_id
-            params = _flat(config)
+            params = {key: str(value) for key, value in flat_config(config).items()}
             from mlflow.entities import Param
 
             items = [Param(key[:250], value[:6000]) for key, value in params.items()]
@@ -123,7 +114,7 @@ class _TensorBoard:
 
         self.writer = SummaryWriter(log_dir=str(run_root / "tensorboard"))
         if not resumed:
-            self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in _flat(config).items()))
+            self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in flat_config(config).items()))
 
     def epoch(self, record: dict[str, Any]) -> None:
         step = int(record["epoch"])

@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -520,8 +521,6 @@ def sweep(spec: SweepSpec | None, out: str | Path, jobs: int = 1, storage: str |
                                   "--overwrite to replace it, or choose another --out")
             if not (root / SPEC_FILE).exists() and not is_audioclf_output(root):
                 raise ConfigError(f"--overwrite: {root} holds no audioclf sweep; it is not deleted")
-            import shutil
-
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(root / SPEC_FILE, yaml.safe_dump(jsonable(spec.to_dict()), sort_keys=False))
