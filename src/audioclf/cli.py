@@ -95,8 +95,18 @@ def cmd_demo(args) -> None:
 def cmd_train(args) -> None:
     from .config import load_config
     from .console import ConsoleReporter
+    from .training.distributed import world
     from .workflows.run import run
 
+    if args.gpus is not None:
+        from .workflows.launch import check_gpus, launch
+
+        check_gpus(args.gpus)
+        flags = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                       ("--strict", args.strict)) if on]
+        paths = [*(["--data", args.data] if args.data else []), *(["--out", args.out] if args.out else [])]
+        launch(["train", *args.args, *paths, *flags], args.gpus, out=args.out)
+        return
     config, overrides = _split_positionals(args.args)
     if args.data:
         overrides = [f"data.path={args.data}", *overrides]
@@ -106,6 +116,8 @@ def cmd_train(args) -> None:
         overrides.append("data.strict=true")
     result = run(load_config(config, overrides), resume=args.resume, reporter=ConsoleReporter(err),
                  overwrite=args.overwrite)
+    if not world().main:  # under torchrun: rank 0 prints the results
+        return
     if result.kind == "cv":
         from .console import cv_table
 
@@ -114,6 +126,21 @@ def cmd_train(args) -> None:
         return
     for run_dir in result.runs:
         _print_results(run_dir)
+
+
+def cmd_shard(args) -> None:
+    from .config import load_config
+    from .data.shards import shard_data
+
+    config, overrides = _split_positionals(args.args)
+    if args.data:
+        overrides = [f"data.path={args.data}", *overrides]
+    index = shard_data(load_config(config, overrides), args.out, max_items=args.items_per_shard, progress=True)
+    splits = index["splits"]
+    counts = " / ".join(f"{split} {sum(s['items'] for s in splits[split])}" for split in ("train", "val", "test"))
+    out.print(f"{sum(len(v) for v in splits.values())} shards in {args.out} ({counts} items, "
+              f"{index['sample_rate']} Hz, {index['clip_seconds']:g}-s clips)")
+    out.print(f"train from them: audioclf train --data {args.out}  (or torchrun ... -m audioclf train --data ...)")
 
 
 def cmd_evaluate(args) -> None:
@@ -370,6 +397,8 @@ examples:
   audioclf train --data meta.csv train.epochs=30 model.name=cnn6 model.weights=pretrained
   audioclf train demo --out runs/demo                a bundled recipe: {recipes}
   audioclf train --out runs/demo --resume train.epochs=40
+  audioclf train --data clips/ --out runs/big --gpus 4   4 GPUs, one process each (torchrun); on several machines:
+      torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint HOST:29500 -m audioclf train --data clips/ ...
 
 most used keys (audioclf config --list SECTION shows them all, with defaults):
   data.path data.split data.group data.clip_seconds data.sample_rate data.trim_silence
@@ -421,7 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="replace the earlier run in --out (without it, a non-empty --out is refused)")
     train.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
+    train.add_argument("--gpus", type=int, metavar="N",
+                       help="train on N GPUs of this machine (N processes started by torchrun, one per GPU)")
     train.set_defaults(func=cmd_train)
+
+    shard = command("shard", "decode a dataset once into WebDataset tar shards that training streams")
+    shard.add_argument("args", nargs="*", metavar="[CONFIG] [key=value]",
+                       help="config or recipe and overrides, as for train (data.*: the items, splits, rate, trimming)")
+    shard.add_argument("--data", help="folder with one sub-folder per class, or a CSV")
+    shard.add_argument("--out", required=True, help="folder for the shards and shards.json")
+    shard.add_argument("--items-per-shard", type=int, default=1000, help="items per tar file (default 1000)")
+    shard.set_defaults(func=cmd_shard)
 
     evaluate = command("evaluate", "evaluate a run on its test split or on other data")
     evaluate.add_argument("run_dir", help=run_dir_help)

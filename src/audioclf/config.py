@@ -104,6 +104,9 @@ class TrainConfig:
     frozen_embeddings: bool = False
     # Also send the run to experiment trackers: mlflow and/or tensorboard (training.tracking); [] = off.
     track: list[str] = field(default_factory=list)
+    # Under torchrun (training.distributed): BatchNorm statistics over the whole global batch instead of each
+    # process's share (PyTorch's SyncBatchNorm, GPUs only).
+    sync_batchnorm: bool = False
 
 
 @dataclass

@@ -266,12 +266,16 @@ def training_data(source: Source, n_classes: int, options: EmbeddingOptions, bat
     return _in_memory(source, n_classes)
 
 
-def train_loader(data, batch_size: int, workers: int, seed: int, device):
-    """A loader over :func:`training_data` and its ``set_epoch(epoch)`` (a new order every epoch)."""
+def train_loader(data, batch_size: int, workers: int, seed: int, device, batch_sampler=None):
+    """A loader over :func:`training_data` and its ``set_epoch(epoch)`` (a new order every epoch).
+    ``batch_sampler`` (in-memory rows): batches in its order (e.g. a distributed rank's share) instead of a
+    shuffle of ``batch_size``."""
     if isinstance(data, torch.utils.data.IterableDataset):  # streams cut their own batches
         loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers,
                                              pin_memory=device.type == "cuda")
         return loader, data.set_epoch
+    if batch_sampler is not None:
+        return make_loader(data, batch_size, workers, device=device, batch_sampler=batch_sampler), batch_sampler.set_epoch
     sampler = EpochShuffle(len(data), seed)
     return make_loader(data, batch_size, workers, sampler, device), sampler.set_epoch
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -293,8 +294,55 @@ class EpochShuffle(torch.utils.data.Sampler):
         return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
-def make_loader(dataset, batch_size: int, workers: int, sampler=None, device=None):
+class RankBatches(torch.utils.data.Sampler):
+    """One rank's share of each global batch of an epoch order (``order``: a sampler such as :class:`EpochShuffle`,
+    the same on every rank).
+
+    The order is cut into global batches of ``batch_size`` items; each is cut into ``world_size`` contiguous pieces
+    whose sizes differ by at most one, and this rank takes piece ``rank``. Every item is used once per epoch, by
+    one rank, and every rank takes the same number of steps (which DDP's gradient exchange needs). A last global
+    batch of fewer items than ranks would leave some rank an empty piece: it joins the batch before it instead.
+    :meth:`global_size` tells the training loop how many items a step has over all ranks."""
+
+    def __init__(self, order, batch_size: int, rank: int = 0, world_size: int = 1):
+        if batch_size < world_size:
+            raise ConfigError(f"train.batch_size={batch_size} is the global batch, cut over {world_size} "
+                              f"processes: set at least {world_size}")
+        self.order, self.batch_size, self.rank, self.world_size = order, batch_size, rank, world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    @functools.cached_property
+    def _bounds(self) -> list[tuple[int, int]]:
+        n, size = len(self.order), self.batch_size
+        bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < self.world_size:
+            bounds[-2:] = [(bounds[-2][0], n)]
+        return bounds
+
+    def global_size(self, step: int) -> int:
+        start, end = self._bounds[step]
+        return end - start
+
+    def __len__(self) -> int:
+        return len(self._bounds)
+
+    def __iter__(self):
+        order = list(self.order)
+        for start, end in self._bounds:
+            pieces = np.array_split(np.arange(start, end), self.world_size)
+            yield [order[i] for i in pieces[self.rank]]
+
+
+def make_loader(dataset, batch_size: int, workers: int, sampler=None, device=None, batch_sampler=None):
+    """A DataLoader over ``dataset``: ``batch_size`` items in ``sampler``'s order, or the batches of
+    ``batch_sampler`` (e.g. :class:`RankBatches`); pinned memory when training on a GPU."""
+    pinned = device is not None and device.type == "cuda"
+    if batch_sampler is not None:
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                                           pin_memory=pinned)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-        pin_memory=device is not None and device.type == "cuda", drop_last=False,
+        pin_memory=pinned, drop_last=False,
     )

@@ -25,6 +25,7 @@ from torch import nn
 
 from .. import metrics as M
 from ..errors import NonFiniteOutputs
+from .distributed import all_gather, gather_batches, shard
 from .losses import evaluation_loss, probabilities
 from .loop import autocast_for
 
@@ -60,14 +61,22 @@ def model_probabilities(model: nn.Module, task: str, device: torch.device, amp: 
 
 
 def predict_batches(probs_fn: Probabilities, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and targets over ``(inputs, targets)`` batches, in order."""
-    probs, targets = [], []
-    for inputs, target, *_ in batches:
-        probs.append(np.asarray(probs_fn(inputs), dtype=np.float64))
+    """Probabilities and targets over ``(inputs, targets)`` batches, in order.
+
+    Inside :func:`~.distributed.sharded` (validation under torchrun) each rank runs the model on every
+    ``size``-th batch and the ranks exchange what they computed: all of them end with every batch's probabilities."""
+    current = shard()
+    mine: dict[int, np.ndarray] = {}
+    targets = []
+    for index, (inputs, target, *_) in enumerate(batches):
+        if current is None or index % current.size == current.rank:
+            mine[index] = np.asarray(probs_fn(inputs), dtype=np.float64)
         targets.append(torch.as_tensor(target).numpy())
-    if not probs:
+    if current is not None:
+        mine = gather_batches(mine, current)
+    if not mine:
         return np.zeros((0, 0)), np.zeros((0,))
-    return np.concatenate(probs), np.concatenate(targets)
+    return np.concatenate([mine[index] for index in range(len(targets))]), np.concatenate(targets)
 
 
 def recording_windows(recordings, index: int, max_windows: int) -> Iterator[np.ndarray]:
@@ -109,14 +118,21 @@ def predict_whole_files(probs_fn: Probabilities, recordings, max_windows: int = 
     A recording with no windows (one that failed while streaming) gets zeros; its caller drops it.
     """
     n = len(recordings)
+    current = shard()  # under torchrun's validation: every size-th batch here, the other ranks' sums added
     sums: np.ndarray | None = None
     counts = np.zeros(n)
-    for owners, batch in window_batches(recordings, max_windows):
+    for index, (owners, batch) in enumerate(window_batches(recordings, max_windows)):
+        if current is not None and index % current.size != current.rank:
+            continue
         probs = np.asarray(probs_fn(torch.from_numpy(batch)), dtype=np.float64)
         if sums is None:
             sums = np.zeros((n, probs.shape[1]))
         np.add.at(sums, owners, probs)
         np.add.at(counts, owners, 1)
+    if current is not None:  # added in rank order: the same result, bit for bit, on every rank
+        parts = [part for part in all_gather((sums, counts), current) if part[0] is not None]
+        sums = sum(part[0] for part in parts) if parts else None
+        counts = sum(part[1] for part in parts) if parts else counts
     if sums is None:
         return np.zeros((0, 0)), np.zeros((0,))
     return sums / np.maximum(counts, 1)[:, None], recordings.targets.numpy()

@@ -85,23 +85,28 @@ def train_one_epoch(
     grad_clip: float | None = None,
     progress: Callable[[int], None] | None = None,
     after_step: Callable[[], None] | None = None,
+    weight: Callable[[int, int], float] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of every scalar the step reported. ``after_step`` is called
-    after each optimizer step."""
+    after each optimizer step.
+
+    Distributed training (:mod:`.distributed`): ``weight(step, batch items)`` multiplies the loss that is
+    backpropagated (each rank's share of the global batch); the values returned are this rank's."""
     model.train()
     sums: dict[str, float] = {}
     count = 0
-    for inputs, targets, *extra in loader:
+    for index, (inputs, targets, *extra) in enumerate(loader):
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         with autocast_for(device, amp):
             out = step(model, inputs, targets, *[e.to(device, non_blocking=True) for e in extra])
         optimizer.zero_grad(set_to_none=True)
+        loss = out["loss"] if weight is None else out["loss"] * weight(index, len(inputs))
         if scaler is not None:
-            scaler.scale(out["loss"]).backward()
+            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
         else:
-            out["loss"].backward()
+            loss.backward()
         if grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         if scaler is not None:

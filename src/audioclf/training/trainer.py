@@ -7,10 +7,14 @@ checkpoint scored on val and test, plots, ``summary.json`` and ``report.md`` (:f
 
 ``--resume`` continues a run from ``checkpoints/last.pt``: weights, optimizer, schedule, early stopping and
 random state, with the run's saved config under what the caller sets now (e.g. more epochs).
+
+Under ``torchrun`` the same function runs in every process (:mod:`audioclf.training.distributed`): each rank
+trains on its share of every batch through ``DistributedDataParallel``; rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -36,6 +40,9 @@ from .callbacks import EarlyStopping
 from .evaluate import model_probabilities
 from .inputs import Inputs, inputs_for
 from .averaging import moving_average
+from .distributed import (World, all_gather, barrier, broadcast, init_distributed, mean_over_ranks, parallel_step,
+                          peers_watched, rank_device, sharded, step_weights, sync_state, uneven_steps,
+                          use_sync_batchnorm)
 from .loop import build_step, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .tracking import Trackers, check_tracking
@@ -134,20 +141,28 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     check_training_settings(cfg.train)  # optimizer and scheduler names, before any data is read
     check_tracking(cfg.train.track)
     resolve_device(cfg.train.device)
+    current = init_distributed(cfg.train.device)  # a single process unless started by torchrun
     inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
     cfg = copy.copy(cfg)
-    cfg.out = str(cfg.out or default_run_dir(inputs.cfg.model["name"]))
+    # One folder and one decision for all ranks (a default name has the time in it; files may differ by node).
+    cfg.out, resume = broadcast((str(cfg.out or default_run_dir(inputs.cfg.model["name"])), resume), current)
     run = RunDir(cfg.out)
+    if not current.main:  # ranks > 0 neither write nor show progress
+        result = _train(cfg, run, inputs, resume, manifest, None, objective, current)
+        barrier(current)  # rank 0 has written the summary: files a caller reads next are there
+        return result
     with run.claim().lock():  # a second writer into this folder is refused, not mixed in
-        return _train(cfg, run, inputs, resume, manifest, reporter, objective)
+        result = _train(cfg, run, inputs, resume, manifest, reporter, objective, current)
+    barrier(current)
+    return result
 
 
 def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Manifest | None,
-           reporter: Reporter | None, objective: Objective | None) -> Path:
+           reporter: Reporter | None, objective: Objective | None, current: World) -> Path:
     started = time.perf_counter()
     checkpoint = None
-    if resume:
-        cfg, checkpoint, manifest = _resumed(cfg, run)
+    if resume:  # rank 0 reads the run; the others get what it read
+        cfg, checkpoint, manifest = broadcast(_resumed(cfg, run) if current.main else None, current)
         inputs = inputs_for(cfg)
     else:
         inputs.cfg.out = cfg.out
@@ -162,10 +177,12 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         raise DataError("the validation split is empty (add val rows or set data.split)")
     task, classes = inputs.task, inputs.classes
 
-    device = resolve_device(cfg.train.device)
+    device = rank_device(resolve_device(cfg.train.device), current)
     amp = use_amp(cfg.train.amp, device)
     model = inputs.build_model().to(device)
     complexity = measure_complexity(model, cfg.limits)  # refuses an over-limit model before anything is written
+    if cfg.train.sync_batchnorm:
+        model = use_sync_batchnorm(model, device, current)
     inputs.complete_config(complexity["macs"])
     cfg = inputs.cfg
     monitor = cfg.train.monitor or inputs.default_monitor()
@@ -188,7 +205,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     resolved["train"]["monitor"] = monitor
     resolved["out"] = str(run.root)
     extra_summary: dict[str, Any] = {}
-    if checkpoint is None:
+    if checkpoint is None and current.main:
         if cfg.init_from:
             # Two-stage training: start from another run's weights, including its feature standardisation,
             # which those weights were trained with.
@@ -202,13 +219,15 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         run.create()
         run.write_config(resolved)
         inputs.snapshot(run.root)
-    else:
-        _restore_training_state(checkpoint, run, model, optimizer, scheduler, stopper)
-        run.write_config(resolved)
+    elif checkpoint is not None:
+        _restore_training_state(checkpoint, run if current.main else None, model, optimizer, scheduler, stopper)
+        if current.main:
+            run.write_config(resolved)
+    sync_state(model, current)  # every rank starts from rank 0's weights and feature statistics
     if reporter is not None:  # once the starting weights are in place (a refused init_from file says so alone)
         reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
     trackers = Trackers(cfg.train.track, run.root, resolved, resumed=checkpoint is not None, inner=reporter) \
-        if cfg.train.track else None
+        if cfg.train.track and current.main else None
     reporter = trackers or reporter
     inputs.ready(model, device)
     ema = moving_average(model, cfg.train.ema)
@@ -227,21 +246,33 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, "skipped": skipped,
                   "run_id": run_id, **inputs.facts()}
     start_epoch = 1
+    if current.active:  # each rank its own dropout / SpecAugment draws (the same ones for the same world size)
+        torch.manual_seed(cfg.seed * 1000 + current.rank)
     if checkpoint is not None:
-        set_rng_state(checkpoint["rng"])  # dropout etc. continue exactly where the run stopped
+        _restore_rng(checkpoint, current)  # dropout etc. continue exactly where the run stopped
         start_epoch = checkpoint["epoch"] + 1
     loss = model_loss(model)
 
     def validate() -> dict[str, float]:
-        return inputs.validate(evaluated, device, amp, loss)
+        sync_state(model, current, buffers_only=True)  # rank 0's BatchNorm statistics, the ones it keeps
+        if ema is not None:
+            sync_state(ema.module, current, buffers_only=True)
+        with sharded(current):
+            return inputs.validate(evaluated, device, amp, loss)
 
+    trained = inputs.trained_part(model)
+    if current.active:
+        step = parallel_step(trained, step, device, current)
     fit = EpochFit(run, model, loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
-                   base_state, ema, trained=inputs.trained_part(model))
+                   base_state, ema, trained=trained, world=current)
     try:
-        run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
+        with peers_watched(current):
+            run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
         if reporter is not None:
             reporter.message(_stop_reason(stopper, cfg, monitor))
     except TrainingDiverged as diverged:
+        if not current.main:
+            raise
         if not run.checkpoint("best").exists():
             if trackers:
                 trackers.finish({}, failed=True)
@@ -253,8 +284,12 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         best = run.read_summary().get("best_epoch")
         raise TrainingDiverged(diverged.epoch, diverged.lr, f"{run.root} keeps epoch {best}, the best before it") from None
 
+    if not current.main:
+        return run.root
     if objective is not None:
         extra_summary.update(objective.summary(cfg, inputs, device, amp))
+    # Data found unusable while training (a damaged shard met while streaming) joins the files skipped up front.
+    extra_summary["skipped"] = skipped + [entry for entry in inputs.skipped() if entry not in skipped]
     # Wall time of this invocation's data preparation and training (a resumed run: since it resumed).
     extra_summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     result = finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary)
@@ -293,14 +328,29 @@ def _stop_reason(stopper: EarlyStopping, cfg: Config, monitor: str) -> str:
     return f"trained all {cfg.train.epochs} epochs; {best}"
 
 
-def _restore_training_state(checkpoint: dict[str, Any], run: RunDir, model, optimizer, scheduler, stopper) -> None:
+def _restore_training_state(checkpoint: dict[str, Any], run: RunDir | None, model, optimizer, scheduler,
+                            stopper) -> None:
     """``--resume``: weights, optimizer, schedule and early-stopping state of the last finished epoch; the
-    metrics log is cut back to that epoch."""
+    metrics log (``run``: rank 0's) is cut back to that epoch."""
     model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))  # raw weights, when averaged
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     stopper.load_state_dict(checkpoint["early_stopping"])
-    run.truncate_metrics(checkpoint["epoch"])
+    if run is not None:
+        run.truncate_metrics(checkpoint["epoch"])
+
+
+def _restore_rng(checkpoint: dict[str, Any], current: World) -> None:
+    """Each rank's random state as the checkpoint kept it. Resumed on another number of processes, the ranks
+    keep the fresh states they were seeded with (the data order and crops do not depend on them)."""
+    states = checkpoint.get("rng_ranks")
+    if states is not None and len(states) == current.size:
+        set_rng_state(states[current.rank])
+    elif not current.active:
+        set_rng_state(checkpoint["rng"])
+    else:
+        log.warning("--resume on %d processes, the run was saved by %s: dropout and augmentation draws start "
+                    "afresh", current.size, len(states) if states else 1)
 
 
 @dataclass
@@ -322,6 +372,7 @@ class EpochFit:
     base_state: dict[str, Any]
     ema: Any = None  # the weights' moving average (training.averaging), or None
     trained: torch.nn.Module | None = None  # what a step runs on a batch (default: model; frozen embeddings: its head)
+    world: World = World()  # the processes training together (torchrun), or this one alone
 
 
 def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validate, reporter=None,
@@ -331,7 +382,8 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
     ``set_epoch(epoch)`` reseeds the data order, ``validate()`` returns the validation metrics,
     ``extra_record()`` (optional) adds entries to each metrics.jsonl line.
     """
-    cfg, monitor = fit.cfg, fit.monitor
+    cfg, monitor, current = fit.cfg, fit.monitor, fit.world
+    weight = step_weights(fit.loader, current)
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         if fit.stopper.should_stop:
             break
@@ -339,9 +391,18 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         started = time.perf_counter()
         bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", n_items) if reporter else None
         average = (lambda: fit.ema.update_parameters(fit.model)) if fit.ema is not None else None
-        train_values = train_one_epoch(fit.trained or fit.model, fit.loader, fit.step, fit.optimizer, fit.device, amp=fit.amp,
-                                       scaler=fit.scaler, grad_clip=cfg.train.grad_clip,
-                                       progress=bar.advance if bar else None, after_step=average)
+        seen = [0]  # this rank's items, to weigh its mean values among the ranks'
+
+        def progress(n: int) -> None:
+            seen[0] += n
+            if bar:
+                bar.advance(n * current.size)  # the bar counts all ranks' items: about this share times the ranks
+
+        with uneven_steps(fit.step, fit.loader, current):
+            train_values = train_one_epoch(fit.trained or fit.model, fit.loader, fit.step, fit.optimizer, fit.device,
+                                           amp=fit.amp, scaler=fit.scaler, grad_clip=cfg.train.grad_clip,
+                                           progress=progress, after_step=average, weight=weight)
+        train_values = mean_over_ranks(train_values, seen[0], current)
         if bar:
             bar.close()
         if not _finite(train_values.get("loss", 0.0), fit.model):
@@ -360,6 +421,9 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         record = {"epoch": epoch, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
                   **{f"train/{k}": v for k, v in train_values.items()},
                   **{f"val/{k}": v for k, v in val_values.items()}, **(extra_record() if extra_record else {})}
+        rng_ranks = all_gather(rng_state(), current) if current.active else None
+        if not current.main:
+            continue
         fit.run.append_metrics(record)
         evaluated = fit.ema.module if fit.ema is not None else fit.model
         state = {**fit.base_state, "epoch": epoch, "model": evaluated.state_dict(), "val": val_values}
@@ -367,6 +431,8 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
             fit.run.save_checkpoint("best", state)
         resume_state = {"optimizer": fit.optimizer.state_dict(), "rng": rng_state(),
                         "scheduler": fit.scheduler.state_dict(), "early_stopping": fit.stopper.state_dict()}
+        if rng_ranks is not None:
+            resume_state["rng_ranks"] = rng_ranks
         if fit.ema is not None:  # the raw weights keep training; the average restarts from its own state
             resume_state.update(train_model=fit.model.state_dict(), ema=fit.ema.state_dict())
         fit.run.save_checkpoint("last", {**state, **resume_state})

@@ -23,6 +23,7 @@ from ..data.prepare import group_column, import_data
 from ..errors import ConfigError, DataError
 from ..console import markdown_table
 from ..files import atomic_write_text
+from ..training.distributed import barrier, world
 from ..metrics import higher_is_better, shown_metric_names
 from ..runs import RunDir, default_run_dir
 from ..runs.plots import plot_folds
@@ -115,11 +116,16 @@ def cross_validate(cfg: Config, resume: bool = False, reporter=None) -> Path:
         if reporter:
             reporter.message(f"fold {fold} ({splits.count('test')} test items{', resumed' if resumed else ''})")
         run_dir = train(fold_cfg, resume=resumed, manifest=manifest.with_splits(splits), reporter=reporter)
-        summaries[fold] = RunDir(run_dir).read_summary()
+        if world().main:  # under torchrun rank 0 alone reads the folds and writes the summary
+            summaries[fold] = RunDir(run_dir).read_summary()
+    if not world().main:
+        barrier(world())
+        return root
     result = {"cv": cfg.cv, "folds": sorted(summaries), "test": summarize_folds(summaries),
               "task": next(iter(summaries.values()))["task"]}
     atomic_write_text(root / "cv_summary.json", json.dumps(result, indent=2) + "\n")
     write_cv_report(root, result)
+    barrier(world())
     return root
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..config import Config, apply_overrides, config_from_dict, load_config
 from ..errors import ConfigError
 from ..runs.directory import is_audioclf_output, live_lock_holder
+from ..training.distributed import barrier, init_distributed
 from ..training.inputs import inputs_for
 from ..training.trainer import Reporter, train
 from .cv import cross_validate
@@ -53,9 +54,14 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
     wrote is ever deleted).
     """
     cfg = _as_config(cfg, overrides or [])
-    if cfg.out:
+    current = init_distributed(cfg.train.device)  # under torchrun: one of several processes (rank 0 writes)
+    if cfg.out and current.main:
         _claim_output(Path(cfg.out), resume, overwrite)
+    barrier(current)  # an --overwrite folder is gone before any rank looks at it
     if cfg.train.time_budget is not None:
+        if current.active:
+            raise ConfigError("train.time_budget tries settings one run after another in this process; under "
+                              "torchrun train one configuration (or run audioclf sweep --jobs N)")
         if cfg.stages or cfg.cv is not None:
             raise ConfigError("train.time_budget searches one run; it cannot be combined with stages or cv")
         root = search(cfg, resume=resume, reporter=reporter)

@@ -27,6 +27,7 @@ from ..config import Config, apply_overrides, config_from_dict
 from ..console import format_number, markdown_table
 from ..errors import ConfigError
 from ..files import atomic_write_text
+from ..training.distributed import barrier, world
 from ..metrics import headline_metrics
 from ..runs import RunDir
 
@@ -120,12 +121,16 @@ def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]
                           resume=resumed, reporter=reporter)
         else:
             run = train(stage.config, resume=resumed, reporter=reporter)
+        runs[stage.name] = Path(run)
+        if not world().main:  # under torchrun rank 0 alone writes: quantized and exported models, the report
+            continue
         if stage.quantize:
             quantize_run(run, calibration=stage.quantize)
         if stage.export:
             export_onnx(run)
-        runs[stage.name] = Path(run)
-    write_stages_report(root, runs)
+    if world().main:
+        write_stages_report(root, runs)
+    barrier(world())  # the next step of a caller may read what rank 0 wrote
     return list(runs.values())
 
 

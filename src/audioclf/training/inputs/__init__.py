@@ -11,6 +11,7 @@ read, never a silently ignored setting.
 * :class:`EmbeddingInputs`: AudioSet-style embedding sets (HDF5 or TFRecord), in memory or streamed.
 * :class:`FrozenEmbeddingInputs`: audio files through a frozen pretrained backbone whose embeddings are
   extracted once; only the head trains (``train.frozen_embeddings``).
+* :class:`ShardInputs`: decoded audio in WebDataset tar shards (``audioclf shard``), the training split streamed.
 
 :func:`inputs_for` picks the kind a config describes.
 """
@@ -22,15 +23,18 @@ from .audio import AudioInputs
 from .base import Inputs
 from .embeddings import EmbeddingInputs
 from .frozen import FrozenEmbeddingInputs
+from .shards import ShardInputs
 
-__all__ = ["AudioInputs", "EmbeddingInputs", "FrozenEmbeddingInputs", "Inputs", "inputs_for"]
+__all__ = ["AudioInputs", "EmbeddingInputs", "FrozenEmbeddingInputs", "Inputs", "ShardInputs", "inputs_for"]
 
 
 def inputs_for(cfg: Config) -> Inputs:
     """The inputs ``cfg`` describes (with that kind's defaults applied and its unsupported keys refused):
     AudioSet embeddings when ``data.format`` is ``audioset``, the model takes embeddings, or ``data.path``
-    holds embedding files; audio files through a frozen backbone when ``train.frozen_embeddings``; audio files
-    otherwise."""
+    holds embedding files; audio shards when ``data.format`` is ``shards`` or ``data.path`` is a shard set; audio
+    files through a frozen backbone when ``train.frozen_embeddings``; audio files otherwise."""
+    if ShardInputs.describes(cfg):
+        return ShardInputs(cfg)
     if EmbeddingInputs.describes(cfg):
         return EmbeddingInputs(cfg)
     return (FrozenEmbeddingInputs if cfg.train.frozen_embeddings else AudioInputs)(cfg)

@@ -19,7 +19,7 @@ from ...data.audio import TRIM_MODES, window_starts
 from ...data.dataset import Skipped, StreamedRecordings, WaveformDataset, targets_for
 from ...data.importers import load_manifest
 from ...data.manifest import Manifest
-from ...data.prepare import (EpochShuffle, PreparedData, default_features, group_column, make_loader, prepare_data,
+from ...data.prepare import (PreparedData, default_features, group_column, make_loader, prepare_data,
                              prepare_to_stream)
 from ...errors import ConfigError, DataError
 from ...features import FeatureConfig, FrontEnd
@@ -28,6 +28,7 @@ from ...models.classifier import AudioClassifier
 from ...models.registry import create_model, model_entry, model_input_kind
 from ...runs import RunDir
 from ..averaging import ema_decay_for
+from ..distributed import epoch_batches
 from ..evaluate import Probabilities, SplitResult, predict_batches, predict_whole_files, score
 from .base import Inputs
 from .zero_config import audio_defaults, patience_for, plan_epochs, warmup_epochs
@@ -215,8 +216,9 @@ class AudioInputs(Inputs):
         return self.dataset("train", train=True)
 
     def train_loader(self, train_set, device):
-        sampler = EpochShuffle(len(train_set), self.cfg.seed)
-        loader = make_loader(train_set, self.cfg.train.batch_size, self.cfg.train.num_workers, sampler, device)
+        sampler = epoch_batches(len(train_set), self.cfg.train.batch_size, self.cfg.seed)
+        loader = make_loader(train_set, self.cfg.train.batch_size, self.cfg.train.num_workers, device=device,
+                             batch_sampler=sampler)
 
         def set_epoch(epoch: int) -> None:
             sampler.set_epoch(epoch)

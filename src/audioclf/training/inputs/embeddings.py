@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
+
 from ...config import Config
 from ...data.embedding_sets import (
     EmbeddingOptions,
@@ -33,6 +35,7 @@ from ...errors import ConfigError, DataError
 from ...models.classifier import AudioClassifier
 from ...models.registry import create_model, list_models, model_input_kind
 from ...runs import RunDir
+from ..distributed import RankSlices, epoch_batches, world
 from ..evaluate import Probabilities, SplitResult, predict_batches, score
 from .base import Inputs
 
@@ -149,7 +152,11 @@ class EmbeddingInputs(Inputs):
         return self._train_data
 
     def train_loader(self, train_set, device):
-        return train_loader(train_set, self.cfg.train.batch_size, self.cfg.train.num_workers, self.cfg.seed, device)
+        batch, workers, seed, current = self.cfg.train.batch_size, self.cfg.train.num_workers, self.cfg.seed, world()
+        if isinstance(train_set, torch.utils.data.IterableDataset):  # a stream: under torchrun each rank keeps its piece
+            loader, set_epoch = train_loader(train_set, batch, workers, seed, device)
+            return (RankSlices(loader, current) if current.active else loader), set_epoch
+        return train_loader(train_set, batch, workers, seed, device, batch_sampler=epoch_batches(len(train_set), batch, seed))
 
     def epoch_record(self) -> dict[str, Any]:
         peak = getattr(self._train_data, "peak_rows", None)
