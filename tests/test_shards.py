@@ -267,7 +267,7 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(data[: len(data) // 2])
     elif how == "garbage":
         path.write_bytes(np.random.default_rng(0).bytes(len(data)))
-    else:  # a valid tar whose second item's npy member is not a .npy array
+    else:  # a valid tar whose second item's npy member is not a .npy array, or holds NaN samples
         members = []
         with tarfile.open(path) as tar:
             for info in tar.getmembers():
@@ -275,12 +275,19 @@ def damage(path: Path, how: str) -> None:
         second = sorted({info.name.split(".")[0] for info, _ in members})[1]
         with tarfile.open(path, "w") as tar:
             for info, body in members:
-                body = b"not an npy array" if info.name == f"{second}.wav.npy" else body
+                if info.name == f"{second}.wav.npy":
+                    body = b"not an npy array" if how == "bad member" else nan_npy()
                 info.size = len(body)
                 tar.addfile(info, io.BytesIO(body))
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbage", "bad member"])
+def nan_npy() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([0.1, np.nan, 0.2], dtype=np.float32))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "bad member", "nan samples"])
 def test_a_damaged_shard_is_reported_and_skipped(prepared, written, tmp_path, caplog, how):
     out = copy_of(written, tmp_path)
     index = read_index(str(out))

@@ -27,7 +27,9 @@ from .registry import did_you_mean
 @dataclass
 class DataConfig:
     path: str | None = None  # folder-per-class tree or CSV (fname,labels[,split,fold,<groups>]); alias: root
-    format: str = "auto"  # auto (folder or CSV) | fsd2019 | gtzan | tau2022 | esc50 | urbansound8k | librispeech
+    # auto (folder or CSV) | fsd2019 | gtzan | tau2022 | esc50 | urbansound8k | librispeech | audioset | shards
+    # (written by audioclf shard)
+    format: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)  # importer options, e.g. {subset: curated}
     audio_root: str | None = None  # where CSV file names resolve (default: the CSV's folder)
     sample_rate: int | None = None  # None: inferred from the files (see data.prepare.infer_sample_rate)
@@ -56,6 +58,9 @@ class DataConfig:
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
     max_seconds: float = 3600.0  # longer files are skipped (checked from the header, before decoding)
     memory_gb: float = 4.0  # decoded audio above this goes to a disk cache, memory-mapped (larger-than-RAM data)
+    # The training clips' decoded audio held in GPU memory, cropped there each batch (no loader, no copies):
+    # null = when training on a GPU and it takes at most a quarter of the GPU's free memory; true / false.
+    device_cache: bool | None = None
 
 
 @dataclass
@@ -107,6 +112,9 @@ class TrainConfig:
     # Under torchrun (training.distributed): BatchNorm statistics over the whole global batch instead of each
     # process's share (PyTorch's SyncBatchNorm, GPUs only).
     sync_batchnorm: bool = False
+    # torch.compile the training step (front-end, augmentation, network): faster steps on a GPU after a
+    # compilation of a minute or so at the start; off by default (CPU runs and short runs gain nothing).
+    compile: bool = False
 
 
 @dataclass

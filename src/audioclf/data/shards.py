@@ -400,6 +400,8 @@ def _decode(sample: dict[str, Any]) -> _Record:
         raise _BadItem(f"wav.npy member is not a readable .npy array ({exc})") from None
     if wave.dtype != np.float32 or wave.ndim != 1 or len(wave) == 0:
         raise _BadItem(f"wav.npy holds {wave.dtype} {wave.shape}; expected a non-empty float32 mono waveform")
+    if not np.isfinite(wave).all():  # would train on NaN: the run would diverge at once, far from the cause
+        raise _BadItem("wav.npy holds NaN or infinite samples")
     return _Record(wave, meta)
 
 

@@ -67,6 +67,14 @@ def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
     return augmented_step(loss_fn, task, n_classes, spec_augment, aug.mixup_alpha or 0.0, aug.mixup_on)
 
 
+def compile_for_training(model: nn.Module) -> None:
+    """``train.compile``: torch.compile the modules a step runs (the front-end and the network, or the whole module),
+    in place: ``Module.compile`` keeps the parameter names, so checkpoints and exports are unchanged."""
+    parts = [part for part in (getattr(model, "frontend", None), getattr(model, "backbone", None)) if part is not None]
+    for part in parts or [model]:
+        part.compile()
+
+
 def autocast_for(device: torch.device, enabled: bool):
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()

@@ -43,7 +43,7 @@ from .averaging import moving_average
 from .distributed import (World, all_gather, barrier, broadcast, init_distributed, mean_over_ranks, parallel_step,
                           peers_watched, rank_device, sharded, step_weights, sync_state, uneven_steps,
                           use_sync_batchnorm)
-from .loop import build_step, train_one_epoch
+from .loop import build_step, compile_for_training, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .tracking import Trackers, check_tracking
 from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
@@ -261,6 +261,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
             return inputs.validate(evaluated, device, amp, loss)
 
     trained = inputs.trained_part(model)
+    if cfg.train.compile:
+        compile_for_training(trained)
     if current.active:
         step = parallel_step(trained, step, device, current)
     fit = EpochFit(run, model, loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,

@@ -8,6 +8,7 @@ length, task and classes; the model defaults to ``small_cnn`` on a log-mel front
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 
 from ...config import Config, fill_unset
 from ...data.audio import TRIM_MODES, window_starts
+from ...data.device_clips import DeviceClips, device_clips_fit
 from ...data.dataset import Skipped, StreamedRecordings, WaveformDataset, targets_for
 from ...data.importers import load_manifest
 from ...data.manifest import Manifest
@@ -34,6 +36,8 @@ from .base import Inputs
 from .zero_config import audio_defaults, patience_for, plan_epochs, warmup_epochs
 
 __all__ = ["AudioInputs", "build_classifier", "fit_standardizer"]
+
+log = logging.getLogger(__name__)
 
 CROPS = ("random", "center", "start", "max_energy")
 # Per-group metrics only for group columns with at most this many values in a split: a column of clip ids or
@@ -217,8 +221,12 @@ class AudioInputs(Inputs):
 
     def train_loader(self, train_set, device):
         sampler = epoch_batches(len(train_set), self.cfg.train.batch_size, self.cfg.seed)
-        loader = make_loader(train_set, self.cfg.train.batch_size, self.cfg.train.num_workers, device=device,
-                             batch_sampler=sampler)
+        if device_clips_fit(train_set, device, self.cfg.data.device_cache):  # crops cut on the device itself
+            loader = DeviceClips(train_set, sampler, device)
+            log.info("training audio held on %s (%.2f GB): clips are cropped there", device, loader.nbytes / 1e9)
+        else:
+            loader = make_loader(train_set, self.cfg.train.batch_size, self.cfg.train.num_workers, device=device,
+                                 batch_sampler=sampler)
 
         def set_epoch(epoch: int) -> None:
             sampler.set_epoch(epoch)
