@@ -109,6 +109,12 @@ def test_gpus_without_gpus_is_a_one_line_error(capsys, data, tmp_path):
     assert "--gpus 2: this machine has" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("n, message", [(0, "--gpus 0: expected at least 1"), (-2, "--gpus -2: expected at least 1")])
+def test_bad_gpu_counts_are_one_line_errors(capsys, data, tmp_path, n, message):
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--gpus", str(n)]) == 2
+    assert message in capsys.readouterr().err
+
+
 # --- two processes ------------------------------------------------------------------------------------------
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
     args = ["train", "--data", str(data), "train.epochs=2", *PLAIN]
@@ -169,11 +175,16 @@ def test_stages_and_embedding_runs_train_under_torchrun(data, tmp_path):
     """A two-stage recipe (the second starts from the first's weights) and an AudioSet-embedding run."""
     recipe = tmp_path / "stages.yaml"
     recipe.write_text("stages:\n  - {name: pre, train: {epochs: 1}}\n"
-                      "  - {name: fine, init_from: '@pre', train: {epochs: 1, lr: 0.0003}}\n")
+                      "  - {name: fine, init_from: '@pre', train: {epochs: 1, lr: 0.0003}}\n"
+                      "  - {name: student, kind: distill, teachers: [fine], T: 2.0, alpha: 0.5, train: {epochs: 1}}\n")
     result = torchrun(["train", str(recipe), "--data", str(data), "--out", str(tmp_path / "st"), *PLAIN])
     assert result.returncode == 0, result.stderr[-2000:]
     fine = json.loads((tmp_path / "st/fine/summary.json").read_text())
     assert fine["init_from"]["loaded"] and (tmp_path / "st/report.md").exists()
+    student = json.loads((tmp_path / "st/student/summary.json").read_text())
+    assert student["distillation"]["teachers"] == [str(tmp_path / "st/fine")]
+    assert [m["epoch"] for m in metrics(tmp_path / "st/student")] == [1]
+    assert "train/kd_loss" in metrics(tmp_path / "st/student")[0]
 
     from audioclf.data.embeddings import make_synthetic_embeddings
     from audioclf.data.importers.audioset import write_class_labels, write_h5
@@ -188,6 +199,12 @@ def test_stages_and_embedding_runs_train_under_torchrun(data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [m["epoch"] for m in metrics(tmp_path / "emb")] == [1, 2]
     assert np.isfinite(json.loads((tmp_path / "emb/summary.json").read_text())["metrics"]["test"]["mAP"])
+    # Streamed from the file: each rank reads the stream and keeps its piece of every batch.
+    result = torchrun(["train", "--data", str(root), "--out", str(tmp_path / "stream"), "train.epochs=1",
+                       "train.batch_size=16", "model.name=embedding_mlp_s5", "model.hidden=32",
+                       "data.options.stream=true", "data.options.max_rows_in_memory=32"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.isfinite(metrics(tmp_path / "stream")[0]["train/loss"])
 
 
 # --- training from shards -----------------------------------------------------------------------------------
@@ -224,6 +241,28 @@ def test_training_streams_a_shard_set_and_reports_a_damaged_shard(shards, tmp_pa
     predictor = Predictor.from_run(root)
     clip = next(path for path in Path(index_path_of(shards)).rglob("*.wav"))
     assert predictor.predict_files([str(clip)])[0].probs.shape == (len(index["classes"]),)
+    # The run records how the shards were made, so a recording is treated as the training audio was.
+    config = (root / "config.yaml").read_text()
+    assert "trim_silence: edges" in config and index["trim_silence"] == "edges"
+    # evaluate reads the run's test split from the shards: the numbers of its summary.
+    from audioclf.workflows.evaluation import run_outputs
+
+    again = run_outputs(root).result.metrics
+    for key, value in summary["metrics"]["test"].items():
+        assert again[key] == pytest.approx(value, rel=1e-6), key
+    files = run_outputs(root, data=str(index_path_of(shards)))  # or audio files, decoded
+    assert len(files.result.probs) == sum(index_counts(index).values())
+
+
+def index_counts(index: dict) -> dict[str, int]:
+    return {split: sum(s["items"] for s in index["splits"][split]) for split in ("train", "val", "test")}
+
+
+def test_settings_the_shards_fix_are_checked_against_them(shards, tmp_path, capsys):
+    assert main(["train", "--data", str(shards), "--out", str(tmp_path / "r"), "data.sample_rate=22050"]) == 2
+    assert "data.sample_rate=22050: the shards in" in capsys.readouterr().err
+    assert main(["train", "--data", str(shards), "--out", str(tmp_path / "r"), "data.split=random"]) == 2
+    assert "data.split='random': runs on audio shards cannot honour it" in capsys.readouterr().err
 
 
 def index_path_of(shards: Path) -> Path:
@@ -242,3 +281,17 @@ def test_two_processes_train_from_shards_with_workers(shards, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [m["epoch"] for m in metrics(tmp_path / "run")] == [1, 2]
     assert all(np.isfinite(m["train/loss"]) for m in metrics(tmp_path / "run"))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL takes one GPU per process)")
+def test_two_gpus_with_sync_batchnorm_train_like_one(data, tmp_path):
+    """NCCL, one GPU per process, a BatchNorm model with SyncBatchNorm: the statistics of the global batch, so the
+    same weights as one GPU (to the float rounding of reductions in another order)."""
+    args = ["train", "--data", str(data), "train.epochs=2", "train.amp=false", "train.sync_batchnorm=true",
+            "model.name=small_cnn", "model.dropout=0", *PLAIN[1:]]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "two"), "--gpus", "2"]) == 0
+    one = torch.load(tmp_path / "one/checkpoints/last.pt", weights_only=False)["train_model"]
+    two = torch.load(tmp_path / "two/checkpoints/last.pt", weights_only=False)["train_model"]
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name].float(), tensor.float(), atol=1e-4, rtol=1e-3)

@@ -130,12 +130,12 @@ def cmd_train(args) -> None:
 
 def cmd_shard(args) -> None:
     from .config import load_config
-    from .data.shards import shard_data
+    from .workflows.shard import shard
 
     config, overrides = _split_positionals(args.args)
     if args.data:
         overrides = [f"data.path={args.data}", *overrides]
-    index = shard_data(load_config(config, overrides), args.out, max_items=args.items_per_shard, progress=True)
+    index = shard(load_config(config, overrides), args.out, items_per_shard=args.items_per_shard)
     splits = index["splits"]
     counts = " / ".join(f"{split} {sum(s['items'] for s in splits[split])}" for split in ("train", "val", "test"))
     out.print(f"{sum(len(v) for v in splits.values())} shards in {args.out} ({counts} items, "

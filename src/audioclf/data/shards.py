@@ -79,12 +79,14 @@ def _webdataset():
 
 # --- writing ------------------------------------------------------------------------------------
 def write_shards(prepared, out: str | Path, max_items: int = 1000, max_bytes: int = 512 * 2**20,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, trim_silence: bool | str | None = None) -> dict[str, Any]:
     """Write ``prepared`` (a :class:`~.prepare.PreparedData`) as a shard set in ``out``; returns its index.
 
     Each shard is written to a temp file and renamed when complete, and ``shards.json`` is written last, so a
     crash leaves no half shard under a final name and no index over an incomplete set. ``out`` may be new, empty
     or an earlier shard set (replaced); a folder holding anything else is refused, so no user file is overwritten.
+    ``trim_silence``: how the audio was trimmed when decoded (``data.trim_silence``), recorded in the index so a
+    model trained on the shards trims the recordings it is given the same way.
     """
     wds = _webdataset()
     for name, value in (("max_items", max_items), ("max_bytes", max_bytes)):
@@ -111,20 +113,21 @@ def write_shards(prepared, out: str | Path, max_items: int = 1000, max_bytes: in
         pass
     index = {"format": FORMAT, "version": VERSION, "task": manifest.task, "classes": list(manifest.classes),
              "sample_rate": int(prepared.sample_rate), "clip_seconds": float(prepared.clip_seconds),
-             "splits": splits, "groups": list(manifest.group_names)}
+             "splits": splits, "groups": list(manifest.group_names), "trim_silence": trim_silence}
     atomic_write_text(out / INDEX, json.dumps(jsonable(index), indent=1) + "\n")
     return index
 
 
 def shard_data(cfg, out: str | Path, max_items: int = 1000, progress: bool = False) -> dict[str, Any]:
-    """``audioclf shard``: the data of ``cfg.data`` imported, checked, decoded, resampled, trimmed and split exactly
-    as training would (:func:`~.prepare.prepare_data`), then written as a shard set in ``out``; returns its index."""
+    """The data of ``cfg.data`` imported, checked, decoded, resampled, trimmed and split
+    (:func:`~.prepare.prepare_data`), then written as a shard set in ``out``; returns its index.
+    ``audioclf shard`` fills ``cfg`` with training's defaults first (:func:`audioclf.workflows.shard.shard`)."""
     from .prepare import prepare_data
 
     prepared = prepare_data(cfg, progress=progress)
     if prepared.skipped:
         log.warning("%d file(s) could not be decoded and are not in the shards", len(prepared.skipped))
-    return write_shards(prepared, out, max_items=max_items, progress=progress)
+    return write_shards(prepared, out, max_items=max_items, progress=progress, trim_silence=cfg.data.trim_silence)
 
 
 def _clear_earlier_set(out: Path) -> None:

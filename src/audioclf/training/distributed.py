@@ -123,7 +123,8 @@ def peers_watched(current: World) -> Iterator[None]:
         text = " ".join(str(exc).split())
         if not isinstance(exc, dist.DistError) and not any(word in text.lower() for word in _PEER_ERRORS):
             raise
-        raise PeerLost(f"rank {current.rank}: another training process stopped ({text[:120]}); the run keeps its "
+        first = text.split(". ")[0][:160]  # gloo appends advice and an emoji; its first sentence says what happened
+        raise PeerLost(f"rank {current.rank}: another training process stopped ({first}); the run keeps its "
                        "last finished epoch: start the job again with --resume") from None
 
 
@@ -211,7 +212,8 @@ def step_weights(loader, current: World):
 class RankSlices:
     """This rank's contiguous piece of every global batch a stream yields (the same batches on every rank: same
     seed). For streams that cut their own batches (AudioSet embedding files), whose items cannot be dealt out by
-    index: each rank reads the stream and keeps its piece, so every item is trained on once per epoch."""
+    index: each rank reads the stream and keeps its piece, so every item is trained on once per epoch, except
+    those of a last batch of fewer items than ranks (at most ranks - 1 items; left out to keep the ranks in step)."""
 
     def __init__(self, loader, current: World):
         self.loader, self.world, self._last = loader, current, 0

@@ -14,7 +14,6 @@ trains on its share of every batch through ``DistributedDataParallel``; rank 0 a
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math

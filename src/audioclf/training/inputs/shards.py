@@ -12,7 +12,9 @@ with the ranks that still have data (PyTorch's ``Join``), the finished ones cont
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +52,7 @@ class ShardInputs(AudioInputs):
         "data.split": "the shards carry their splits (written by audioclf shard)",
         "data.group": "the shards carry their splits", "data.group_pattern": "the shards carry their splits",
         "data.heldout": "the shards carry their splits", "data.add": "write the items into the shards",
-        "data.train_subset": "the training split is streamed", "data.sample_rate": "the shards fix it",
-        "data.trim_silence": "applied when the shards were written", "augment.duplicate": "the split is streamed",
+        "data.train_subset": "the training split is streamed", "augment.duplicate": "the split is streamed",
         "cv": "cross-validation needs a manifest of decodable files; write one shard set per fold",
     }
 
@@ -63,8 +64,18 @@ class ShardInputs(AudioInputs):
     def with_defaults(cls, cfg: Config) -> Config:
         given = cfg.data.trim_silence
         cfg = super().with_defaults(cfg)
-        cfg.data.trim_silence = given  # the shards hold the audio as written (trimmed or not): a value is refused
+        cfg.data.trim_silence = given  # the shards say how their audio was trimmed (prepare)
         return cfg
+
+    def _take_from_index(self, index: dict) -> None:
+        """The sample rate and silence trimming the shards were written with (recorded in the run's config, so
+        ``predict`` treats a recording as the training audio was); a different value set by the user is refused."""
+        data = self.cfg.data
+        for key, value in (("sample_rate", int(index["sample_rate"])), ("trim_silence", index.get("trim_silence"))):
+            if getattr(data, key) is not None and getattr(data, key) != value:
+                raise ConfigError(f"data.{key}={getattr(data, key)!r}: the shards in {data.path} were written with "
+                                  f"{value!r}; write them again (audioclf shard) to change it")
+            setattr(data, key, value)
 
     # --- data -------------------------------------------------------------------------------------
     def prepare(self, manifest: Manifest | None = None, progress: bool = False, training: bool = True) -> None:
@@ -74,6 +85,7 @@ class ShardInputs(AudioInputs):
             raise ConfigError("a shard set carries its own items and splits: it cannot be given a manifest "
                               "(distillation and cross-validation read audio files)")
         self.index = index = read_index(self.cfg.data.path)
+        self._take_from_index(index)
         self.task, self.classes = index["task"], list(index["classes"])
         items, waves = [], {}
         for split in ("val", "test"):
@@ -143,6 +155,33 @@ class ShardInputs(AudioInputs):
             train_set.set_epoch
 
     # --- evaluation -------------------------------------------------------------------------------
+    def prepare_evaluation(self, run: RunDir, state: dict[str, Any], data: str | None = None,
+                           split: str | None = None, strict: bool = False) -> None:
+        """A split of a shard set (the run's own by default; ``data`` another set), or audio files (``data``)."""
+        from ...data.shards import load_split, read_index
+
+        source = data or self.cfg.data.path
+        if not is_shard_set(source):  # recordings given as files: decoded as any audio run's
+            super().prepare_evaluation(run, state, data, split, strict)
+            return
+        index = read_index(source)
+        split = split or "test"
+        items, waves = load_split(index, split)
+        classes = list(state["classes"])
+        unknown = sorted({label for item in items for label in item.labels} - set(classes))
+        if unknown:
+            raise DataError(f"{source}: label '{unknown[0]}' is not one of the run's classes")
+        if not items:
+            raise DataError(f"nothing to evaluate: the shard set {source} has no {split} items")
+        if int(index["sample_rate"]) != int(state["sample_rate"]):
+            raise DataError(f"{source}: shards at {index['sample_rate']} Hz, the run was trained at "
+                            f"{state['sample_rate']} Hz")
+        # Everything chosen is evaluated: it becomes the "test" split of the shared machinery.
+        items = [dataclasses.replace(item, split="test") for item in items]
+        self.prepared = PreparedData(Manifest(items, classes=classes, task=state["task"]), waves, [],
+                                     int(state["sample_rate"]), float(state["clip_seconds"]))
+        self.task, self.classes, self.streamed = state["task"], classes, False
+
     def evaluate(self, probs_fn: Probabilities, split: str, loss: str = "task") -> SplitResult | None:
         if split == "train":  # streamed, not held: the overfitting column (train metrics) is left out
             return None
