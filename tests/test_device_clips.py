@@ -46,6 +46,17 @@ def test_device_clips_are_the_loaders_batches(device, crop, pad_mode, multi_labe
                 torch.testing.assert_close(target.cpu(), want_target, rtol=0, atol=0)
 
 
+def test_audio_copied_in_chunks_is_the_same(monkeypatch):
+    import audioclf.data.device_clips as device_clips
+
+    data = dataset("random")
+    whole = DeviceClips(data, RankBatches(EpochShuffle(len(data), 3), 4), torch.device("cpu")).audio
+    monkeypatch.setattr(device_clips, "COPY_CHUNK", 1500)  # a few clips per copy
+    chunked = DeviceClips(data, RankBatches(EpochShuffle(len(data), 3), 4), torch.device("cpu")).audio
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    assert len(whole) == sum(max(len(w), data.n_samples) for w in data.waves)
+
+
 def test_only_what_the_device_path_reproduces_is_cached():
     cpu = torch.device("cpu")
     assert device_clips_fit(dataset("random"), cpu, True)

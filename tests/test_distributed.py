@@ -171,6 +171,18 @@ def test_a_killed_rank_fails_the_job_in_one_line_and_resume_continues_it_exactly
 
 
 @pytest.mark.slow
+def test_the_seed_gives_the_same_run_for_the_same_number_of_processes(data, tmp_path):
+    """With augmentation and dropout on (each rank its own random draws, from the seed and its rank)."""
+    args = ["train", "--data", str(data), "train.epochs=2", "train.batch_size=8", "data.sample_rate=16000",
+            "data.clip_seconds=1.0", "features.n_mels=32"]
+    for name in ("a", "b"):
+        result = torchrun([*args, "--out", str(tmp_path / name)])
+        assert result.returncode == 0, result.stderr[-2000:]
+    drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert drop(metrics(tmp_path / "a")) == drop(metrics(tmp_path / "b"))
+
+
+@pytest.mark.slow
 def test_stages_and_embedding_runs_train_under_torchrun(data, tmp_path):
     """A two-stage recipe (the second starts from the first's weights) and an AudioSet-embedding run."""
     recipe = tmp_path / "stages.yaml"

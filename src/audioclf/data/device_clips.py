@@ -22,6 +22,7 @@ from .dataset import WaveformDataset
 __all__ = ["DeviceClips", "device_clips_fit"]
 
 CROPS = ("random", "center", "start")
+COPY_CHUNK = 16 * 2**20  # samples per host-to-device copy (64 MB of float32)
 FREE_MEMORY_SHARE = 0.25  # data.device_cache: null caches when the audio takes at most this share of free memory
 
 
@@ -58,7 +59,16 @@ class DeviceClips:
                  for w in dataset.waves]
         self.lengths = np.array([len(w) for w in waves], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-        self.audio = torch.from_numpy(np.concatenate(waves).astype(np.float32, copy=False)).to(device)
+        self.audio = torch.empty(int(self.lengths.sum()), dtype=torch.float32, device=device)
+        # Copied in chunks: memory-mapped audio (data.memory_gb) never sits whole in RAM on its way to the GPU.
+        start = 0
+        while start < len(waves):
+            end = start + 1
+            while end < len(waves) and self.offsets[end] - self.offsets[start] < COPY_CHUNK:
+                end += 1
+            chunk = np.concatenate([np.asarray(w, dtype=np.float32) for w in waves[start:end]])
+            self.audio[self.offsets[start]:self.offsets[start] + len(chunk)].copy_(torch.from_numpy(chunk))
+            start = end
         self.targets = dataset.targets.to(device)
         self.window = torch.arange(n, device=device)
 
