@@ -112,8 +112,8 @@ class TrainConfig:
     # Under torchrun (training.distributed): BatchNorm statistics over the whole global batch instead of each
     # process's share (PyTorch's SyncBatchNorm, GPUs only).
     sync_batchnorm: bool = False
-    # torch.compile the training step (front-end, augmentation, network): faster steps on a GPU after a
-    # compilation of a minute or so at the start; off by default (CPU runs and short runs gain nothing).
+    # torch.compile the network (training.loop.compile_for_training): faster steps on a GPU after a compilation
+    # of a minute or so at the start; off by default (CPU runs and short runs gain nothing).
     compile: bool = False
 
 

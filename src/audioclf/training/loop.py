@@ -68,11 +68,12 @@ def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
 
 
 def compile_for_training(model: nn.Module) -> None:
-    """``train.compile``: torch.compile the modules a step runs (the front-end and the network, or the whole module),
-    in place: ``Module.compile`` keeps the parameter names, so checkpoints and exports are unchanged."""
-    parts = [part for part in (getattr(model, "frontend", None), getattr(model, "backbone", None)) if part is not None]
-    for part in parts or [model]:
-        part.compile()
+    """``train.compile``: torch.compile the network a step runs (the model's backbone, or the whole module), in
+    place: ``Module.compile`` keeps the parameter names, so checkpoints and exports are unchanged. The front-end is
+    left as it is: its STFT is complex-valued, which TorchInductor does not generate code for (it would fall back
+    to the same kernels, with a warning)."""
+    backbone = getattr(model, "backbone", None)
+    (backbone if backbone is not None else model).compile()
 
 
 def autocast_for(device: torch.device, enabled: bool):
