@@ -165,6 +165,7 @@ def test_max_bytes_bounds_the_shards(prepared, tmp_path):
     (json.dumps({"format": "something-else", "version": 1}), "not an audioclf shard index"),
     (json.dumps({"format": "audioclf-shards", "version": 9}), "version 9"),
     (json.dumps({"format": "audioclf-shards", "version": 1, "task": "single_label"}), "lacks the key 'classes'"),
+    (" " * (17 * 2**20), "over 16 MB, not a shard index"),  # refused before any parsing
 ])
 def test_a_bad_index_is_a_one_line_error_naming_the_file(written, tmp_path, content, message):
     out = copy_of(written, tmp_path)

@@ -63,6 +63,7 @@ _SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]+-\d{6}\.tar$")  # what an index may na
 # What an earlier shard set may leave in its folder: shards, the index, and atomic_write's temp files of either
 _OURS = re.compile(r"^(?:(?:train|val|test)-\d{6}\.tar|shards\.json"
                    r"|\.(?:(?:train|val|test)-\d{6}|shards)\.tmp-[0-9a-f]+\.(?:tar|json))$")
+MAX_INDEX_BYTES = 16 * 2**20  # read at most this much of a shards.json (checked before parsing)
 _INDEX_KEYS = ("task", "classes", "sample_rate", "clip_seconds", "splits", "groups")
 _TAR_OVERHEAD = 3 * 512  # per member: a 512-byte header and up to 511 bytes of padding (sizes are estimates)
 _MAX_KEY = 80  # USTAR names hold 100 characters without a folder to split at: key + ".wav.npy" must fit
@@ -216,7 +217,7 @@ def read_index(location: str | Path) -> dict[str, Any]:
         where = f"{root}/{INDEX}"
         try:
             with urllib.request.urlopen(where, timeout=60) as response:
-                text = response.read().decode("utf-8")
+                text = response.read(MAX_INDEX_BYTES + 1).decode("utf-8")
         except urllib.error.HTTPError as exc:
             raise DataError(f"{where}: cannot read the shard index (HTTP {exc.code} {exc.reason})") from None
         except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
@@ -229,7 +230,8 @@ def read_index(location: str | Path) -> dict[str, Any]:
         if not path.is_file():
             raise DataError(f"{where}: no shard index here; a shard set is a folder with {INDEX} and its tar files")
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as stream:
+                text = stream.read(MAX_INDEX_BYTES + 1).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{where}: cannot read the shard index ({getattr(exc, 'strerror', None) or exc})") from None
         root = str(path.parent.resolve())
@@ -237,6 +239,8 @@ def read_index(location: str | Path) -> dict[str, Any]:
         if urlparse(root).path != root or urlparse(root).scheme:
             raise DataError(f"{where}: webdataset cannot open shards under a path holding '#', '?' or ':'; move "
                             "the folder")
+    if len(text) > MAX_INDEX_BYTES:  # an index lists shards, not items: a few KB per thousand shards
+        raise DataError(f"{where}: over {MAX_INDEX_BYTES // 2**20} MB, not a shard index")
     try:
         index = json.loads(text)
     except ValueError as exc:
