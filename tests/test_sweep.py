@@ -236,3 +236,36 @@ def test_tpe_with_pruning_stops_trials_that_fall_behind(data, tmp_path, monkeypa
     for trial in record["trials"]:  # a pruned trial stopped before its planned epochs
         epochs = [r["epoch"] for r in RunDir(trial["run_dir"]).read_metrics()]
         assert (epochs == [1, 2, 3]) == (trial["state"] == "complete")
+
+
+def _take_all(url: str, out) -> None:
+    from audioclf.workflows import sweep as sweep_module
+
+    study = optuna.load_study(study_name=sweep_module.STUDY_NAME, storage=url)
+    taken = []
+    while (trial := sweep_module._pop_queued(study, url)) is not None:
+        taken.append(trial.number)
+    out.put(taken)
+
+
+def test_workers_racing_for_queued_trials_on_sqlite_take_each_once(tmp_path):
+    """Python's sqlite3 reads a trial's state outside a transaction: without the claim lock 4 processes took 72-77
+    trials of 60 here (the CI failure: two workers both ran trial 0)."""
+    import multiprocessing
+
+    from audioclf.workflows import sweep as sweep_module
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    study = optuna.create_study(study_name=sweep_module.STUDY_NAME, storage=url)
+    for i in range(60):
+        study.enqueue_trial({"x": i})
+    context = multiprocessing.get_context("fork")  # the children open their own connections
+    out = context.Queue()
+    workers = [context.Process(target=_take_all, args=(url, out)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    taken = [number for _ in workers for number in out.get(timeout=120)]
+    for worker in workers:
+        worker.join()
+    assert sorted(taken) == list(range(60))

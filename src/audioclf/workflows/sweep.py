@@ -29,6 +29,7 @@ is never used to choose. ``<out>/sweep.json`` lists the trials; ``audioclf compa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -38,9 +39,15 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl  # POSIX: serialises SQLite claims (see _claims_serialised)
+except ImportError:  # Windows: workers on one SQLite file may rarely take the same trial (its run folder refuses it)
+    fcntl = None
 
 import yaml
 
@@ -380,24 +387,43 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def _pop_queued(study):
-    """Take a queued trial (WAITING -> RUNNING is atomic in the storage: a trial another worker took is skipped).
+@contextlib.contextmanager
+def _claims_serialised(url: str) -> Iterator[None]:
+    """Around taking a queued trial. A server database locks the trial's row while its state moves from WAITING to
+    RUNNING (SELECT ... FOR UPDATE), so two workers never both take it. SQLite through Python's sqlite3 reads the
+    state outside any transaction: two workers could both see WAITING and both take the trial (seen in CI: both
+    ran trial 0). On SQLite, whose workers share one machine, a file lock next to the database serialises them."""
+    if not url.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    with open(url[len("sqlite:///"):] + ".claims", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pop_queued(study, url: str):
+    """Take a queued trial (WAITING -> RUNNING, one worker at a time: :func:`_claims_serialised`).
 
     ``study.ask()`` does the same but, when another worker took the last queued trial first, draws a new one
     from the sampler: a grid would gain a trial outside the grid. Hence this loop over Optuna's storage API."""
     optuna = _optuna()
     storage = study._storage
-    for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(frozen._trial_id, state=optuna.trial.TrialState.RUNNING):
-                return optuna.trial.Trial(study, frozen._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+    with _claims_serialised(url):
+        for frozen in storage.get_all_trials(study._study_id, deepcopy=False,
+                                             states=(optuna.trial.TrialState.WAITING,)):
+            try:
+                if storage.set_trial_state_values(frozen._trial_id, state=optuna.trial.TrialState.RUNNING):
+                    return optuna.trial.Trial(study, frozen._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
     return None
 
 
-def _next_trial(study, spec: SweepSpec):
-    trial = _pop_queued(study)
+def _next_trial(study, spec: SweepSpec, url: str):
+    trial = _pop_queued(study, url)
     if trial is not None or spec.sampler != "tpe":
         return trial
     optuna = _optuna()
@@ -478,7 +504,7 @@ def sweep_worker(root: str | Path, storage: str | None = None, worker: int = 0, 
     spec = _read_spec(root, url)
     study = _open_study(spec, url, worker)
     done = 0
-    while (trial := _next_trial(study, spec)) is not None:
+    while (trial := _next_trial(study, spec, url)) is not None:
         _run_trial(study, trial, spec, root, reporter)
         done += 1
     return done
