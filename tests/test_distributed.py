@@ -115,6 +115,16 @@ def test_bad_gpu_counts_are_one_line_errors(capsys, data, tmp_path, n, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_stray_world_size_is_a_one_line_error(capsys, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), *PLAIN]) == 2
+    err = capsys.readouterr().err
+    assert "WORLD_SIZE=2 is set but RANK is not: start the processes with torchrun" in err
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
 # --- two processes ------------------------------------------------------------------------------------------
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
     args = ["train", "--data", str(data), "train.epochs=2", *PLAIN]
@@ -193,6 +203,10 @@ def test_stages_and_embedding_runs_train_under_torchrun(data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     fine = json.loads((tmp_path / "st/fine/summary.json").read_text())
     assert fine["init_from"]["loaded"] and (tmp_path / "st/report.md").exists()
+    cv = torchrun(["train", "--data", str(data), "--out", str(tmp_path / "cv"), "cv=2", "train.epochs=1", *PLAIN])
+    assert cv.returncode == 0, cv.stderr[-2000:]
+    folds = json.loads((tmp_path / "cv/cv_summary.json").read_text())["folds"]
+    assert len(folds) == 2 and all((tmp_path / f"cv/fold_{fold}/summary.json").exists() for fold in folds)
     student = json.loads((tmp_path / "st/student/summary.json").read_text())
     assert student["distillation"]["teachers"] == [str(tmp_path / "st/fine")]
     assert [m["epoch"] for m in metrics(tmp_path / "st/student")] == [1]

@@ -85,6 +85,10 @@ def init_distributed(device_setting: str = "auto") -> World:
         return World()
     if dist.is_initialized():
         return world()
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:  # WORLD_SIZE left in the environment by something else: init_process_group would fail deep inside
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but {missing[0]} is not: start the processes "
+                          "with torchrun (which sets both), or unset WORLD_SIZE to train in one process")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     on_gpu = torch.cuda.is_available() and device_setting != "cpu"
     if on_gpu:
