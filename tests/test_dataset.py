@@ -59,3 +59,34 @@ def test_random_crops_depend_only_on_seed_epoch_and_index():
     assert torch.equal(ds[0][0], a0)  # ... and the same crop for the same (seed, epoch, index)
     short = ds[1][0]
     assert short.shape == (100,) and torch.equal(short[:50], short[50:])  # tiled
+
+
+def test_crop_uniforms_are_uniform_deterministic_and_depend_on_seed_epoch_and_item():
+    from audioclf.data.dataset import crop_starts, crop_uniforms
+
+    u = crop_uniforms(3, 7, np.arange(200_000))
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002  # uniform's moments
+    assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 19_000  # every tenth gets its share (20,000)
+    assert np.array_equal(crop_uniforms(3, 7, [5, 9]), u[[5, 9]])  # one item alone = within a batch
+    for other in (crop_uniforms(4, 7, np.arange(1000)), crop_uniforms(3, 8, np.arange(1000)),
+                  crop_uniforms(3, 7, np.arange(1, 1001))):
+        assert np.mean(other == u[:1000]) < 0.01
+    starts = crop_starts(3, 7, np.arange(1000), np.full(1000, 150), 100)  # 51 possible starts
+    assert starts.min() == 0 and starts.max() == 50
+    assert np.array_equal(crop_starts(3, 7, [0, 1], [80, 100], 100), [0, 0])  # nothing to choose: 0
+
+
+def test_random_crops_are_windows_of_the_clip_and_follow_the_epoch():
+    rng = np.random.default_rng(0)
+    wave = rng.standard_normal(5000).astype(np.float32)
+    data = WaveformDataset([wave, wave[:300]], np.array([0, 1]), 1000, "tile", "random", seed=1)
+    crops = []
+    for epoch in range(5):
+        data.set_epoch(epoch)
+        clip = data[0][0].numpy()
+        start = int(np.flatnonzero(np.isclose(wave, clip[0]))[0])
+        assert np.array_equal(clip, wave[start:start + 1000])
+        crops.append(start)
+        assert np.array_equal(data[1][0].numpy(), np.tile(wave[:300], 4)[:1000])  # short: tiled, no draw
+    assert len(set(crops)) > 1

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from audioclf.config import load_config
-from audioclf.data.audio import fix_length
 from audioclf.data.prepare import prepare_data
 from audioclf.data.shards import (
     ShardStream,
@@ -229,14 +228,16 @@ def test_targets_and_batches(prepared, written):
 
 
 def test_crops_follow_seed_epoch_and_ordinal(prepared, written):
-    """Item ``ordinal``'s crop comes from default_rng([seed, epoch, ordinal]), as in WaveformDataset."""
+    """Item ``ordinal``'s crop is the one WaveformDataset gives item ``ordinal`` of the in-memory split."""
+    from audioclf.data.dataset import WaveformDataset
+
     index = read_index(str(written))
     n, seed, epoch = 4000, 7, 3
-    expected = {}
-    for ordinal, item in enumerate(prepared.split("train")):
-        rng = np.random.default_rng([seed, epoch, ordinal])
-        crop = fix_length(prepared.waves[item.id], n, mode="tile", crop="random", rng=rng)
-        expected[crop.astype(np.float32).tobytes()] = item.id
+    train = prepared.split("train")
+    memory = WaveformDataset([prepared.waves[item.id] for item in train], np.zeros(len(train)), n, "tile", "random",
+                             seed=seed)
+    memory.set_epoch(epoch)
+    expected = {memory[ordinal][0].numpy().tobytes(): item.id for ordinal, item in enumerate(train)}
     dataset = stream(index, prepared, n_samples=n, crop="random", seed=seed)
     dataset.set_epoch(epoch)
     got = ids_read(dataset, expected)

@@ -4,8 +4,8 @@ A loader over :class:`~.dataset.WaveformDataset` crops each clip on the CPU, sta
 device every step. When the training split's decoded audio fits in GPU memory (TAU Urban Acoustic Scenes 2022's
 230,350 one-second clips at 44.1 kHz are 40 GB in float32, its 16-kHz copy 15 GB; most sets are far smaller) it
 is copied there once, and each batch is a gather of the crop windows on the device. The crops are the dataset's
-own: item ``i`` in epoch ``e`` starts where ``default_rng([seed, e, i])`` puts it, so a run gives the same
-batches with or without the cache.
+own (:func:`~.dataset.crop_starts`, one vectorised call per batch), so a run gives the same batches with or
+without the cache.
 
 Only what is the same on both paths is cached: random, centre and start crops, no waveform augmentation (that
 runs on NumPy arrays; those runs keep the DataLoader with workers and pinned memory).
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .audio import fix_length
-from .dataset import WaveformDataset
+from .dataset import WaveformDataset, crop_starts
 
 __all__ = ["DeviceClips", "device_clips_fit"]
 
@@ -90,9 +90,8 @@ class DeviceClips:
             return np.zeros(len(indices), dtype=np.int64)
         if crop == "center":
             return spans // 2
-        seed, epoch = self.dataset.seed, self.dataset.epoch
-        return np.array([np.random.default_rng([seed, epoch, i]).integers(0, span + 1) if span > 0 else 0
-                         for i, span in zip(indices, spans)], dtype=np.int64)
+        return crop_starts(self.dataset.seed, self.dataset.epoch, indices, self.lengths[indices],
+                           self.dataset.n_samples)
 
     def __iter__(self):
         # A DataLoader draws its workers' base seed from torch's global generator each epoch; drawing it here too

@@ -14,8 +14,8 @@ A shard set is a folder (or the same files under an http(s) URL)::
 Training streams the train shards with :class:`ShardStream`: per epoch the shard list is shuffled the same way on
 every rank, shard ``i`` goes to rank ``i % world_size`` and, within a rank, to DataLoader worker
 ``j % num_workers``, so every item is read once per epoch over all ranks and workers. Item ``ordinal`` is cropped
-with ``default_rng([seed, epoch, ordinal])``, as :class:`~.dataset.WaveformDataset` crops item ``ordinal`` of the
-split, so the crops do not depend on how the shards are read. Validation and test splits are small: they are
+by :func:`~.dataset.training_clip` from (seed, epoch, ordinal), as :class:`~.dataset.WaveformDataset` crops item
+``ordinal`` of the split, so the crops do not depend on how the shards are read. Validation and test splits are small: they are
 read whole with :func:`load_split`.
 
 A corrupt shard met while streaming (truncated tar, a bad member) is reported with a warning naming it and the
@@ -48,7 +48,7 @@ from ..console import track
 from ..errors import ConfigError, DataError
 from ..files import atomic_write, atomic_write_text, jsonable
 from ..tasks import check_task
-from .audio import fix_length
+from .dataset import training_clip
 from .manifest import Item
 from .splits import SPLITS
 
@@ -506,7 +506,8 @@ class ShardStream(torch.utils.data.IterableDataset):
     shard ``i`` of that order goes to rank ``i % world_size`` and, within the rank, shard ``j`` of its share to
     DataLoader worker ``j % num_workers``. Items are shuffled in a buffer of ``shuffle_buffer`` (seeded from
     seed, epoch, rank and worker). The crop (and waveform augmentation) of an item uses
-    ``default_rng([seed, epoch, ordinal])``, as :class:`~.dataset.WaveformDataset` does for item ``ordinal``.
+    (seed, epoch, ordinal) (:func:`~.dataset.training_clip`; augmentation: ``default_rng([seed, epoch, ordinal])``),
+    as :class:`~.dataset.WaveformDataset` does for item ``ordinal``.
     Damaged shards and items are reported with a warning naming the shard and skipped; in the main process they
     are also listed in ``problems``. ``set_epoch`` reaches DataLoader workers when they are started per epoch
     (the default ``persistent_workers=False``). There is no ``__len__``: ranks may get different numbers of items
@@ -587,9 +588,9 @@ class ShardStream(torch.utils.data.IterableDataset):
             if target is None:
                 continue
             ordinal = int(record.meta["ordinal"])
-            rng = np.random.default_rng([self.seed, self.epoch, ordinal])
-            wave = fix_length(record.wave, self.n_samples, mode=self.pad_mode, crop=self.crop, rng=rng)
+            wave = training_clip(record.wave, self.n_samples, self.pad_mode, self.crop, self.seed, self.epoch, ordinal)
             if self.augment is not None:
+                rng = np.random.default_rng([self.seed, self.epoch, ordinal])
                 wave = self.augment(np.asarray(wave, dtype=np.float32), self.sample_rate, rng)
             yield torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), target
 
