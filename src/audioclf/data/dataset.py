@@ -152,7 +152,8 @@ def training_clip(wave: np.ndarray, n_samples: int, pad_mode: str, crop: str, se
     """Item ``index``'s clip in ``epoch``: random crops from :func:`crop_starts`, the other crops and short clips
     as :func:`~.audio.fix_length` makes them (``max_energy`` compares windows drawn from a generator per item)."""
     if crop == "random" and len(wave) > n_samples:
-        start = int(crop_starts(seed, epoch, [index], [len(wave)], n_samples)[0])
+        # crop_starts' formula for one item, without its array steps (this runs once per clip in the loader)
+        start = int(crop_uniforms(seed, epoch, [index])[0] * (len(wave) - n_samples + 1))
         return np.array(wave[start:start + n_samples])
     rng = np.random.default_rng([seed, epoch, index]) if crop == "max_energy" else None
     return fix_length(wave, n_samples, mode=pad_mode, crop=crop, rng=rng)
