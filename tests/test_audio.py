@@ -151,7 +151,7 @@ def test_files_longer_than_max_seconds_are_refused_before_decoding(tmp_path, mon
     path = tmp_path / "long.wav"
     sf.write(path, sine(440, 3.0, 8000), 8000)
     decoded = []
-    monkeypatch.setattr(audio.sf, "read", lambda *a, **k: decoded.append(a) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(audio, "_decoded_blocks", lambda *a, **k: decoded.append(a) or (_ for _ in ()).throw(AssertionError))
     with pytest.raises(AudioDecodeError, match=r"3 s long; files up to data.max_seconds=2 s"):
         load_audio(path, max_seconds=2.0)
     assert decoded == []  # refused from the header
@@ -162,7 +162,7 @@ def test_decoding_stops_at_max_seconds_whatever_the_header_says(tmp_path, monkey
     sf.write(path, sine(440, 3.0, 8000), 8000)
     # A header that understates the length (as a crafted or damaged file can): decoding reads one frame past
     # the limit at most, and refuses.
-    monkeypatch.setattr(audio, "audio_info", lambda p: audio.AudioInfo(8000, 8000, 1, 1.0))
+    monkeypatch.setattr(audio, "audio_info", lambda p, *a: audio.AudioInfo(8000, 8000, 1, 1.0))
     with pytest.raises(AudioDecodeError, match="longer than data.max_seconds=2 s although its header says 1 s"):
         load_audio(path, max_seconds=2.0)
     wave, _ = load_audio(path, max_seconds=3.0)
@@ -465,7 +465,7 @@ def test_stream_audio_checks_the_header_first_and_every_block(tmp_path, monkeypa
     assert len(next(stream)) == 8000
     with pytest.raises(AudioDecodeError, match="NaN or infinite"):
         list(stream)
-    monkeypatch.setattr(audio, "audio_info", lambda p: audio.AudioInfo(8000, 8000, 1, 1.0))
+    monkeypatch.setattr(audio, "audio_info", lambda p, *a: audio.AudioInfo(8000, 8000, 1, 1.0))
     with pytest.raises(AudioDecodeError, match="longer than data.max_seconds=2 s although its header says 1 s"):
         list(audio.stream_audio(path, max_seconds=2.0, block_frames=1000))
 
@@ -486,3 +486,105 @@ def test_stream_trimmed_audio_equals_trimming_the_whole_file(tmp_path, mode, fil
     np.testing.assert_allclose(streamed, whole, atol=1e-6)
     if mode:
         assert len(whole) < 0.9 * 8.6 * 16000  # something was cut
+
+
+# --- headers that misstate the length: only what the decoder returns is kept ---------------------------
+def _mp3_overstating_its_length(path: Path, seconds: float = 2.0) -> int:
+    """An MP3 whose Xing frame declares 300 MPEG frames where it holds ~78, as libsndfile's estimate for iTunes
+    MP3s (ID3v2.2 tag, no exact length) overstates theirs. Returns the frame count the header now declares."""
+    sf.write(path, sine(440, seconds, SR, amp=0.3), SR, format="MP3", subtype="MPEG_LAYER_III")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"Xing")
+    assert at > 0, "libsndfile's MP3 writer no longer writes a Xing frame"
+    data[at + 8:at + 12] = (300).to_bytes(4, "big")  # after the tag and its flags: the number of frames
+    path.write_bytes(bytes(data))
+    return sf.info(str(path)).frames
+
+
+def _flac_without_its_length(path: Path, wave: np.ndarray, sr: int) -> None:
+    """A FLAC whose STREAMINFO total is 0 ("unknown", as streaming encoders leave it)."""
+    sf.write(path, wave, sr, format="FLAC")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    data[21] &= 0xF0  # the 36-bit total: the low 4 bits of byte 21, then bytes 22-25
+    data[22:26] = bytes(4)
+    path.write_bytes(bytes(data))
+
+
+needs_mp3 = pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile built without MP3")
+
+
+@needs_mp3
+def test_an_mp3_whose_header_overstates_its_length_decodes_as_sf_read_does(tmp_path):
+    path = tmp_path / "itunes.mp3"
+    declared = _mp3_overstating_its_length(path)
+    reference, _ = sf.read(str(path), dtype="float32", always_2d=True)  # the decoder's own full read
+    assert declared > 2 * len(reference)  # the case is real: the header promises far more than there is
+    assert audio_info(path).n_samples == declared
+    wave, sr = load_audio(path)
+    np.testing.assert_array_equal(wave, reference[:, 0])
+    assert sr == SR and np.isfinite(wave).all() and np.abs(wave).max() <= 1.0
+    multi, _ = load_audio(path, mono=False)
+    np.testing.assert_array_equal(multi, reference)
+    streamed = np.concatenate(list(audio.stream_audio(path, block_frames=10_000)))
+    np.testing.assert_array_equal(streamed, reference[:, 0])
+    resampled, _ = load_audio(path, sample_rate=16000)
+    np.testing.assert_allclose(resampled, resample(reference[:, 0], SR, 16000), atol=1e-6)
+
+
+@needs_mp3
+def test_decoding_keeps_no_uninitialised_memory_past_the_real_end(tmp_path, monkeypatch):
+    """Whatever a block buffer held before (here: 7.0 everywhere) never reaches the decoded audio."""
+    path = tmp_path / "over.mp3"
+    _mp3_overstating_its_length(path)
+    reference, _ = sf.read(str(path), dtype="float32")
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda *a, **k: np.full_like(real_empty(*a, **k), 7.0))
+    wave, _ = load_audio(path)
+    assert len(wave) == len(reference) and not (wave == 7.0).any()
+
+
+def test_a_flac_without_its_length_is_decoded_whole(tmp_path):
+    wave = sine(440, 1.5, 16000)
+    path = tmp_path / "stream.flac"
+    _flac_without_its_length(path, wave, 16000)
+    assert sf.info(str(path)).frames == 2**63 - 1  # libsndfile: length unknown
+    info = audio_info(path)
+    assert (info.n_samples, info.duration) == (len(wave), 1.5)
+    decoded, _ = load_audio(path)
+    np.testing.assert_allclose(decoded, wave, atol=1 / 2**15)
+    multi, _ = load_audio(path, mono=False)
+    np.testing.assert_array_equal(multi[:, 0], decoded)
+    np.testing.assert_array_equal(np.concatenate(list(audio.stream_audio(path, block_frames=5000))), decoded)
+    with pytest.raises(AudioDecodeError, match="files up to data.max_seconds=1 s"):  # counted, then bounded
+        load_audio(path, max_seconds=1.0)
+
+
+@pytest.mark.parametrize("fmt, subtype, ext", [("OGG", "VORBIS", "ogg"), ("FLAC", "PCM_24", "flac"),
+                                               ("WAV", "PCM_24", "wav"), ("WAV", "FLOAT", "wav"),
+                                               ("AIFF", "PCM_16", "aiff")])
+def test_every_format_decodes_sample_for_sample_as_sf_read(tmp_path, fmt, subtype, ext):
+    wave = (0.3 * np.random.default_rng(1).standard_normal((22050, 3))).clip(-1, 1).astype(np.float32)
+    path = tmp_path / f"x.{ext}"
+    sf.write(path, wave, 22050, format=fmt, subtype=subtype)
+    reference, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    multi, _ = load_audio(path, mono=False)
+    np.testing.assert_array_equal(multi, reference)
+    mono, _ = load_audio(path)
+    np.testing.assert_allclose(mono, reference.mean(axis=1), atol=1e-7)
+
+
+@pytest.mark.parametrize("value", [1e38, -3e5, 32767.0])
+def test_samples_far_outside_the_audio_range_are_refused_naming_the_file(tmp_path, value):
+    wave = sine(440, 0.5, 16000)
+    wave[3000] = value
+    path = tmp_path / "float.wav"
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"sample values up to .* beyond \+-256") as info:
+        load_audio(path)
+    assert info.value.path == str(path)
+    with pytest.raises(AudioDecodeError, match="beyond"):
+        list(audio.stream_audio(path))
+    wave[3000] = 1.9  # a float file clipping above full scale is still audio
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    assert load_audio(path)[0].max() == pytest.approx(1.9)

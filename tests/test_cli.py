@@ -207,12 +207,17 @@ def test_overrides_may_follow_options(cli_run, tmp_path):
         main(["train", "--data", str(data), "--out", str(out), "--bogus"])
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "text", "fake_wav"])
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "fake_wav", "huge_float"])
 def test_predict_exit_code_says_some_inputs_failed(cli_run, capsys, tmp_path, case):
     run, _ = cli_run
     path = tmp_path / ("nope.wav" if case == "missing" else f"{case}.wav")
     if case == "empty":
         path.write_bytes(b"")
+    elif case == "huge_float":  # finite, so no NaN check caught it: predict wrote nan probabilities, exit 0
+        import numpy as np
+        import soundfile as sf
+
+        sf.write(path, np.full(16000, 1e38, np.float32), 16000, subtype="FLOAT")
     elif case == "text":
         path.write_text("hello")
     elif case == "fake_wav":

@@ -185,3 +185,13 @@ def test_cross_validation_folds_keep_groups_together(tmp_path):
     for item, fold in zip(manifest, folds):
         fold_of.setdefault(item.groups["speaker"], set()).add(fold)
     assert all(len(f) == 1 for f in fold_of.values()) and len(set(folds)) == 5
+
+
+def test_a_float_file_of_finite_garbage_is_skipped_by_name_not_trained_on(tmp_path):
+    """Samples of 1e38 pass a NaN check; they used to reach training and stop it with "lower train.lr" without
+    naming the file. Now the decoder refuses the file and the import lists it."""
+    root = _folder(tmp_path / "data")
+    bad = root / "tone" / "garbage.wav"
+    sf.write(bad, np.full(8000, 1e38, np.float32), 8000, subtype="FLOAT")
+    prepared = _prepare(root)
+    assert [(s.path, "beyond" in s.reason) for s in prepared.skipped] == [(str(bad), True)]

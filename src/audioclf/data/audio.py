@@ -94,10 +94,13 @@ def _short_reason(exc: BaseException) -> str:
     return f"cannot decode audio ({text})"
 
 
-def audio_info(path: PathLike) -> AudioInfo:
+def audio_info(path: PathLike, max_seconds: float | None = None) -> AudioInfo:
     """Sample rate, length, channels and duration from the header only (fast).
 
-    Raises :class:`AudioDecodeError` for a missing, empty or unreadable file, or one with no samples.
+    A stream written without its length (a FLAC whose STREAMINFO total is 0: libsndfile then reports 2**63 - 1
+    frames) is counted by decoding it once, block by block, stopping past ``max_seconds`` (default
+    :data:`MAX_SECONDS`). Raises :class:`AudioDecodeError` for a missing, empty or unreadable file, or one with
+    no samples.
     """
     _check_file(path)
     try:
@@ -114,9 +117,46 @@ def audio_info(path: PathLike) -> AudioInfo:
                                      f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz (damaged or crafted header)")
     if info.channels > MAX_CHANNELS:
         raise AudioDecodeError(path, f"{info.channels} channels in the header; at most {MAX_CHANNELS} are decoded")
-    return AudioInfo(sample_rate=int(info.samplerate), n_samples=int(info.frames),
-                     channels=int(info.channels), duration=info.frames / info.samplerate,
+    frames = info.frames
+    if frames >= _UNKNOWN_LENGTH:
+        limit = int((MAX_SECONDS if max_seconds is None else float(max_seconds)) * info.samplerate)
+        frames = _count_frames(path, limit)
+    return AudioInfo(sample_rate=int(info.samplerate), n_samples=int(frames),
+                     channels=int(info.channels), duration=frames / info.samplerate,
                      format=str(info.format), subtype=str(info.subtype))
+
+
+class _ForwardReader(sf.SoundFile):
+    """A SoundFile read front to back as if it were a pipe, so the decoder alone says where the audio ends.
+
+    For a seekable file, soundfile clips every read to the header's frame count and seeks to ``tell() + n``
+    after it. A header can be wrong both ways: MP3 lengths are estimates, and a FLAC stream written without
+    its length reports 2**63 - 1 frames, where that seek fails at the real end ("psf_fseek() failed"). Read as
+    a stream, each read returns what libsndfile decoded and nothing else (compared with a full ``sf.read`` in
+    the tests)."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+_UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's SF_COUNT_MAX: the header does not say how long the stream is
+
+
+def _count_frames(path: PathLike, limit: int, block_frames: int = 1 << 16) -> int:
+    """Frames in a file whose header gives no length, decoded and counted (at most ``limit + 1``)."""
+    counted = 0
+    try:
+        with _ForwardReader(str(path)) as handle:
+            while counted <= limit:
+                n = len(handle.read(block_frames, dtype="float32", always_2d=True))
+                if not n:
+                    break
+                counted += n
+    except _DECODE_ERRORS as exc:
+        raise AudioDecodeError(path, _short_reason(exc)) from exc
+    if counted == 0:
+        raise AudioDecodeError(path, "no audio samples")
+    return counted
 
 
 def check_header(path: PathLike, max_seconds: float | None = None) -> AudioInfo:
@@ -127,7 +167,7 @@ def check_header(path: PathLike, max_seconds: float | None = None) -> AudioInfo:
 
 def _checked_info(path: PathLike, max_seconds: float | None) -> tuple[AudioInfo, float, int]:
     """The header's facts, checked before a sample is decoded: ``(info, max_seconds, max_frames)``."""
-    info = audio_info(path)
+    info = audio_info(path, max_seconds)
     _warn_if_truncated(path, info)
     max_seconds = MAX_SECONDS if max_seconds is None else float(max_seconds)
     max_frames = int(max_seconds * info.sample_rate)
@@ -137,10 +177,19 @@ def _checked_info(path: PathLike, max_seconds: float | None) -> tuple[AudioInfo,
     return info, max_seconds, max_frames
 
 
+# Float files can hold any value. Real audio sits within [-1, 1] with some headroom; a sample beyond +48 dBFS is
+# a float file holding integer sample values, or garbage from a broken encoder, and would swamp every feature.
+MAX_ABS_SAMPLE = 256.0
+
+
 def _check_decoded(path: PathLike, wave: np.ndarray) -> None:
     if not np.isfinite(wave).all():
         # Float WAVs can carry NaN/inf; they would poison every later feature and gradient.
         raise AudioDecodeError(path, "contains NaN or infinite samples")
+    peak = float(np.abs(wave).max(initial=0.0))
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioDecodeError(path, f"sample values up to {peak:.3g}, beyond +-{MAX_ABS_SAMPLE:g} (+48 dBFS): not "
+                                     "audio scaled to [-1, 1] (a float file holding integer values, or a damaged one)")
 
 
 def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True,
@@ -155,32 +204,25 @@ def load_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
     Decoding itself stops after that length, whatever the header claimed.
     """
     checked = _checked_info(path, max_seconds)
-    info, max_seconds, max_frames = checked
+    info = checked[0]
     if mono:
         rate = info.sample_rate if sample_rate is None else int(sample_rate)
         return _collect(_stream(path, checked, rate, _BLOCK), round(info.n_samples * rate / info.sample_rate)), rate
-    try:
-        wave, file_sr = sf.read(str(path), frames=max_frames + 1, dtype="float32", always_2d=True)
-    except _DECODE_ERRORS as exc:
-        raise AudioDecodeError(path, _short_reason(exc)) from exc
-    if wave.shape[0] > max_frames:  # the header understated the length
-        raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its header says "
-                                     f"{info.duration:.0f} s")
-    if wave.shape[0] == 0:
-        raise AudioDecodeError(path, "no audio samples")
-    _check_decoded(path, wave)
-    if sample_rate is not None and sample_rate != file_sr:
-        wave = resample(wave, int(file_sr), int(sample_rate))
-        file_sr = sample_rate
-    return np.ascontiguousarray(wave, dtype=np.float32), int(file_sr)
+    wave = _collect(_decoded_blocks(path, checked, _BLOCK), info.n_samples)
+    if sample_rate is not None and sample_rate != info.sample_rate:
+        return resample(wave, info.sample_rate, int(sample_rate)), int(sample_rate)
+    return wave, info.sample_rate
 
 
 def _collect(blocks: Iterator[np.ndarray], expected: int) -> np.ndarray:
-    """A mono stream gathered into one array of the length the header promised (grown if it understated it):
-    a long file never exists twice, nor at its own rate next to the resampled copy, nor at full channel width."""
-    out = np.empty(expected, dtype=np.float32)
-    filled, beyond = 0, []
+    """A stream of blocks (1-D, or channels-last 2-D) gathered into one array: room for the length the header
+    promised is made once, and only what the decoder returned is kept (a header can overstate the length, as
+    libsndfile's estimate for MP3 does, or understate it). A long file never exists twice, nor at its own rate
+    next to the resampled copy."""
+    out, filled, beyond = None, 0, []
     for block in blocks:
+        if out is None:
+            out = np.empty((expected, *block.shape[1:]), dtype=np.float32)
         take = min(len(block), len(out) - filled)
         out[filled:filled + take] = block[:take]
         filled += take
@@ -203,32 +245,48 @@ def stream_audio(path: PathLike, sample_rate: int | None = None, max_seconds: fl
 
 def _stream(path: PathLike, checked: tuple[AudioInfo, float, int], sample_rate: int | None,
             block_frames: int) -> Iterator[np.ndarray]:
-    info, max_seconds, max_frames = checked
+    info = checked[0]
     target = info.sample_rate if sample_rate is None else int(sample_rate)
     stream = None if target == info.sample_rate else soxr.ResampleStream(info.sample_rate, target, 1,
                                                                          dtype="float32", quality="HQ")
+    blocks = _decoded_blocks(path, checked, block_frames)
+    block = next(blocks, None)
+    while block is not None:
+        following = next(blocks, None)  # read ahead: the resampler must be told which block is last
+        mono = np.ascontiguousarray(to_mono(block), dtype=np.float32)
+        out = mono if stream is None else stream.resample_chunk(mono, last=following is None)
+        if len(out):
+            yield out
+        block = following
+
+
+def _decoded_blocks(path: PathLike, checked: tuple[AudioInfo, float, int], block_frames: int) -> Iterator[np.ndarray]:
+    """The file's samples as channels-last float32 blocks: exactly what the decoder returned, checked.
+
+    The one place audio is decoded. The file is read as a stream (:class:`_ForwardReader`) until the decoder
+    returns nothing, and only the frames it returned are kept: ``SoundFile.blocks`` (and any read sized from
+    the header's frame count) hands back whole blocks of the header's length, whose tail past the real end is
+    uninitialised memory when the header overstates the length. libsndfile estimates an MP3's length from its size and bit rate when no
+    exact-length (Xing/LAME) frame says otherwise, and iTunes MP3s with ID3v2.2 tags overstate it by ~10 %.
+    """
+    info, max_seconds, max_frames = checked
     decoded = 0
     try:
-        with sf.SoundFile(str(path)) as handle:
-            blocks = handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True, frames=max_frames + 1)
-            block = next(blocks, None)
-            while block is not None:
-                following = next(blocks, None)  # read ahead: the resampler must be told which block is last
+        with _ForwardReader(str(path)) as handle:
+            while True:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
                 decoded += len(block)
                 if decoded > max_frames:
                     raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its "
                                                  f"header says {info.duration:.0f} s")
-                mono = np.ascontiguousarray(to_mono(block), dtype=np.float32)
-                _check_decoded(path, mono)
-                out = mono if stream is None else stream.resample_chunk(mono, last=following is None)
-                if len(out):
-                    yield out
-                block = following
+                _check_decoded(path, block)
+                yield block
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, _short_reason(exc)) from exc
     if decoded == 0:
         raise AudioDecodeError(path, "no audio samples")
-
 
 
 def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | None,
