@@ -236,3 +236,18 @@ def test_a_refused_request_logs_one_line_without_a_traceback(served, caplog):
             records = [r for r in caplog.records if r.levelno >= logging.WARNING]
             assert 400 <= status < 500 and len(records) == 1, [r.getMessage() for r in records]
             assert records[0].exc_info is None and "\n" not in records[0].getMessage()
+
+
+def test_the_command_line_passes_the_bounds_and_warns_on_a_public_bind(monkeypatch, capsys):
+    import audioclf.deploy.serve as serving
+    from audioclf.cli import main
+
+    seen = {}
+    monkeypatch.setattr(serving, "serve", lambda source, host, port, limits: seen.update(host=host, limits=limits))
+    assert main(["serve", "runs/x", "--host", "0.0.0.0", "--max-mb", "1", "--read-timeout", "5",
+                 "--allowed-host", "audio.lan", "--allowed-host", "b.lan"]) == 0
+    limits = seen["limits"]
+    assert limits.max_bytes == 2**20 and limits.read_timeout == 5 and limits.allowed_hosts == ("audio.lan", "b.lan")
+    assert not limits.docs and "without authentication" in capsys.readouterr().err
+    assert main(["serve", "runs/x", "--docs"]) == 0 and seen["limits"].docs
+    assert "without authentication" not in capsys.readouterr().err
