@@ -215,6 +215,7 @@ def test_a_post_from_another_origin_is_refused(served):
     status, answer = post(port, wav(), extra="Origin: http://evil.example\r\n")
     assert status == 403 and "another origin" in answer["error"]
     assert post(port, wav(), extra=f"Origin: http://127.0.0.1:{port}\r\n")[0] == 200
+    assert post(port, wav(), extra="Origin: null\r\n")[0] == 403  # a sandboxed page or a file: URL
 
 
 def test_binding_beyond_loopback_warns():

@@ -45,6 +45,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -253,7 +254,8 @@ class _Guard:
         if not _host_allowed(host, limits.allowed_hosts):
             problem = 400, f"Host {host[:100]!r} is not this server's (--allowed-host)"
         # A browser sends Origin with a cross-site form POST; a page of another site may not use this server.
-        elif scope["method"] == "POST" and origin is not None and origin != f"{scope.get('scheme', 'http')}://{host}":
+        # Host and port compared, not the scheme: behind a TLS proxy the page is https and this server http.
+        elif scope["method"] == "POST" and origin is not None and urlparse(origin).netloc.lower() != host.lower():
             problem = 403, f"a POST from another origin ({origin[:100]!r}) is refused"
         elif declared.isdigit() and int(declared) > limits.max_bytes:
             problem = 413, f"{int(declared)} bytes; the server takes up to {limits.max_bytes} (--max-mb)"
