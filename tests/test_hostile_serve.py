@@ -129,6 +129,10 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(ser
     port, _ = served
     status, answer = exchange(port, "POST /predict", extra=f"Content-Type: audio/wav\r\nContent-Length: {10 * 2**30}\r\n")
     assert status == 413 and str(10 * 2**30) in answer["error"]
+    # curl's way for large bodies: it waits for "100 Continue", which must not come
+    status, answer = exchange(port, "POST /predict", extra=f"Content-Type: audio/wav\r\nContent-Length: {10 * 2**30}\r\n"
+                                                           "Expect: 100-continue\r\n")
+    assert status == 413
 
 
 def test_a_body_that_does_not_arrive_is_a_408(served):

@@ -208,10 +208,11 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return True
 
 
-async def _send_problem(receive, send, status: int, message: str, limits: ServeLimits) -> None:
+async def _send_problem(receive, send, status: int, message: str, limits: ServeLimits, drain: bool) -> None:
     """A one-line JSON error sent from the middleware before the body is used, closing the connection."""
     log.warning("refused: %d %s", status, message)
-    await _drain(receive, min(4 * limits.max_bytes, 64 * 2**20))
+    if drain:
+        await _drain(receive, min(4 * limits.max_bytes, 64 * 2**20))
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -260,7 +261,10 @@ class _Guard:
         elif declared.isdigit() and int(declared) > limits.max_bytes:
             problem = 413, f"{int(declared)} bytes; the server takes up to {limits.max_bytes} (--max-mb)"
         if problem:
-            return await _send_problem(receive, send, *problem, limits)
+            # A client waiting for "100 Continue" (curl, for bodies over 1 MB) has sent nothing to drain, and
+            # reading would tell the server to send that interim answer: the client would start sending.
+            expecting = headers.get("expect", "").lower() == "100-continue"
+            return await _send_problem(receive, send, *problem, limits, drain=not expecting)
         deadline, seen, whole = None, 0, False
 
         async def counted():
