@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,13 @@ def test_a_gzip_bomb_is_skipped_from_its_member_header(prepared, written, tmp_pa
     samples = 4 * 2**20  # 16 MiB of float32 zeros: 16 KB once compressed, 240 times the 1-s bound
     out, index = damaged_set(written, tmp_path, "wav.npy", npy_header((samples,)) + bytes(4 * samples), gz=True)
     assert Path(shard_urls(index, "train")[BAD]).stat().st_size < 2**20
-    got, problems = read_train(index, prepared)
+    tracemalloc.start()
+    try:
+        got, problems = read_train(index, prepared)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # the 16 MiB member was never decompressed
     assert_one_reported_skip(prepared, index, got, problems, f"is {4 * samples + 128} bytes; at most", True)
 
 
