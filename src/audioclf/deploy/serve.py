@@ -293,6 +293,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
     limits = limits or ServeLimits()
@@ -375,7 +376,9 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
                 raise _Stopped
             return batcher(windows)
 
-        work = asyncio.get_running_loop().run_in_executor(None, fn, path, limits.batch_windows, score)
+        # Starlette's thread pool (40 threads) rather than asyncio's default (cores + 4): requests waiting for
+        # the batcher each hold a thread, and their windows share forward passes only if enough can wait.
+        work = asyncio.ensure_future(run_in_threadpool(fn, path, limits.batch_windows, score))
         try:
             return await asyncio.wait_for(asyncio.shield(work), timeout=limits.timeout)
         except asyncio.TimeoutError:
@@ -387,6 +390,8 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             raise HTTPProblem(503, f"the request took over {limits.timeout:g} s (--timeout)") from None
         except AudioDecodeError as exc:
             raise HTTPProblem(422, exc.reason) from None
+        finally:
+            stop.set()  # also when the wait itself is cancelled (the client went away): no more batches
 
     @app.get("/health")
     async def health():
