@@ -309,11 +309,13 @@ def cmd_compare(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from .deploy.serve import ServeLimits, serve
+    from .deploy.serve import ServeLimits, bind_warning, serve
 
-    limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds, timeout=args.timeout)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"serving on {args.host}: reachable from other machines", style="yellow")
+    limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds, timeout=args.timeout,
+                         read_timeout=args.read_timeout, allowed_hosts=tuple(args.allowed_host), docs=args.docs)
+    warning = bind_warning(args.host)
+    if warning:
+        err.print(warning, style="yellow")
     err.print(f"serving {args.source} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
     serve(args.source, args.host, args.port, limits)
 
@@ -597,6 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--max-mb", type=float, default=50.0, help="largest upload accepted, in MB")
     serve_p.add_argument("--max-seconds", type=float, default=600.0, help="longest recording accepted, in seconds")
     serve_p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take")
+    serve_p.add_argument("--read-timeout", type=float, default=30.0,
+                         help="seconds an upload may take to arrive (408 after)")
+    serve_p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                         help="a Host name to serve besides localhost and IP addresses (repeatable)")
+    serve_p.add_argument("--docs", action="store_true", help="serve the API docs at /docs and /openapi.json")
     serve_p.set_defaults(func=cmd_serve)
 
     config = command("config", "list the config keys with their types, defaults and meaning")

@@ -20,17 +20,24 @@ read whole with :func:`load_split`.
 
 A corrupt shard met while streaming (truncated tar, a bad member) is reported with a warning naming it and the
 rest of the epoch goes on; the complete items read from it before the damage are kept (they are intact).
+Hostile shards are bounded before anything is allocated: a shard is read as a plain tar (a gzip-compressed one is
+decompressed, its output counted), each member's size is checked from its tar header before it is read (a
+waveform: ``max_seconds`` at the set's rate; metadata: :data:`MAX_JSON_BYTES`), a shard's bytes against what its
+index entry says, a ``.npy`` header's shape and dtype before its array, and the metadata's fields and nesting.
+Each such item or shard is a reported skip, as any damage is.
 ``webdataset`` is an optional dependency (``pip install 'audioclf[shards]'``), imported when first needed.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
 import random
 import re
 import shutil
+import tarfile
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -48,12 +55,13 @@ from ..console import track
 from ..errors import ConfigError, DataError
 from ..files import atomic_write, atomic_write_text, jsonable
 from ..tasks import check_task
+from .audio import MAX_SAMPLE_RATE, MAX_SECONDS
 from .dataset import training_clip
 from .manifest import Item
 from .splits import SPLITS
 
 __all__ = ["FORMAT", "VERSION", "INDEX", "ShardStream", "first_items", "load_split", "read_index", "shard_counts",
-           "shard_data", "shard_urls", "write_shards"]
+           "shard_data", "shard_sizes", "shard_urls", "write_shards"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,9 @@ MAX_INDEX_BYTES = 16 * 2**20  # read at most this much of a shards.json (checked
 _INDEX_KEYS = ("task", "classes", "sample_rate", "clip_seconds", "splits", "groups")
 _TAR_OVERHEAD = 3 * 512  # per member: a 512-byte header and up to 511 bytes of padding (sizes are estimates)
 _MAX_KEY = 80  # USTAR names hold 100 characters without a folder to split at: key + ".wav.npy" must fit
+MAX_JSON_BYTES = 64 * 2**10  # an item's metadata member (id, path, labels, groups: a few hundred bytes written)
+_MAX_ORDINAL = 2**53  # an item's position in its split (crop hashes take it as an unsigned 64-bit counter)
+_NPY_HEADER = 4096  # room for a .npy member's header besides its samples
 
 
 def _webdataset():
@@ -305,6 +316,18 @@ def shard_counts(index: dict[str, Any], split: str) -> list[int]:
     return [int(entry["items"]) for entry in _shards(index, split)]
 
 
+def shard_sizes(index: dict[str, Any], split: str) -> list[int]:
+    """Bytes per shard of the split as written (the tar, uncompressed), in the order of :func:`shard_urls`."""
+    return [int(entry["bytes"]) for entry in _shards(index, split)]
+
+
+def _wave_bound(sample_rate: int | None, max_seconds: float | None) -> int:
+    """The largest waveform member a shard may hold: ``max_seconds`` (data.max_seconds: the longest recording
+    decoded when the shards were written) of float32 at the set's rate."""
+    seconds = MAX_SECONDS if max_seconds is None else float(max_seconds)
+    return int(seconds * (sample_rate or MAX_SAMPLE_RATE)) * 4 + _NPY_HEADER
+
+
 # --- reading ------------------------------------------------------------------------------------
 class _BadItem(Exception):
     """A sample that cannot be used (missing or undecodable member): reported, then skipped."""
@@ -325,6 +348,8 @@ class _Pass:
 
     report: Callable[[str, str], None]
     counts: dict[str, int] | None = None
+    sizes: dict[str, int] | None = None  # bytes per shard, from the index
+    max_wave: int = _wave_bound(None, None)  # bytes a waveform member may have
     current: str | None = None
     opened: list[str] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
@@ -398,18 +423,103 @@ def _decode(sample: dict[str, Any]) -> _Record:
         meta = json.loads(sample["json"])
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadItem(f"json member is not valid JSON ({exc})") from None
-    if not (isinstance(meta, dict) and isinstance(meta.get("id"), str) and isinstance(meta.get("labels"), list)
-            and isinstance(meta.get("ordinal"), int) and not isinstance(meta.get("ordinal"), bool)):
-        raise _BadItem("json member lacks id, labels or ordinal")
-    try:  # allow_pickle=False: a crafted object array must not run code
-        wave = np.lib.format.read_array(io.BytesIO(sample["wav.npy"]), allow_pickle=False)
-    except (ValueError, OSError, EOFError, TypeError) as exc:
-        raise _BadItem(f"wav.npy member is not a readable .npy array ({exc})") from None
-    if wave.dtype != np.float32 or wave.ndim != 1 or len(wave) == 0:
-        raise _BadItem(f"wav.npy holds {wave.dtype} {wave.shape}; expected a non-empty float32 mono waveform")
+    except RecursionError:  # within MAX_JSON_BYTES, nesting can still be thousands deep
+        raise _BadItem("json member is nested too deeply") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise _BadItem(f"json member: {problem}")
+    wave = _npy_wave(sample["wav.npy"])
     if not np.isfinite(wave).all():  # would train on NaN: the run would diverge at once, far from the cause
         raise _BadItem("wav.npy holds NaN or infinite samples")
     return _Record(wave, meta)
+
+
+def _meta_problem(meta: Any) -> str | None:
+    """What is wrong with an item's metadata (the fields readers use), or None."""
+    if not isinstance(meta, dict):
+        return "not an object"
+    ordinal = meta.get("ordinal")
+    if not (isinstance(meta.get("id"), str) and isinstance(meta.get("labels"), list)
+            and isinstance(ordinal, int) and not isinstance(ordinal, bool)):
+        return "lacks id, labels or ordinal"
+    if not 0 <= ordinal < _MAX_ORDINAL:
+        return f"ordinal {ordinal} is outside 0-{_MAX_ORDINAL - 1}"
+    if not all(isinstance(label, str) for label in meta["labels"]):
+        return "labels must be names (strings)"
+    if not isinstance(meta.get("groups") or {}, dict) or not isinstance(meta.get("path", ""), str):
+        return "groups must be an object and path a string"
+    return None
+
+
+def _npy_wave(data: bytes) -> np.ndarray:
+    """A ``.npy`` member as a 1-D float32 array, its header checked against the member's length before anything
+    is allocated (a header may declare any shape: numpy would allocate it, then find the data missing)."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)(stream)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError) as exc:
+        raise _BadItem(f"wav.npy member is not a readable .npy array ({exc})") from None
+    if dtype != np.float32 or len(shape) != 1 or shape[0] == 0:
+        raise _BadItem(f"wav.npy holds {dtype} {shape}; expected a non-empty float32 mono waveform")
+    held = (len(data) - stream.tell()) // 4
+    if shape[0] != held:
+        raise _BadItem(f"wav.npy declares {shape[0]} samples and holds {held}")
+    return np.frombuffer(data, np.float32, count=shape[0], offset=stream.tell()).copy()
+
+
+class _Bounded:
+    """A read-only stream that fails once more than ``bound`` bytes have come out of it, after yielding ``head``
+    (bytes already read from ``stream`` to look at)."""
+
+    def __init__(self, stream, bound: float, what: str, head: bytes = b""):
+        self.stream, self.bound, self.what, self.head, self.count = stream, bound, what, head, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:  # "everything" is never more than the bound
+            size = int(min(self.bound + 1 - self.count, 2**30))
+        data, self.head = self.head[:size], self.head[size:]
+        if len(data) < size:
+            data += self.stream.read(size - len(data))
+        self.count += len(data)
+        if self.count > self.bound:
+            raise DataError(f"{self.what} is over {self.bound:.0f} bytes")
+        return data
+
+
+def _tar_members(sources: Iterable[dict], state: _Pass) -> Iterator[dict]:
+    """webdataset's tar expander with bounds: ``{"fname", "data", "__url__"}`` per member, ``{}`` at the end of each
+    shard. A gzip-compressed shard is decompressed as a stream whose output is counted against the shard's bound
+    (what its index entry says it holds), and every member's size is checked from its tar header before it is
+    read, so a 14 MB shard holding a 3 GB member costs a header, not 3 GB."""
+    for source in sources:
+        url, raw = source["url"], source["stream"]
+        try:
+            bound = float("inf")
+            if state.sizes is not None and url in state.sizes:
+                bound = state.sizes[url] + 64 * 2**10  # slack for another writer's end-of-archive padding
+            head = raw.read(2)
+            stream = _Bounded(raw, float("inf"), url, head)
+            if head == b"\x1f\x8b":
+                stream = gzip.GzipFile(fileobj=stream, mode="rb")
+            tar = tarfile.open(fileobj=_Bounded(stream, bound, "the tar (as its index lists it)"), mode="r|")
+            for info in tar:
+                # webdataset's rules: regular files only; names like __key__ are metadata, not members
+                if not info.isreg() or re.match(r"__[^/]*__($|/)", info.name):
+                    continue
+                limit = state.max_wave if info.name.endswith(".wav.npy") else MAX_JSON_BYTES
+                if info.size > limit:
+                    raise DataError(f"member {info.name} is {info.size} bytes; at most {limit} are read")
+                yield {"fname": info.name, "data": tar.extractfile(info).read(), "__url__": url}
+                tar.members = []  # tarfile keeps every header otherwise
+            yield {}
+        except Exception as exn:  # reported (naming the shard) by the handler, which says whether to go on
+            exn.args = (*exn.args, url)
+            if not state.handler(exn):
+                break
+        finally:
+            raw.close()
 
 
 def _every_nth(src: Iterable[dict], start: int, step: int) -> Iterator[dict]:
@@ -420,14 +530,14 @@ def _every_nth(src: Iterable[dict], start: int, step: int) -> Iterator[dict]:
 
 
 def _open(wds, urls: list[str], state: _Pass, nodesplitter=None, workersplitter=None):
-    """A webdataset pipeline over ``urls`` in the order given: the caller shuffles and splits, not webdataset."""
-    # shardshuffle=False still appends a shuffle stage, with a buffer of 0: a pass-through without look-ahead,
-    # which _Pass.track relies on to know the shard being read.
-    return wds.WebDataset(
-        urls, handler=state.handler, shardshuffle=False, empty_check=False, nodesplitter=nodesplitter,
-        workersplitter=state.track(workersplitter),
-        seed=0,  # without a seed WebDataset draws one from the global `random` module, moving its state
-    )
+    """A webdataset pipeline over ``urls`` in the order given: the caller shuffles and splits, not webdataset.
+    webdataset's stages but the tar reading, which is :func:`_tar_members` (bounded)."""
+    stages = [wds.SimpleShardList(urls)] + ([nodesplitter] if nodesplitter is not None else [])
+    # No look-ahead between the tracker and the reader: _Pass.track relies on it to know the shard being read.
+    return wds.DataPipeline(*stages, state.track(workersplitter),
+                            partial(wds.tariterators.url_opener, handler=state.handler),
+                            partial(_tar_members, state=state),
+                            partial(wds.tariterators.group_by_keys, handler=state.handler))
 
 
 def _check_readable(urls: list[str]) -> None:
@@ -442,13 +552,15 @@ def _strict(url: str, reason: str) -> None:
 
 
 def _records(index: dict[str, Any], split: str, report: Callable[[str, str], None],
-             ) -> Iterator[tuple[str, _Record]]:
+             max_seconds: float | None = None) -> Iterator[tuple[str, _Record]]:
     """Every item of a split, in written order."""
     urls = shard_urls(index, split)
     if not urls:  # webdataset's shard list fails on an empty list
         return
     _check_readable(urls)
-    state = _Pass(report, counts=dict(zip(urls, shard_counts(index, split))))
+    state = _Pass(report, counts=dict(zip(urls, shard_counts(index, split))),
+                  sizes=dict(zip(urls, shard_sizes(index, split))),
+                  max_wave=_wave_bound(int(index["sample_rate"]), max_seconds))
     yield from state.decoded(_open(_webdataset(), urls, state))
 
 
@@ -460,16 +572,18 @@ def _item(meta: dict[str, Any], url: str) -> Item:
         raise DataError(f"{url}: item {meta.get('id')}: {exc}") from None
 
 
-def load_split(index: dict[str, Any], split: str) -> tuple[list[Item], dict[str, np.ndarray]]:
+def load_split(index: dict[str, Any], split: str, max_seconds: float | None = None,
+               ) -> tuple[list[Item], dict[str, np.ndarray]]:
     """A whole (small: validation, test) split in memory: its items in split order and their waveforms by id.
 
     Strict: a damaged shard, or a label not in the index's classes, raises a DataError naming the shard, since an
-    evaluation on part of a split would report numbers for a different set.
+    evaluation on part of a split would report numbers for a different set. ``max_seconds``: the longest item
+    (data.max_seconds; default :data:`~.audio.MAX_SECONDS`), bounding what a member may hold.
     """
     known = set(index["classes"])
     rows: list[tuple[int, Item]] = []
     waves: dict[str, np.ndarray] = {}
-    for url, record in _records(index, split, _strict):
+    for url, record in _records(index, split, _strict, max_seconds):
         item = _item(record.meta, url)
         unknown = [label for label in item.labels if label not in known]
         if unknown:
@@ -482,13 +596,13 @@ def load_split(index: dict[str, Any], split: str) -> tuple[list[Item], dict[str,
     return [item for _, item in rows], waves
 
 
-def first_items(index: dict[str, Any], split: str, n: int) -> list[np.ndarray]:
+def first_items(index: dict[str, Any], split: str, n: int, max_seconds: float | None = None) -> list[np.ndarray]:
     """The waveforms of the split's first ``n`` items in written order (e.g. to fit feature statistics), reading
     only the shards they are in. Damaged shards are reported and skipped, as in training."""
     waves: list[np.ndarray] = []
     if n <= 0:
         return waves
-    for _, record in _records(index, split, _warn):
+    for _, record in _records(index, split, _warn, max_seconds):
         waves.append(record.wave)
         if len(waves) >= n:
             break
@@ -517,19 +631,22 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __init__(self, urls: list[str], classes: list[str], task: str, n_samples: int, pad_mode: str = "tile",
                  crop: str = "random", seed: int = 0, rank: int = 0, world_size: int = 1,
                  shuffle_buffer: int = 1000, augment=None, sample_rate: int | None = None,
-                 counts: list[int] | None = None):
+                 counts: list[int] | None = None, sizes: list[int] | None = None, max_seconds: float | None = None):
         super().__init__()
         _webdataset()  # fail now, not in a DataLoader worker
         check_task(task)
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1 \
                 or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank!r} / world_size {world_size!r}: expected 0 <= rank < world_size")
-        if counts is not None and len(counts) != len(urls):
-            raise ValueError(f"{len(counts)} counts for {len(urls)} shards")
+        for name, given in (("counts", counts), ("sizes", sizes)):
+            if given is not None and len(given) != len(urls):
+                raise ValueError(f"{len(given)} {name} for {len(urls)} shards")
         if augment is not None and sample_rate is None:
             raise ValueError("sample_rate is required with waveform augmentation")
         _check_readable(list(urls))
         self.urls, self.counts = [str(url) for url in urls], None if counts is None else [int(c) for c in counts]
+        self.sizes = None if sizes is None else dict(zip(self.urls, (int(size) for size in sizes)))
+        self.max_wave = _wave_bound(sample_rate, max_seconds)  # sample_rate unknown: the highest decoded
         self.classes, self.task = list(classes), task
         self.class_index = {name: i for i, name in enumerate(self.classes)}
         self.n_samples, self.pad_mode = int(n_samples), pad_mode
@@ -574,13 +691,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         order = [self.urls[i] for i in self.epoch_order()]
         counts = None if self.counts is None else dict(zip(self.urls, self.counts))
-        state = _Pass(self._report, counts=counts)
+        state = _Pass(self._report, counts=counts, sizes=self.sizes, max_wave=self.max_wave)
         pipeline = _open(wds, order, state, nodesplitter=partial(_every_nth, start=self.rank, step=self.world_size),
                          workersplitter=partial(_every_nth, start=worker, step=workers))
         # Crop before the shuffle buffer: it then holds clips, not whole recordings.
         pipeline = pipeline.compose(partial(self._examples, state=state))
         rng = random.Random(f"audioclf-items:{self.seed}:{self.epoch}:{self.rank}:{worker}")
-        yield from pipeline.shuffle(self.shuffle_buffer, rng=rng)
+        if self.shuffle_buffer > 0:
+            pipeline = pipeline.compose(wds.filters.shuffle(self.shuffle_buffer, rng=rng))
+        yield from pipeline
 
     def _examples(self, samples: Iterable[dict], state: _Pass) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for url, record in state.decoded(samples):

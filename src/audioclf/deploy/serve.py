@@ -19,35 +19,48 @@ Every request goes through the predictor's own code path (``file_window_probabil
 forward passes (:class:`WindowBatcher`). Bad input is a 4xx with ``{"error": "<one line>"}``: an empty body
 (400), a body over the size limit or a recording over the length limit (413), a content type that is not audio
 (415), a file that is not audio, truncated or holds NaN samples (422); a request over the time limit is a 503.
-The server binds to 127.0.0.1 unless told otherwise.
+
+Hostile clients: the body is counted as it arrives (raw, chunked or a form) and refused with 413 once it passes
+``max_bytes`` (a declared Content-Length over it before a byte is read); a body not received within
+``read_timeout`` is a 408; a header declaring more decoded samples than ``max_seconds`` of 48 kHz stereo is a
+413 before decoding; a request past ``timeout`` stops its work at the next batch of windows and answers 503.
+Only ``Host`` values that are ``localhost``, an IP address or an ``allowed_hosts`` name are served (DNS
+rebinding), and a POST from a page of another origin is refused (403). ``/docs`` and ``/openapi.json`` are off
+unless ``docs``. The server binds to 127.0.0.1 unless told otherwise.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request), which are imported
 # inside create_app (FastAPI is an optional dependency), so they must be evaluated where they are written.
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import queue
+import re
 import tempfile
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
 from ..data.audio import check_header, truncation
 from ..errors import AudioDecodeError, ConfigError
 
-__all__ = ["ServeLimits", "WindowBatcher", "create_app", "model_info", "serve"]
+__all__ = ["ServeLimits", "WindowBatcher", "bind_warning", "create_app", "model_info", "serve"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 _SUFFIX = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
            "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 _PCM = {"s16le": ("<i2", 32768.0), "f32le": ("<f4", 1.0)}
+_NAME = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,255}$")  # a displayable file name: no control characters or folders
+_SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 
 @dataclass
@@ -56,6 +69,15 @@ class ServeLimits:
     max_seconds: float = 600.0  # recordings longer than this are refused from their header (413)
     timeout: float = 60.0  # seconds a request may take (503 after)
     batch_windows: int = 64  # windows of concurrent requests scored in one forward pass
+    read_timeout: float = 30.0  # seconds the whole body may take to arrive (408 after: slow clients)
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides localhost and IP addresses
+    docs: bool = False  # serve /docs and /openapi.json
+
+    @property
+    def max_decoded(self) -> int:
+        """Samples (frames x channels) a header may declare: ``max_seconds`` of 48 kHz stereo. Decoding cost
+        follows the samples, not the seconds: 600 s at 192 kHz in 8 channels is 16 times as much work."""
+        return int(self.max_seconds * 48000 * 2)
 
 
 class HTTPProblem(Exception):
@@ -64,6 +86,10 @@ class HTTPProblem(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class _Stopped(Exception):
+    """Raised in a request's worker thread at its next batch once the request has timed out."""
 
 
 class WindowBatcher:
@@ -122,7 +148,7 @@ def model_info(source: str | Path, predictor) -> dict[str, Any]:
 
 
 def _suffix(content_type: str, head: bytes, filename: str | None) -> str:
-    if filename and Path(filename).suffix:
+    if filename and _SAFE_SUFFIX.match(Path(filename).suffix.lower()):  # the name is the client's: no odd suffix
         return Path(filename).suffix.lower()
     if content_type in _SUFFIX:
         return _SUFFIX[content_type]
@@ -155,25 +181,143 @@ def _checked(path: Path, limits: ServeLimits) -> None:
         status = 413 if "data.max_seconds" in exc.reason else 422
         reason = exc.reason.replace("data.max_seconds", "the server's --max-seconds")
         raise HTTPProblem(status, reason) from None
+    if info.n_samples * info.channels > limits.max_decoded:
+        raise HTTPProblem(413, f"the header declares {info.n_samples} frames x {info.channels} channels at "
+                               f"{info.sample_rate} Hz; the server decodes up to {limits.max_decoded} samples "
+                               "(--max-seconds of 48 kHz stereo)")
     cut = truncation(path, info)
     if cut:
         raise HTTPProblem(422, cut)
 
 
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a Host header names this server: localhost, an IP address (a literal address cannot be rebound
+    by DNS) or a name the operator allowed. A page on evil.example whose name is re-pointed at 127.0.0.1 sends
+    ``Host: evil.example`` and is refused."""
+    if host.startswith("["):  # [::1]:8000
+        name = host[1:].split("]", 1)[0]
+    else:  # name:port; a bare IPv6 address has several colons and no port
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower()
+    if name in ("localhost", *(a.lower() for a in allowed)):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+async def _send_problem(receive, send, status: int, message: str, limits: ServeLimits, drain: bool) -> None:
+    """A one-line JSON error sent from the middleware before the body is used, closing the connection."""
+    log.warning("refused: %d %s", status, message)
+    if drain:
+        await _drain(receive, min(4 * limits.max_bytes, 64 * 2**20))
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive, limit: int, seconds: float = 2.0) -> None:
+    """Read and drop what the client still sends of a refused body, up to ``limit`` bytes and ``seconds``: a
+    connection closed with unread data is reset, and the client would see the reset instead of the answer."""
+    deadline, seen = time.monotonic() + seconds, 0
+    while seen <= limit:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+        seen += len(message.get("body", b""))
+
+
+class _Guard:
+    """Pure ASGI middleware in front of every request: the Host and Origin checks, and the body counted as it is
+    received (whatever its framing: Content-Length, chunked, multipart), so no parser ever holds or spools more
+    than ``max_bytes``. A body over the limit or too slow raises :class:`HTTPProblem` (413, 408) from
+    ``receive`` inside the endpoint, which answers it as any other refusal."""
+
+    def __init__(self, app, limits: ServeLimits):
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limits = self.limits
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        origin = headers.get("origin")
+        declared = headers.get("content-length", "")
+        problem = None
+        if not _host_allowed(host, limits.allowed_hosts):
+            problem = 400, f"Host {host[:100]!r} is not this server's (--allowed-host)"
+        # A browser sends Origin with a cross-site form POST; a page of another site may not use this server.
+        # Host and port compared, not the scheme: behind a TLS proxy the page is https and this server http.
+        elif scope["method"] == "POST" and origin is not None and urlparse(origin).netloc.lower() != host.lower():
+            problem = 403, f"a POST from another origin ({origin[:100]!r}) is refused"
+        elif declared.isdigit() and int(declared) > limits.max_bytes:
+            problem = 413, f"{int(declared)} bytes; the server takes up to {limits.max_bytes} (--max-mb)"
+        if problem:
+            # A client waiting for "100 Continue" (curl, for bodies over 1 MB) has sent nothing to drain, and
+            # reading would tell the server to send that interim answer: the client would start sending.
+            expecting = headers.get("expect", "").lower() == "100-continue"
+            return await _send_problem(receive, send, *problem, limits, drain=not expecting)
+        deadline, seen, whole = None, 0, False
+
+        async def counted():
+            nonlocal deadline, seen, whole
+            if whole:  # after the body only the disconnect is left to wait for, untimed (streamed answers)
+                return await receive()
+            deadline = deadline or time.monotonic() + limits.read_timeout
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise HTTPProblem(408, f"the body did not arrive within {limits.read_timeout:g} s") from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limits.max_bytes:
+                    if message.get("more_body"):
+                        await _drain(receive, min(4 * limits.max_bytes, 64 * 2**20))
+                    raise HTTPProblem(413, f"the body is over {limits.max_bytes} bytes (--max-mb)")
+                whole = not message.get("more_body")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = None):
     """The FastAPI application serving ``predictor`` (a run's :class:`Predictor` or an ``OnnxPredictor``)."""
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
 
     limits = limits or ServeLimits()
     predictor.max_seconds = limits.max_seconds
     batcher = WindowBatcher(predictor.window_probabilities, limits.batch_windows)
-    app = FastAPI(title="audioclf", summary="audio classification", docs_url="/docs", redoc_url=None)
+    docs = {} if limits.docs else {"docs_url": None, "openapi_url": None}  # off unless asked: less to probe
+    app = FastAPI(title="audioclf", summary="audio classification", redoc_url=None, **docs)
+    app.add_middleware(_Guard, limits=limits)
 
     @app.exception_handler(HTTPProblem)
     async def _problem(request, exc: HTTPProblem):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        log.warning("refused %s %s: %d %s", request.method, request.url.path, exc.status, exc)  # one line
+        # 408/413 come before the body is all read: close rather than read the rest to keep the connection
+        close = {"connection": "close"} if exc.status in (408, 413) else None
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=close)
+
+    @app.exception_handler(HTTPException)  # 404, 405: the documented {"error": ...}, not FastAPI's {"detail": ...}
+    async def _http(request, exc: HTTPException):
+        return await _problem(request, HTTPProblem(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)  # e.g. ?top_k=many
+    async def _invalid(request, exc: RequestValidationError):
+        where = ", ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors()[:3])
+        return await _problem(request, HTTPProblem(422, " ".join(where.split())[:300]))
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
@@ -181,24 +325,9 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
         text = " ".join(str(exc).split())[:300]
         return JSONResponse({"error": f"unexpected {type(exc).__name__}: {text}"}, status_code=500)
 
-    async def drain(request: Request) -> None:
-        """Read (and drop) the rest of a refused body, up to a bound: a client still sending when the answer comes
-        would otherwise see the connection reset instead of the 413."""
-        seen = 0
-        try:
-            async for chunk in request.stream():
-                seen += len(chunk)
-                if seen > 4 * limits.max_bytes:
-                    return
-        except Exception:  # the stream was consumed or the client went away: nothing more to read
-            return
-
     async def upload(request: Request) -> tuple[Path, str]:
-        """The request's audio in a temp file (the caller removes it) and a name for it."""
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-            await drain(request)
-            raise HTTPProblem(413, f"{int(declared)} bytes; the server takes up to {limits.max_bytes} (--max-mb)")
+        """The request's audio in a temp file (the caller removes it) and a name for it. The body's size and
+        pace are bounded by :class:`_Guard` as it is read."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         query = request.query_params
         filename = query.get("name")  # a raw body's name, when the client gives one (?name=clip.wav)
@@ -210,18 +339,12 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             filename = field.filename
             body = await field.read(limits.max_bytes + 1)
         elif content_type.startswith("audio/") or content_type in ("application/octet-stream", "") or "pcm" in query:
-            body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limits.max_bytes:
-                    await drain(request)
-                    raise HTTPProblem(413, f"the body is over {limits.max_bytes} bytes (--max-mb)")
-            body = bytes(body)
+            body = b"".join([chunk async for chunk in request.stream()])
         else:
             raise HTTPProblem(415, f"content type {content_type!r}: send audio (audio/*, application/octet-stream, "
                                    "or a form with a 'file' field)")
-        if len(body) > limits.max_bytes:
-            raise HTTPProblem(413, f"the upload is over {limits.max_bytes} bytes (--max-mb)")
+        if filename is not None and not _NAME.match(filename):
+            raise HTTPProblem(400, "the file name must be 1-255 characters without control characters or slashes")
         if not body:
             raise HTTPProblem(400, "empty upload: no audio in the request")
         handle, name = tempfile.mkstemp(suffix=".wav" if "pcm" in query else _suffix(content_type, body[:4], filename),
@@ -243,13 +366,32 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             raise
         return path, filename or "upload"
 
-    async def run(fn, *args):
+    async def run(fn, path: Path):
+        """``fn(path, batch, score)`` in a worker thread, stopped at its next batch of windows when the request
+        times out: the 503 is sent when the work has ended, not while it goes on unseen."""
+        stop = threading.Event()
+
+        def score(windows):
+            if stop.is_set():
+                raise _Stopped
+            return batcher(windows)
+
+        # Starlette's thread pool (40 threads) rather than asyncio's default (cores + 4): requests waiting for
+        # the batcher each hold a thread, and their windows share forward passes only if enough can wait.
+        work = asyncio.ensure_future(run_in_threadpool(fn, path, limits.batch_windows, score))
         try:
-            return await asyncio.wait_for(run_in_threadpool(fn, *args), timeout=limits.timeout)
+            return await asyncio.wait_for(asyncio.shield(work), timeout=limits.timeout)
         except asyncio.TimeoutError:
+            stop.set()
+            try:
+                await work  # ends at its next batch
+            except Exception:  # _Stopped, or whatever it met first: the answer is the 503 either way
+                pass
             raise HTTPProblem(503, f"the request took over {limits.timeout:g} s (--timeout)") from None
         except AudioDecodeError as exc:
             raise HTTPProblem(422, exc.reason) from None
+        finally:
+            stop.set()  # also when the wait itself is cancelled (the client went away): no more batches
 
     @app.get("/health")
     async def health():
@@ -267,7 +409,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             raise HTTPProblem(400, f"aggregate={aggregate!r}: expected mean or max")
         path, name = await upload(request)
         try:
-            windows = await run(predictor.file_window_probabilities, path, limits.batch_windows, batcher)
+            windows = await run(predictor.file_window_probabilities, path)
         finally:
             path.unlink(missing_ok=True)
         probs = aggregate_windows(windows, aggregate)
@@ -279,7 +421,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
     async def timeline(request: Request):
         path, name = await upload(request)
         try:
-            result = await run(predictor.timeline, path, limits.batch_windows, batcher)
+            result = await run(predictor.timeline, path)
         finally:
             path.unlink(missing_ok=True)
         return {"file": name, **result.to_dict()}
@@ -289,6 +431,18 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
+
+
+def bind_warning(host: str) -> str | None:
+    """What to say when ``host`` is not a loopback address: the server has no authentication and no TLS."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    if loopback:
+        return None
+    return (f"serving on {host}: reachable from other machines, without authentication or TLS; anyone who can "
+            "reach it can use the model (bind to 127.0.0.1 behind a proxy to expose it)")
 
 
 def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None,

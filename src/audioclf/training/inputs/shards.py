@@ -79,7 +79,7 @@ class ShardInputs(AudioInputs):
 
     # --- data -------------------------------------------------------------------------------------
     def prepare(self, manifest: Manifest | None = None, progress: bool = False, training: bool = True) -> None:
-        from ...data.shards import load_split, read_index, shard_counts, shard_urls
+        from ...data.shards import load_split, read_index, shard_counts, shard_sizes, shard_urls
 
         if manifest is not None:
             raise ConfigError("a shard set carries its own items and splits: it cannot be given a manifest "
@@ -89,13 +89,14 @@ class ShardInputs(AudioInputs):
         self.task, self.classes = index["task"], list(index["classes"])
         items, waves = [], {}
         for split in ("val", "test"):
-            split_items, split_waves = load_split(index, split)
+            split_items, split_waves = load_split(index, split, self.cfg.data.max_seconds)
             items += split_items
             waves.update(split_waves)
         clip_seconds = self.cfg.data.clip_seconds or float(index["clip_seconds"])
         self.prepared = PreparedData(Manifest(items, classes=self.classes, task=self.task), waves, [],
                                      int(index["sample_rate"]), clip_seconds)
         self.train_urls, self.train_counts = shard_urls(index, "train"), shard_counts(index, "train")
+        self.train_sizes = shard_sizes(index, "train")
         if training and sum(self.train_counts) == 0:
             raise DataError(f"{self.cfg.data.path}: the shard set has no training items")
         self._auto_schedule = self.cfg.train.scheduler is None and not self.cfg.train.scheduler_args
@@ -130,7 +131,7 @@ class ShardInputs(AudioInputs):
     def initialize(self, model, device) -> None:
         from ...data.shards import first_items
 
-        waves = first_items(self.index, "train", STATISTICS_ITEMS)
+        waves = first_items(self.index, "train", STATISTICS_ITEMS, self.cfg.data.max_seconds)
         targets = np.zeros(len(waves), dtype=np.int64)  # unused: only the clips feed the statistics
         clips = WaveformDataset(waves, targets, self.prepared.n_samples, self.cfg.data.pad_mode, "center")
         fit_standardizer(model, clips, device)
@@ -147,7 +148,8 @@ class ShardInputs(AudioInputs):
         self._stream = ShardStream(self.train_urls, self.classes, self.task, self.prepared.n_samples,
                                    self.cfg.data.pad_mode, self.cfg.data.train_crop, seed=self.cfg.seed,
                                    rank=current.rank, world_size=current.size, shuffle_buffer=SHUFFLE_BUFFER,
-                                   augment=augment, sample_rate=self.prepared.sample_rate, counts=self.train_counts)
+                                   augment=augment, sample_rate=self.prepared.sample_rate, counts=self.train_counts,
+                                   sizes=self.train_sizes, max_seconds=self.cfg.data.max_seconds)
         return self._stream
 
     def train_loader(self, train_set, device):
@@ -166,7 +168,7 @@ class ShardInputs(AudioInputs):
             return
         index = read_index(source)
         split = split or "test"
-        items, waves = load_split(index, split)
+        items, waves = load_split(index, split, self.cfg.data.max_seconds)
         classes = list(state["classes"])
         unknown = sorted({label for item in items for label in item.labels} - set(classes))
         if unknown:
