@@ -252,9 +252,10 @@ class ExportGraph(nn.Module):
 def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate: int, clip_samples: int,
                    input_kind: str, with_frontend: bool, pad_mode: str = "tile", opset: int = MIN_OPSET,
                    input_shape: tuple[int, ...] = (), trim_silence: bool | str = False,
-                   run_id: str = "") -> dict[str, str]:
+                   source: dict[str, str] | None = None) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (all values are strings; JSON where structured);
-    ``run_id``: the run it was exported from (a reader next to that run checks it is still the same)."""
+    ``source``: the ``run_id``, ``checkpoint`` (best/last) and ``checkpoint_sha256`` it was exported from (a
+    reader next to that run checks it is still the run's current checkpoint: ``RunDir.stale_reason``)."""
     spec = model.spec()
     return {
         "producer": "audioclf",
@@ -271,7 +272,7 @@ def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate:
         "input_shape": json.dumps(list(input_shape)),  # without the batch axis
         "with_frontend": json.dumps(bool(with_frontend)),
         "opset": str(int(opset)),
-        "run_id": run_id or "",
+        **{key: str((source or {}).get(key) or "") for key in ("run_id", "checkpoint", "checkpoint_sha256")},
     }
 
 
@@ -367,7 +368,7 @@ def export_classifier(
     pad_mode: str = "tile",
     verify: bool = True,
     trim_silence: bool | str = False,
-    run_id: str = "",
+    source: dict[str, str] | None = None,
 ) -> Path:
     """Export an :class:`~audioclf.models.classifier.AudioClassifier` (eval mode) to ``out_path``, atomically."""
     opset = int(opset)
@@ -379,7 +380,7 @@ def export_classifier(
     model_bytes = graph_to_onnx_bytes(graph, example, opset)
     input_shape = tuple(example.shape[1:])
     metadata = model_metadata(model, classes, task, sample_rate, clip_samples, graph.input_kind,
-                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence, run_id)
+                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence, source)
     model_bytes = _with_metadata(model_bytes, metadata)
     if verify:
         # a batch of 3 also checks the dynamic batch axis
@@ -416,6 +417,7 @@ def export_onnx(
     inside = out.resolve().parent == Path(run_dir).resolve()
     with RunDir(run_dir).lock() if inside else contextlib.nullcontext():
         data = state.get("config", {}).get("data", {})
+        source = {"run_id": state.get("run_id", ""), "checkpoint": which, "checkpoint_sha256": state["checkpoint_sha256"]}
         return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                                  state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
-                                 data.get("trim_silence") or False, state.get("run_id", ""))
+                                 data.get("trim_silence") or False, source)

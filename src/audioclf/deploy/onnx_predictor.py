@@ -60,11 +60,12 @@ class OnnxPredictor(WindowedPredictor):
             raise AudioclfError(f"{self.path}: ONNX model file not found")
         self.session = onnx_session(self.path, threads, providers)
         self.metadata: dict[str, Any] = decode_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
-        folder = RunDir(self.path.parent)
-        if folder.summary.exists() and not folder.derived_from_this_run(self.metadata, self.path.name):
-            raise AudioclfError(f"{self.path}: exported from an earlier run in {folder.root} (run "
-                                f"{self.metadata.get('run_id') or 'unknown'}, the folder now holds run "
-                                f"{folder.run_id()}); export it again")
+        # Next to a run (its folder, or any folder holding a run): only an export of its current checkpoint.
+        # A file elsewhere has nothing to compare with and is used as it is.
+        stale = RunDir(self.path.parent).stale_reason(self.metadata)
+        if stale is not None:
+            again = "quantize" if ".int8." in self.path.name else "export"
+            raise AudioclfError(f"{self.path}: exported {stale}; run audioclf {again} {self.path.parent} again")
         self.classes: list[str] = list(self.metadata["classes"])
         self.task: str = self.metadata["task"]
         self.sample_rate: int = self.metadata["sample_rate"]

@@ -14,6 +14,7 @@ Layout of a run::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -36,6 +37,8 @@ from ..models.complexity import Report, complexity_report
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+QUANTIZATION = "quantization.json"
+CHECKPOINTS = ("best", "last")
 _HELD: dict[str, int] = {}  # run folders this process holds the lock of -> nesting depth
 
 
@@ -159,21 +162,59 @@ class RunDir:
         """The id of the run this folder holds (summary.json; None while the first run is still training)."""
         return self.read_summary().get("run_id")
 
-    def derived_from_this_run(self, artifact: dict[str, Any] | None, what: str) -> bool:
-        """Whether an artifact's recorded ``run_id`` is this folder's run; a stale one (made from an earlier
-        run in the same folder) is reported and must not be used."""
-        current = self.run_id()
-        recorded = (artifact or {}).get("run_id")
-        if current is None or recorded == current:
-            return True
-        log.warning("%s: %s comes from an earlier run in this folder (run %s, now %s); ignored — make it again",
-                    self.root, what, recorded, current)
-        return False
+    def checkpoint_sha256(self, which: str = "best") -> str | None:
+        """sha256 of a checkpoint file's bytes (None: there is none)."""
+        path = self.checkpoint(which)
+        if not path.is_file():
+            return None
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def stale_reason(self, artifact: dict[str, Any] | None) -> str | None:
+        """Why an artifact (an export's metadata, quantization.json) is not made from this folder's current
+        checkpoint, or None when it is (or when the folder holds no run to compare with). The run id tells an
+        earlier run in the same folder; the checkpoint's hash (stamped by export) tells an earlier checkpoint
+        of this run, which ``train --resume`` replaces while keeping the run id."""
+        artifact = artifact if isinstance(artifact, dict) else {}
+        current, recorded = self.run_id(), artifact.get("run_id")
+        if current is not None and recorded != current:
+            return f"from an earlier run in {self.root} (run {recorded or 'unknown'}, the folder now holds run {current})"
+        which = artifact.get("checkpoint") if artifact.get("checkpoint") in CHECKPOINTS else "best"
+        digest = self.checkpoint_sha256(which)
+        if digest is not None and artifact.get("checkpoint_sha256") != digest:
+            return f"from an earlier {self.checkpoint(which)} (it changed since, e.g. by train --resume)"
+        return None
+
+    def derived_from_this_run(self, artifact: dict[str, Any] | None, what: str, again: str = "make it again") -> bool:
+        """Whether an artifact was made from this folder's current checkpoint (:meth:`stale_reason`); a stale
+        one is reported and must not be used."""
+        reason = self.stale_reason(artifact)
+        if reason is not None:
+            log.warning("%s: %s was made %s; ignored — %s", self.root, what, reason, again)
+        return reason is None
+
+    def read_quantization(self) -> dict[str, Any] | None:
+        """``quantization.json`` when it is well formed and made from the current checkpoint, else None: a
+        damaged, hand-edited or stale file is left out with a warning naming it, never half read."""
+        path = self.root / QUANTIZATION
+        if not path.exists():
+            return None
+        again = f"run audioclf quantize {self.root} again"
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
+            log.warning("%s: not readable JSON (%s); ignored — %s", path, type(exc).__name__, again)
+            return None
+        problem = _quantization_problem(report)
+        if problem is not None:
+            log.warning("%s: %s; ignored — %s", path, problem, again)
+            return None
+        return report if self.derived_from_this_run(report, QUANTIZATION, again) else None
 
     def reset(self) -> None:
         """Before a fresh run writes here: remove what an earlier run in this folder left (checkpoints, summary,
         report, plots, exports, quantization), so nothing of it can be read as this run's."""
-        for name in ("summary.json", "report.md", "metrics.jsonl", "quantization.json", "tracking.json"):
+        for name in ("summary.json", "report.md", "metrics.jsonl", QUANTIZATION, "tracking.json"):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "tensorboard", ignore_errors=True)  # event files of the earlier run's curves
         for export in self.root.glob("model*.onnx"):  # model.wave.onnx, model.features.int8.onnx, ...
@@ -234,15 +275,41 @@ class RunDir:
         atomic_write_bytes(self.checkpoint(which), buffer.getvalue())
 
     def load_checkpoint(self, which: str = "best") -> dict[str, Any]:
+        """The checkpoint's state, with ``checkpoint_sha256``: the hash of the very bytes loaded (what exports
+        record, so a later reader can tell whether the checkpoint changed since)."""
         path = self.checkpoint(which)
         if not path.exists():
             raise AudioclfError(f"{path}: checkpoint not found")
         try:
-            return load_torch_file(path)
+            data = path.read_bytes()
+            state = load_torch_file(path, data)
         except UnsafeFileError:
             raise
         except Exception as exc:  # a foreign or damaged file: say which one
             raise AudioclfError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+        if not isinstance(state, dict):
+            raise AudioclfError(f"{path}: not an audioclf checkpoint (holds a {type(state).__name__}, not a dict)")
+        return {**state, "checkpoint_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _quantization_problem(report: Any) -> str | None:
+    """What is wrong with a quantization.json's content (None: the fields report.md reads are there, typed)."""
+    if not isinstance(report, dict):
+        return f"holds a {type(report).__name__}, not a JSON object"
+    numbers = (int, float)
+    for key, kind in (("method", str), ("fp32", dict), ("int8", dict), ("drop", dict), ("size_ratio", numbers)):
+        if not isinstance(report.get(key), kind) or isinstance(report.get(key), bool):
+            return f"'{key}' is missing or not a {kind.__name__ if isinstance(kind, type) else 'number'}"
+    for key in ("fp32", "int8"):
+        part = report[key]
+        if not isinstance(part.get("metrics"), dict) or not isinstance(part.get("bytes"), int):
+            return f"'{key}' lacks 'metrics' (an object) or 'bytes' (an integer)"
+    for key, values in (("fp32.metrics", report["fp32"]["metrics"]), ("int8.metrics", report["int8"]["metrics"]),
+                        ("drop", report["drop"])):
+        # None: a metric that was not finite (jsonable writes NaN as null)
+        if not all(v is None or (isinstance(v, numbers) and not isinstance(v, bool)) for v in values.values()):
+            return f"'{key}' holds values that are not numbers"
+    return None
 
 
 def default_run_dir(model_name: str | None) -> Path:
