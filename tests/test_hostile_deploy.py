@@ -4,6 +4,7 @@ non-zero exit, or the artifact left out with a warning, never a wrong answer or 
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -79,3 +80,71 @@ def test_an_export_outside_any_run_folder_stays_usable(run, wav, tmp_path):
     assert main(["export", str(run), "--out", str(alone)]) == 0
     assert main(["train", "--out", str(run), "--resume", "train.epochs=3"]) == 0
     assert main(["predict", str(alone), wav]) == 0  # nothing to compare it with
+
+
+# --- 10: a tampered quantization.json ---------------------------------------------------------------
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "MATCHING_NO_KEYS", "MATCHING_WRONG_TYPES"])
+def test_a_tampered_quantization_json_is_left_out_of_report_md_with_a_warning(run, content, caplog):
+    made_from = {key: RunDir(run).load_checkpoint("best").get(key) for key in ("run_id", "checkpoint_sha256")}
+    made_from["checkpoint"] = "best"
+    text = {"MATCHING_NO_KEYS": json.dumps(made_from),  # passes the staleness check: its content is the problem
+            "MATCHING_WRONG_TYPES": json.dumps({**made_from, "method": 3, "fp32": [], "int8": "x", "drop": None,
+                                                "size_ratio": "big"})}.get(content, content)
+    (run / "quantization.json").write_text(text)
+    assert main(["train", "--out", str(run), "--resume", "train.epochs=2"]) == 0
+    assert f"{run / 'quantization.json'}" in caplog.text and "quantize" in caplog.text
+    assert "INT8" not in (run / "report.md").read_text()
+
+
+def test_quantization_results_of_an_earlier_checkpoint_leave_report_md(run, caplog):
+    assert main(["quantize", str(run), "--calibration", "4"]) == 0
+    assert "INT8" in (run / "report.md").read_text()
+    assert main(["train", "--out", str(run), "--resume", "train.epochs=4"]) == 0
+    assert "INT8" not in (run / "report.md").read_text()
+    assert "quantization.json was made from an earlier" in caplog.text and "checkpoints/best.pt" in caplog.text
+
+
+# --- 6: models whose outputs are not finite ---------------------------------------------------------
+def _nan_weights(run):
+    import torch
+
+    path = RunDir(run).checkpoint("best")
+    state = torch.load(path, weights_only=False)
+    name = [key for key, value in state["model"].items() if value.is_floating_point()][-1]  # the last layer's bias
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    torch.save(state, path)
+
+
+def _nan_onnx(run, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    path = tmp_path / "alone" / "model.onnx"
+    path.parent.mkdir()
+    assert main(["export", str(run), "--out", str(path)]) == 0
+    proto = onnx.load(str(path))
+    last = proto.graph.initializer[-1]
+    last.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(last), np.nan), last.name))
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["pytorch", "onnx"])
+def test_nan_probabilities_are_a_failed_file_not_a_prediction(run, wav, kind, tmp_path, capsys):
+    model = _nan_weights(run) or run if kind == "pytorch" else _nan_onnx(run, tmp_path)
+    table = tmp_path / "out.csv"
+    capsys.readouterr()
+    assert main(["predict", str(model), wav, "--csv", str(table)]) == 3
+    printed = capsys.readouterr()
+    assert printed.out.strip() == f"wrote {table}"  # no label, no probabilities printed
+    assert printed.err.startswith(f"{wav}: skipped") and "not all finite" in printed.err
+    (header, row), = [list(csv.reader(table.read_text().splitlines()))]
+    assert row[0] == wav and set(row[1:-1]) == {""} and "not all finite" in row[-1]  # no prediction, no `nan`
+
+
+def test_evaluate_with_nan_probabilities_is_one_line_naming_the_run(run, capsys):
+    _nan_weights(run)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = one_line_error(capsys)
+    assert str(RunDir(run).checkpoint("best")) in err and "not all finite" in err
