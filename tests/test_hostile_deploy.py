@@ -148,3 +148,83 @@ def test_evaluate_with_nan_probabilities_is_one_line_naming_the_run(run, capsys)
     assert main(["evaluate", str(run)]) == 2
     err = one_line_error(capsys)
     assert str(RunDir(run).checkpoint("best")) in err and "not all finite" in err
+
+
+# --- 10: crafted ONNX metadata ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The tiny run exported with its front-end to a file outside the run (no staleness check applies)."""
+    path = tmp_path_factory.mktemp("exported") / "model.onnx"
+    assert main(["export", str(trained[0]), "--out", str(path), "--with-frontend"]) == 0
+    return path
+
+
+@pytest.mark.parametrize("key, value", [("clip_samples", "0"), ("clip_samples", "-5"), ("clip_samples", str(10**12)),
+                                        ("sample_rate", "0"), ("classes", "[]"), ("input", None),
+                                        ("classes", '"tone"'), ("task", "regression")])
+def test_crafted_onnx_metadata_is_one_line_naming_the_file_and_key(exported, wav, key, value, tmp_path, capsys):
+    import onnx
+
+    proto = onnx.load(str(exported))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.pop(key) if value is None else props.update({key: value})
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    crafted = tmp_path / "crafted.onnx"
+    onnx.save(proto, str(crafted))
+    capsys.readouterr()
+    assert main(["predict", str(crafted), wav]) == 2
+    err = one_line_error(capsys)
+    assert str(crafted) in err and f"'{key}'" in err
+
+
+def test_an_onnx_model_whose_outputs_do_not_match_its_classes_is_refused(exported, wav, tmp_path, capsys):
+    import onnx
+
+    proto = onnx.load(str(exported))
+    props = {p.key: p.value for p in proto.metadata_props}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {**props, "classes": json.dumps(json.loads(props["classes"])[:3])})
+    crafted = tmp_path / "crafted.onnx"
+    onnx.save(proto, str(crafted))
+    capsys.readouterr()
+    assert main(["predict", str(crafted), wav]) == 2
+    err = one_line_error(capsys)
+    assert str(crafted) in err and "'classes'" in err
+
+
+# --- 10: crafted checkpoints -------------------------------------------------------------------------
+def _edit_best(run, edit):
+    import torch
+
+    path = RunDir(run).checkpoint("best")
+    state = torch.load(path, weights_only=False)
+    edit(state)
+    torch.save(state, path)
+    return path
+
+
+def _narrower_last_layer(state):
+    name = [key for key in state["model"] if key.endswith("weight")][-1]
+    state["model"][name] = state["model"][name][:, :-1].clone()
+
+
+@pytest.mark.parametrize("edit", [
+    pytest.param(lambda s: s.update(clip_samples=10**12), id="clip_samples-huge"),
+    pytest.param(lambda s: s.update(clip_samples=0), id="clip_samples-zero"),
+    pytest.param(lambda s: s.update(sample_rate=0), id="sample_rate-zero"),
+    pytest.param(lambda s: s.update(classes=[]), id="classes-empty"),
+    pytest.param(lambda s: s["spec"]["backbone"].update(n_classes=10**9), id="n_classes-huge"),
+    pytest.param(lambda s: s["spec"]["backbone"].update(input_shape=[1, 16, 10**9]), id="input_shape-huge"),
+    pytest.param(_narrower_last_layer, id="tensor-of-another-shape"),
+    pytest.param(lambda s: s["model"].popitem(), id="weights-of-another-model"),  # a key missing: other layers
+])
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_a_checkpoint_that_does_not_fit_its_model_is_one_line_naming_the_file(run, wav, edit, command, tmp_path,
+                                                                              capsys):
+    path = _edit_best(run, edit)
+    capsys.readouterr()
+    args = ["predict", str(run), wav] if command == "predict" else ["export", str(run), "--out", str(tmp_path / "m.onnx")]
+    assert main(args) == 2
+    assert str(path) in one_line_error(capsys)
+

@@ -41,6 +41,7 @@ from ..errors import AudioclfError, ConfigError
 from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen
 from ..files import atomic_write_bytes
 from ..runs import RunDir, load_model
+from ..runs.directory import check_model_facts
 
 __all__ = [
     "MIN_OPSET",
@@ -286,21 +287,33 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return decode_metadata(session.get_modelmeta().custom_metadata_map, path)
 
 
+_OPTIONAL_METADATA = {"input_shape": "[]", "with_frontend": "false", "trim_silence": "false"}  # older exports
+
+
 def decode_metadata(props: dict[str, str], path: str | Path = "<model>") -> dict[str, Any]:
+    """The metadata's values decoded and checked (before anything is sized by them): a missing key or one out
+    of bounds is one line naming ``path`` and the key."""
     if props.get("producer") != "audioclf":
         raise AudioclfError(f"{path}: no audioclf metadata (expected metadata_props from audioclf export)")
-    try:
-        return {
-            **props,
-            "classes": json.loads(props["classes"]),
-            "sample_rate": int(props["sample_rate"]),
-            "clip_samples": int(props["clip_samples"]),
-            "features": json.loads(props["features"]),
-            "input_shape": json.loads(props.get("input_shape", "[]")),
-            "with_frontend": json.loads(props.get("with_frontend", "false")),
-        }
-    except (KeyError, ValueError) as exc:
-        raise AudioclfError(f"{path}: damaged audioclf metadata ({type(exc).__name__}: {exc})") from None
+    decoded = dict(props)
+    for key, decode in (("classes", json.loads), ("task", str), ("sample_rate", int), ("clip_samples", int),
+                        ("features", json.loads), ("input", str), ("input_shape", json.loads),
+                        ("with_frontend", json.loads), ("trim_silence", json.loads)):
+        if key not in props and key not in _OPTIONAL_METADATA:
+            raise AudioclfError(f"{path}: metadata key '{key}' is missing (a damaged or hand-edited file)")
+        try:
+            decoded[key] = decode(props.get(key, _OPTIONAL_METADATA.get(key)))
+        except ValueError:
+            raise AudioclfError(f"{path}: metadata '{key}' = {props[key][:60]!r} is not valid") from None
+    check_model_facts(decoded, f"{path}: metadata")
+    if decoded["input"] not in ("waveform", "features"):
+        raise AudioclfError(f"{path}: metadata 'input' = {decoded['input'][:60]!r}: expected waveform or features")
+    if decoded["input"] == "features":  # the front-end the predictor runs before the model
+        try:
+            FeatureConfig.from_dict(decoded["features"])
+        except AudioclfError as exc:
+            raise AudioclfError(f"{path}: metadata 'features': {exc}") from None
+    return decoded
 
 
 # --- export -------------------------------------------------------------------------------------

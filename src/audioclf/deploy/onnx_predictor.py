@@ -9,7 +9,6 @@ exactly as :class:`~audioclf.deploy.predictor.Predictor` does.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +70,12 @@ class OnnxPredictor(WindowedPredictor):
         self.sample_rate: int = self.metadata["sample_rate"]
         self.clip_samples: int = self.metadata["clip_samples"]
         self.pad_mode: str = self.metadata.get("pad_mode", "tile")
-        self.trim_silence: bool | str = json.loads(self.metadata.get("trim_silence", "false"))
+        self.trim_silence: bool | str = self.metadata["trim_silence"]
         self.input_name: str = self.session.get_inputs()[0].name
+        outputs = self.session.get_outputs()[0].shape[-1]  # an int, or a name for a dynamic axis
+        if isinstance(outputs, int) and outputs != len(self.classes):
+            raise AudioclfError(f"{self.path}: the model gives {outputs} scores but its metadata 'classes' names "
+                                f"{len(self.classes)}")
         self.frontend = None
         if self.metadata["input"] == "features":
             self.frontend = FrontEnd(FeatureConfig.from_dict(self.metadata["features"])).eval()

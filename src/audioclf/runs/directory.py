@@ -29,10 +29,13 @@ from typing import Any
 import torch
 import yaml
 
+from ..data.audio import MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
 from ..errors import AudioclfError, ConfigError, UnsafeFileError
+from ..features import FeatureConfig, n_frames
 from ..files import atomic_write_bytes, atomic_write_text, jsonable, load_torch_file
 from ..models.classifier import AudioClassifier
 from ..models.complexity import Report, complexity_report
+from ..tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -318,13 +321,74 @@ def default_run_dir(model_name: str | None) -> Path:
     return Path("runs") / f"{stamp}-{model_name or 'model'}"
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_model_facts(facts: dict[str, Any], where: str | Path) -> None:
+    """The classes, task, sample rate and clip length a model was saved with (a checkpoint's state, an ONNX
+    file's metadata), checked before anything is sized by them: one line naming ``where`` and the key. A
+    crafted clip_samples of 10**12 would otherwise allocate gigabytes for every file predicted."""
+    classes = facts.get("classes")
+    if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise AudioclfError(f"{where}: 'classes' = {_shown(classes)}: expected a non-empty list of distinct names")
+    if facts.get("task") not in TASKS:
+        raise AudioclfError(f"{where}: 'task' = {_shown(facts.get('task'))}: expected one of {', '.join(TASKS)}")
+    if facts.get("input_kind", "audio") != "audio":  # embedding runs: no sample rate, no clip
+        return
+    rate, clip = facts.get("sample_rate"), facts.get("clip_samples")
+    if type(rate) is not int or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioclfError(f"{where}: 'sample_rate' = {_shown(rate)}: expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    # The longest clip: as long as the longest file decoded at once (data.max_seconds' bound).
+    longest = int(MAX_SECONDS * rate)
+    if type(clip) is not int or not 1 <= clip <= longest:
+        raise AudioclfError(f"{where}: 'clip_samples' = {_shown(clip)}: expected 1-{longest} samples "
+                            f"(at most {MAX_SECONDS:g} s at {rate} Hz)")
+
+
+def _check_spec(state: dict[str, Any], path: Path) -> None:
+    """The model a checkpoint's ``spec`` names fits its classes and clip (checked before it is built: its
+    sizes come from there)."""
+    check_model_facts(state, path)
+    spec = state.get("spec")
+    backbone = spec.get("backbone") if isinstance(spec, dict) else None
+    if not isinstance(backbone, dict) or not isinstance(state.get("model"), dict):
+        raise AudioclfError(f"{path}: not an audioclf checkpoint (no 'spec' naming a model, or no 'model' weights)")
+    if backbone.get("n_classes") != len(state["classes"]):
+        raise AudioclfError(f"{path}: 'n_classes' = {_shown(backbone.get('n_classes'))} in its spec, but it has "
+                            f"{len(state['classes'])} classes")
+    if state.get("input_kind", "audio") != "audio":
+        return
+    try:  # the input shape training gave the backbone for this clip (training.inputs.audio.build_classifier)
+        features = FeatureConfig.from_dict(spec["features"]) if spec.get("features") else None
+    except AudioclfError as exc:
+        raise AudioclfError(f"{path}: {exc}") from None
+    clip = state["clip_samples"]
+    expected = [clip] if features is None else [1, features.n_bins, n_frames(features, clip)]
+    if list(backbone.get("input_shape") or []) != expected:
+        raise AudioclfError(f"{path}: 'input_shape' = {_shown(backbone.get('input_shape'))} in its spec; its "
+                            f"clip of {clip} samples gives {expected}")
+
+
 def load_model(run_dir: str | Path, which: str = "best",
                device: str | torch.device = "cpu") -> tuple[AudioClassifier, dict[str, Any]]:
     """A run's trained model (in eval mode, on ``device``) and its checkpoint state (task, classes, config,
-    input facts): the one way every command rebuilds a model from a run directory."""
-    state = RunDir(run_dir).require().load_checkpoint(which)
+    input facts): the one way every command rebuilds a model from a run directory. A checkpoint whose facts
+    or weights do not fit the model its spec names (crafted, or copied in from another run) is one line."""
+    run = RunDir(run_dir).require()
+    path = run.checkpoint(which)
+    state = run.load_checkpoint(which)
+    _check_spec(state, path)
     model = AudioClassifier.from_spec(state["spec"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # RuntimeError: missing, unexpected or other shapes
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        raise AudioclfError(f"{path}: its weights do not fit the {state['spec']['backbone'].get('name')} model its "
+                            f"spec names ({detail[:200]})") from None
     return model.to(device).eval(), state
 
 
