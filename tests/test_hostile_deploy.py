@@ -42,14 +42,20 @@ def wav(trained):
     return str(sorted(trained[1].rglob("*.wav"))[0])
 
 
-def one_line_error(capsys) -> str:
+def one_line_error(capsys, after: str | None = None) -> str:
+    """The one error line on stderr (``after``: the start of a line the command prints before it, e.g. serve's)."""
     err = capsys.readouterr().err
+    if after is not None:
+        first, err = err.split("\n", 1)
+        assert first.startswith(after), first
     assert "Traceback" not in err and "unexpected" not in err and len(err.strip().splitlines()) == 1, err
     return err
 
 
 # --- 5: an export made before train --resume ------------------------------------------------------
-def test_an_export_older_than_the_resumed_checkpoint_is_refused_until_exported_again(run, wav, capsys):
+def test_an_export_older_than_the_resumed_checkpoint_is_refused_until_exported_again(run, wav, capsys, monkeypatch):
+    uvicorn = pytest.importorskip("uvicorn")
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)  # serve: what it would load, not a server
     assert main(["export", str(run), "--with-frontend"]) == 0
     onnx = run / "model.wave.onnx"
     best = RunDir(run).checkpoint("best")
@@ -57,9 +63,10 @@ def test_an_export_older_than_the_resumed_checkpoint_is_refused_until_exported_a
     assert main(["train", "--out", str(run), "--resume", "train.epochs=4"]) == 0
     assert best.read_bytes() != before  # the resumed epochs kept a better best.pt (same run id)
     capsys.readouterr()
-    for command in (["predict", str(onnx), wav], ["predict", str(run), wav, "--ensemble", str(onnx)]):
+    for command in (["predict", str(onnx), wav], ["predict", str(run), wav, "--ensemble", str(onnx)],
+                    ["serve", str(onnx)]):
         assert main(command) == 2
-        err = one_line_error(capsys)
+        err = one_line_error(capsys, after="serving " if command[0] == "serve" else None)
         assert str(onnx) in err and "checkpoints/best.pt" in err and "export" in err and "again" in err
     # Exported again, it answers as the resumed PyTorch run does.
     assert main(["export", str(run), "--with-frontend"]) == 0
@@ -97,12 +104,17 @@ def test_a_tampered_quantization_json_is_left_out_of_report_md_with_a_warning(ru
     assert "INT8" not in (run / "report.md").read_text()
 
 
-def test_quantization_results_of_an_earlier_checkpoint_leave_report_md(run, caplog):
+def test_quantization_results_of_an_earlier_checkpoint_leave_report_md(run, wav, caplog, capsys):
     assert main(["quantize", str(run), "--calibration", "4"]) == 0
     assert "INT8" in (run / "report.md").read_text()
     assert main(["train", "--out", str(run), "--resume", "train.epochs=4"]) == 0
     assert "INT8" not in (run / "report.md").read_text()
     assert "quantization.json was made from an earlier" in caplog.text and "checkpoints/best.pt" in caplog.text
+    capsys.readouterr()
+    int8 = run / "model.features.int8.onnx"  # carries its fp32 model's stamp
+    assert main(["predict", str(int8), wav]) == 2
+    err = one_line_error(capsys)
+    assert str(int8) in err and f"audioclf quantize {run} again" in err
 
 
 # --- 6: models whose outputs are not finite ---------------------------------------------------------
@@ -141,6 +153,19 @@ def test_nan_probabilities_are_a_failed_file_not_a_prediction(run, wav, kind, tm
     assert printed.err.startswith(f"{wav}: skipped") and "not all finite" in printed.err
     (header, row), = [list(csv.reader(table.read_text().splitlines()))]
     assert row[0] == wav and set(row[1:-1]) == {""} and "not all finite" in row[-1]  # no prediction, no `nan`
+
+
+def test_the_windows_serve_and_timeline_score_are_checked_too(run, wav, tmp_path, capsys):
+    from audioclf.deploy.predictor import Predictor
+    from audioclf.errors import NonFiniteOutputs
+
+    _nan_weights(run)
+    predictor = Predictor.from_run(run, device="cpu")
+    with pytest.raises(NonFiniteOutputs, match="not all finite"):  # what serve's /predict answers from
+        predictor.file_window_probabilities(wav)
+    capsys.readouterr()
+    assert main(["predict", str(run), wav, "--timeline", str(tmp_path / "t.csv")]) == 2
+    assert wav in one_line_error(capsys) and not (tmp_path / "t.csv").exists()
 
 
 def test_evaluate_with_nan_probabilities_is_one_line_naming_the_run(run, capsys):
