@@ -8,7 +8,6 @@ either the old file or the new one, never half of one (at worst a stray ``.*.tmp
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import pickle
@@ -132,24 +131,22 @@ _NUMPY_GLOBALS = [np.ndarray, np.dtype, _MULTIARRAY._reconstruct, _MULTIARRAY.sc
                   *(getattr(np.dtypes, name) for name in np.dtypes.__all__)]
 
 
-def load_torch_file(path: str | Path, data: bytes | None = None) -> Any:
+def load_torch_file(path: str | Path) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors, numbers, strings, containers and numpy arrays.
 
     A pickle is a program: a file that names any other Python object (a crafted "checkpoint" can name
     ``os.system``) is refused with :class:`UnsafeFileError` naming the objects, before any of it runs.
     There is no full-pickle fallback; re-save such a file as a plain ``state_dict`` where it came from.
-    ``data``: the file's bytes, already read (``path`` then only names it in messages).
     """
     path = Path(path)
-    source = path if data is None else io.BytesIO(data)
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: refused below
-            return torch.load(source, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         message = " ".join(str(exc).split())
         try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path if data is None else io.BytesIO(data))
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # not a zip checkpoint (legacy format, or no PyTorch file at all)
             names = []
         names = names or re.findall(r"GLOBAL ([\w.]+)", message)

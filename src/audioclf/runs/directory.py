@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import numbers
 import os
 import shutil
 import socket
@@ -183,10 +184,12 @@ class RunDir:
         if current is not None and recorded != current:
             return f"from an earlier run in {self.root} (run {recorded or 'unknown'}, the folder now holds run {current})"
         which = artifact.get("checkpoint") if artifact.get("checkpoint") in CHECKPOINTS else "best"
-        digest = self.checkpoint_sha256(which)
-        if digest is not None and artifact.get("checkpoint_sha256") != digest:
-            return f"from an earlier {self.checkpoint(which)} (it changed since, e.g. by train --resume)"
-        return None
+        digest, recorded = self.checkpoint_sha256(which), artifact.get("checkpoint_sha256")
+        if digest is None or recorded == digest:
+            return None
+        if not recorded:
+            return f"without the hash of the {self.checkpoint(which)} it came from (an older audioclf, or edited)"
+        return f"from an earlier {self.checkpoint(which)} (it changed since, e.g. by train --resume)"
 
     def derived_from_this_run(self, artifact: dict[str, Any] | None, what: str, again: str = "make it again") -> bool:
         """Whether an artifact was made from this folder's current checkpoint (:meth:`stale_reason`); a stale
@@ -278,21 +281,23 @@ class RunDir:
         atomic_write_bytes(self.checkpoint(which), buffer.getvalue())
 
     def load_checkpoint(self, which: str = "best") -> dict[str, Any]:
-        """The checkpoint's state, with ``checkpoint_sha256``: the hash of the very bytes loaded (what exports
-        record, so a later reader can tell whether the checkpoint changed since)."""
+        """The checkpoint's state, with ``checkpoint_sha256``: the hash of its file (what exports record, so a
+        later reader can tell whether the checkpoint changed since)."""
         path = self.checkpoint(which)
         if not path.exists():
             raise AudioclfError(f"{path}: checkpoint not found")
+        # Hashed before it is loaded: should a training replace the file in between, the hash is the older
+        # file's, and what is made from this state reads as stale (refused), never the other way round.
+        digest = self.checkpoint_sha256(which)
         try:
-            data = path.read_bytes()
-            state = load_torch_file(path, data)
+            state = load_torch_file(path)
         except UnsafeFileError:
             raise
         except Exception as exc:  # a foreign or damaged file: say which one
             raise AudioclfError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
         if not isinstance(state, dict):
             raise AudioclfError(f"{path}: not an audioclf checkpoint (holds a {type(state).__name__}, not a dict)")
-        return {**state, "checkpoint_sha256": hashlib.sha256(data).hexdigest()}
+        return {**state, "checkpoint_sha256": digest}
 
 
 def _quantization_problem(report: Any) -> str | None:
@@ -326,6 +331,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_model_facts(facts: dict[str, Any], where: str | Path) -> None:
     """The classes, task, sample rate and clip length a model was saved with (a checkpoint's state, an ONNX
     file's metadata), checked before anything is sized by them: one line naming ``where`` and the key. A
@@ -339,11 +348,11 @@ def check_model_facts(facts: dict[str, Any], where: str | Path) -> None:
     if facts.get("input_kind", "audio") != "audio":  # embedding runs: no sample rate, no clip
         return
     rate, clip = facts.get("sample_rate"), facts.get("clip_samples")
-    if type(rate) is not int or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+    if not _whole(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioclfError(f"{where}: 'sample_rate' = {_shown(rate)}: expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     # The longest clip: as long as the longest file decoded at once (data.max_seconds' bound).
     longest = int(MAX_SECONDS * rate)
-    if type(clip) is not int or not 1 <= clip <= longest:
+    if not _whole(clip) or not 1 <= clip <= longest:
         raise AudioclfError(f"{where}: 'clip_samples' = {_shown(clip)}: expected 1-{longest} samples "
                             f"(at most {MAX_SECONDS:g} s at {rate} Hz)")
 
