@@ -82,6 +82,19 @@ def _scores(printed: str) -> dict[str, float]:
     return {label: float(p) for label, p in (item.rsplit(" ", 1) for item in ranked)}
 
 
+def test_an_export_next_to_a_run_without_the_checkpoints_hash_is_refused(run, exported, wav, capsys):
+    import onnx
+
+    proto = onnx.load(str(exported))
+    props = {p.key: p.value for p in proto.metadata_props if p.key != "checkpoint_sha256"}  # as older exports
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(run / "model.wave.onnx"))
+    capsys.readouterr()
+    assert main(["predict", str(run / "model.wave.onnx"), wav]) == 2
+    assert "without the hash" in one_line_error(capsys)
+
+
 def test_an_export_outside_any_run_folder_stays_usable(run, wav, tmp_path):
     alone = tmp_path / "elsewhere" / "model.onnx"
     alone.parent.mkdir()
