@@ -41,6 +41,7 @@ from ..errors import AudioclfError, ConfigError
 from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen
 from ..files import atomic_write_bytes
 from ..runs import RunDir, load_model
+from ..runs.directory import check_model_facts
 
 __all__ = [
     "MIN_OPSET",
@@ -252,9 +253,10 @@ class ExportGraph(nn.Module):
 def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate: int, clip_samples: int,
                    input_kind: str, with_frontend: bool, pad_mode: str = "tile", opset: int = MIN_OPSET,
                    input_shape: tuple[int, ...] = (), trim_silence: bool | str = False,
-                   run_id: str = "") -> dict[str, str]:
+                   source: dict[str, str] | None = None) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (all values are strings; JSON where structured);
-    ``run_id``: the run it was exported from (a reader next to that run checks it is still the same)."""
+    ``source``: the ``run_id``, ``checkpoint`` (best/last) and ``checkpoint_sha256`` it was exported from (a
+    reader next to that run checks it is still the run's current checkpoint: ``RunDir.stale_reason``)."""
     spec = model.spec()
     return {
         "producer": "audioclf",
@@ -271,7 +273,7 @@ def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate:
         "input_shape": json.dumps(list(input_shape)),  # without the batch axis
         "with_frontend": json.dumps(bool(with_frontend)),
         "opset": str(int(opset)),
-        "run_id": run_id or "",
+        **{key: str((source or {}).get(key) or "") for key in ("run_id", "checkpoint", "checkpoint_sha256")},
     }
 
 
@@ -285,21 +287,33 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return decode_metadata(session.get_modelmeta().custom_metadata_map, path)
 
 
+_OPTIONAL_METADATA = {"input_shape": "[]", "with_frontend": "false", "trim_silence": "false"}  # older exports
+
+
 def decode_metadata(props: dict[str, str], path: str | Path = "<model>") -> dict[str, Any]:
+    """The metadata's values decoded and checked (before anything is sized by them): a missing key or one out
+    of bounds is one line naming ``path`` and the key."""
     if props.get("producer") != "audioclf":
         raise AudioclfError(f"{path}: no audioclf metadata (expected metadata_props from audioclf export)")
-    try:
-        return {
-            **props,
-            "classes": json.loads(props["classes"]),
-            "sample_rate": int(props["sample_rate"]),
-            "clip_samples": int(props["clip_samples"]),
-            "features": json.loads(props["features"]),
-            "input_shape": json.loads(props.get("input_shape", "[]")),
-            "with_frontend": json.loads(props.get("with_frontend", "false")),
-        }
-    except (KeyError, ValueError) as exc:
-        raise AudioclfError(f"{path}: damaged audioclf metadata ({type(exc).__name__}: {exc})") from None
+    decoded = dict(props)
+    for key, decode in (("classes", json.loads), ("task", str), ("sample_rate", int), ("clip_samples", int),
+                        ("features", json.loads), ("input", str), ("input_shape", json.loads),
+                        ("with_frontend", json.loads), ("trim_silence", json.loads)):
+        if key not in props and key not in _OPTIONAL_METADATA:
+            raise AudioclfError(f"{path}: metadata key '{key}' is missing (a damaged or hand-edited file)")
+        try:
+            decoded[key] = decode(props.get(key, _OPTIONAL_METADATA.get(key)))
+        except ValueError:
+            raise AudioclfError(f"{path}: metadata '{key}' = {props[key][:60]!r} is not valid") from None
+    check_model_facts(decoded, f"{path}: metadata")
+    if decoded["input"] not in ("waveform", "features"):
+        raise AudioclfError(f"{path}: metadata 'input' = {decoded['input'][:60]!r}: expected waveform or features")
+    if decoded["input"] == "features":  # the front-end the predictor runs before the model
+        try:
+            FeatureConfig.from_dict(decoded["features"])
+        except AudioclfError as exc:
+            raise AudioclfError(f"{path}: metadata 'features': {exc}") from None
+    return decoded
 
 
 # --- export -------------------------------------------------------------------------------------
@@ -367,7 +381,7 @@ def export_classifier(
     pad_mode: str = "tile",
     verify: bool = True,
     trim_silence: bool | str = False,
-    run_id: str = "",
+    source: dict[str, str] | None = None,
 ) -> Path:
     """Export an :class:`~audioclf.models.classifier.AudioClassifier` (eval mode) to ``out_path``, atomically."""
     opset = int(opset)
@@ -379,7 +393,7 @@ def export_classifier(
     model_bytes = graph_to_onnx_bytes(graph, example, opset)
     input_shape = tuple(example.shape[1:])
     metadata = model_metadata(model, classes, task, sample_rate, clip_samples, graph.input_kind,
-                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence, run_id)
+                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence, source)
     model_bytes = _with_metadata(model_bytes, metadata)
     if verify:
         # a batch of 3 also checks the dynamic batch axis
@@ -416,6 +430,7 @@ def export_onnx(
     inside = out.resolve().parent == Path(run_dir).resolve()
     with RunDir(run_dir).lock() if inside else contextlib.nullcontext():
         data = state.get("config", {}).get("data", {})
+        source = {"run_id": state.get("run_id", ""), "checkpoint": which, "checkpoint_sha256": state["checkpoint_sha256"]}
         return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                                  state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
-                                 data.get("trim_silence") or False, state.get("run_id", ""))
+                                 data.get("trim_silence") or False, source)

@@ -9,7 +9,6 @@ exactly as :class:`~audioclf.deploy.predictor.Predictor` does.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +59,23 @@ class OnnxPredictor(WindowedPredictor):
             raise AudioclfError(f"{self.path}: ONNX model file not found")
         self.session = onnx_session(self.path, threads, providers)
         self.metadata: dict[str, Any] = decode_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
-        folder = RunDir(self.path.parent)
-        if folder.summary.exists() and not folder.derived_from_this_run(self.metadata, self.path.name):
-            raise AudioclfError(f"{self.path}: exported from an earlier run in {folder.root} (run "
-                                f"{self.metadata.get('run_id') or 'unknown'}, the folder now holds run "
-                                f"{folder.run_id()}); export it again")
+        # Next to a run (its folder, or any folder holding a run): only an export of its current checkpoint.
+        # A file elsewhere has nothing to compare with and is used as it is.
+        stale = RunDir(self.path.parent).stale_reason(self.metadata)
+        if stale is not None:
+            again = "quantize" if ".int8." in self.path.name else "export"
+            raise AudioclfError(f"{self.path}: exported {stale}; run audioclf {again} {self.path.parent} again")
         self.classes: list[str] = list(self.metadata["classes"])
         self.task: str = self.metadata["task"]
         self.sample_rate: int = self.metadata["sample_rate"]
         self.clip_samples: int = self.metadata["clip_samples"]
         self.pad_mode: str = self.metadata.get("pad_mode", "tile")
-        self.trim_silence: bool | str = json.loads(self.metadata.get("trim_silence", "false"))
+        self.trim_silence: bool | str = self.metadata["trim_silence"]
         self.input_name: str = self.session.get_inputs()[0].name
+        outputs = self.session.get_outputs()[0].shape[-1]  # an int, or a name for a dynamic axis
+        if isinstance(outputs, int) and outputs != len(self.classes):
+            raise AudioclfError(f"{self.path}: the model gives {outputs} scores but its metadata 'classes' names "
+                                f"{len(self.classes)}")
         self.frontend = None
         if self.metadata["input"] == "features":
             self.frontend = FrontEnd(FeatureConfig.from_dict(self.metadata["features"])).eval()

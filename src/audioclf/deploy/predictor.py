@@ -19,10 +19,11 @@ import torch
 
 from ..data.audio import check_header, clip_windows, stream_audio, stream_trimmed_audio, stream_windows, window_starts
 from ..data.importers.folder import AUDIO_EXTENSIONS
-from ..errors import AudioDecodeError, ConfigError, DataError
+from ..errors import AudioDecodeError, ConfigError, DataError, NonFiniteOutputs
 from ..files import atomic_write_text
 from ..models.classifier import AudioClassifier
 from ..runs import load_model
+from ..training.evaluate import finite
 from ..training.losses import probabilities
 from ..training.state import resolve_device
 
@@ -92,8 +93,10 @@ class WindowedPredictor(ABC):
     def wave_window_probabilities(self, wave: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(K, C) probabilities of each clip-length window of one mono waveform (50 % overlap, in order)."""
         windows = clip_windows(wave, self.clip_samples, self.pad_mode)  # cut batch by batch
-        return np.concatenate([self.window_probabilities(windows[i : i + batch_size])
-                               for i in range(0, len(windows), batch_size)]).astype(np.float64)
+        # Every prediction passes through finite() (here or in _score_stream): a model whose forward pass
+        # overflows never answers `nan` or a label.
+        return finite(np.concatenate([self.window_probabilities(windows[i : i + batch_size])
+                                      for i in range(0, len(windows), batch_size)]).astype(np.float64))
 
     def file_window_probabilities(self, path: str | Path, batch_size: int = 64, score=None) -> np.ndarray:
         """(K, C) probabilities of each window of a file, decoded (and silence-trimmed, as in training) as a
@@ -106,14 +109,17 @@ class WindowedPredictor(ABC):
         score = score or self.window_probabilities
         # Each batch's probabilities copied out of the tensor they came in: holding thousands of small tensors
         # made between the forward passes' large temporaries kept the heap from shrinking (+100 MB per hour).
-        return np.concatenate([np.array(score(batch), dtype=np.float64) for batch in
-                               stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)])
+        return finite(np.concatenate([np.array(score(batch), dtype=np.float64) for batch in
+                                      stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)]))
 
     def timeline(self, path: str | Path, batch_size: int = 64, score=None) -> "Timeline":
         """Every window's probabilities against time, for a long recording. Silence is not removed here (the
         times must be the recording's); the windows are those of :meth:`file_window_probabilities`."""
         info = check_header(path, self.max_seconds)
-        probs = self._score_stream(stream_audio(path, self.sample_rate, self.max_seconds), batch_size, score)
+        try:
+            probs = self._score_stream(stream_audio(path, self.sample_rate, self.max_seconds), batch_size, score)
+        except NonFiniteOutputs as exc:
+            raise NonFiniteOutputs(f"{path}: {exc}") from None
         hop = max(1, self.clip_samples // 2)
         starts = window_starts(round(info.n_samples * self.sample_rate / info.sample_rate), self.clip_samples, hop)
         if len(starts) != len(probs):  # the header misstated the length: the windows are hop apart all the same
@@ -129,6 +135,9 @@ class WindowedPredictor(ABC):
                 probs = aggregate_windows(self.file_window_probabilities(path), aggregate)
             except AudioDecodeError as exc:
                 results.append(Prediction(str(path), None, exc.reason))
+                continue
+            except NonFiniteOutputs as exc:  # reported as failed, as an unreadable file: never a `nan` row
+                results.append(Prediction(str(path), None, str(exc)))
                 continue
             results.append(Prediction(str(path), probs, labels=self.labels_of(probs)))
         return results

@@ -239,7 +239,8 @@ def _quantize_locked(run: RunDir, which: str, calibration: int, method: str, wit
             continue
         drop[key] = value - other if M.higher_is_better(key) else other - value
     report = {
-        "run_id": state.get("run_id"),
+        # what both models were made from: a reader of this file checks it is still the run's checkpoint
+        **{key: fp32.metadata.get(key) for key in ("run_id", "checkpoint", "checkpoint_sha256")},
         "method": used,
         "n_calibration": len(calib_set) if used == "static" else 0,
         "with_frontend": bool(with_frontend),

@@ -14,9 +14,11 @@ Layout of a run::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
+import numbers
 import os
 import shutil
 import socket
@@ -28,14 +30,19 @@ from typing import Any
 import torch
 import yaml
 
+from ..data.audio import MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
 from ..errors import AudioclfError, ConfigError, UnsafeFileError
+from ..features import FeatureConfig, n_frames
 from ..files import atomic_write_bytes, atomic_write_text, jsonable, load_torch_file
 from ..models.classifier import AudioClassifier
 from ..models.complexity import Report, complexity_report
+from ..tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+QUANTIZATION = "quantization.json"
+CHECKPOINTS = ("best", "last")
 _HELD: dict[str, int] = {}  # run folders this process holds the lock of -> nesting depth
 
 
@@ -159,21 +166,61 @@ class RunDir:
         """The id of the run this folder holds (summary.json; None while the first run is still training)."""
         return self.read_summary().get("run_id")
 
-    def derived_from_this_run(self, artifact: dict[str, Any] | None, what: str) -> bool:
-        """Whether an artifact's recorded ``run_id`` is this folder's run; a stale one (made from an earlier
-        run in the same folder) is reported and must not be used."""
-        current = self.run_id()
-        recorded = (artifact or {}).get("run_id")
-        if current is None or recorded == current:
-            return True
-        log.warning("%s: %s comes from an earlier run in this folder (run %s, now %s); ignored — make it again",
-                    self.root, what, recorded, current)
-        return False
+    def checkpoint_sha256(self, which: str = "best") -> str | None:
+        """sha256 of a checkpoint file's bytes (None: there is none)."""
+        path = self.checkpoint(which)
+        if not path.is_file():
+            return None
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def stale_reason(self, artifact: dict[str, Any] | None) -> str | None:
+        """Why an artifact (an export's metadata, quantization.json) is not made from this folder's current
+        checkpoint, or None when it is (or when the folder holds no run to compare with). The run id tells an
+        earlier run in the same folder; the checkpoint's hash (stamped by export) tells an earlier checkpoint
+        of this run, which ``train --resume`` replaces while keeping the run id."""
+        artifact = artifact if isinstance(artifact, dict) else {}
+        current, recorded = self.run_id(), artifact.get("run_id")
+        if current is not None and recorded != current:
+            return f"from an earlier run in {self.root} (run {recorded or 'unknown'}, the folder now holds run {current})"
+        which = artifact.get("checkpoint") if artifact.get("checkpoint") in CHECKPOINTS else "best"
+        digest, recorded = self.checkpoint_sha256(which), artifact.get("checkpoint_sha256")
+        if digest is None or recorded == digest:
+            return None
+        if not recorded:
+            return f"without the hash of the {self.checkpoint(which)} it came from (an older audioclf, or edited)"
+        return f"from an earlier {self.checkpoint(which)} (it changed since, e.g. by train --resume)"
+
+    def derived_from_this_run(self, artifact: dict[str, Any] | None, what: str, again: str = "make it again") -> bool:
+        """Whether an artifact was made from this folder's current checkpoint (:meth:`stale_reason`); a stale
+        one is reported and must not be used."""
+        reason = self.stale_reason(artifact)
+        if reason is not None:
+            log.warning("%s: %s was made %s; ignored — %s", self.root, what, reason, again)
+        return reason is None
+
+    def read_quantization(self) -> dict[str, Any] | None:
+        """``quantization.json`` when it is well formed and made from the current checkpoint, else None: a
+        damaged, hand-edited or stale file is left out with a warning naming it, never half read."""
+        path = self.root / QUANTIZATION
+        if not path.exists():
+            return None
+        again = f"run audioclf quantize {self.root} again"
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
+            log.warning("%s: not readable JSON (%s); ignored — %s", path, type(exc).__name__, again)
+            return None
+        problem = _quantization_problem(report)
+        if problem is not None:
+            log.warning("%s: %s; ignored — %s", path, problem, again)
+            return None
+        return report if self.derived_from_this_run(report, QUANTIZATION, again) else None
 
     def reset(self) -> None:
         """Before a fresh run writes here: remove what an earlier run in this folder left (checkpoints, summary,
         report, plots, exports, quantization), so nothing of it can be read as this run's."""
-        for name in ("summary.json", "report.md", "metrics.jsonl", "quantization.json", "tracking.json"):
+        for name in ("summary.json", "report.md", "metrics.jsonl", QUANTIZATION, "tracking.json"):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "tensorboard", ignore_errors=True)  # event files of the earlier run's curves
         for export in self.root.glob("model*.onnx"):  # model.wave.onnx, model.features.int8.onnx, ...
@@ -234,15 +281,43 @@ class RunDir:
         atomic_write_bytes(self.checkpoint(which), buffer.getvalue())
 
     def load_checkpoint(self, which: str = "best") -> dict[str, Any]:
+        """The checkpoint's state, with ``checkpoint_sha256``: the hash of its file (what exports record, so a
+        later reader can tell whether the checkpoint changed since)."""
         path = self.checkpoint(which)
         if not path.exists():
             raise AudioclfError(f"{path}: checkpoint not found")
+        # Hashed before it is loaded: should a training replace the file in between, the hash is the older
+        # file's, and what is made from this state reads as stale (refused), never the other way round.
+        digest = self.checkpoint_sha256(which)
         try:
-            return load_torch_file(path)
+            state = load_torch_file(path)
         except UnsafeFileError:
             raise
         except Exception as exc:  # a foreign or damaged file: say which one
             raise AudioclfError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+        if not isinstance(state, dict):
+            raise AudioclfError(f"{path}: not an audioclf checkpoint (holds a {type(state).__name__}, not a dict)")
+        return {**state, "checkpoint_sha256": digest}
+
+
+def _quantization_problem(report: Any) -> str | None:
+    """What is wrong with a quantization.json's content (None: the fields report.md reads are there, typed)."""
+    if not isinstance(report, dict):
+        return f"holds a {type(report).__name__}, not a JSON object"
+    numbers = (int, float)
+    for key, kind in (("method", str), ("fp32", dict), ("int8", dict), ("drop", dict), ("size_ratio", numbers)):
+        if not isinstance(report.get(key), kind) or isinstance(report.get(key), bool):
+            return f"'{key}' is missing or not a {kind.__name__ if isinstance(kind, type) else 'number'}"
+    for key in ("fp32", "int8"):
+        part = report[key]
+        if not isinstance(part.get("metrics"), dict) or not isinstance(part.get("bytes"), int):
+            return f"'{key}' lacks 'metrics' (an object) or 'bytes' (an integer)"
+    for key, values in (("fp32.metrics", report["fp32"]["metrics"]), ("int8.metrics", report["int8"]["metrics"]),
+                        ("drop", report["drop"])):
+        # None: a metric that was not finite (jsonable writes NaN as null)
+        if not all(v is None or (isinstance(v, numbers) and not isinstance(v, bool)) for v in values.values()):
+            return f"'{key}' holds values that are not numbers"
+    return None
 
 
 def default_run_dir(model_name: str | None) -> Path:
@@ -251,13 +326,78 @@ def default_run_dir(model_name: str | None) -> Path:
     return Path("runs") / f"{stamp}-{model_name or 'model'}"
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_model_facts(facts: dict[str, Any], where: str | Path) -> None:
+    """The classes, task, sample rate and clip length a model was saved with (a checkpoint's state, an ONNX
+    file's metadata), checked before anything is sized by them: one line naming ``where`` and the key. A
+    crafted clip_samples of 10**12 would otherwise allocate gigabytes for every file predicted."""
+    classes = facts.get("classes")
+    if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise AudioclfError(f"{where}: 'classes' = {_shown(classes)}: expected a non-empty list of distinct names")
+    if facts.get("task") not in TASKS:
+        raise AudioclfError(f"{where}: 'task' = {_shown(facts.get('task'))}: expected one of {', '.join(TASKS)}")
+    if facts.get("input_kind", "audio") != "audio":  # embedding runs: no sample rate, no clip
+        return
+    rate, clip = facts.get("sample_rate"), facts.get("clip_samples")
+    if not _whole(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioclfError(f"{where}: 'sample_rate' = {_shown(rate)}: expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    # The longest clip: as long as the longest file decoded at once (data.max_seconds' bound).
+    longest = int(MAX_SECONDS * rate)
+    if not _whole(clip) or not 1 <= clip <= longest:
+        raise AudioclfError(f"{where}: 'clip_samples' = {_shown(clip)}: expected 1-{longest} samples "
+                            f"(at most {MAX_SECONDS:g} s at {rate} Hz)")
+
+
+def _check_spec(state: dict[str, Any], path: Path) -> None:
+    """The model a checkpoint's ``spec`` names fits its classes and clip (checked before it is built: its
+    sizes come from there)."""
+    check_model_facts(state, path)
+    spec = state.get("spec")
+    backbone = spec.get("backbone") if isinstance(spec, dict) else None
+    if not isinstance(backbone, dict) or not isinstance(state.get("model"), dict):
+        raise AudioclfError(f"{path}: not an audioclf checkpoint (no 'spec' naming a model, or no 'model' weights)")
+    if backbone.get("n_classes") != len(state["classes"]):
+        raise AudioclfError(f"{path}: 'n_classes' = {_shown(backbone.get('n_classes'))} in its spec, but it has "
+                            f"{len(state['classes'])} classes")
+    if state.get("input_kind", "audio") != "audio":
+        return
+    try:  # the input shape training gave the backbone for this clip (training.inputs.audio.build_classifier)
+        features = FeatureConfig.from_dict(spec["features"]) if spec.get("features") else None
+    except AudioclfError as exc:
+        raise AudioclfError(f"{path}: {exc}") from None
+    clip = state["clip_samples"]
+    expected = [clip] if features is None else [1, features.n_bins, n_frames(features, clip)]
+    if list(backbone.get("input_shape") or []) != expected:
+        raise AudioclfError(f"{path}: 'input_shape' = {_shown(backbone.get('input_shape'))} in its spec; its "
+                            f"clip of {clip} samples gives {expected}")
+
+
 def load_model(run_dir: str | Path, which: str = "best",
                device: str | torch.device = "cpu") -> tuple[AudioClassifier, dict[str, Any]]:
     """A run's trained model (in eval mode, on ``device``) and its checkpoint state (task, classes, config,
-    input facts): the one way every command rebuilds a model from a run directory."""
-    state = RunDir(run_dir).require().load_checkpoint(which)
+    input facts): the one way every command rebuilds a model from a run directory. A checkpoint whose facts
+    or weights do not fit the model its spec names (crafted, or copied in from another run) is one line."""
+    run = RunDir(run_dir).require()
+    path = run.checkpoint(which)
+    state = run.load_checkpoint(which)
+    _check_spec(state, path)
     model = AudioClassifier.from_spec(state["spec"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # RuntimeError: missing, unexpected or other shapes
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        raise AudioclfError(f"{path}: its weights do not fit the {state['spec']['backbone'].get('name')} model its "
+                            f"spec names ({detail[:200]})") from None
     return model.to(device).eval(), state
 
 

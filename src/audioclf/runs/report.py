@@ -117,9 +117,8 @@ def build_report(run_dir: str | Path) -> str:
                 f"alpha = {distillation['alpha']}.", "",
                 markdown_table(["metric (test)", "teacher", "student"], [[n, teacher.get(n), student.get(n)] for n in names]), ""]
 
-    quantization = run.root / "quantization.json"
-    q = json.loads(quantization.read_text()) if quantization.exists() else None
-    if q is not None and run.derived_from_this_run(q, "quantization.json"):
+    q = run.read_quantization()
+    if q is not None:
         names = ordered_metric_names(q["fp32"]["metrics"])
         rows = [[n, q["fp32"]["metrics"].get(n), q["int8"]["metrics"].get(n), q["drop"].get(n)] for n in names]
         rows.append(["file bytes", q["fp32"]["bytes"], q["int8"]["bytes"], f"x{q['size_ratio']:.2f}"])

@@ -138,15 +138,22 @@ def predict_whole_files(probs_fn: Probabilities, recordings, max_windows: int = 
     return sums / np.maximum(counts, 1)[:, None], recordings.targets.numpy()
 
 
+def finite(probs: np.ndarray) -> np.ndarray:
+    """``probs`` when every value is a finite number, else :class:`NonFiniteOutputs` (diverged weights, or an
+    overflow in the forward pass): what no metric, prediction or CSV row is made of."""
+    bad = int((~np.isfinite(probs)).sum())
+    if bad:
+        raise NonFiniteOutputs(f"the model's probabilities are not all finite ({bad} NaN or infinite values)")
+    return probs
+
+
 def score(task: str, targets: np.ndarray, probs: np.ndarray, classes: Sequence[str],
           groups: Mapping[str, Sequence[Any]] | None = None, loss: str = "task") -> dict[str, float]:
     """The task's metrics (:func:`audioclf.metrics.compute_metrics`, per group when ``groups`` are given)
     plus ``loss``: the model's training loss recomputed from the probabilities (``loss`` names its kind)."""
     if len(probs) == 0:
         return {}
-    if not np.isfinite(probs).all():
-        raise NonFiniteOutputs(f"the model's probabilities are not all finite ({int((~np.isfinite(probs)).sum())} "
-                               "NaN or infinite values)")
+    finite(probs)
     values = M.compute_metrics(task, targets, probs, groups=groups or None, class_names=list(classes))
     values["loss"] = evaluation_loss(task, probs, targets, loss)
     return values

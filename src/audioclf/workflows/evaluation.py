@@ -11,7 +11,7 @@ from typing import Any
 from .. import metrics as M
 from ..config import config_from_dict
 from ..data.manifest import Manifest
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, NonFiniteOutputs
 from ..models.registry import model_loss
 from ..runs import RunDir, load_model
 from ..training.evaluate import SplitResult, model_probabilities
@@ -44,7 +44,10 @@ def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None 
     model, state = load_model(run_dir, which, torch_device)
     inputs = inputs_for(config_from_dict(state["config"]))
     inputs.prepare_evaluation(RunDir(run_dir), state, data=data, split=split, strict=strict)
-    result = inputs.evaluate(model_probabilities(model, state["task"], torch_device), "test", model_loss(model))
+    try:
+        result = inputs.evaluate(model_probabilities(model, state["task"], torch_device), "test", model_loss(model))
+    except NonFiniteOutputs as exc:  # the model, not the data, is at fault: name its file
+        raise NonFiniteOutputs(f"{RunDir(run_dir).checkpoint(which)}: {exc}") from None
     if result is None:
         raise DataError(f"nothing to evaluate in {data or run_dir}: every file was skipped")
     seen = _seen_in_training(RunDir(run_dir), inputs) if data is not None else 0

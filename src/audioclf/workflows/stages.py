@@ -18,7 +18,6 @@ where it stopped.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,9 +144,8 @@ def write_stages_report(root: Path, runs: dict[str, Path]) -> Path:
         names = names or headline_metrics(test)
         rows.append([name, summary.get("model", {}).get("name"), *[test.get(m) for m in names],
                      params.get("deployed_params", params.get("total")), None if macs is None else f"{macs / 1e6:.2f}"])
-        quantization = Path(run) / "quantization.json"
-        q = json.loads(quantization.read_text()) if quantization.exists() else None
-        if q is not None and RunDir(run).derived_from_this_run(q, "quantization.json"):
+        q = RunDir(run).read_quantization()
+        if q is not None:
             rows.append([f"{name} (int8)", rows[-1][1], *[q["int8"]["metrics"].get(m) for m in names], rows[-1][-2],
                          rows[-1][-1]])
     header = ["stage", "model", *[f"{m} (test)" for m in names], "parameters", "MMACs"]
