@@ -50,7 +50,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..data.audio import check_header, truncation
-from ..errors import AudioDecodeError, ConfigError
+from ..errors import AudioDecodeError, ConfigError, NonFiniteOutputs
 
 __all__ = ["ServeLimits", "WindowBatcher", "bind_warning", "create_app", "model_info", "serve"]
 
@@ -390,6 +390,8 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             raise HTTPProblem(503, f"the request took over {limits.timeout:g} s (--timeout)") from None
         except AudioDecodeError as exc:
             raise HTTPProblem(422, exc.reason) from None
+        except NonFiniteOutputs as exc:  # the model overflowed on this recording: its answer, not the server's
+            raise HTTPProblem(422, str(exc)) from None
         finally:
             stop.set()  # also when the wait itself is cancelled (the client went away): no more batches
 
