@@ -7,6 +7,11 @@ The deployable path: export the run to ONNX (:mod:`audioclf.export`), then
 * **dynamic** (LSTM / GRU / Linear-only models): ``quantize_dynamic``, int8 weights, activation ranges
   measured per batch at run time (no calibration; ONNX Runtime quantizes LSTM/GRU weights this way).
 
+Weights use 7 of their 8 bits (``reduce_range``) in both: on x86-64 without VNNI (AVX2-only CPUs: older servers,
+laptops, many edge boards) ONNX Runtime's u8 x s8 kernels add pairs of products in 16 bits, which saturate with
+full-range weights and can ruin a model without a warning. 7-bit weights
+cannot saturate, so one file holds on every CPU it runs on, at the cost of one bit where VNNI would not need it.
+
 ``method="auto"`` takes dynamic when the graph has recurrent layers or no convolution, else static. When
 the front-end is inside the graph it stays fp32 (the log of a quantized power spectrum loses the quiet
 bands); only the network after it is quantized, as on a device where features come from a DSP library.
@@ -130,14 +135,16 @@ def quantize_onnx(
                 str(source), str(target), _Calibration(input_name, calibration),
                 quant_format=q.QuantFormat.QDQ, per_channel=True,
                 activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=excluded,
+                calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=excluded, reduce_range=True,
             )
         else:
-            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded)
+            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded,
+                               reduce_range=True)
         proto = onnx.load(str(target))
         props = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
-        props["quantization"] = ("int8 static QDQ, per-channel weights, int8 activations (MinMax calibration)"
-                                 if chosen == "static" else "int8 dynamic (weights int8, activations per batch)")
+        props["quantization"] = ("int8 static QDQ, per-channel 7-bit weights (reduce_range: no u8 x s8 saturation "
+                                 "without VNNI), int8 activations (MinMax calibration)" if chosen == "static" else
+                                 "int8 dynamic (7-bit weights: reduce_range, activations per batch)")
         onnx.helper.set_model_props(proto, props)
         atomic_write_bytes(out_path, proto.SerializeToString())
     return chosen
