@@ -150,7 +150,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
         result = _train(cfg, run, inputs, resume, manifest, None, objective, current)
         barrier(current)  # rank 0 has written the summary: files a caller reads next are there
         return result
-    with run.claim().lock():  # a second writer into this folder is refused, not mixed in
+    with run.claim(resume).lock():  # a second writer into this folder is refused, not mixed in
         result = _train(cfg, run, inputs, resume, manifest, reporter, objective, current)
     barrier(current)
     return result
