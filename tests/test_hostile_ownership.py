@@ -194,3 +194,13 @@ def test_resume_ignores_a_cache_dir_named_only_by_the_run_folder(data, tmp_path)
     # Named again by the user, it is used.
     run({}, overrides=[f"out={out}", "train.epochs=3", f"data.cache_dir={elsewhere}"], resume=True)
     assert elsewhere.is_dir() and any(elsewhere.rglob("*"))
+
+
+def test_the_demo_replaces_only_its_own_folders(tmp_path):
+    from audioclf.workflows.demo import run_demo
+
+    out = tmp_path / "thesis"
+    files = _user_files(out, {"data/labels.csv": "my labels\n", "data/tone/take1.wav": "my take\n"})
+    with pytest.raises(ConfigError, match=rf"out={out / 'data'} holds files audioclf did not write"):
+        run_demo(out, multi_label=True, n_per_class=4, overrides=TINY)
+    assert _untouched(out, files) and sorted(p.name for p in out.iterdir()) == ["data"]
