@@ -119,6 +119,17 @@ def test_a_stage_name_cannot_lead_outside_out(data, tmp_path, name):
     assert _untouched(tmp_path / "victim", victim) and sorted(p.name for p in tmp_path.iterdir()) == ["victim"]
 
 
+def test_a_stage_name_through_a_link_that_leads_out_is_refused(data, tmp_path):
+    files = _user_files(tmp_path / "elsewhere", {"notes.txt": "keep\n"})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    cfg = {"data": {"path": str(data)}, "out": str(tmp_path / "out"), "stages": [{"name": "link/x"}]}
+    with pytest.raises(ConfigError, match=re.escape("stages[0].name='link/x': leads outside")):
+        run(cfg, overrides=TINY, resume=True)
+    assert _untouched(tmp_path / "elsewhere", files) and [p.name for p in (tmp_path / "elsewhere").iterdir()] == [
+        "notes.txt"]
+
+
 # --- 4. commands that write into a folder refuse one they did not make ----------------------------------------
 def test_augment_refuses_a_folder_with_the_users_files(data, tmp_path, capsys):
     out = tmp_path / "F"
