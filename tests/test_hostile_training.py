@@ -13,6 +13,7 @@ import pytest
 from audioclf.cli import main
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioclfError, ConfigError, TrainingDiverged
+from audioclf.ownership import mark_folder
 from audioclf.runs import RunDir
 from audioclf.training import trainer
 
@@ -97,18 +98,17 @@ def test_a_huge_learning_rate_is_one_line_not_a_metrics_error(data, tmp_path, ca
 
 
 def test_a_second_writer_is_refused_naming_the_holder(data, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
+    out = mark_folder(tmp_path / "run", "run")  # a run folder, as the first writer made it
     # A live holder: this very process (as a concurrent training in another process would be).
     (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "earlier"}))
     with pytest.raises(AudioclfError, match=rf"in use by another run \(pid {os.getpid()}"):
         trainer.train(_cfg(data, out, "train.epochs=1"))
-    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the second run was written
+    assert sorted(p.name for p in out.iterdir()) == [".audioclf-owner", ".lock"]  # nothing of the second run was written
 
 
 def test_a_stale_lock_and_temp_files_from_a_killed_run_are_cleaned(data, tmp_path):
     out = tmp_path / "run"
-    (out / "checkpoints").mkdir(parents=True)
+    (mark_folder(out, "run") / "checkpoints").mkdir()  # the folder of a run killed while it trained
     (out / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "before"}))
     (out / "checkpoints" / ".best.tmp-1a2b3c4d.pt").write_bytes(b"half a checkpoint")
     trainer.train(_cfg(data, out, "train.epochs=1"))

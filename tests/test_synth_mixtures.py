@@ -21,6 +21,7 @@ from audioclf.data.synth.speaker_count import (
     librispeech_subset_splits,
     render_mixture,
 )
+from audioclf.ownership import OWNER_FILE
 from audioclf.errors import ConfigError, DataError
 
 SR = 8000
@@ -57,8 +58,9 @@ def _rows(csv_path: Path) -> list[dict[str, str]]:
 
 
 def _digest(folder: Path) -> dict[str, str]:
+    """The set's files (not the folder's ownership marker, which has a random id)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != OWNER_FILE}
 
 
 def _pcm(path: str | Path) -> np.ndarray:

@@ -199,7 +199,8 @@ def cmd_augment(args) -> None:
         raise AudioclfError("give at least one --transform (or --transforms-file)")
     manifest = load_manifest(args.data)
     result = augment_dataset(manifest, args.out, specs, n_variants=args.variants, sample_rate=args.sample_rate,
-                             seed=args.seed, keep_original=not args.no_original, strict=args.strict)
+                             seed=args.seed, keep_original=not args.no_original, strict=args.strict,
+                             overwrite=args.overwrite)
     out.print(f"{len(result)} items ({len(manifest)} sources x {args.variants} variants"
               f"{'' if args.no_original else ' + originals'}) -> {Path(args.out) / 'manifest.csv'}")
 
@@ -214,7 +215,8 @@ def cmd_synth(args) -> None:
         if n is None:
             raise AudioclfError("give --n N (one set) or --report-sizes (100,000 / 10,000 / 10,000 per split)")
         csv_path = generate_speaker_count(source_manifest(args.source), args.out, max_speakers=args.max_speakers,
-                                          n=n, seconds=args.seconds, sample_rate=args.sr, seed=args.seed)
+                                          n=n, seconds=args.seconds, sample_rate=args.sr, seed=args.seed,
+                                          overwrite=args.overwrite)
     else:
         from .data.synth.mixtures import make_multilabel_mixtures
 
@@ -222,7 +224,7 @@ def cmd_synth(args) -> None:
             raise AudioclfError("give --n N, the number of mixtures")
         csv_path = make_multilabel_mixtures(source_manifest(args.source), args.out, n=args.n,
                                             max_events=args.max_events, seed=args.seed, seconds=args.seconds,
-                                            sample_rate=args.sr)
+                                            sample_rate=args.sr, overwrite=args.overwrite)
     out.print(f"wrote {csv_path}")
 
 
@@ -244,7 +246,8 @@ def cmd_complexity(args) -> None:
 def cmd_export(args) -> None:
     from .deploy.export import export_onnx
 
-    path = export_onnx(args.run_dir, out_path=args.out, with_frontend=args.with_frontend, opset=args.opset)
+    path = export_onnx(args.run_dir, out_path=args.out, with_frontend=args.with_frontend, opset=args.opset,
+                       overwrite=args.overwrite)
     out.print(f"wrote {path} (checked against PyTorch with ONNX Runtime)")
 
 
@@ -491,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--seed", type=int, default=0, help="random seed of the transforms")
     augment.add_argument("--no-original", action="store_true", help="do not list the original files")
     augment.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
+    augment.add_argument("--overwrite", action="store_true",
+                         help="replace an earlier augment output in --out (without it, it is continued)")
     augment.set_defaults(func=cmd_augment)
 
     synth = command("synth", "generate mixtures: speaker counting (LibriSpeech) or multi-label from single-label")
@@ -504,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seconds", type=float, default=1.0, help="length of each mixture")
     synth.add_argument("--sr", type=int, default=16000, help="sample rate of the mixtures (Hz)")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier synth output in --out (without it, it is continued)")
     synth.set_defaults(func=cmd_synth)
 
     complexity = command("complexity", "parameters, MACs and size of a run or a registered model")
@@ -542,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "with --with-frontend or for a model that takes waveforms)")
     export.add_argument("--with-frontend", action="store_true", help="take raw waveform input")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version (17 or newer)")
+    export.add_argument("--overwrite", action="store_true", help="replace an ONNX model audioclf exported to --out")
     export.set_defaults(func=cmd_export)
 
     predict = command("predict", "predict labels for audio files or folders")

@@ -34,6 +34,7 @@ from ..data.audio import load_audio, write_audio
 from ..data.manifest import Item, Manifest
 from ..data.store import settings_json
 from ..files import atomic_write_text
+from ..ownership import claim_folder
 from ..console import track
 from ..errors import AudioDecodeError, ConfigError, DataError
 from .waveform import Compose, build_waveform_augment
@@ -133,6 +134,7 @@ def augment_dataset(
     strict: bool = False,
     workers: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Manifest:
     """Write ``n_variants`` augmented copies of every item under ``out_dir`` and return their manifest.
 
@@ -143,7 +145,9 @@ def augment_dataset(
     Copies inherit labels, split, fold and groups of their source and add the :data:`GROUP_COLUMNS`;
     with ``keep_original`` the original items (paths unchanged, variant "0") come first for each source.
     A source that cannot be decoded is logged and gets no copies (``strict=True``: raise instead).
-    The manifest is also written to ``out_dir/manifest.csv``.
+    The manifest is also written to ``out_dir/manifest.csv``. ``out_dir`` must be new, empty, or an earlier
+    ``augment_dataset`` output (continued; ``overwrite=True``: deleted and made afresh), see
+    :mod:`audioclf.ownership`.
     """
     compose = augment if isinstance(augment, Compose) else build_waveform_augment(augment)
     if isinstance(n_variants, bool) or not isinstance(n_variants, int) or n_variants < 1:
@@ -153,8 +157,7 @@ def augment_dataset(
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, int)
                                     or sample_rate <= 0):
         raise ConfigError(f"sample_rate: expected a positive integer or None, got {sample_rate!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = claim_folder(out_dir, "augment", overwrite, key="out_dir")  # never into a folder of the user's
     _check_settings(out_dir, {"seed": seed, "sample_rate": sample_rate, "subtype": subtype,
                               "augment": compose.to_specs()})
 

@@ -54,6 +54,7 @@ import torch
 from ..console import track
 from ..errors import ConfigError, DataError
 from ..files import atomic_write, atomic_write_text, jsonable
+from ..ownership import OWNER_FILE, claim_folder
 from ..tasks import check_task
 from .audio import MAX_SAMPLE_RATE, MAX_SECONDS
 from .dataset import training_clip
@@ -146,8 +147,9 @@ def _clear_earlier_set(out: Path) -> None:
     """Make ``out`` an empty folder, removing an earlier shard set; refuse a folder with anything else in it."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; shards are written to a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = sorted(out.iterdir())
+    claim_folder(out, "shard")  # an earlier shard set's own folder, or a new or empty one
+    entries = sorted(entry for entry in out.iterdir() if entry.name != OWNER_FILE)
+    # files put there since (by hand) are not deleted either
     foreign = [entry.name for entry in entries if not (_OURS.match(entry.name) and entry.is_file())]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")

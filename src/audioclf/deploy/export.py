@@ -420,17 +420,36 @@ def export_onnx(
     opset: int = MIN_OPSET,
     which: str = "best",
     verify: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Export a run's checkpoint to ONNX with metadata, verified with ONNX Runtime; by default into the run's
-    folder, named by its input (:func:`exported_name`)."""
+    folder, named by its input (:func:`exported_name`). An existing ``out_path`` outside the run is replaced only
+    with ``overwrite`` and only when it is an ONNX model audioclf exported."""
     model, state = load_model(run_dir, which)
     kind = ExportGraph(model, with_frontend).input_kind
     out = Path(out_path) if out_path is not None else Path(run_dir) / exported_name(kind)
     # Writing into the run's folder: not while a training or a quantization writes it.
     inside = out.resolve().parent == Path(run_dir).resolve()
+    if not inside:
+        _check_replaceable(out, overwrite)
     with RunDir(run_dir).lock() if inside else contextlib.nullcontext():
         data = state.get("config", {}).get("data", {})
         source = {"run_id": state.get("run_id", ""), "checkpoint": which, "checkpoint_sha256": state["checkpoint_sha256"]}
         return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                                  state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
                                  data.get("trim_silence") or False, source)
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """The file rule of :mod:`audioclf.ownership`: a file that is there already is a user's until its own
+    metadata says audioclf exported it; even then it is replaced only when asked to."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; name the .onnx file to write")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {out}: exists; add --overwrite to replace it, or choose another file")
+    try:
+        read_metadata(out)
+    except AudioclfError:
+        raise ConfigError(f"--out {out}: is not an ONNX model audioclf exported; it is not replaced") from None

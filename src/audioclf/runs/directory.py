@@ -36,6 +36,7 @@ from ..features import FeatureConfig, n_frames
 from ..files import atomic_write_bytes, atomic_write_text, jsonable, load_torch_file
 from ..models.classifier import AudioClassifier
 from ..models.complexity import Report, complexity_report
+from ..ownership import OWNER_FILE, claim_folder
 from ..tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,6 @@ def _alive(holder: dict[str, Any]) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-# Files that mark a folder as audioclf output: a run, a search, cross-validation or a staged recipe.
-OUTPUT_MARKERS = ("config.yaml", "summary.json", "cv_summary.json", "search.json", LOCK_FILE)
-
-
-def is_audioclf_output(root: Path) -> bool:
-    """Whether ``root`` (or a folder right inside it: a stage, a fold) holds what audioclf writes."""
-    folders = [Path(root), *(p for p in Path(root).iterdir() if p.is_dir())]
-    return any((folder / name).exists() for folder in folders for name in OUTPUT_MARKERS)
 
 
 def live_lock_holder(root: Path) -> dict[str, Any] | None:
@@ -109,13 +100,19 @@ class RunDir:
     def checkpoint(self, which: str = "best") -> Path:
         return self.root / "checkpoints" / f"{which}.pt"
 
-    def claim(self) -> "RunDir":
-        """Make sure the run can be written here before any data is read: ``root`` is (or becomes) a folder."""
+    def claim(self, resume: bool = False) -> "RunDir":
+        """Make sure the run can be written here before any data is read: ``root`` is (or becomes) a folder
+        marked as a run (:mod:`audioclf.ownership`). A fresh run is refused in a folder with files but no run
+        marker: :meth:`reset` would delete what is there. ``resume`` continues any run folder, also one from
+        before the marker (its ``config.yaml`` and checkpoints are what is read)."""
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"out={self.root}: is a file, not a folder; choose another --out")
         self._created = not self.root.exists()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            if resume:
+                self.root.mkdir(parents=True, exist_ok=True)
+            else:
+                claim_folder(self.root, "run")
         except OSError as exc:
             raise ConfigError(f"out={self.root}: cannot create the run directory ({exc.strerror})") from None
         return self
@@ -160,6 +157,8 @@ class RunDir:
             path.unlink(missing_ok=True)
             if getattr(self, "_created", False):  # a run refused before writing anything leaves no folder
                 with contextlib.suppress(OSError):
+                    if os.listdir(self.root) == [OWNER_FILE]:
+                        (self.root / OWNER_FILE).unlink()
                     self.root.rmdir()
 
     def run_id(self) -> str | None:

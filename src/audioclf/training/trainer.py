@@ -118,7 +118,15 @@ def _resumed(cfg: Config, run: RunDir) -> tuple[Config, dict[str, Any] | None, M
         checkpoint = None
     else:
         checkpoint = run.load_checkpoint("last")
-    cfg = config_from_dict(merge_dicts(run.read_config(), explicit_values(cfg)))
+    stored, given = run.read_config(), explicit_values(cfg)
+    # A run folder can come from anyone: the cache folder its config.yaml names is written to only when the
+    # caller names it again (cross-validation, searches and sweeps do, for their own <out>/.cache).
+    cache_dir = (stored.get("data") or {}).get("cache_dir")
+    if cache_dir and "cache_dir" not in given.get("data", {}):
+        log.warning("--resume: %s names data.cache_dir=%s; not used (a run folder may come from elsewhere): "
+                    "add data.cache_dir=%s to use it", run.config, cache_dir, cache_dir)
+        stored["data"]["cache_dir"] = None
+    cfg = config_from_dict(merge_dicts(stored, given))
     manifest = Manifest.from_csv(run.manifest) if run.manifest.exists() else None
     return cfg, checkpoint, manifest
 
@@ -150,7 +158,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
         result = _train(cfg, run, inputs, resume, manifest, None, objective, current)
         barrier(current)  # rank 0 has written the summary: files a caller reads next are there
         return result
-    with run.claim().lock():  # a second writer into this folder is refused, not mixed in
+    with run.claim(resume).lock():  # a second writer into this folder is refused, not mixed in
         result = _train(cfg, run, inputs, resume, manifest, reporter, objective, current)
     barrier(current)
     return result

@@ -71,12 +71,12 @@ class Run:
 
         return evaluate_run(self.root, data=None if data is None else str(data), split=split)
 
-    def export(self, path: str | Path | None = None, with_frontend: bool = False) -> Path:
+    def export(self, path: str | Path | None = None, with_frontend: bool = False, overwrite: bool = False) -> Path:
         """ONNX file of the best checkpoint (default ``RUN/model.features.onnx``, or ``RUN/model.wave.onnx`` with the
-        front-end inside), checked against PyTorch."""
+        front-end inside), checked against PyTorch; an existing ``path`` outside the run needs ``overwrite``."""
         from ..deploy.export import export_onnx
 
-        return export_onnx(self.root, path, with_frontend=with_frontend)
+        return export_onnx(self.root, path, with_frontend=with_frontend, overwrite=overwrite)
 
     def quantize(self, calibration: int = 200, method: str = "auto") -> dict[str, Any]:
         """INT8 ONNX Runtime model next to the fp32 one, and the fp32 vs int8 metrics on the test split."""

@@ -25,6 +25,7 @@ from ..console import markdown_table
 from ..files import atomic_write_text
 from ..training.distributed import barrier, world
 from ..metrics import higher_is_better, shown_metric_names
+from ..ownership import mark_folder
 from ..runs import RunDir, default_run_dir
 from ..runs.plots import plot_folds
 from ..training.trainer import train
@@ -103,6 +104,8 @@ def cross_validate(cfg: Config, resume: bool = False, reporter=None) -> Path:
         manifest = groups_from_paths(manifest, cfg.data.group_pattern, group)
     folds = fold_values(manifest, cfg.cv, cfg.seed, group)
     root = Path(cfg.out or default_run_dir(cfg.model.get("name")))
+    if world().main:
+        mark_folder(root, "cv")
     summaries: dict[int, dict[str, Any]] = {}
     for fold in sorted(set(folds)):
         splits = ["test" if f == fold else "train" for f in folds]

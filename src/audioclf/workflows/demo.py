@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..data.manifest import Manifest
 from ..data.synth.demo import make_demo_dataset
+from ..ownership import claim_folder
 from .run import run
 
 
@@ -13,9 +14,10 @@ def run_demo(out: str | Path = "demo_run", multi_label: bool = False, n_per_clas
              overrides: list[str] | None = None, reporter=None) -> Path:
     """Write ``out/data`` (generated audio) and ``out/run`` (the trained run); returns the run dir."""
     out = Path(out)
+    # The demo's folders are its own: running it again replaces them (never a folder it did not make).
+    claim_folder(out / "data", "synth", overwrite=True)
     source = make_demo_dataset(out / "data", n_per_class=n_per_class, sample_rate=16000, seconds=2.0,
                                multi_label=multi_label, seed=0)
-    # The demo's folder is its own: running it again replaces the earlier demo run.
     result = run("demo", reporter=reporter, overrides=[f"data.path={source}", f"out={out / 'run'}", *(overrides or [])],
                  overwrite=True)
     return result.runs[-1]

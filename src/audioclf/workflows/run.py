@@ -7,20 +7,20 @@ does: stages when the recipe has them, cross-validation when ``cv`` is set, ``re
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, apply_overrides, config_from_dict, load_config
 from ..errors import ConfigError
-from ..runs.directory import is_audioclf_output, live_lock_holder
+from ..ownership import claim_folder
+from ..runs.directory import live_lock_holder
 from ..training.distributed import barrier, init_distributed
 from ..training.inputs import inputs_for
 from ..training.trainer import Reporter, train
 from .cv import cross_validate
 from .search import search
-from .stages import stages_root, train_stages
+from .stages import plan_stages, stages_root, train_stages
 
 __all__ = ["RunResult", "run"]
 
@@ -55,8 +55,12 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
     """
     cfg = _as_config(cfg, overrides or [])
     current = init_distributed(cfg.train.device)  # under torchrun: one of several processes (rank 0 writes)
+    kind = "search" if cfg.train.time_budget is not None else "stages" if cfg.stages else \
+        "cv" if cfg.cv is not None else "run"
+    if cfg.stages:
+        plan_stages(cfg)  # a stage name leading out of `out` is refused before an --overwrite deletes anything
     if cfg.out and current.main:
-        _claim_output(Path(cfg.out), resume, overwrite)
+        _claim_output(Path(cfg.out), kind, resume, overwrite)
     barrier(current)  # an --overwrite folder is gone before any rank looks at it
     if cfg.train.time_budget is not None:
         if current.active:
@@ -78,23 +82,20 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
     return RunResult("single", run_dir, [run_dir])
 
 
-def _claim_output(root: Path, resume: bool, overwrite: bool) -> None:
-    """Never write over an earlier result without being told to: see :func:`run`."""
+RUN_KINDS = ("run", "search", "stages", "cv")  # what `audioclf train` makes: each may replace another
+
+
+def _claim_output(root: Path, kind: str, resume: bool, overwrite: bool) -> None:
+    """Never write over an earlier result without being told to, and never delete what audioclf did not
+    make (:func:`~audioclf.ownership.claim_folder`). A new or empty folder is left to the writer to create,
+    so a run refused before it writes anything leaves no folder behind."""
     if resume or not root.is_dir() or not any(root.iterdir()):
         return
-    ours = is_audioclf_output(root)
-    if not overwrite:
-        what = "an earlier run" if ours else "files"
-        raise ConfigError(f"out={root} already holds {what}; add --resume to continue it, --overwrite to replace "
-                          "it, or choose another --out")
-    if not ours:
-        raise ConfigError(f"--overwrite: {root} holds files but no audioclf run (no config.yaml or summary.json); "
-                          "it is not deleted: choose another --out")
-    holder = live_lock_holder(root)
+    holder = live_lock_holder(root) if overwrite else None
     if holder is not None:
         raise ConfigError(f"--overwrite: {root} is in use by another run (pid {holder.get('pid')} on "
                           f"{holder.get('host')}); wait for it to finish")
-    shutil.rmtree(root)
+    claim_folder(root, kind, overwrite, reuse=False, kinds=RUN_KINDS)
 
 
 def _as_config(cfg: Config | dict[str, Any] | str | Path, overrides: list[str]) -> Config:

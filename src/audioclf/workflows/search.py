@@ -28,6 +28,7 @@ from ..console import PassOn
 from ..errors import ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
+from ..ownership import OWNER_FILE, mark_folder
 from ..runs import RunDir, default_run_dir, write_report
 from ..training.trainer import train
 
@@ -107,7 +108,7 @@ def search(cfg: Config, resume: bool = False, reporter=None, max_trials: int | N
     optuna = _optuna()
     started = time.monotonic()
     root = Path(cfg.out or default_run_dir(cfg.model.get("name")))
-    root.mkdir(parents=True, exist_ok=True)
+    mark_folder(root, "search")
     base = copy.deepcopy(cfg)
     base.data.cache_dir = cfg.data.cache_dir or str(root / ".cache")  # decode each file once for all trials
 
@@ -165,6 +166,8 @@ def search(cfg: Config, resume: bool = False, reporter=None, max_trials: int | N
     best = study.best_trial
     best_dir = root / "trials" / f"trial_{best.number:03d}"
     for item in best_dir.iterdir():
+        if item.name == OWNER_FILE:  # the folder keeps its search marker (the trial's says run)
+            continue
         target = root / item.name
         if item.is_dir():
             shutil.copytree(item, target, dirs_exist_ok=True)

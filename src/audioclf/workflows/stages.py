@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..training.distributed import barrier, world
 from ..metrics import headline_metrics
+from ..ownership import inside, mark_folder
 from ..runs import RunDir
 
 STAGE_KEYS = ("name", "kind", "teachers", "T", "alpha", "quantize", "export")
@@ -72,16 +73,17 @@ def plan_stages(cfg: Config) -> list[Stage]:
         extras = {key: raw.pop(key) for key in STAGE_KEYS if key in raw}
         name = str(extras.get("name", f"stage{index + 1}"))
         where = f"stages[{index}] ({name})"
+        out = inside(root, name, f"stages[{index}].name")  # its run folder, checked before anything is written
         if "stages" in raw or "cv" in raw:
             raise ConfigError(f"{where}: a stage cannot set 'stages' or 'cv'")
-        earlier = {stage.name: root / stage.name for stage in stages}
+        earlier = {stage.name: Path(stage.config.out) for stage in stages}
         init = raw.get("init_from")
         if isinstance(init, str) and init.startswith("@"):
             if init[1:] not in earlier:
                 raise ConfigError(f"{where}: init_from={init} names no earlier stage ({', '.join(earlier) or 'none'})")
             raw["init_from"] = str(earlier[init[1:]])
         try:
-            config = config_from_dict(apply_overrides(base, _flatten("", raw) + [f"out={root / name}"]))
+            config = config_from_dict(apply_overrides(base, _flatten("", raw) + [f"out={out}"]))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         kind = extras.get("kind", "train")
@@ -111,7 +113,10 @@ def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]
 
     root = stages_root(cfg)
     runs: dict[str, Path] = {}
-    for stage in plan_stages(cfg):
+    stages = plan_stages(cfg)
+    if world().main:
+        mark_folder(root, "stages")
+    for stage in stages:
         resumed = resume and RunDir(stage.config.out).checkpoint("last").exists()
         if reporter:
             reporter.message(f"stage {stage.name} ({stage.kind}{', resumed' if resumed else ''}) -> {stage.config.out}")

@@ -35,7 +35,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -55,9 +54,10 @@ from ..config import apply_overrides, config_from_dict, merge_dicts, parse_value
 from ..errors import AudioclfError, ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
+from ..ownership import claim_folder
 from ..registry import did_you_mean
 from ..runs import RunDir
-from ..runs.directory import is_audioclf_output, live_lock_holder
+from ..runs.directory import live_lock_holder
 from ..training.inputs import EmbeddingInputs, inputs_for
 from ..training.optim import check_training_settings
 from .run import run as run_config
@@ -357,6 +357,24 @@ def _create_study(spec: SweepSpec, root: Path, url: str):
     return study
 
 
+def _folder_number(study, trial) -> int:
+    """The number in the name of ``trial``'s run folder, ``trials/trial_NNN``: its own, or for a trial queued
+    again after its worker died, that of the first trial with these values (so it continues that run). The
+    folder is derived here, never read from the study: a crafted database must not steer a trial into a folder
+    outside the sweep or into another trial's run. A ``retry_of`` counts only when it names an earlier failed
+    trial with the same values; otherwise the trial gets its own folder."""
+    origin = trial.user_attrs.get("retry_of")
+    if isinstance(origin, int) and not isinstance(origin, bool) and 0 <= origin < trial.number:
+        earlier = study.get_trials(deepcopy=False)
+        if origin < len(earlier) and earlier[origin].state.name == "FAIL" and earlier[origin].params == trial.params:
+            return origin
+    return trial.number
+
+
+def _trial_dir(study, trial, root: Path) -> Path:
+    return root / "trials" / f"trial_{_folder_number(study, trial):03d}"
+
+
 def _requeue_dead_trials(study, root: Path) -> int:
     """RUNNING trials whose worker process on this machine is gone: failed, and queued again with the same values
     and their run folder (so the new trial continues from its last checkpoint). Returns how many."""
@@ -366,11 +384,10 @@ def _requeue_dead_trials(study, root: Path) -> int:
         worker = trial.user_attrs.get("worker", {})
         if worker.get("host") != host or _alive(worker.get("pid")):
             continue
-        run_dir = trial.user_attrs.get("run_dir")
-        if run_dir and live_lock_holder(Path(run_dir)) is not None:
+        if live_lock_holder(_trial_dir(study, trial, root)) is not None:
             continue
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"run_dir": run_dir, "retry_of": trial.number})
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": _folder_number(study, trial)})
         count += 1
     return count
 
@@ -437,8 +454,8 @@ def _next_trial(study, spec: SweepSpec, url: str):
 def _run_trial(study, trial, spec: SweepSpec, root: Path, reporter=None) -> None:
     optuna = _optuna()
     params = {key: _suggest(trial, key, dist) for key, dist in distributions(spec).items()}
-    run_dir = Path(trial.user_attrs.get("run_dir") or root / "trials" / f"trial_{trial.number:03d}")
-    trial.set_user_attr("run_dir", str(run_dir))
+    run_dir = _trial_dir(study, trial, root)
+    trial.set_user_attr("run_dir", str(run_dir))  # for sweep.json; never read back to choose the folder
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
     settings = trial_settings(spec, params)
     trial.set_user_attr("settings", jsonable(settings))
@@ -533,6 +550,8 @@ def sweep(spec: SweepSpec | None, out: str | Path, jobs: int = 1, storage: str |
     if join or resume:
         if not join and not (root / SPEC_FILE).exists():
             raise ConfigError(f"--resume: {root} holds no sweep ({SPEC_FILE} not found)")
+        if not (root / SPEC_FILE).exists():  # joining from another machine: a new (or this sweep's own) folder
+            claim_folder(root, "sweep")
         spec = _read_spec(root, url)
         if resume:
             requeued = _requeue_dead_trials(_open_study(spec, url), root)
@@ -541,14 +560,7 @@ def sweep(spec: SweepSpec | None, out: str | Path, jobs: int = 1, storage: str |
     else:
         if spec is None:
             raise ConfigError("a sweep needs a spec")
-        if root.is_dir() and any(root.iterdir()):
-            if not overwrite:
-                raise ConfigError(f"out={root} already holds a sweep or files; add --resume to continue it, "
-                                  "--overwrite to replace it, or choose another --out")
-            if not (root / SPEC_FILE).exists() and not is_audioclf_output(root):
-                raise ConfigError(f"--overwrite: {root} holds no audioclf sweep; it is not deleted")
-            shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
+        claim_folder(root, "sweep", overwrite, reuse=False)
         atomic_write_text(root / SPEC_FILE, yaml.safe_dump(jsonable(spec.to_dict()), sort_keys=False))
         _create_study(spec, root, url)
     if jobs <= 1:

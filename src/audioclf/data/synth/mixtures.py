@@ -30,6 +30,7 @@ import soundfile as sf
 
 from ...console import track
 from ...errors import ConfigError, DataError
+from ...ownership import claim_folder
 from ..audio import fix_length, load_audio, write_audio
 from ..manifest import Item, Manifest
 from ...files import atomic_write_text
@@ -209,6 +210,7 @@ def make_multilabel_mixtures(
     sample_rate: int = 16000,
     progress: bool = True,
     on_item: OnItem | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Turn a single-label set into a multi-label one: ``n`` mixtures of 1..``max_events`` clips of distinct
     classes, averaged (sum / k), each ``seconds`` long at ``sample_rate``.
@@ -219,7 +221,8 @@ def make_multilabel_mixtures(
     (labels comma-joined in source class order, FSD2019 style; sources = the mixed item ids joined by ``|``),
     which :func:`~audioclf.data.importers.load_manifest` reads as a multi-label manifest. Deterministic from
     ``seed`` and resumable (see the module docstring). To keep splits apart, call it once per split with
-    ``source.subset(split)`` and a folder per split.
+    ``source.subset(split)`` and a folder per split. ``out_dir`` must be new, empty or an earlier set of
+    this function (``overwrite``: deleted and made afresh), see :mod:`audioclf.ownership`.
     """
     n, n_samples = check_count(n), mixture_samples(seconds, sample_rate)
     if source.task != "single_label":
@@ -230,7 +233,7 @@ def make_multilabel_mixtures(
     classes = [name for name in source.classes if name in by_class]
     if isinstance(max_events, bool) or not isinstance(max_events, int) or not 1 <= max_events <= len(classes):
         raise ConfigError(f"max_events={max_events!r}; expected 1..{len(classes)} (classes with clips in the source)")
-    out = Path(out_dir)
+    out = claim_folder(out_dir, "synth", overwrite, key="out_dir")  # never into a folder of the user's
     check_generation_record(out, {
         "kind": "multilabel_mixtures", "version": 1, "seed": int(seed), "max_events": max_events,
         "seconds": float(seconds), "sample_rate": int(sample_rate),

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, DataError
+from ...ownership import claim_folder
 from ..audio import fix_length, load_audio
 from ..manifest import Item, Manifest
 from .mixtures import (
@@ -219,6 +220,7 @@ def generate_speaker_count(
     max_tries: int = 10,
     progress: bool = True,
     on_item: OnItem | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a speaker-count set from LibriSpeech-like items (groups ``speaker`` and ``sex``); returns the
     metadata CSV (``out_dir/metadata.csv``, loadable with ``load_manifest``; classes "1".."max_speakers").
@@ -228,6 +230,7 @@ def generate_speaker_count(
     ``Audio_Train<i>.wav`` ..., speakers of a split drawn from the items of that split only).
     ``on_item(path, written)`` is called after each mixture (progress hooks, tests).
     The same arguments give byte-identical files; rerunning after an interruption completes the set.
+    ``out_dir`` must be new, empty or an earlier synthetic set (``overwrite``: deleted and made afresh).
     """
     n_samples = mixture_samples(seconds, sample_rate)
     sizes = _sizes(n, source)
@@ -247,7 +250,7 @@ def generate_speaker_count(
             raise DataError(f"{where} has {len(pools[split])} speakers; {max_speakers}-speaker mixtures need "
                             f"at least {max_speakers}")
 
-    out = Path(out_dir)
+    out = claim_folder(out_dir, "synth", overwrite, key="out_dir")  # never into a folder of the user's
     check_generation_record(out, {
         "kind": "speaker_count", "version": 1, "seed": int(seed), "max_speakers": max_speakers,
         "seconds": float(seconds), "sample_rate": int(sample_rate), "silence_db": float(silence_db),
