@@ -183,17 +183,18 @@ def cmd_augment(args) -> None:
     import yaml
 
     from .augment.offline import augment_dataset
+    from .config import load_yaml, read_yaml
     from .data.importers import load_manifest
 
     specs = []
     for text in args.transform:
         try:
-            spec = yaml.safe_load(text)
+            spec = load_yaml(text, f"--transform {text[:80]!r}")
         except yaml.YAMLError:
             raise AudioclfError(f"--transform {text!r}: not valid YAML (e.g. '{{name: gain, p: 1.0}}')") from None
         specs.extend(spec if isinstance(spec, list) else [spec])
     if args.transforms_file:
-        loaded = yaml.safe_load(Path(args.transforms_file).read_text())
+        loaded = read_yaml(args.transforms_file)
         specs.extend(loaded if isinstance(loaded, list) else [loaded])
     if not specs:
         raise AudioclfError("give at least one --transform (or --transforms-file)")
