@@ -14,11 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.text import Text
 
 from . import __version__
-from .console import show
+from .console import Console, PrintableFormatter, show
 from .errors import AudioclfError, BudgetExceeded
 
 # soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width. markup off:
@@ -617,8 +616,9 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, target, [*getattr(args, target), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler])
     try:
         code = args.func(args)
     except AudioclfError as exc:
