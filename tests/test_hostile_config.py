@@ -134,7 +134,6 @@ def test_binary_and_huge_yaml_are_refused_naming_the_file(tmp_path, capsys):
     (["model.hidden=1000000000"], r"model\.hidden=1000000000: expected 1\.\.16384 units"),
     (["model.channels=[16, 100000]"], r"model\.channels=\[16, 100000\]: expected 1\.\.4096 channels"),
     (["model.depth=100000"], r"model\.depth=100000: expected 0\.\.100 layers"),
-    (["model.hidden=abc"], r"model\.hidden='abc': expected 1\.\.16384"),
     (["data.clip_seconds=100000"], r"data\.clip_seconds=100000\.0: expected null \(inferred\) or 0\.01\.\.600"),
     (["data.clip_seconds=1e-9"], r"data\.clip_seconds=1e-09: expected null \(inferred\) or 0\.01\.\.600"),
     (["train.batch_size=1000000000"], r"train\.batch_size=1000000000: expected .*1\.\.65536"),
