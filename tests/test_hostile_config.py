@@ -223,6 +223,11 @@ def test_a_formula_label_is_quoted_in_the_predictions_csv_only(tmp_path):
     assert rows[2][0] == "'@clip.wav" and rows[2][-1] == "'-cannot decode"
     from audioclf.data.manifest import Item
 
+    from audioclf.runs import RunDir
+    from audioclf.runs.report import write_group_csv
+
+    groups = list(csv.reader(io.StringIO(write_group_csv(RunDir(tmp_path), {"=1+1": {"f1": -0.5}}, "test").read_text())))
+    assert groups == [["group", "f1"], ["'=1+1", "-0.5"]]  # numbers stay numbers
     manifest = Manifest([Item("a", "/clips/a.wav", (classes[0],)), Item("b", "/clips/b.wav", ("tone",))])
     assert Manifest.from_csv(manifest.to_csv(tmp_path / "manifest.csv")) == manifest  # labels round-trip
 
