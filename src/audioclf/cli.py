@@ -14,11 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.text import Text
 
 from . import __version__
-from .console import show
+from .console import Console, PrintableFormatter, show
 from .errors import AudioclfError, BudgetExceeded
 
 # soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width. markup off:
@@ -183,17 +182,18 @@ def cmd_augment(args) -> None:
     import yaml
 
     from .augment.offline import augment_dataset
+    from .config import load_yaml, read_yaml
     from .data.importers import load_manifest
 
     specs = []
     for text in args.transform:
         try:
-            spec = yaml.safe_load(text)
+            spec = load_yaml(text, f"--transform {text[:80]!r}")
         except yaml.YAMLError:
             raise AudioclfError(f"--transform {text!r}: not valid YAML (e.g. '{{name: gain, p: 1.0}}')") from None
         specs.extend(spec if isinstance(spec, list) else [spec])
     if args.transforms_file:
-        loaded = yaml.safe_load(Path(args.transforms_file).read_text())
+        loaded = read_yaml(args.transforms_file)
         specs.extend(loaded if isinstance(loaded, list) else [loaded])
     if not specs:
         raise AudioclfError("give at least one --transform (or --transforms-file)")
@@ -631,8 +631,9 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, target, [*getattr(args, target), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler])
     try:
         code = args.func(args)
     except AudioclfError as exc:

@@ -185,16 +185,97 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             raise ConfigError(f"unknown config key '{prefix}{key}'{did_you_mean(key, names)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{prefix}{key}.")
+            kwargs[key] = _build(hint, {} if value is None else value, f"{prefix}{key}.")  # train=0: refused
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
     return cls(**kwargs)
 
 
-def parse_value(text: str) -> Any:
-    """Parse the right-hand side of ``key=value`` with YAML rules (numbers, bools, lists, null)."""
+# Hostile YAML (issue 20): a recipe or an override is refused, in one line naming it, before it can cost much.
+# safe_load runs no code, but a "billion laughs" (anchors of aliases of anchors ...) is a few hundred bytes
+# that stand for 10**9 values, expanded by the first copy or dump of the config (51-71 s and over 2 GB); and
+# nesting recurses in Python (20,000 levels: a RecursionError). Real recipes are a few KB, a few levels deep.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 100
+MAX_YAML_VALUES = 100_000  # with every alias counted as a copy of what it names
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that counts the values a document stands for (aliases expanded) and its depth
+    while composing it, and stops at the limits above: the cost is bounded by the text read, not by what the
+    aliases expand to."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth, self._values, self._sizes = 0, 0, {}
+
+    def _count(self, n: int) -> None:
+        self._values += n
+        if self._values > MAX_YAML_VALUES:
+            raise _Refused(f"it stands for more than {MAX_YAML_VALUES:,} values (aliases expanded)")
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:  # an alias inside the node it names: a document without end
+                raise _Refused("an alias refers to a node that contains it")
+            self._count(self._sizes[id(node)])
+            return node
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        start = self._values
+        self._count(1)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._sizes[id(node)] = self._values - start  # nodes live as long as the loader: ids stay unique
+        return node
+
+
+class _Refused(Exception):
+    """A document over one of the limits (turned into a ConfigError naming where it came from)."""
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)`` within the limits above: ConfigError ``"<where>: ..."`` beyond them;
+    malformed YAML still raises ``yaml.YAMLError`` (callers word it)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} characters of YAML, more than {MAX_YAML_BYTES:,}; refused")
+    loader = _BoundedLoader(text)
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return loader.get_single_data()
+    except _Refused as exc:
+        raise ConfigError(f"{where}: YAML refused: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file through :func:`load_yaml`: at most ``MAX_YAML_BYTES`` read, UTF-8 only; every problem
+    (too large, binary, malformed, over a limit) a one-line ConfigError naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)  # never more, even from a FIFO or /dev/zero
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; a YAML config is a small text file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected YAML") from None
+    try:
+        return load_yaml(text, str(path))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def parse_value(text: str, where: str = "value") -> Any:
+    """Parse the right-hand side of ``key=value`` with YAML rules (numbers, bools, lists, null); malformed
+    YAML is the text itself; over the limits of :func:`load_yaml`, a ConfigError naming ``where``."""
+    try:
+        return load_yaml(text, where) if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -202,8 +283,11 @@ def parse_value(text: str) -> Any:
 def _scheduler_args_follow(before: dict[str, Any], after: dict[str, Any], args_given: bool) -> None:
     """A scheduler's arguments belong to it: when ``train.scheduler`` changes and no new arguments come with it,
     the old ones are dropped (gtzan's ``gamma`` would otherwise be passed to ``plateau`` and refused)."""
-    old, new = (before.get("train") or {}).get("scheduler"), (after.get("train") or {}).get("scheduler")
-    if new != old and not args_given and isinstance(after.get("train"), dict):
+    old_train, new_train = before.get("train") or {}, after.get("train") or {}
+    if not isinstance(old_train, dict) or not isinstance(new_train, dict):
+        return  # a section given as a scalar (train=5): refused by config_from_dict, naming it
+    changed = new_train.get("scheduler") != old_train.get("scheduler")
+    if changed and not args_given and isinstance(after.get("train"), dict):
         after["train"]["scheduler_args"] = {}
 
 
@@ -223,7 +307,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = parse_value(raw)
+        node[parts[-1]] = parse_value(raw, f"override '{key.strip()}'")
     _scheduler_args_follow(before, data, args_given)
     return data
 
@@ -250,22 +334,46 @@ def _unit(value: Any) -> bool:  # 0 <= value < 1
     return math.isfinite(value) and 0 <= value < 1
 
 
+def _within(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda v: math.isfinite(v) and low <= v <= high
+
+
 # The range of every numeric key, checked when a config is built, before any file is read; None (unset, or
-# off where the comment above the key says so) always passes.
+# off where the comment above the key says so) always passes. A key that sizes memory has an upper bound far
+# above any real use (DCASE's n_fft 1764, FSD2019's 80 mels, 1500-unit AudioSet MLPs), so a typo or a hostile
+# value (n_mels=100000, hidden=1e9) is one line instead of an allocation of gigabytes. Keys inside the
+# ``features`` and ``model`` mappings are checked when given (a list, e.g. model.channels, entry by entry).
+_SAMPLE_RATE = (_within(1_000, 768_000), "null (inferred) or 1000..768000 Hz")
+_HIDDEN = (_within(1, 16_384), "1..16384 units")  # one 16384 x 16384 layer is already 1 GB of weights
+_CHANNELS = (_within(1, 4_096), "1..4096 channels")
+_DEPTH = (_within(0, 100), "0..100 layers")
+_KERNEL = (_within(1, 4_096), "1..4096")
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1"),
-    "data.sample_rate": (lambda v: 1_000 <= v <= 768_000, "null (inferred) or 1000..768000 Hz"),
-    "data.clip_seconds": (_positive, "null (inferred) or a positive number of seconds"),
-    "data.max_seconds": (_positive, "a positive number of seconds"),
+    "data.sample_rate": _SAMPLE_RATE,
+    "data.clip_seconds": (_within(0.01, 600), "null (inferred) or 0.01..600 seconds"),
+    "data.max_seconds": (_within(1e-3, 86_400), "a positive number of seconds, at most 86400 (a day)"),
     "data.memory_gb": (_positive, "a positive number of GB"),
-    "train.epochs": (lambda v: v >= 1, "null (chosen from the data) or a positive integer"),
-    "train.batch_size": (lambda v: v >= 1, "null (the input's default) or a positive integer"),
+    "features.sample_rate": _SAMPLE_RATE,
+    "features.n_fft": (_within(1, 2**16), "1..65536 samples"),
+    "features.win_length": (_within(1, 2**16), "null (n_fft) or 1..65536 samples"),
+    "features.hop_length": (_within(1, 2**16), "1..65536 samples"),
+    "features.n_mels": (_within(1, 1_024), "1..1024 mel bands"),
+    "features.n_mfcc": (_within(1, 1_024), "1..1024 coefficients"),
+    "model.hidden": _HIDDEN, "model.dense": _HIDDEN, "model.head_hidden": _HIDDEN,
+    "model.channels": _CHANNELS, "model.head_channels": _CHANNELS, "model.filters": _CHANNELS,
+    "model.width": (_within(1, 1_024), "1..1024 (the base width; the widest layer has 32 times it)"),
+    "model.width_mult": (lambda v: 0 < v <= 16, "a number 0 < x <= 16"),
+    "model.depth": _DEPTH, "model.layers": _DEPTH, "model.blocks": _DEPTH,
+    "model.kernel_size": _KERNEL, "model.stride": _KERNEL, "model.pool": _KERNEL,
+    "train.epochs": (_within(1, 100_000), "null (chosen from the data) or 1..100000"),
+    "train.batch_size": (_within(1, 65_536), "null (the input's default) or 1..65536"),
     "train.lr": (_positive, "a positive number"),
     "train.backbone_lr": (_positive, "null (the head's lr) or a positive number (freeze the backbone instead of 0)"),
     "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "null or a number >= 0"),
     "train.momentum": (_unit, "a number 0 <= x < 1"),
     "train.label_smoothing": (_unit, "null or a number 0 <= x < 1"),
-    "train.num_workers": (lambda v: v >= 0, "an integer >= 0 (0: load in the main process)"),
+    "train.num_workers": (_within(0, 256), "0..256 (0: load in the main process)"),
     "train.grad_clip": (_positive, "null (off) or a positive number"),
     "train.min_delta": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
     "train.ema": (_unit, "null, 0 (off) or a decay 0 < x < 1"),
@@ -315,11 +423,27 @@ def describe_keys(section: str | None = None) -> list[tuple[str, str, Any, str]]
 
 
 def check_ranges(cfg: Config) -> None:
-    """:class:`ConfigError` naming the first key whose value is out of its range (see ``_RANGES``)."""
+    """:class:`ConfigError` naming the first key whose value is out of its range (see ``_RANGES``), or a
+    non-finite number anywhere in ``features``, ``model`` or ``train.scheduler_args``."""
     for key, (ok, expected) in _RANGES.items():
         value = config_value(cfg, key)
-        if value is not None and not ok(value):
-            raise ConfigError(f"{key}={value!r}: expected {expected}")
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if _is_number(v) and not ok(v):  # other types: the features' and the model's own checks word them
+                raise ConfigError(f"{key}={value!r}: expected {expected}")
+    features = cfg.features if isinstance(cfg.features, dict) else {}
+    n_fft, n_mels = features.get("n_fft"), features.get("n_mels")
+    if _is_number(n_fft) and _is_number(n_mels) and n_mels > n_fft // 2 + 1:
+        raise ConfigError(f"features.n_mels={n_mels!r}: expected at most n_fft // 2 + 1 = {int(n_fft) // 2 + 1} "
+                          f"(the frequency bins of features.n_fft={n_fft!r})")
+    for section in ("features", "model", "train.scheduler_args"):
+        mapping = config_value(cfg, section)
+        for name, value in (mapping.items() if isinstance(mapping, dict) else ()):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{name}={value!r}: expected a finite number")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -345,10 +469,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"no config file or recipe named '{path}'{did_you_mean(str(path), names)}")
     if not candidate.exists():
         raise ConfigError(f"config file not found: {candidate}")
-    try:
-        data = yaml.safe_load(candidate.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{candidate}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(candidate) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{candidate}: expected a mapping of config sections at the top level")
     return data

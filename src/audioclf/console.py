@@ -6,19 +6,47 @@ importing anything above it; the tables read the plain dicts that runs, evaluati
 
 from __future__ import annotations
 
+import logging
 import math
-
+import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from rich.console import Console
+from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from .metrics import ordered_metric_names, shown_metric_names
 
 T = TypeVar("T")
+
+# Characters that are not text on a terminal: controls (ESC starts escape sequences that recolour, move the
+# cursor or retitle the window), format characters (U+202E reverses what follows, zero-width ones hide),
+# unpaired surrogates (undecodable file names) and line/paragraph separators.
+_HIDDEN = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every character of :data:`_HIDDEN` but newline and tab written as ``repr`` writes it
+    (``\\x1b``, ``\\u202e``): labels and file names come from data, and must not drive the terminal."""
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in _HIDDEN else repr(ch)[1:-1] for ch in text)
+
+
+class Console(RichConsole):
+    """rich's Console, printing every text through :func:`printable` (once, here, whatever prints: messages,
+    tables, errors); rich's own colours and cursor moves are styles and control segments, kept as they are."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:  # rich >= 13: where segments become output
+        return super()._render_buffer(s if s.control else Segment(printable(s.text), s.style) for s in buffer)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log records (warnings name labels and files) through :func:`printable`, as the consoles print."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
 
 
 def track(iterable: Iterable[T], total: int, description: str, enabled: bool = True,

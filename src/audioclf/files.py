@@ -101,6 +101,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+def spreadsheet_text(cell: str) -> str:
+    """A text cell of a CSV meant for spreadsheets, with a leading quote when it starts like a formula (= + - @,
+    tab, CR: OWASP's CSV-injection advice), so a label such as ``=HYPERLINK(...)`` is shown, never run. Only
+    for such outputs: a manifest must round-trip its labels unchanged."""
+    return f"'{cell}" if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically; newlines are written as given (no platform translation)."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(text.encode(encoding)))

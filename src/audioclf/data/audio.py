@@ -590,7 +590,7 @@ def apply_trim(wave: np.ndarray, sr: int, mode: bool | str | None) -> np.ndarray
 # --- fixed length -------------------------------------------------------------------------------
 FixMode = Literal["tile", "pad"]
 CropMode = Literal["random", "center", "start", "max_energy"]
-_MODES = ("tile", "pad")
+PAD_MODES = ("tile", "pad")  # data.pad_mode
 _CROPS = ("random", "center", "start", "max_energy")
 
 
@@ -622,8 +622,8 @@ def fix_length(
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples <= 0:
         raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
-    if mode not in _MODES:
-        raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
+    if mode not in PAD_MODES:
+        raise ValueError(f"mode: expected one of {PAD_MODES}, got {mode!r}")
     if crop not in _CROPS:
         raise ValueError(f"crop: expected one of {_CROPS}, got {crop!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

@@ -195,18 +195,18 @@ class Manifest:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise DataError(f"{path}: cannot read manifest ({exc.strerror})") from None
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
+        rows = csv_rows(text, path)
+        header = next(rows, (1, None))[1]
         missing = [c for c in ("id", "path", "labels") if header is None or c not in header]
         if missing:
             raise DataError(f"{path}: line 1: missing column '{missing[0]}'; expected {','.join(BASE_COLUMNS)}")
         groups = [name for name in header if name not in BASE_COLUMNS]
         items = []
-        for row in reader:
+        for line, row in rows:
             if not row:
                 continue
             cells = dict(zip(header, row))
-            where = f"{path}: line {reader.line_num}"
+            where = f"{path}: line {line}"
             items.append(Item(
                 id=cells["id"], path=cells["path"],
                 labels=tuple(label for label in cells["labels"].split(",") if label),
@@ -219,6 +219,22 @@ class Manifest:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+def csv_rows(text: str, path: str | Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """``(line, cells)`` for every row of CSV ``text``; ``line`` is the 1-based physical line the row ends on
+    (a quoted cell may span lines). A row the csv module refuses (a cell over its 128 KiB field limit, mostly
+    an unclosed quote that runs on to the end of the file) is a DataError naming ``path`` and the line."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(f"{path}: line {reader.line_num}: {exc} (an unclosed quote, or a cell that is not a "
+                            "file name or a label)") from None
+        yield reader.line_num, row
+
+
 def _check_unique_ids(items: tuple[Item, ...]) -> None:
     seen: set[str] = set()
     for item in items:

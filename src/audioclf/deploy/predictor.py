@@ -20,7 +20,7 @@ import torch
 from ..data.audio import check_header, clip_windows, stream_audio, stream_trimmed_audio, stream_windows, window_starts
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError, NonFiniteOutputs
-from ..files import atomic_write_text
+from ..files import atomic_write_text, spreadsheet_text
 from ..models.classifier import AudioClassifier
 from ..runs import load_model
 from ..training.evaluate import finite
@@ -56,7 +56,7 @@ class Timeline:
         """``start_s,end_s,<class>...``: one row per window."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["start_s", "end_s", *self.classes])
+        writer.writerow(["start_s", "end_s", *map(spreadsheet_text, self.classes)])
         for start, row in zip(self.starts, self.probs):
             writer.writerow([f"{start:.3f}", f"{start + self.window:.3f}", *(f"{p:.6f}" for p in row)])
         return atomic_write_text(Path(path), buffer.getvalue())
@@ -246,11 +246,12 @@ def write_predictions_csv(path: str | Path, predictions: list[Prediction], class
     """One row per file: path, top label, one probability column per class; unreadable files have an error."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "prediction", *classes, "error"])
+    text = spreadsheet_text  # labels, file names and errors come from data: never a formula (see there)
+    writer.writerow(["path", "prediction", *map(text, classes), "error"])
     for pred in predictions:
         if pred.probs is None:
-            writer.writerow([pred.path, "", *[""] * len(classes), pred.error])
+            writer.writerow([text(str(pred.path)), "", *[""] * len(classes), text(pred.error or "")])
         else:
-            writer.writerow([pred.path, classes[int(np.argmax(pred.probs))],
+            writer.writerow([text(str(pred.path)), text(classes[int(np.argmax(pred.probs))]),
                              *[f"{p:.6f}" for p in pred.probs], ""])
     atomic_write_text(Path(path), buffer.getvalue())

@@ -29,7 +29,7 @@ import numpy as np
 from ..console import format_number, markdown_table
 from ..errors import ConfigError
 from ..config import flat_config
-from ..files import atomic_write_text
+from ..files import atomic_write_text, spreadsheet_text
 from ..metrics import higher_is_better
 from .directory import RunDir
 from .plots import plot_comparison_curves, plot_effects
@@ -180,7 +180,10 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    def cell(v: Any) -> Any:  # run names and config values are text a spreadsheet could take for a formula
+        return "" if v is None else spreadsheet_text(v) if isinstance(v, str) else v
+
+    writer.writerows([[cell(v) for v in row] for row in rows])
     atomic_write_text(path, buffer.getvalue())
 
 

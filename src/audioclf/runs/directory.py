@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..config import read_yaml
 from ..data.audio import MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
 from ..errors import AudioclfError, ConfigError, UnsafeFileError
 from ..features import FeatureConfig, n_frames
@@ -243,7 +244,7 @@ class RunDir:
         atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config.read_text())
+        return read_yaml(self.config)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.summary, json.dumps(jsonable(summary), indent=2) + "\n")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..console import format_number, markdown_table
-from ..files import atomic_write_text
+from ..files import atomic_write_text, spreadsheet_text
 from ..metrics import higher_is_better, ordered_metric_names, primary_metric, shown_metric_names
 from .diagnostics import diagnose
 from .directory import RunDir
@@ -67,7 +67,7 @@ def write_group_csv(run: RunDir, groups: dict[str, dict[str, float]], split: str
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["group", *names])
     for group in sorted(groups):
-        writer.writerow([group, *[groups[group].get(m, "") for m in names]])
+        writer.writerow([spreadsheet_text(group), *[groups[group].get(m, "") for m in names]])  # from the data
     path = run.root / f"per_group_{split}.csv"
     atomic_write_text(path, buffer.getvalue())
     return path

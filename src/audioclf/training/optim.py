@@ -263,10 +263,15 @@ def check_training_settings(train: Any) -> None:
         OPTIMIZERS.get(train.optimizer)
     if train.scheduler is not None:
         valid = scheduler_kwargs(train.scheduler)
-        for key in train.scheduler_args:
+        for key, value in train.scheduler_args.items():
             if key not in valid:
                 hint = did_you_mean(key, valid) or "; it takes no arguments"
                 raise ConfigError(f"train.scheduler_args: scheduler '{train.scheduler}' has no argument '{key}'{hint}")
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(valid[key], (int, float)) and not isinstance(valid[key], bool) and not (
+                    number and math.isfinite(value)):  # {gamma: nan} is the string 'nan' in YAML (.nan the float)
+                raise ConfigError(f"train.scheduler_args.{key}={value!r}: scheduler '{train.scheduler}' expects a "
+                                  f"finite number (default {valid[key]!r})")
 
 
 def build_scheduler(

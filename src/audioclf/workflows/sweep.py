@@ -50,7 +50,7 @@ except ImportError:  # Windows: workers on one SQLite file may rarely take the s
 
 import yaml
 
-from ..config import apply_overrides, config_from_dict, merge_dicts, parse_value, read_recipe, recipe_dir
+from ..config import apply_overrides, config_from_dict, merge_dicts, parse_value, read_recipe, read_yaml, recipe_dir
 from ..errors import AudioclfError, ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
@@ -530,7 +530,7 @@ def sweep_worker(root: str | Path, storage: str | None = None, worker: int = 0, 
 def _read_spec(root: Path, url: str) -> SweepSpec:
     path = root / SPEC_FILE
     if path.exists():
-        return SweepSpec(**yaml.safe_load(path.read_text()))
+        return SweepSpec(**read_yaml(path))
     optuna = _optuna()  # joining from another machine: the spec travels in the shared study
     try:
         stored = optuna.load_study(study_name=STUDY_NAME, storage=url).user_attrs["spec"]

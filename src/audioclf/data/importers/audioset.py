@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import AudioclfError, DataError
-from ..manifest import Item, Manifest
+from ..manifest import Item, Manifest, csv_rows
 from ...files import atomic_write
 from ..tfrecord import encode_sequence_example, parse_sequence_example, read_records, write_records
 from . import register_importer
@@ -123,16 +123,16 @@ def read_class_labels(path: str | Path) -> list[str]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"{path}: cannot read class labels ({exc.strerror or exc})") from None
-    reader = csv.reader(io.StringIO(text))
-    header = [cell.strip() for cell in next(reader, [])]
+    rows = csv_rows(text, path)
+    header = [cell.strip() for cell in next(rows, (1, []))[1]]
     if not {"index", "display_name"} <= set(header):
         raise DataError(f"{path}: line 1: expected the header index,mid,display_name, got {','.join(header)}")
     col_index, col_name = header.index("index"), header.index("display_name")
     names: dict[int, str] = {}
-    for row in reader:
+    for line, row in rows:
         if not row or not "".join(row).strip():
             continue
-        where = f"{path}: line {reader.line_num}"
+        where = f"{path}: line {line}"
         if len(row) <= max(col_index, col_name):
             raise DataError(f"{where}: expected {len(header)} columns (index,mid,display_name), got {len(row)}")
         try:

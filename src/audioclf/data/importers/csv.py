@@ -14,14 +14,15 @@ The manifest snapshot written by :meth:`Manifest.to_csv` loads through here too.
 
 from __future__ import annotations
 
-import csv
-import io
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from ...errors import DataError
-from ..manifest import Item, Manifest
+from ..manifest import Item, Manifest, csv_rows
+
+log = logging.getLogger(__name__)
 
 FILE_COLUMNS = ("path", "fname", "filename", "file")
 LABEL_COLUMNS = ("labels", "label")
@@ -49,12 +50,23 @@ def import_csv(path: str | Path, audio_root: str | Path | None = None,
     known = None if classes is None else set(classes)
 
     parsed = []  # (line, cells, labels)
+    first: dict[tuple[str, ...], int] = {}
+    repeats = []  # (line, the line it repeats)
     for line, row in rows:
         if len(row) > len(header):
             raise DataError(f"{path}: line {line}: {len(row)} fields, expected at most {len(header)} like the header")
         cells = dict(zip(header, row))
+        key = tuple(cells.get(name, "").strip() for name in header)
+        if key in first:  # an exact repeat: used once (different rows for one file: integrity.check_files)
+            repeats.append((line, first[key]))
+            continue
+        first[key] = line
         parsed.append((line, cells, _parse_labels(cells.get(columns["labels"], "")) if columns["labels"] else ()))
+    if repeats:
+        log.warning("%s: %d row(s) repeat an earlier row exactly (e.g. line %d repeats line %d); each is used once",
+                    path, len(repeats), *repeats[0])
     multi_label = any(len(labels) > 1 for _, _, labels in parsed)
+    _warn_spaced_labels(path, [(line, labels) for line, _, labels in parsed])
 
     items = []
     for line, cells, labels in parsed:
@@ -93,16 +105,15 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     first_line = text.split("\n", 1)[0]
     # A tab in the header means TSV (DCASE setup files); commas then only occur inside label cells.
     delimiter = "\t" if first_line.count("\t") > first_line.count(",") or path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header = next(reader, None)
+    lines = csv_rows(text, path, delimiter)
+    header = next(lines, (1, None))[1]
     if not header or not any(cell.strip() for cell in header):
         raise DataError(f"{path}: line 1: empty file; expected a header like 'fname,labels'")
     header = [cell.strip() for cell in header]
     rows = []
-    for row in reader:
+    for line, row in lines:
         if any(cell.strip() for cell in row):
-            # line_num is the reader's physical line after the row (a quoted cell may span lines).
-            rows.append((reader.line_num, row))
+            rows.append((line, row))
     return header, rows
 
 
@@ -133,6 +144,20 @@ def _parse_labels(cell: str) -> tuple[str, ...]:
     """'Bark, Walk_and_footsteps' -> ('Bark', 'Walk_and_footsteps'); duplicates and blanks dropped."""
     labels = (label.strip() for label in cell.split(","))
     return tuple(dict.fromkeys(label for label in labels if label))
+
+
+def _warn_spaced_labels(path: Path, rows: list[tuple[int, tuple[str, ...]]]) -> None:
+    """A label whose words are each a label too ('high mid' beside 'high' and 'mid') is most likely two labels
+    with a space where the comma belongs: reported once, with the first row. Not refused: a dataset can have
+    such classes ('car horn' beside 'car' and 'horn'); a spaced label whose words are not labels is left alone."""
+    known = {label for _, labels in rows for label in labels}
+    suspects = [(line, label) for line, labels in rows for label in labels
+                if len(label.split()) > 1 and all(word in known for word in label.split())]
+    if suspects:
+        line, label = suspects[0]
+        log.warning("%s: line %d: label '%s' looks like the labels %s separated by spaces; labels are separated by "
+                    "commas ('%s'); %d label(s) like it are kept as classes of their own", path, line, label,
+                    ", ".join(f"'{word}'" for word in label.split()), ",".join(label.split()), len(suspects))
 
 
 def _parse_split(cell: str, where: str) -> str | None:

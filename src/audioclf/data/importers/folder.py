@@ -27,14 +27,18 @@ def import_folder(root: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS
     if not root.is_dir():
         raise DataError(f"{root}: folder not found; {expected}")
     suffixes = {ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in extensions}
-    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise DataError(f"{root}: cannot read the folder ({exc.strerror})") from None
+    loose = [p.name for p in entries if p.is_file() and p.suffix.lower() in suffixes]
     if loose:
         # Not an error (e.g. a README.wav next to the classes), but never silently dropped.
         log.warning("%s: ignoring %d audio file(s) outside a class folder (e.g. %s)", root, len(loose), loose[0])
 
     items: list[Item] = []
     ids: dict[str, Path] = {}
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for class_dir in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
         for path in _audio_files(class_dir, suffixes):
             item_id = path.relative_to(root).with_suffix("").as_posix()
             if item_id in ids:
@@ -44,6 +48,13 @@ def import_folder(root: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS
     if not items:
         raise DataError(f"{root}: no class folder with audio files ({', '.join(sorted(suffixes))}); {expected}")
     return Manifest(items)
+
+
+def _unreadable(exc: OSError) -> None:
+    """os.walk's onerror: a folder it cannot list (permissions) would otherwise drop its files, or a whole
+    class, without a word."""
+    raise DataError(f"{exc.filename}: cannot read the folder ({exc.strerror}); its files would be left out: fix its "
+                    "permissions or move it out of the dataset")
 
 
 def _audio_files(folder: Path, suffixes: set[str]) -> list[Path]:
@@ -56,7 +67,7 @@ def _audio_files(folder: Path, suffixes: set[str]) -> list[Path]:
     found = []
     top = os.path.realpath(folder)
     visited = {top}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unreadable):
         keep = []
         for name in sorted(d for d in dirnames if not d.startswith(".")):
             real = os.path.realpath(os.path.join(dirpath, name))

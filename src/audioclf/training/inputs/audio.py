@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ...config import Config, fill_unset
-from ...data.audio import TRIM_MODES, window_starts
+from ...data.audio import PAD_MODES, TRIM_MODES, window_starts
 from ...data.device_clips import DeviceClips, device_clips_fit
 from ...data.dataset import Skipped, StreamedRecordings, WaveformDataset, targets_for
 from ...data.importers import load_manifest
@@ -59,6 +59,8 @@ class AudioInputs(Inputs):
         super().check_config(cfg)
         if cfg.data.train_crop not in CROPS:
             raise ConfigError(f"data.train_crop={cfg.data.train_crop!r}: expected one of {', '.join(CROPS)}")
+        if cfg.data.pad_mode not in PAD_MODES:  # used once clips are decoded: checked before that
+            raise ConfigError(f"data.pad_mode={cfg.data.pad_mode!r}: expected one of {', '.join(PAD_MODES)}")
         if cfg.data.trim_silence not in (None, *TRIM_MODES):
             raise ConfigError(f"data.trim_silence={cfg.data.trim_silence!r}: expected edges, true or false")
         if cfg.data.eval_crop not in (*CROPS, "windows"):
