@@ -442,6 +442,18 @@ def check_ranges(cfg: Config) -> None:
                 raise ConfigError(f"{section}.{name}={value!r}: expected a finite number")
 
 
+def check_section_ranges(section: str, mapping: dict[str, Any], where: str) -> None:
+    """The ranges of ``_RANGES`` for a ``features`` or ``model`` mapping read from elsewhere than a config (a
+    checkpoint's model spec): one line naming ``where`` and the key, before anything is sized by them."""
+    for name, value in mapping.items():
+        rule = _RANGES.get(f"{section}.{name}")
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}: {section}.{name}={value!r}: expected a finite number")
+            if rule is not None and _is_number(v) and not rule[0](v):
+                raise ConfigError(f"{where}: {section}.{name}={value!r}: expected {rule[1]}")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..config import read_yaml
+from ..config import check_section_ranges, read_yaml
 from ..data.audio import MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
 from ..errors import AudioclfError, ConfigError, UnsafeFileError
 from ..features import FeatureConfig, n_frames
@@ -365,6 +365,10 @@ def _check_spec(state: dict[str, Any], path: Path) -> None:
     backbone = spec.get("backbone") if isinstance(spec, dict) else None
     if not isinstance(backbone, dict) or not isinstance(state.get("model"), dict):
         raise AudioclfError(f"{path}: not an audioclf checkpoint (no 'spec' naming a model, or no 'model' weights)")
+    kwargs = backbone.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise AudioclfError(f"{path}: 'kwargs' = {_shown(kwargs)} in its spec: expected a mapping of model settings")
+    check_section_ranges("model", kwargs, str(path))  # widths and depths a crafted spec could make huge
     if backbone.get("n_classes") != len(state["classes"]):
         raise AudioclfError(f"{path}: 'n_classes' = {_shown(backbone.get('n_classes'))} in its spec, but it has "
                             f"{len(state['classes'])} classes")
