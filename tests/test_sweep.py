@@ -151,6 +151,16 @@ def test_compare_puts_runs_side_by_side_and_ranks_on_validation(data, tmp_path, 
     assert capsys.readouterr().out.startswith("# Comparison")
     assert main(["compare", str(tmp_path / "nothing")]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+    # Its own folder is written again; a folder of the user's with a comparison.md of theirs is not touched.
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "cmp"), "--metrics", "log_loss"]) == 0
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "comparison.md").write_text("my own notes")
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs), "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out={mine} holds files audioclf did not write" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in mine.iterdir()] == ["comparison.md"] and (mine / "comparison.md").read_text() == "my own notes"
 
 
 @pytest.mark.slow  # worker processes

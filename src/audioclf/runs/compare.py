@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from ..console import format_number, markdown_table
-from ..errors import ConfigError
 from ..config import flat_config
+from ..errors import ConfigError
 from ..files import atomic_write_text, spreadsheet_text
 from ..metrics import higher_is_better
+from ..ownership import claim_folder
 from .directory import RunDir
 from .plots import plot_comparison_curves, plot_effects
 
@@ -145,9 +146,10 @@ def compare(paths: list[str | Path], out: str | Path | None = None, metrics: lis
     if all(r.metric("val", ranked_by) is None for r in runs):
         raise ConfigError(f"compare: no run has a validation {ranked_by!r}; choose --metrics among "
                           + ", ".join(sorted(runs[0].summary.get("metrics", {}).get("val", {}))))
-    target = Path(out) if out else (Path(sweeps[0]["root"]) if len(sweeps) == 1 and len(paths) == 1
-                                    else Path("comparison"))
-    target.mkdir(parents=True, exist_ok=True)
+    if not out and len(sweeps) == 1 and len(paths) == 1:
+        target = Path(sweeps[0]["root"])  # the sweep's own folder
+    else:  # a folder of its own: never files of the same names in a folder of the user's (audioclf.ownership)
+        target = claim_folder(Path(out or "comparison"), "comparison", key="--out")
     runs.sort(key=lambda r: r.rank_key(metrics))
     settings = _differing(runs)
     header, rows = _table(runs, metrics, settings)
