@@ -273,33 +273,18 @@ def test_a_checkpoint_that_does_not_fit_its_model_is_one_line_naming_the_file(ru
 
 
 def test_serve_answers_nan_probabilities_with_a_422_not_an_unexpected_500(run, wav):
-    import threading
-    import time
     import urllib.error
     import urllib.request
 
-    import uvicorn
-
     from audioclf.deploy.predictor import Predictor
     from audioclf.deploy.serve import create_app
+    from servers import serving
 
     _nan_weights(run)
-    app = create_app(Predictor.from_run(run, device="cpu"), {"source": str(run)})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    with serving(create_app(Predictor.from_run(run, device="cpu"), {"source": str(run)})) as port:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/predict?name=a.wav", data=open(wav, "rb").read(),
                                          headers={"Content-Type": "audio/wav"})
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(request, timeout=30)
-        assert answer.value.code == 422
-        assert "not all finite" in json.loads(answer.value.read())["error"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    assert answer.value.code == 422
+    assert "not all finite" in json.loads(answer.value.read())["error"]

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import socket
-import threading
 import time
 
 import numpy as np
@@ -20,8 +19,9 @@ import pytest
 import soundfile as sf
 
 from audioclf.deploy.predictor import WindowedPredictor
+from servers import serving
 
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
 MAX_BYTES = 64 * 1024
@@ -42,18 +42,6 @@ class Constant(WindowedPredictor):
         return np.full((len(windows), 2), 0.5, np.float32)
 
 
-def _start(app):
-    # log_config=None: uvicorn's own records reach pytest's caplog (its default config stops them)
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if instance.started:
-            break
-        time.sleep(0.05)
-    return instance, thread, instance.servers[0].sockets[0].getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served():
     from audioclf.deploy.serve import ServeLimits, create_app
@@ -61,10 +49,8 @@ def served():
     predictor = Constant()
     limits = ServeLimits(max_bytes=MAX_BYTES, max_seconds=5.0, timeout=0.5, read_timeout=1.0, batch_windows=1,
                          allowed_hosts=("audio.lan",))
-    instance, thread, port = _start(create_app(predictor, {"source": "stand-in"}, limits))
-    yield port, predictor
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(predictor, {"source": "stand-in"}, limits)) as port:
+        yield port, predictor
 
 
 def exchange(port: int, head: str, parts: tuple[bytes, ...] = (), host: str | None = None,
@@ -194,14 +180,10 @@ def test_the_api_docs_are_off_unless_asked(served):
 
     port, _ = served
     assert exchange(port, "GET /docs")[0] == 404 and exchange(port, "GET /openapi.json")[0] == 404
-    instance, thread, other = _start(create_app(Constant(), {"source": "stand-in"}, ServeLimits(docs=True)))
-    try:
+    with serving(create_app(Constant(), {"source": "stand-in"}, ServeLimits(docs=True))) as other:
         with socket.create_connection(("127.0.0.1", other), timeout=WAIT) as conn:
             conn.sendall(f"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1:{other}\r\nConnection: close\r\n\r\n".encode())
             assert conn.recv(100).startswith(b"HTTP/1.1 200")
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize("host, status", [("evil.example", 400), ("evil.example:8000", 400), ("localhost:1", 200),

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -19,8 +17,9 @@ from audioclf.cli import main
 from audioclf.data.audio import load_audio, write_audio
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.deploy.predictor import Predictor
+from servers import serving
 
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
 TINY = ["train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32", "features.n_fft=512",
@@ -42,19 +41,8 @@ def server(trained):
     run, _ = trained
     predictor = Predictor.from_run(run, device="cpu")
     limits = ServeLimits(max_bytes=2_000_000, max_seconds=20.0, timeout=30.0)
-    app = create_app(predictor, model_info(run, predictor), limits)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if instance.started:
-            break
-        time.sleep(0.05)
-    port = instance.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(predictor, model_info(run, predictor), limits)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def request(url: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict | str]:
@@ -212,19 +200,10 @@ def test_an_exported_onnx_model_is_served_too(trained, tmp_path):
     run, data = trained
     onnx = export_onnx(run, tmp_path / "model.wave.onnx", with_frontend=True)
     predictor = OnnxPredictor(onnx)
-    instance = uvicorn.Server(uvicorn.Config(create_app(predictor, model_info(onnx, predictor)), host="127.0.0.1",
-                                             port=0, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    while not instance.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{instance.servers[0].sockets[0].getsockname()[1]}"
-    try:
+    with serving(create_app(predictor, model_info(onnx, predictor))) as port:
+        url = f"http://127.0.0.1:{port}"
         path = sorted(data.rglob("*.wav"))[2]
         status, result = request(f"{url}/predict", path.read_bytes(), "audio/wav")
         expected = OnnxPredictor(onnx).predict_files([path])[0].probs
         assert status == 200 and request(f"{url}/model")[1]["input"] == "waveform"
         np.testing.assert_allclose([result["probabilities"][c] for c in predictor.classes], expected, atol=1e-6)
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
