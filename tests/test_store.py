@@ -164,3 +164,30 @@ def test_clear_removes_entries_and_stray_temp_files(tmp_path, audio):
     keep.write_text("not ours")
     assert cache.clear() == 3
     assert all(cache.get(k) is None for k in keys) and not stray.exists() and keep.exists()
+
+
+def test_threads_reading_the_cache_parse_headers_one_at_a_time(tmp_path, audio, monkeypatch):
+    """CPython 3.11's AST conversion (np.load's header parse) is not thread-safe: decoding threads take turns."""
+    import time
+
+    from audioclf.data import store
+
+    cache = FeatureCache(tmp_path / "cache")
+    key = cache.key(audio, {"sr": 16000})
+    cache.put(key, np.arange(10, dtype=np.float32))
+    inside, most, real_load = [0], [0], np.load
+
+    def slow_load(*args, **kwargs):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.01)  # long enough for another thread to enter, were it allowed
+        inside[0] -= 1
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(store.np, "load", slow_load)
+    threads = [threading.Thread(target=cache.get, args=(key,)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20  # hash files in 1 MiB reads so a long recording is never held in memory
+# np.load parses an .npy header with ast.literal_eval, whose AST conversion keeps its recursion depth in
+# interpreter-wide state on CPython 3.11: two decoding threads parsing at once can fail with "SystemError: AST
+# constructor recursion depth mismatch" (seen in a search's decode pool). Loads of cache entries take turns.
+_LOAD_LOCK = threading.Lock()
 
 
 # --- feature cache ------------------------------------------------------------------------------
@@ -88,7 +93,8 @@ class FeatureCache:
         (data larger than RAM: only the parts used are read)."""
         path = self.path(key)
         try:
-            return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+            with _LOAD_LOCK:
+                return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, EOFError) as exc:
