@@ -255,9 +255,10 @@ def _narrower_last_layer(state):
     pytest.param(lambda s: s.update(classes=[]), id="classes-empty"),
     pytest.param(lambda s: s["spec"]["backbone"].update(n_classes=10**9), id="n_classes-huge"),
     pytest.param(lambda s: s["spec"]["backbone"].update(input_shape=[1, 16, 10**9]), id="input_shape-huge"),
-    pytest.param(lambda s: s["spec"]["backbone"]["kwargs"].update(hidden=10**9), id="hidden-huge"),
+    # Sizes far beyond any RAM: were the check gone, the allocation would fail at once instead of paging the machine.
+    pytest.param(lambda s: s["spec"]["backbone"]["kwargs"].update(hidden=10**12), id="hidden-huge"),
     pytest.param(lambda s: s["spec"]["backbone"].update(kwargs=[1]), id="kwargs-not-a-mapping"),
-    pytest.param(lambda s: s["spec"].update(features={**s["spec"]["features"], "n_mels": 10**6}), id="n_mels-huge"),
+    pytest.param(lambda s: s["spec"].update(features={**s["spec"]["features"], "n_mels": 10**9}), id="n_mels-huge"),
     pytest.param(_narrower_last_layer, id="tensor-of-another-shape"),
     pytest.param(lambda s: s["model"].popitem(), id="weights-of-another-model"),  # a key missing: other layers
 ])
