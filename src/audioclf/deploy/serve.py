@@ -173,13 +173,19 @@ def _pcm_to_wav(body: bytes, form: str, rate: int, channels: int, path: Path) ->
     sf.write(str(path), samples, rate, subtype="FLOAT")
 
 
-def _checked(path: Path, limits: ServeLimits) -> None:
+def _client_reason(exc: AudioDecodeError, path: Path, shown: str) -> str:
+    """The decoder's reason as the client may read it: libsndfile names the file it opened, which here is the
+    server's temp file; the client sees the name it sent (or "upload")."""
+    return exc.reason.replace(str(path), shown)
+
+
+def _checked(path: Path, limits: ServeLimits, shown: str) -> None:
     """The checks before decoding: a readable header within the length limit, a whole file."""
     try:
         info = check_header(path, limits.max_seconds)
     except AudioDecodeError as exc:
         status = 413 if "data.max_seconds" in exc.reason else 422
-        reason = exc.reason.replace("data.max_seconds", "the server's --max-seconds")
+        reason = _client_reason(exc, path, shown).replace("data.max_seconds", "the server's --max-seconds")
         raise HTTPProblem(status, reason) from None
     if info.n_samples * info.channels > limits.max_decoded:
         raise HTTPProblem(413, f"the header declares {info.n_samples} frames x {info.channels} channels at "
@@ -360,13 +366,13 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
                 _pcm_to_wav(body, query["pcm"], rate, channels, path)
             else:
                 path.write_bytes(body)
-            _checked(path, limits)
+            _checked(path, limits, filename or "upload")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         return path, filename or "upload"
 
-    async def run(fn, path: Path):
+    async def run(fn, path: Path, shown: str):
         """``fn(path, batch, score)`` in a worker thread, stopped at its next batch of windows when the request
         times out: the 503 is sent when the work has ended, not while it goes on unseen."""
         stop = threading.Event()
@@ -389,7 +395,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
                 pass
             raise HTTPProblem(503, f"the request took over {limits.timeout:g} s (--timeout)") from None
         except AudioDecodeError as exc:
-            raise HTTPProblem(422, exc.reason) from None
+            raise HTTPProblem(422, _client_reason(exc, path, shown)) from None
         except NonFiniteOutputs as exc:  # the model overflowed on this recording: its answer, not the server's
             raise HTTPProblem(422, str(exc)) from None
         finally:
@@ -411,7 +417,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             raise HTTPProblem(400, f"aggregate={aggregate!r}: expected mean or max")
         path, name = await upload(request)
         try:
-            windows = await run(predictor.file_window_probabilities, path)
+            windows = await run(predictor.file_window_probabilities, path, name)
         finally:
             path.unlink(missing_ok=True)
         probs = aggregate_windows(windows, aggregate)
@@ -423,7 +429,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
     async def timeline(request: Request):
         path, name = await upload(request)
         try:
-            result = await run(predictor.timeline, path)
+            result = await run(predictor.timeline, path, name)
         finally:
             path.unlink(missing_ok=True)
         return {"file": name, **result.to_dict()}
