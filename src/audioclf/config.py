@@ -422,36 +422,48 @@ def describe_keys(section: str | None = None) -> list[tuple[str, str, Any, str]]
     return rows
 
 
+_MAPPINGS = ("features", "model", "train.scheduler_args")  # free-form sections: each key checked when given
+
+
 def check_ranges(cfg: Config) -> None:
     """:class:`ConfigError` naming the first key whose value is out of its range (see ``_RANGES``), or a
     non-finite number anywhere in ``features``, ``model`` or ``train.scheduler_args``."""
     for key, (ok, expected) in _RANGES.items():
+        if key.startswith(("features.", "model.")):
+            continue  # with their mappings below
         value = config_value(cfg, key)
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if _is_number(v) and not ok(v):  # other types: the features' and the model's own checks word them
-                raise ConfigError(f"{key}={value!r}: expected {expected}")
+        if _is_number(value) and not ok(value):  # other types: the features' and the model's own checks word them
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
+    for section in _MAPPINGS:
+        mapping = config_value(cfg, section)
+        problem = _mapping_problem(section, mapping) if isinstance(mapping, dict) else None
+        if problem:
+            raise ConfigError(problem)
     features = cfg.features if isinstance(cfg.features, dict) else {}
     n_fft, n_mels = features.get("n_fft"), features.get("n_mels")
     if _is_number(n_fft) and _is_number(n_mels) and n_mels > n_fft // 2 + 1:
         raise ConfigError(f"features.n_mels={n_mels!r}: expected at most n_fft // 2 + 1 = {int(n_fft) // 2 + 1} "
                           f"(the frequency bins of features.n_fft={n_fft!r})")
-    for section in ("features", "model", "train.scheduler_args"):
-        mapping = config_value(cfg, section)
-        for name, value in (mapping.items() if isinstance(mapping, dict) else ()):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{section}.{name}={value!r}: expected a finite number")
 
 
 def check_section_ranges(section: str, mapping: dict[str, Any], where: str) -> None:
     """The ranges of ``_RANGES`` for a ``features`` or ``model`` mapping read from elsewhere than a config (a
     checkpoint's model spec): one line naming ``where`` and the key, before anything is sized by them."""
+    problem = _mapping_problem(section, mapping)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+
+
+def _mapping_problem(section: str, mapping: dict[str, Any]) -> str | None:
+    """The first key of a mapping whose value (each entry of a list) is out of its range or not finite."""
     for name, value in mapping.items():
         rule = _RANGES.get(f"{section}.{name}")
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"{where}: {section}.{name}={value!r}: expected a finite number")
             if rule is not None and _is_number(v) and not rule[0](v):
-                raise ConfigError(f"{where}: {section}.{name}={value!r}: expected {rule[1]}")
+                return f"{section}.{name}={value!r}: expected {rule[1]}"
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"{section}.{name}={value!r}: expected a finite number"
+    return None
 
 
 def _is_number(value: Any) -> bool:

@@ -304,8 +304,8 @@ def _quantization_problem(report: Any) -> str | None:
     """What is wrong with a quantization.json's content (None: the fields report.md reads are there, typed)."""
     if not isinstance(report, dict):
         return f"holds a {type(report).__name__}, not a JSON object"
-    numbers = (int, float)
-    for key, kind in (("method", str), ("fp32", dict), ("int8", dict), ("drop", dict), ("size_ratio", numbers)):
+    number = (int, float)
+    for key, kind in (("method", str), ("fp32", dict), ("int8", dict), ("drop", dict), ("size_ratio", number)):
         if not isinstance(report.get(key), kind) or isinstance(report.get(key), bool):
             return f"'{key}' is missing or not a {kind.__name__ if isinstance(kind, type) else 'number'}"
     for key in ("fp32", "int8"):
@@ -315,7 +315,7 @@ def _quantization_problem(report: Any) -> str | None:
     for key, values in (("fp32.metrics", report["fp32"]["metrics"]), ("int8.metrics", report["int8"]["metrics"]),
                         ("drop", report["drop"])):
         # None: a metric that was not finite (jsonable writes NaN as null)
-        if not all(v is None or (isinstance(v, numbers) and not isinstance(v, bool)) for v in values.values()):
+        if not all(v is None or (isinstance(v, number) and not isinstance(v, bool)) for v in values.values()):
             return f"'{key}' holds values that are not numbers"
     return None
 
