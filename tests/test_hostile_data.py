@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from av_files import write_av
+
 from audioclf.config import load_config
+from audioclf.data.audio import load_audio
 from audioclf.data.importers import import_folder
 from audioclf.data.prepare import prepare_data
-from audioclf.errors import DataError
+from audioclf.errors import AudioDecodeError, DataError
 
 
 def _wav(path, freq=440.0, seed=0):
@@ -195,3 +199,35 @@ def test_a_float_file_of_finite_garbage_is_skipped_by_name_not_trained_on(tmp_pa
     sf.write(bad, np.full(8000, 1e38, np.float32), 8000, subtype="FLOAT")
     prepared = _prepare(root)
     assert [(s.path, "beyond" in s.reason) for s in prepared.skipped] == [(str(bad), True)]
+
+
+@pytest.mark.parametrize("value", [1e6, np.nan])
+def test_garbage_samples_inside_an_m4a_are_refused_as_in_a_float_wav(tmp_path, value):
+    """An .m4a (QuickTime) can hold raw float PCM: the sample bounds of the soundfile path apply to it too."""
+    pytest.importorskip("av")
+    wave = np.full((4096, 1), 0.1, np.float32)
+    wave[3000] = value
+    path = write_av(tmp_path / "raw.m4a", wave, 8000, codec="pcm_f32le", container="mov", sample_format="flt")
+    with pytest.raises(AudioDecodeError, match=r"raw\.m4a: (sample values up to 1e\+06|contains NaN)"):
+        load_audio(path)
+
+
+def test_an_m4a_that_is_a_playlist_is_not_followed_to_other_files(tmp_path):
+    """The demuxer comes from the extension: probed from the content, this 'm4a' is an ffconcat script and
+    FFmpeg would decode other.wav (or any file or address it names) under this file's label."""
+    pytest.importorskip("av")
+    _wav(tmp_path / "other.wav")
+    playlist = tmp_path / "clip.m4a"
+    playlist.write_text("ffconcat version 1.0\nfile 'other.wav'\n")
+    with pytest.raises(AudioDecodeError, match=r"clip\.m4a: cannot decode audio"):
+        load_audio(playlist)
+
+
+def test_an_m4a_without_pyav_is_skipped_with_the_install_hint(tmp_path, monkeypatch):
+    pytest.importorskip("av")
+    root = _folder(tmp_path / "data")
+    clip = write_av(root / "tone" / "phone.m4a", np.full((8000, 1), 0.1, np.float32), 8000, container="mp4")
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+    prepared = _prepare(root)
+    assert [s.to_dict() for s in prepared.skipped] == [
+        {"path": str(clip), "reason": "decoding .m4a files needs PyAV: pip install 'audioclf[formats]'"}]

@@ -52,6 +52,20 @@ def test_folder_import_extensions_and_loose_files(tree, caplog):
     assert "loose.wav" in caplog.text
 
 
+def test_folder_import_lists_m4a_and_reports_formats_it_cannot_decode(tree, caplog):
+    for rel in ["rock/f.m4a", "jazz/g.opus", "jazz/h.AAC", "rock/x.wma", "blues/y.wma", "blues/z.amr"]:
+        _touch(tree / rel)
+    with caplog.at_level("WARNING"):
+        manifest = import_folder(tree)
+    assert {"rock/f", "jazz/g", "jazz/h"} <= {item.id for item in manifest}
+    assert not {"rock/x", "blues/y", "blues/z"} & {item.id for item in manifest}
+    warning = next(r.getMessage() for r in caplog.records if "cannot be decoded" in r.getMessage())
+    assert "skipping 3 file(s) in a format that cannot be decoded (.amr, .wma; e.g. blues/y.wma, blues/z.amr, " \
+           "rock/x.wma)" in warning
+    assert "supported formats: .aac, .aif, .aiff, .au, .flac, .m4a, .mp3, .mp4, .ogg, .opus, .wav" in warning
+    assert "notes.txt" not in caplog.text  # not audio: left alone without a word
+
+
 def test_folder_import_errors(tmp_path):
     with pytest.raises(DataError, match=r"nope: folder not found; expected .*nope/<class>/<file>.wav"):
         import_folder(tmp_path / "nope")

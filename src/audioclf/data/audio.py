@@ -1,6 +1,7 @@
 """Waveform I/O and cheap waveform operations (numpy, float32).
 
-Decoding goes through soundfile (libsndfile: wav, flac, ogg, mp3, aiff ...), resampling through soxr.
+Decoding goes through soundfile (libsndfile: wav, flac, ogg, opus, mp3, aiff ...), and through PyAV for the
+containers libsndfile cannot read (.m4a, .mp4, .aac: :mod:`.av_decode`); resampling through soxr.
 Multi-channel arrays are channels-last, ``(n_samples, n_channels)``, as soundfile returns them.
 Every way a file can be unusable surfaces as :class:`~audioclf.errors.AudioDecodeError` naming the
 path, so a caller can report-and-skip one bad file in a large dataset.
@@ -22,8 +23,10 @@ import soundfile as sf
 import soxr
 
 from ..errors import AudioDecodeError
+from .av_decode import AV_EXTENSIONS, av_blocks, decoded_by_av
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "MAX_SECONDS",
     "Windows",
     "AudioInfo",
@@ -60,6 +63,10 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 MAX_CHANNELS = 64
 # The longest file decoded at once (data.max_seconds): an hour of 48 kHz stereo is ~1.4 GB while decoding.
 MAX_SECONDS = 3600.0
+
+# What the folder importer lists and predict picks from folders: libsndfile's formats, then PyAV's containers.
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + AV_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -103,20 +110,15 @@ def audio_info(path: PathLike, max_seconds: float | None = None) -> AudioInfo:
     no samples.
     """
     _check_file(path)
+    if decoded_by_av(path):
+        return _counted_info(path, max_seconds)
     try:
         info = sf.info(str(path))
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, _short_reason(exc)) from exc
     if info.frames <= 0:
         raise AudioDecodeError(path, "no audio samples")
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise AudioDecodeError(path, f"invalid header (sample rate {info.samplerate}, "
-                                     f"{info.channels} channels)")
-    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
-        raise AudioDecodeError(path, f"header sample rate {info.samplerate} Hz is outside "
-                                     f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz (damaged or crafted header)")
-    if info.channels > MAX_CHANNELS:
-        raise AudioDecodeError(path, f"{info.channels} channels in the header; at most {MAX_CHANNELS} are decoded")
+    _check_layout(path, info.samplerate, info.channels)
     frames = info.frames
     if frames >= _UNKNOWN_LENGTH:
         limit = int((MAX_SECONDS if max_seconds is None else float(max_seconds)) * info.samplerate)
@@ -124,6 +126,38 @@ def audio_info(path: PathLike, max_seconds: float | None = None) -> AudioInfo:
     return AudioInfo(sample_rate=int(info.samplerate), n_samples=int(frames),
                      channels=int(info.channels), duration=frames / info.samplerate,
                      format=str(info.format), subtype=str(info.subtype))
+
+
+def _check_layout(path: PathLike, sample_rate: int, channels: int) -> None:
+    """The rate and channel bounds above, checked before the samples are decoded (or counted)."""
+    if sample_rate <= 0 or channels <= 0:
+        raise AudioDecodeError(path, f"invalid header (sample rate {sample_rate}, {channels} channels)")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(path, f"header sample rate {sample_rate} Hz is outside "
+                                     f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz (damaged or crafted header)")
+    if channels > MAX_CHANNELS:
+        raise AudioDecodeError(path, f"{channels} channels in the header; at most {MAX_CHANNELS} are decoded")
+
+
+def _counted_info(path: PathLike, max_seconds: float | None) -> AudioInfo:
+    """:func:`audio_info` of a file decoded by PyAV. A container's duration can claim anything (room made for a
+    claimed hour would be a memory bomb in a few bytes), so the frames the decoder returns are counted, up to
+    just past ``max_seconds``; the rate and channels are those of the decoded frames (HE-AAC doubles both
+    beyond what its header says)."""
+    counted, rate, channels = 0, 0, 0
+    limit = 0
+    for block, rate in av_blocks(path, 1 << 16):
+        if not counted:
+            channels = block.shape[1]
+            _check_layout(path, rate, channels)
+            limit = int((MAX_SECONDS if max_seconds is None else float(max_seconds)) * rate)
+        counted += len(block)
+        if counted > limit:
+            break
+    if counted == 0:
+        raise AudioDecodeError(path, "no audio samples")
+    return AudioInfo(sample_rate=int(rate), n_samples=counted, channels=int(channels), duration=counted / rate,
+                     format=Path(path).suffix.lstrip(".").upper())
 
 
 class _ForwardReader(sf.SoundFile):
@@ -145,15 +179,10 @@ _UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's SF_COUNT_MAX: the header does not sa
 def _count_frames(path: PathLike, limit: int, block_frames: int = 1 << 16) -> int:
     """Frames in a file whose header gives no length, decoded and counted (at most ``limit + 1``)."""
     counted = 0
-    try:
-        with _ForwardReader(str(path)) as handle:
-            while counted <= limit:
-                n = len(handle.read(block_frames, dtype="float32", always_2d=True))
-                if not n:
-                    break
-                counted += n
-    except _DECODE_ERRORS as exc:
-        raise AudioDecodeError(path, _short_reason(exc)) from exc
+    for block in _raw_blocks(path, block_frames):
+        counted += len(block)
+        if counted > limit:
+            break
     if counted == 0:
         raise AudioDecodeError(path, "no audio samples")
     return counted
@@ -271,22 +300,33 @@ def _decoded_blocks(path: PathLike, checked: tuple[AudioInfo, float, int], block
     """
     info, max_seconds, max_frames = checked
     decoded = 0
+    for block in _raw_blocks(path, block_frames):
+        decoded += len(block)
+        if decoded > max_frames:
+            raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its "
+                                         f"header says {info.duration:.0f} s")
+        _check_decoded(path, block)
+        yield block
+    if decoded == 0:
+        raise AudioDecodeError(path, "no audio samples")
+
+
+def _raw_blocks(path: PathLike, block_frames: int) -> Iterator[np.ndarray]:
+    """Channels-last float32 blocks as the decoder returns them (PyAV's containers by :mod:`.av_decode`, the
+    rest by libsndfile, read front to back), unchecked; decoder failures as :class:`AudioDecodeError`."""
+    if decoded_by_av(path):
+        for block, _ in av_blocks(path, block_frames):
+            yield block
+        return
     try:
         with _ForwardReader(str(path)) as handle:
             while True:
                 block = handle.read(block_frames, dtype="float32", always_2d=True)
                 if not len(block):
-                    break
-                decoded += len(block)
-                if decoded > max_frames:
-                    raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its "
-                                                 f"header says {info.duration:.0f} s")
-                _check_decoded(path, block)
+                    return
                 yield block
     except _DECODE_ERRORS as exc:
         raise AudioDecodeError(path, _short_reason(exc)) from exc
-    if decoded == 0:
-        raise AudioDecodeError(path, "no audio samples")
 
 
 def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | None,

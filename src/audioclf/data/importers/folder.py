@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import DataError
+from ..audio import AUDIO_EXTENSIONS
 from ..manifest import Item, Manifest
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
+# Audio formats no decoder here reads: a class folder holding them would otherwise lose them without a word.
+UNDECODED_AUDIO_EXTENSIONS = (".wma", ".webm", ".mka", ".amr", ".ape", ".wv", ".caf", ".ac3", ".dts", ".3gp",
+                              ".ra", ".rm", ".mid", ".midi", ".dsf", ".mpc", ".tta")
 
 
 def import_folder(root: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Manifest:
@@ -38,15 +41,26 @@ def import_folder(root: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS
 
     items: list[Item] = []
     ids: dict[str, Path] = {}
+    undecoded = {ext for ext in UNDECODED_AUDIO_EXTENSIONS if ext not in suffixes}
+    skipped: list[Path] = []
     for class_dir in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
-        for path in _audio_files(class_dir, suffixes):
+        for path in _audio_files(class_dir, suffixes | undecoded):
+            if path.suffix.lower() in undecoded:
+                skipped.append(path)
+                continue
             item_id = path.relative_to(root).with_suffix("").as_posix()
             if item_id in ids:
                 raise DataError(f"{path}: same id '{item_id}' as {ids[item_id]}; keep one file per name")
             ids[item_id] = path
             items.append(Item(id=item_id, path=os.path.abspath(path), labels=(class_dir.name,)))
+    supported = ", ".join(sorted(suffixes))
+    if skipped:
+        formats = ", ".join(sorted({path.suffix.lower() for path in skipped}))
+        examples = ", ".join(path.relative_to(root).as_posix() for path in skipped[:3])
+        log.warning("%s: skipping %d file(s) in a format that cannot be decoded (%s; e.g. %s); supported formats: %s "
+                    "(convert them, e.g. to .flac)", root, len(skipped), formats, examples, supported)
     if not items:
-        raise DataError(f"{root}: no class folder with audio files ({', '.join(sorted(suffixes))}); {expected}")
+        raise DataError(f"{root}: no class folder with audio files ({supported}); {expected}")
     return Manifest(items)
 
 
