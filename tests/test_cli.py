@@ -120,6 +120,19 @@ def test_evaluating_on_the_training_data_says_it_is_not_a_test_score(cli_run, ca
     assert "were in the run's training or validation split: this is not a test score" in " ".join(captured.err.split())
 
 
+def test_evaluate_a_csv_kept_away_from_its_audio(cli_run, capsys, tmp_path):
+    run, data = cli_run
+    rows = [f"{path.relative_to(data).as_posix()},{path.parent.name}" for path in sorted(data.glob("*/*.wav"))[:6]]
+    listing = tmp_path / "meta" / "eval.csv"
+    listing.parent.mkdir()
+    listing.write_text("fname,labels\n" + "\n".join(rows) + "\n")
+    assert main(["evaluate", str(run), "--data", str(listing)]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "6 of 6 listed files not found" in message and "(evaluate: --audio-root <folder>)" in message
+    assert main(["evaluate", str(run), "--data", str(listing), "--audio-root", str(data)]) == 0
+    assert "Evaluation on 6 items" in " ".join(capsys.readouterr().out.split())
+
+
 def test_errors_are_one_line_with_exit_code_2(cli_run, capsys, tmp_path):
     run, data = cli_run
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "x"), "train.epoch=3"]) == 2

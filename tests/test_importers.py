@@ -138,6 +138,35 @@ def test_csv_file_resolution(tmp_path):
     assert manifest[0].path == str(tmp_path / "elsewhere" / "sub" / "b.wav") and manifest[0].id == "sub/b"
 
 
+def test_csv_reports_every_missing_file_in_one_error(audio):
+    rows = "".join(f"{_touch(audio / f'f{i}.wav').name},x\n" for i in range(16))  # 16 files found
+    rows += "".join(f"gone{i}.wav,x\n" for i in range(12))  # lines 18-29
+    with pytest.raises(DataError) as caught:
+        import_csv(_write(audio / "l.csv", "fname,labels\n" + rows))
+    message = str(caught.value)
+    shown = ", ".join(f"line {18 + i} 'gone{i}.wav'" for i in range(10))
+    assert message == (f"{audio / 'l.csv'}: 12 of 28 listed files not found in {audio} (the CSV's folder) and its "
+                       f"audio/ folder: {shown} and 2 more")  # most files are there: no hint to move the root
+
+
+def test_csv_away_from_its_audio_names_data_audio_root(tmp_path):
+    for name in ["a.wav", "b.wav", "c.wav"]:
+        _touch(tmp_path / "dataset" / "clips" / name)
+    (tmp_path / "dataset" / "meta").mkdir()
+    path = _write(tmp_path / "dataset" / "meta" / "l.csv", "fname,labels\na.wav,x\nb.wav,y\nc.wav,y\n")
+    clips = tmp_path / "dataset" / "clips"
+    with pytest.raises(DataError, match=rf"3 of 3 listed files not found .*; they are under {clips}: set "
+                                        rf"data.audio_root={clips} \(evaluate: --audio-root {clips}\)$"):
+        import_csv(path)
+    assert [item.path for item in import_csv(path, audio_root=clips)] == [str(clips / n) for n in "a.wav b.wav c.wav".split()]
+    nowhere = _write(tmp_path / "l.csv", "fname,labels\nx.wav,x\ny.wav,y\n")
+    with pytest.raises(DataError, match=r"2 of 2 listed files not found .*; if the audio is not next to the CSV, "
+                                        r"set data.audio_root=<folder> \(evaluate: --audio-root <folder>\)$"):
+        import_csv(nowhere)
+    with pytest.raises(DataError, match=rf"2 of 2 listed files not found in data.audio_root={clips}: line 2 'x.wav'"):
+        import_csv(nowhere, audio_root=clips)
+
+
 def test_csv_classes_fix_order(audio):
     path = _write(audio / "l.csv", "fname,labels\na.wav,dog\nb.wav,cat\n")
     assert import_csv(path, classes=["dog", "cat", "bird"]).classes == ["dog", "cat", "bird"]
@@ -161,7 +190,7 @@ def test_manifest_snapshot_loads_through_import_csv(audio):
 
 @pytest.mark.parametrize("text, message", [
     ("name,labels\na.wav,x\n", r"line 1: no file column; expected one of path, fname, filename, file"),
-    ("fname,labels\na.wav,x\nmissing.wav,x\n", r"line 3: file 'missing.wav' not found"),
+    ("fname,labels\na.wav,x\nmissing.wav,x\n", r"1 of 2 listed files not found in .*: line 3 'missing.wav'$"),
     ("fname,labels\na.wav,x\n\nb.wav,\n", r"line 4: empty 'labels' cell; a single-label CSV"),
     ("fname,labels,split\na.wav,x,train\nb.wav,x,holdout\n", r"line 3: split 'holdout' is not one of train, val, test"),
     ("fname,labels,fold\na.wav,x,1\nb.wav,x,1.5\n", r"line 3: fold '1.5' is not an integer"),
@@ -186,7 +215,7 @@ def test_csv_unknown_label_names_line(audio):
 
 def test_csv_line_numbers_count_multiline_cells(audio):
     path = _write(audio / "bad.csv", 'fname,labels,note\na.wav,x,"two\nlines"\nb.wav,x,ok\nmissing.wav,x,ok\n')
-    with pytest.raises(DataError, match=r"line 5: file 'missing.wav'"):
+    with pytest.raises(DataError, match=r"line 5 'missing.wav'"):
         import_csv(path)
 
 

@@ -147,7 +147,8 @@ def cmd_evaluate(args) -> None:
     from .files import atomic_write_text
     from .workflows.evaluation import evaluate_run
 
-    result = evaluate_run(args.run_dir, data=args.data, split=args.split, strict=args.strict)
+    result = evaluate_run(args.run_dir, data=args.data, split=args.split, strict=args.strict,
+                          audio_root=args.audio_root)
     source = (f"the run's {args.split or 'test'} split" if args.data is None
               else f"{args.data}{f' ({args.split} rows)' if args.split else ' (every row)'}")
     column = (args.split or "test") if args.data is None else "score"
@@ -470,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = command("evaluate", "evaluate a run on its test split or on other data")
     evaluate.add_argument("run_dir", help=run_dir_help)
     evaluate.add_argument("--data", help="folder or CSV to evaluate on (default: the run's test split)")
+    evaluate.add_argument("--audio-root", metavar="DIR",
+                          help="where the file names of the --data CSV are (default: the CSV's folder)")
     evaluate.add_argument("--split", help="only items of this split (train/val/test)")
     evaluate.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
     evaluate.add_argument("--json", help="also write the results to this JSON file")

@@ -33,16 +33,21 @@ class RunOutputs:
 
 
 def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None = None, which: str = "best",
-                strict: bool = False, device: str = "auto") -> RunOutputs:
+                strict: bool = False, device: str = "auto", audio_root: str | None = None) -> RunOutputs:
     """Predict with a run on its own split (default: test) or on every item of ``data``.
 
     The same inputs and evaluation as training (whole files as windows for audio), so a run evaluated on its
     own test split gives the test metrics in its summary.json. Labels in ``data`` must be among the run's
-    classes.
+    classes. ``audio_root``: where the file names of a ``data`` CSV resolve (default: the CSV's folder).
     """
     torch_device = resolve_device(device)
     model, state = load_model(run_dir, which, torch_device)
-    inputs = inputs_for(config_from_dict(state["config"]))
+    cfg = config_from_dict(state["config"])
+    if data is not None:  # the training data's audio_root belongs to the training CSV, not to this one
+        cfg.data.audio_root = None if audio_root is None else str(audio_root)
+    elif audio_root is not None:
+        raise ConfigError("audio_root applies to a CSV given as data; the run's own split has its paths")
+    inputs = inputs_for(cfg)
     inputs.prepare_evaluation(RunDir(run_dir), state, data=data, split=split, strict=strict)
     try:
         result = inputs.evaluate(model_probabilities(model, state["task"], torch_device), "test", model_loss(model))
@@ -66,9 +71,9 @@ def _seen_in_training(run: RunDir, inputs) -> int:
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None = None, which: str = "best",
-                 strict: bool = False, device: str = "auto") -> dict[str, Any]:
+                 strict: bool = False, device: str = "auto", audio_root: str | None = None) -> dict[str, Any]:
     """Metrics of one run (see :func:`run_outputs`), plus the confusion matrix for single-label."""
-    out = run_outputs(run_dir, data, split, which, strict, device)
+    out = run_outputs(run_dir, data, split, which, strict, device, audio_root)
     result = {"task": out.task, "classes": out.classes, "n_items": len(out.result.probs),
               "metrics": out.result.metrics, "skipped": out.skipped, "seen_in_training": out.seen}
     if out.task == "single_label":

@@ -68,12 +68,16 @@ def import_csv(path: str | Path, audio_root: str | Path | None = None,
     multi_label = any(len(labels) > 1 for _, _, labels in parsed)
     _warn_spaced_labels(path, [(line, labels) for line, _, labels in parsed])
 
-    items = []
+    items, missing = [], []  # missing: (line, file name), all reported in one error
     for line, cells, labels in parsed:
         where = f"{path}: line {line}"
         name = cells.get(columns["file"], "").strip()
         if not name:
             raise DataError(f"{where}: empty '{columns['file']}' cell; expected a file name")
+        resolved = _resolve_file(name, path, audio_root)
+        if resolved is None:
+            missing.append((line, name))
+            continue
         if columns["labels"] and not labels and not multi_label:
             raise DataError(f"{where}: empty '{columns['labels']}' cell; a single-label CSV needs one label per row")
         if known is not None:
@@ -82,7 +86,7 @@ def import_csv(path: str | Path, audio_root: str | Path | None = None,
                 raise DataError(f"{where}: unknown label '{unknown[0]}'; expected one of the {len(known)} classes")
         items.append(Item(
             id=(cells.get(columns["id"], "").strip() if columns["id"] else "") or _default_id(name),
-            path=_resolve_file(name, path, audio_root, where),
+            path=resolved,
             labels=labels,
             split=_parse_split(cells.get(columns["split"], "") if columns["split"] else "", where),
             fold=_parse_number(int, cells.get(columns["fold"], "") if columns["fold"] else "", where, "fold"),
@@ -90,6 +94,8 @@ def import_csv(path: str | Path, audio_root: str | Path | None = None,
             duration=_parse_number(float, cells.get(columns["duration"], "") if columns["duration"] else "",
                                    where, "duration"),
         ))
+    if missing:
+        raise DataError(_missing_files_message(path, audio_root, missing, len(parsed)))
     _check_duplicate_ids(path, items, [line for line, _, _ in parsed])
     return Manifest(items, classes=classes)
 
@@ -186,16 +192,71 @@ def _default_id(name: str) -> str:
     return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
 
 
-def _resolve_file(name: str, csv_path: Path, audio_root: str | Path | None, where: str) -> str:
-    if audio_root is not None:
-        candidates = [Path(audio_root) / name]
-    else:
-        candidates = [csv_path.parent / name, csv_path.parent / "audio" / name]
-    for candidate in candidates:
-        if candidate.is_file():
-            return os.path.abspath(candidate)
-    looked = " or ".join(str(c) for c in candidates)
-    raise DataError(f"{where}: file '{name}' not found (looked for {looked})")
+def _search_roots(csv_path: Path, audio_root: str | Path | None) -> list[Path]:
+    """Where a CSV's relative file names resolve, in order: ``audio_root`` when given, else the CSV's folder
+    and its ``audio/`` sub-folder."""
+    return [Path(audio_root)] if audio_root is not None else [csv_path.parent, csv_path.parent / "audio"]
+
+
+def _resolve_file(name: str, csv_path: Path, audio_root: str | Path | None) -> str | None:
+    """The absolute path of a listed file (an absolute name is kept), or None when it is not there."""
+    for root in _search_roots(csv_path, audio_root):
+        if (root / name).is_file():
+            return os.path.abspath(root / name)
+    return None
+
+
+MISSING_SHOWN = 10  # missing files named in the error; the rest are counted
+_NEARBY_FOLDERS = 400  # folders near the CSV tried as the audio's root when most files are missing
+
+
+def _missing_files_message(csv_path: Path, audio_root: str | Path | None, missing: list[tuple[int, str]],
+                           n_rows: int) -> str:
+    """One line for every listed file that is not there (the first :data:`MISSING_SHOWN` named with their line),
+    where they were looked for, and, when most are missing, where the audio seems to be."""
+    shown = ", ".join(f"line {line} '{name}'" for line, name in missing[:MISSING_SHOWN])
+    more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+    looked = (f"data.audio_root={audio_root}" if audio_root is not None
+              else f"{csv_path.parent} (the CSV's folder) and its audio/ folder")
+    message = f"{csv_path}: {len(missing)} of {n_rows} listed files not found in {looked}: {shown}{more}"
+    if 2 * len(missing) <= n_rows:
+        return message  # half the files or more are where they should be: these are missing, not misplaced
+    found = _nearby_root(csv_path, [name for _, name in missing[:5]], _search_roots(csv_path, audio_root))
+    if found is not None:
+        return f"{message}; they are under {found}: set data.audio_root={found} (evaluate: --audio-root {found})"
+    if audio_root is None:
+        return (f"{message}; if the audio is not next to the CSV, set data.audio_root=<folder> "
+                "(evaluate: --audio-root <folder>)")
+    return message
+
+
+def _nearby_root(csv_path: Path, names: list[str], tried: list[Path]) -> Path | None:
+    """A folder up to two levels below the CSV's parent folder under which most of ``names`` exist (a CSV kept in
+    ``meta/`` beside ``audio/``, a CSV written for ``audio/`` files listing bare names ...), or None. Bounded by
+    :data:`_NEARBY_FOLDERS`, so a CSV in a huge tree costs a moment, not a walk of the disk."""
+    relative = [name for name in names if not Path(name).is_absolute()]
+    if not relative:
+        return None
+    base = csv_path.parent.parent
+    candidates, frontier = [base], [base]
+    for _ in range(2):
+        frontier = [child for folder in frontier for child in _subfolders(folder)][:_NEARBY_FOLDERS]
+        candidates += frontier
+    skipped = {os.path.abspath(folder) for folder in tried}
+    for folder in candidates[:_NEARBY_FOLDERS]:
+        if os.path.abspath(folder) in skipped:
+            continue
+        if 2 * sum((folder / name).is_file() for name in relative) > len(relative):
+            return Path(os.path.abspath(folder))
+    return None
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(Path(entry.path) for entry in os.scandir(folder)
+                      if entry.is_dir() and not entry.name.startswith("."))
+    except OSError:
+        return []
 
 
 def _check_duplicate_ids(path: Path, items: list[Item], lines: list[int]) -> None:

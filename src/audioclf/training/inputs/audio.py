@@ -124,7 +124,7 @@ class AudioInputs(Inputs):
             manifest = Manifest.from_csv(run.manifest)
             split = split or "test"
         else:
-            manifest = load_manifest(data, classes=classes)
+            manifest = load_manifest(data, audio_root=self.cfg.data.audio_root, classes=classes)
         if split is not None:
             manifest = manifest.filter(lambda item: item.split == split)
         if len(manifest) == 0:
