@@ -220,6 +220,24 @@ def test_overrides_may_follow_options(cli_run, tmp_path):
         main(["train", "--data", str(data), "--out", str(out), "--bogus"])
 
 
+@pytest.mark.parametrize("argv, command, hint", [
+    (["train", "--epochs", "5"], "train", "; did you mean train.epochs=5?"),
+    (["train", "demo", "--batch-size=8", "--out", "x"], "train", "; did you mean train.batch_size=8?"),
+    (["train", "--data", "clips/", "--sample-rate", "8000"], "train", "; did you mean data.sample_rate=8000?"),
+    (["predict", "run", "a.wav", "--epochs", "5"], "predict", ""),  # predict takes no overrides: no hint
+    (["train", "--bogus"], "train", ""),
+])
+def test_an_unknown_option_shows_its_commands_usage_and_the_key_it_may_mean(capsys, argv, command, hint):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: audioclf {command} ") and "{demo,train" not in err  # not the top level's
+    [error] = [line for line in err.splitlines() if "error:" in line]
+    assert error.startswith(f"audioclf {command}: error: unrecognized arguments: --")
+    assert error.endswith(hint) and ("did you mean" in error) == bool(hint)
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "text", "fake_wav", "huge_float"])
 def test_predict_exit_code_says_some_inputs_failed(cli_run, capsys, tmp_path, case):
     run, _ = cli_run

@@ -1,9 +1,10 @@
 """audioclf: from a folder of audio files to a trained, evaluated, deployable classifier.
 
-``audioclf.train("clips/", out="runs/x", train={"epochs": 20})`` trains as ``audioclf train`` does and
-returns a :class:`~audioclf.workflows.api.Run` (``.metrics``, ``.classes``, ``.predict(files)``,
-``.evaluate()``, ``.export()``, ``.quantize()``); ``audioclf.load(path)`` opens a run folder or an ``.onnx``
-file. ``audioclf.run(cfg)`` takes a whole config (a single run, every stage of a recipe, or every
+``audioclf.train("clips/", out="runs/x", train={"epochs": 20})`` trains as ``audioclf train`` does (the same
+header and progress on stderr; ``quiet=True`` for none) and returns a :class:`~audioclf.workflows.api.Run`
+(``.metrics``, ``.classes``, ``.predict(files)``, ``.evaluate()``, ``.export()``, ``.quantize()``);
+``audioclf.load(path)`` opens a run folder or an exported ``.onnx`` file, both answering ``.predict(files)``
+alike. ``audioclf.run(cfg)`` takes a whole config (a single run, every stage of a recipe, or every
 cross-validation fold); see :func:`audioclf.workflows.run.run`.
 """
 
@@ -17,11 +18,7 @@ __all__ = ["Run", "load", "run", "train", "__version__"]
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: `import audioclf` stays cheap (no torch) for tools that only read the version.
-    if name == "run":
-        from .workflows.run import run
-
-        return run
-    if name in ("Run", "load", "train"):
+    if name in ("Run", "load", "run", "train"):
         from .workflows import api
 
         return getattr(api, name)

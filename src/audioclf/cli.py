@@ -17,13 +17,13 @@ from pathlib import Path
 from rich.text import Text
 
 from . import __version__
-from .console import Console, PrintableFormatter, show
+from .console import Console, PrintableFormatter, show, stderr_console
 from .errors import AudioclfError, BudgetExceeded
 
 # soft_wrap: paths and error messages stay on one line (greppable), whatever the terminal width. markup off:
 # a path or message with [brackets] is printed as it is; colours are given as styles (rich Text).
 out = Console(soft_wrap=True, markup=False)
-err = Console(stderr=True, soft_wrap=True, markup=False)
+err = stderr_console()
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_ERROR, EXIT_SOME_INPUTS_FAILED, EXIT_OVER_BUDGET = 0, 1, 2, 3, 4
 
@@ -624,6 +624,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-command's own parser: its usage, not the top level's, goes with an error about its options."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[command]
+
+
+def _config_key_hint(option: str, argv: list[str]) -> str:
+    """``"; did you mean train.epochs=5?"`` for ``--epochs 5`` (or ``--epochs=5``): an option named like a config
+    key, meant as a ``key=value`` override; empty when no key has that name."""
+    if not option.startswith("--"):
+        return ""
+    name, _, value = option[2:].partition("=")
+    if not value:  # `--epochs 5`: argparse took the 5 as a positional; it follows the option in argv
+        after = argv[argv.index(option) + 1:argv.index(option) + 2] if option in argv else []
+        value = after[0] if after and not after[0].startswith("-") and "=" not in after[0] else "VALUE"
+    from .config import describe_keys
+
+    keys = [key for key, *_ in describe_keys() if key.rsplit(".", 1)[-1] == name.replace("-", "_")]
+    return f"; did you mean {' or '.join(f'{key}={value}' for key in keys)}?" if keys else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -633,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and target and all("=" in e and not e.startswith("-") for e in extra):
         setattr(args, target, [*getattr(args, target), *extra])
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        hint = _config_key_hint(extra[0], argv if argv is not None else sys.argv[1:]) if target else ""
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     handler = logging.StreamHandler()
     handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler])

@@ -42,6 +42,13 @@ class Console(RichConsole):
         return super()._render_buffer(s if s.control else Segment(printable(s.text), s.style) for s in buffer)
 
 
+def stderr_console() -> Console:
+    """Where progress, messages and errors go (the CLI's ``err`` and every :class:`ConsoleReporter` by
+    default): stderr, so stdout stays the results; soft_wrap keeps paths and messages on one greppable line
+    whatever the width; markup off prints a path or message with [brackets] as it is."""
+    return Console(stderr=True, soft_wrap=True, markup=False)
+
+
 class PrintableFormatter(logging.Formatter):
     """Log records (warnings name labels and files) through :func:`printable`, as the consoles print."""
 
@@ -106,10 +113,11 @@ class PassOn:
 
 
 class ConsoleReporter:
-    """Progress of a run on a rich console (the trainer's ``Reporter``); quiet=True prints epochs only."""
+    """Progress of a run on a rich console (the trainer's ``Reporter``): what ``audioclf train`` shows, and
+    ``audioclf.train()`` unless told to be quiet; quiet=True prints epochs only (no bars)."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
-        self.console = console or Console(stderr=True)
+        self.console = console or stderr_console()
         self.quiet = quiet
 
     def bar(self, description: str, total: int) -> _Bar:

@@ -127,6 +127,11 @@ class WindowedPredictor(ABC):
         return Timeline(np.asarray(starts) / self.sample_rate, self.clip_samples / self.sample_rate, probs,
                         list(self.classes))
 
+    def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean") -> list[Prediction]:
+        """:meth:`predict_files` for one file or folder, or several: the call a run
+        (:class:`audioclf.workflows.api.Run`) answers too, with the same predictions."""
+        return self.predict_files([files] if isinstance(files, (str, Path)) else list(files), aggregate)
+
     def predict_files(self, paths: list[str | Path], aggregate: str = "mean") -> list[Prediction]:
         check_aggregate(aggregate)
         results = []
@@ -149,8 +154,7 @@ class WindowedPredictor(ABC):
         return tuple(self.classes[i] for i in np.argsort(-probs) if probs[i] >= 0.5)
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
-        order = np.argsort(-probs)[:k]
-        return [(self.classes[i], float(probs[i])) for i in order]
+        return top_k(self.classes, probs, k)
 
 
 class Predictor(WindowedPredictor):
@@ -215,6 +219,12 @@ class EnsemblePredictor:
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         return self.members[0].top_k(probs, k)
+
+
+def top_k(classes: list[str], probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` most probable ``(class, probability)`` of one probability vector, most probable first."""
+    order = np.argsort(-np.asarray(probs))[:k]
+    return [(classes[i], float(probs[i])) for i in order]
 
 
 def check_aggregate(aggregate: str) -> None:

@@ -18,18 +18,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config, merge_dicts
+from ..errors import ConfigError
+from ..registry import did_you_mean
 from ..runs import RunDir
-from .run import run as run_config
+from .run import RunResult, run as run_config
 
-__all__ = ["Run", "load", "train"]
+__all__ = ["Run", "load", "run", "train"]
 
 
 class Run:
-    """A trained run folder: its results, and what can be done with it (predict, evaluate, export, quantize)."""
+    """A trained run folder: its results, and what can be done with it (predict, evaluate, export, quantize).
+
+    It answers the calls an exported model (``audioclf.load("model.onnx")``) answers, with the same results:
+    :attr:`classes`, :attr:`task`, :meth:`predict`, :meth:`predict_files`, :meth:`top_k`, :meth:`timeline`.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -50,19 +57,45 @@ class Run:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.summary.get("classes") or RunDir(self.root).load_checkpoint("best")["classes"])
+        return list(self.summary.get("classes") or self._checkpoint()["classes"])
+
+    @property
+    def task(self) -> str:
+        """``single_label`` or ``multi_label``."""
+        return self.summary.get("task") or self._checkpoint()["task"]
 
     @property
     def best_epoch(self) -> int | None:
         return self.summary.get("best_epoch")
 
+    def _checkpoint(self) -> dict[str, Any]:
+        return RunDir(self.root).load_checkpoint("best")
+
+    def predictor(self, device: str = "auto"):
+        """The best checkpoint as a :class:`~audioclf.deploy.predictor.Predictor`, loaded now (so a run trained
+        again in place is never answered from its earlier weights)."""
+        from ..deploy.predictor import Predictor
+
+        return Predictor.from_run(self.root, device=device)
+
     def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean", device: str = "auto") -> list:
         """:class:`~audioclf.deploy.predictor.Prediction` per audio file (folders are expanded): ``.label``,
         ``.labels``, ``.probs`` in :attr:`classes` order, or ``.error`` for a file that could not be read."""
-        from ..deploy.predictor import Predictor
+        return self.predictor(device).predict(files, aggregate=aggregate)
 
-        paths = [files] if isinstance(files, (str, Path)) else list(files)
-        return Predictor.from_run(self.root, device=device).predict_files(paths, aggregate=aggregate)
+    def predict_files(self, paths: list[str | Path], aggregate: str = "mean", device: str = "auto") -> list:
+        """:meth:`predict` for a list of files and folders (the name the predictors and ``predict`` use)."""
+        return self.predictor(device).predict_files(paths, aggregate=aggregate)
+
+    def top_k(self, probs, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most probable ``(class, probability)`` of one prediction's ``.probs``."""
+        from ..deploy.predictor import top_k
+
+        return top_k(self.classes, probs, k)
+
+    def timeline(self, path: str | Path, device: str = "auto"):
+        """Every window's probabilities against time for one long recording (``.to_csv(path)``)."""
+        return self.predictor(device).timeline(path)
 
     def evaluate(self, data: str | Path | None = None, split: str | None = "test") -> dict[str, Any]:
         """Metrics on the run's own ``split``, or on every item of ``data`` (a folder or CSV) with ``split=None``
@@ -85,16 +118,23 @@ class Run:
         return quantize_run(self.root, calibration=calibration, method=method)
 
 
-def train(data: str | Path | None = None, config: Config | dict[str, Any] | str | Path | None = None, *,
-          out: str | Path | None = None, resume: bool = False, overwrite: bool = False, reporter=None,
-          **sections: dict[str, Any]):
-    """Train as ``audioclf train`` does and return the :class:`Run` (the last stage's for a staged recipe;
-    one per fold, in a list, for cross-validation).
+# What audioclf.train() takes besides config sections; a section of the same name could never be passed.
+_TRAIN_KEYWORDS = ("config", "out", "resume", "overwrite", "quiet", "reporter")
 
-    ``data``: a folder with a sub-folder per class, or a CSV (``data.path``). ``config``: a recipe name or
-    path, a dict of config sections or a :class:`~audioclf.config.Config`. ``sections``: config sections as
-    dicts, merged over it, e.g. ``train={"epochs": 20}, model={"name": "cnn6"}``. A non-empty ``out`` needs
-    ``resume=True`` (continue it) or ``overwrite=True`` (replace the earlier run).
+
+def train(data: str | Path | None = None, /, config: Config | dict[str, Any] | str | Path | None = None, *,
+          out: str | Path | None = None, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+          reporter=None, **sections: Any):
+    """Train as ``audioclf train`` does, showing the same header and progress on stderr (none with
+    ``quiet=True``), and return the :class:`Run` (the last stage's for a staged recipe; one per fold, in a
+    list, for cross-validation).
+
+    ``data`` (first argument): a folder with a sub-folder per class, or a CSV (``data.path``). ``config``: a
+    recipe name or path, a dict of config sections or a :class:`~audioclf.config.Config`. ``sections``: any
+    config section (``data``, ``features``, ``model``, ``augment``, ``limits``, ``train``) as a dict, or a
+    top-level key (``seed``, ``cv``, ``init_from``, ``stages``), merged over it, e.g.
+    ``train={"epochs": 20}, data={"sample_rate": 16000}``. A non-empty ``out`` needs ``resume=True``
+    (continue it) or ``overwrite=True`` (replace the earlier run). ``reporter``: another progress display.
     """
     if isinstance(config, (str, Path)):
         base = load_config(config).to_dict()
@@ -102,19 +142,57 @@ def train(data: str | Path | None = None, config: Config | dict[str, Any] | str 
         base = config.to_dict()
     else:
         base = dict(config or {})
-    top: dict[str, Any] = dict(sections)
-    if data is not None:
-        top = merge_dicts(top, {"data": {"path": str(data)}})
+    top = _sections_over(data, sections)
     if out is not None:
         top["out"] = str(out)
-    result = run_config(merge_dicts(base, top), resume=resume, reporter=reporter, overwrite=overwrite)
+    result = run_config(merge_dicts(base, top), resume=resume, reporter=_reporter(quiet, reporter),
+                        overwrite=overwrite)
     runs = [Run(path) for path in result.runs]
     return runs if result.kind == "cv" else runs[-1]
 
 
+def _sections_over(data: str | Path | None, sections: dict[str, Any]) -> dict[str, Any]:
+    """The keyword sections of :func:`train` as a config dict: an unknown keyword is one line naming it; the
+    first argument (or ``data="clips/"``, a path rather than a dict) is ``data.path``."""
+    valid = [f.name for f in dataclasses.fields(Config) if f.name != "out"]
+    for key in sections:
+        if key not in valid:
+            raise ConfigError(f"audioclf.train(): unknown keyword '{key}'"
+                              f"{did_you_mean(key, [*valid, *_TRAIN_KEYWORDS])}")
+    top = dict(sections)
+    if isinstance(top.get("data"), (str, Path)):  # data="clips/": the path, as the first argument is
+        top["data"] = {"path": top["data"]}
+    section = top.get("data", {})
+    if isinstance(section, dict):  # anything else is refused by the config, naming the key
+        given = section.get("path")
+        if data is not None and given is not None and str(given) != str(data):
+            raise ConfigError(f"audioclf.train(): the data path is given twice ({data} and data.path={given})")
+        path = data if data is not None else given
+        top["data"] = {**section, **({"path": str(path)} if path is not None else {})}
+    return top
+
+
+def _reporter(quiet: bool, reporter):
+    """What shows a run's progress from Python: the one given, else what the CLI shows, unless ``quiet``."""
+    if reporter is not None or quiet:
+        return reporter
+    from ..console import ConsoleReporter
+
+    return ConsoleReporter()
+
+
+def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporter=None,
+        overrides: list[str] | None = None, overwrite: bool = False, *, quiet: bool = False) -> RunResult:
+    """:func:`audioclf.workflows.run.run` (a whole config: a single run, every stage of a recipe, or every
+    cross-validation fold), showing the CLI's header and progress on stderr unless ``quiet=True``."""
+    return run_config(cfg, resume=resume, reporter=_reporter(quiet, reporter), overrides=overrides,
+                      overwrite=overwrite)
+
+
 def load(path: str | Path):
-    """A :class:`Run` for a run folder, or an ONNX Runtime predictor for an exported ``.onnx`` file (both
-    have ``.predict``-style use: ``Run.predict(files)``, ``OnnxPredictor.predict_files(files)``)."""
+    """A :class:`Run` for a run folder, or an ONNX Runtime predictor for an exported ``.onnx`` file (fp32,
+    with its front-end or INT8): both answer ``classes``, ``task``, ``predict(files)``,
+    ``predict_files(files)``, ``top_k(probs, k)`` and ``timeline(path)`` alike."""
     if Path(path).suffix.lower() == ".onnx":
         from ..deploy.onnx_predictor import OnnxPredictor
 
