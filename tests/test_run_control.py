@@ -137,3 +137,16 @@ def test_dry_run_never_deletes_with_overwrite(trained, data, capsys):
     before = _files(out)
     assert main(["train", "--data", str(data), "--out", str(out), *TINY, "--overwrite", "--dry-run"]) == 0
     assert _files(out) == before
+
+
+def test_the_estimate_leaves_out_the_warm_up_step_and_counts_validation_as_a_third(monkeypatch):
+    from audioclf.training import wall_time
+
+    now = iter([0.0, 10.0, *[10.0 + i for i in range(1, 6)]])  # a slow first step, then 1 s per batch of 10
+    monkeypatch.setattr(wall_time, "_timer", lambda: next(now))
+    clock = wall_time.FirstSteps(items=100, val_items=30, epochs=48, max_minutes=5)
+    lines = [clock.batch_done(10) for _ in range(6)]
+    assert lines[:5] == [None] * 5
+    # 0.1 s per item: 100 training items + 30 validated at a third of the cost = 11 s an epoch, 48 epochs ≈ 9 min
+    assert lines[5] == "≈ 9 min on this machine (48 epochs × ~11 s); train.max_minutes=5 ends it sooner"
+    assert clock.epoch_done(12.0) is None  # said once

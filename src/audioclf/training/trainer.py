@@ -224,7 +224,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     resolved["train"]["monitor"] = monitor
     resolved["out"] = str(run.root)
     extra_summary: dict[str, Any] = {}
-    if checkpoint is None and current.main and dry_run:
+    if checkpoint is None and dry_run:
         inputs.initialize(model, device)  # what the timed steps need; init_from's weights would time the same
     elif checkpoint is None and current.main:
         if cfg.init_from:
@@ -246,7 +246,9 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         if writer is not None:
             run.write_config(resolved)
     sync_state(model, current)  # every rank starts from rank 0's weights and feature statistics
-    if reporter is not None and not dry_run:  # once the starting weights are in place (a refused init_from says so alone)
+    # Once the starting weights are in place (a refused init_from file says so alone); a dry run's comes with
+    # its estimate, after the timed steps.
+    if reporter is not None and not dry_run:
         reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
     trackers = Trackers(cfg.train.track, run.root, resolved, resumed=checkpoint is not None, inner=reporter) \
         if cfg.train.track and current.main and not dry_run else None
@@ -446,6 +448,7 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
     def stop() -> bool:
         cut[0] = deadline.passed()
         return cut[0]
+
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         if fit.stopper.should_stop:
             break
@@ -457,7 +460,6 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", n_items) if reporter else None
         average = (lambda: fit.ema.update_parameters(fit.model)) if fit.ema is not None else None
         seen = [0]  # this rank's items, to weigh its mean values among the ranks'
-
         clock = fit.first_steps if epoch == start_epoch else None
 
         def progress(n: int) -> None:

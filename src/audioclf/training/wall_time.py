@@ -19,7 +19,9 @@ from .loop import train_one_epoch
 
 __all__ = ["Deadline", "FirstSteps", "format_duration", "time_first_steps"]
 
-_clock = time.monotonic  # one name for the cap's clock (tests move it ahead instead of waiting)
+# The cap's clock and the steps' timer, by name (tests move them instead of waiting).
+_clock = time.monotonic
+_timer = time.perf_counter
 
 WARMUP_STEPS = 1  # the first step allocates and initialises lazily: not timed when there are later ones
 TIMED_STEPS = 5
@@ -67,12 +69,12 @@ class FirstSteps:
                  max_minutes: float | None = None):
         self.items, self.val_items, self.epochs = items, val_items, epochs
         self.resumed, self.max_minutes = resumed, max_minutes
-        self.marks: list[tuple[float, int]] = [(time.perf_counter(), 0)]  # (time, items so far)
+        self.marks: list[tuple[float, int]] = [(_timer(), 0)]  # (time, items so far)
         self.reported = False
 
     def record(self, n: int) -> None:
         """A batch of ``n`` items is done."""
-        self.marks.append((time.perf_counter(), self.marks[-1][1] + n))
+        self.marks.append((_timer(), self.marks[-1][1] + n))
 
     def batch_done(self, n: int) -> str | None:
         """After each batch: the estimate once :data:`TIMED_STEPS` steps after the warm-up are timed."""
@@ -100,7 +102,8 @@ class FirstSteps:
 
     def line(self, epoch_seconds: float) -> str:
         epochs = f"{self.epochs} {'more ' if self.resumed else ''}epoch{'s' if self.epochs != 1 else ''}"
-        text = f"≈ {format_duration(epoch_seconds * self.epochs)} on this machine ({epochs} × ~{format_duration(epoch_seconds)})"
+        total, each = format_duration(epoch_seconds * self.epochs), format_duration(epoch_seconds)
+        text = f"≈ {total} on this machine ({epochs} × ~{each})"
         if self.max_minutes is not None and epoch_seconds * self.epochs > self.max_minutes * 60:
             text += f"; train.max_minutes={self.max_minutes:g} ends it sooner"
         return text
