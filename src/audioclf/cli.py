@@ -102,7 +102,7 @@ def cmd_train(args) -> None:
 
         check_gpus(args.gpus)
         flags = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
-                                       ("--strict", args.strict)) if on]
+                                       ("--strict", args.strict), ("--dry-run", args.dry_run)) if on]
         paths = [*(["--data", args.data] if args.data else []), *(["--out", args.out] if args.out else [])]
         launch(["train", *args.args, *paths, *flags], args.gpus, out=args.out)
         return
@@ -114,7 +114,7 @@ def cmd_train(args) -> None:
     if args.strict:
         overrides.append("data.strict=true")
     result = run(load_config(config, overrides), resume=args.resume, reporter=ConsoleReporter(err),
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, dry_run=args.dry_run)
     if not world().main:  # under torchrun: rank 0 prints the results
         return
     if result.kind == "cv":
@@ -403,6 +403,8 @@ examples:
   audioclf train --data meta.csv train.epochs=30 model.name=cnn6 model.weights=pretrained
   audioclf train demo --out runs/demo                a bundled recipe: {recipes}
   audioclf train --out runs/demo --resume train.epochs=40
+  audioclf train --data clips/ --dry-run             the plan and its estimated wall time, nothing trained
+  audioclf train --data clips/ train.max_minutes=30  stops after 30 minutes with a scored best checkpoint
   audioclf train --data clips/ --out runs/big --gpus 4   4 GPUs, one process each (torchrun); on several machines:
       torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint HOST:29500 -m audioclf train --data clips/ ...
 
@@ -456,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="replace the earlier run in --out (without it, a non-empty --out is refused)")
     train.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
+    train.add_argument("--dry-run", action="store_true",
+                       help="read the data, time a few steps, print the plan (header, groups per split, estimated "
+                            "wall time) and stop: nothing is trained or written")
     train.add_argument("--gpus", type=int, metavar="N",
                        help="train on N GPUs of this machine (N processes started by torchrun, one per GPU)")
     train.set_defaults(func=cmd_train)

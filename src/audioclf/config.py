@@ -104,6 +104,9 @@ class TrainConfig:
     # deployed instead of the raw weights; 0: off.
     ema: float | None = None
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
+    # A hard wall-clock cap on this invocation, in minutes (null: none): checked between batches; the epoch it cuts
+    # short is validated and kept, and the best checkpoint is scored on test as at a normal end (training.wall_time).
+    max_minutes: float | None = None
     # A linear probe: the pretrained backbone's embeddings are extracted once (cached under data.cache_dir when
     # set), then only the head trains on them (training.inputs.frozen); the run keeps the whole model.
     frozen_embeddings: bool = False
@@ -377,6 +380,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.grad_clip": (_positive, "null (off) or a positive number"),
     "train.min_delta": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
     "train.ema": (_unit, "null, 0 (off) or a decay 0 < x < 1"),
+    "train.max_minutes": (_positive, "null (no cap) or a positive number of minutes"),
     "augment.mixup_alpha": (lambda v: math.isfinite(v) and v >= 0, "null or a number >= 0 (0: off)"),
     "limits.max_params": (lambda v: v >= 1, "null or a positive integer"),
     "limits.max_macs": (_positive, "null or a positive number"),

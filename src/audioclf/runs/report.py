@@ -84,6 +84,8 @@ def build_report(run_dir: str | Path) -> str:
              ["classes", len(summary.get("classes", []))],
              ["items (train / val / test)", " / ".join(str(summary.get("counts", {}).get(s, 0)) for s in ("train", "val", "test"))],
              ["best epoch (monitor)", f"{summary.get('best_epoch')} ({summary.get('monitor')})"]]
+    if summary.get("stopped"):  # a time cap or a diverging epoch ended it before train.epochs
+        facts.append(["stopped", summary["stopped"]])
     if summary.get("sample_rate"):
         facts.append(["audio", f"{summary['sample_rate']} Hz, {summary.get('clip_seconds')} s clips"])
     if params:

@@ -95,9 +95,10 @@ def train_one_epoch(
     progress: Callable[[int], None] | None = None,
     after_step: Callable[[], None] | None = None,
     weight: Callable[[int, int], float] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of every scalar the step reported. ``after_step`` is called
-    after each optimizer step.
+    after each optimizer step; ``stop()`` (e.g. ``train.max_minutes`` passed), after each batch, ends the pass.
 
     Distributed training (:mod:`.distributed`): ``weight(step, batch items)`` multiplies the loss that is
     backpropagated (each rank's share of the global batch); the values returned are this rank's."""
@@ -132,4 +133,6 @@ def train_one_epoch(
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) * batch
         if progress is not None:
             progress(batch)
+        if stop is not None and stop():
+            break
     return {key: total / max(count, 1) for key, total in sums.items()}

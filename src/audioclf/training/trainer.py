@@ -44,7 +44,9 @@ from .distributed import (World, all_gather, barrier, broadcast, init_distribute
                           use_sync_batchnorm)
 from .loop import build_step, compile_for_training, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
+from .resume import check_resume_changes, check_resume_epochs
 from .tracking import Trackers, check_tracking
+from .wall_time import Deadline, FirstSteps, time_first_steps
 from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,7 @@ def _resumed(cfg: Config, run: RunDir) -> tuple[Config, dict[str, Any] | None, M
     else:
         checkpoint = run.load_checkpoint("last")
     stored, given = run.read_config(), explicit_values(cfg)
+    check_resume_changes(stored, given, run.root)  # config.yaml must keep saying what the run trained on
     # A run folder can come from anyone: the cache folder its config.yaml names is written to only when the
     # caller names it again (cross-validation, searches and sweeps do, for their own <out>/.cache).
     cache_dir = (stored.get("data") or {}).get("cache_dir")
@@ -127,17 +130,21 @@ def _resumed(cfg: Config, run: RunDir) -> tuple[Config, dict[str, Any] | None, M
                     "add data.cache_dir=%s to use it", run.config, cache_dir, cache_dir)
         stored["data"]["cache_dir"] = None
     cfg = config_from_dict(merge_dicts(stored, given))
+    if checkpoint is not None:
+        check_resume_epochs(cfg.train.epochs, checkpoint["epoch"], run.root)
     manifest = Manifest.from_csv(run.manifest) if run.manifest.exists() else None
     return cfg, checkpoint, manifest
 
 
 def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, reporter: Reporter | None = None,
-          objective: Objective | None = None) -> Path:
+          objective: Objective | None = None, dry_run: bool = False) -> Path:
     """Train, evaluate on the test split and write the run directory; returns its path.
 
     ``manifest`` (audio) replaces what ``data.*`` would import (cross-validation folds, distillation's
     teacher split). ``reporter`` (optional) shows progress; notebooks can pass nothing. ``objective``
-    (optional) replaces the supervised objective, e.g. knowledge distillation.
+    (optional) replaces the supervised objective, e.g. knowledge distillation. ``dry_run``: read the data,
+    build the model, time a few steps and tell ``reporter`` the plan (header, groups per split, wall-time
+    estimate); nothing is trained and nothing written (the path returned does not exist for a new run).
     Most callers want :func:`audioclf.run`, which also runs stages and cross-validation.
     """
     if resume and not cfg.out:
@@ -154,6 +161,10 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     # One folder and one decision for all ranks (a default name has the time in it; files may differ by node).
     cfg.out, resume = broadcast((str(cfg.out or default_run_dir(inputs.cfg.model["name"])), resume), current)
     run = RunDir(cfg.out)
+    if dry_run:  # reads only: no folder claimed, nothing locked
+        if current.active:
+            raise ConfigError("--dry-run plans one process's run; start it without torchrun / --gpus")
+        return _train(cfg, run, inputs, resume, manifest, reporter, objective, current, dry_run=True)
     if not current.main:  # ranks > 0 neither write nor show progress
         result = _train(cfg, run, inputs, resume, manifest, None, objective, current)
         barrier(current)  # rank 0 has written the summary: files a caller reads next are there
@@ -165,7 +176,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
 
 
 def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Manifest | None,
-           reporter: Reporter | None, objective: Objective | None, current: World) -> Path:
+           reporter: Reporter | None, objective: Objective | None, current: World, dry_run: bool = False) -> Path:
     started = time.perf_counter()
     checkpoint = None
     if resume:  # rank 0 reads the run; the others get what it read
@@ -173,6 +184,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         inputs = inputs_for(cfg)
     else:
         inputs.cfg.out = cfg.out
+    deadline = Deadline(cfg.train.max_minutes)  # this invocation's wall-clock cap, data preparation included
     user_cfg = cfg  # as given: what the header reports as set rather than chosen
     cfg = inputs.cfg
     seed_everything(cfg.seed)
@@ -212,7 +224,9 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     resolved["train"]["monitor"] = monitor
     resolved["out"] = str(run.root)
     extra_summary: dict[str, Any] = {}
-    if checkpoint is None and current.main:
+    if checkpoint is None and dry_run:
+        inputs.initialize(model, device)  # what the timed steps need; init_from's weights would time the same
+    elif checkpoint is None and current.main:
         if cfg.init_from:
             # Two-stage training: start from another run's weights, including its feature standardisation,
             # which those weights were trained with.
@@ -227,14 +241,17 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         run.write_config(resolved)
         inputs.snapshot(run.root)
     elif checkpoint is not None:
-        _restore_training_state(checkpoint, run if current.main else None, model, optimizer, scheduler, stopper)
-        if current.main:
+        writer = run if current.main and not dry_run else None  # the metrics log is cut back by rank 0 only
+        _restore_training_state(checkpoint, writer, model, optimizer, scheduler, stopper)
+        if writer is not None:
             run.write_config(resolved)
     sync_state(model, current)  # every rank starts from rank 0's weights and feature statistics
-    if reporter is not None:  # once the starting weights are in place (a refused init_from file says so alone)
+    # Once the starting weights are in place (a refused init_from file says so alone); a dry run's comes with
+    # its estimate, after the timed steps.
+    if reporter is not None and not dry_run:
         reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
     trackers = Trackers(cfg.train.track, run.root, resolved, resumed=checkpoint is not None, inner=reporter) \
-        if cfg.train.track and current.main else None
+        if cfg.train.track and current.main and not dry_run else None
     reporter = trackers or reporter
     inputs.ready(model, device)
     ema = moving_average(model, cfg.train.ema)
@@ -243,6 +260,17 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     evaluated = ema.module if ema is not None else model  # what is validated, kept and deployed
 
     loader, set_epoch = inputs.train_loader(train_set, device)
+    start_epoch = checkpoint["epoch"] + 1 if checkpoint is not None else 1
+    if dry_run:
+        set_epoch(start_epoch)
+        clock = _first_steps(cfg, inputs, start_epoch)
+        estimate = time_first_steps(inputs.trained_part(model), loader, step, optimizer, device, clock, amp=amp,
+                                    scaler=scaler, grad_clip=cfg.train.grad_clip)
+        if reporter is not None:
+            reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint, estimate))
+            reporter.message(_groups_per_split(inputs))
+            reporter.message(f"dry run: nothing trained, nothing written (the run would write {run.root})")
+        return run.root
     # Files skipped when the data was first read: a resumed run reads the usable ones only, so it carries the list.
     skipped = checkpoint.get("skipped", []) if checkpoint is not None else inputs.skipped()
     extra_summary["skipped"] = skipped
@@ -252,12 +280,10 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     extra_summary["run_id"] = run_id
     base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, "skipped": skipped,
                   "run_id": run_id, **inputs.facts()}
-    start_epoch = 1
     if current.active:  # each rank its own dropout / SpecAugment draws (the same ones for the same world size)
         torch.manual_seed(cfg.seed * 1000 + current.rank)
     if checkpoint is not None:
         _restore_rng(checkpoint, current)  # dropout etc. continue exactly where the run stopped
-        start_epoch = checkpoint["epoch"] + 1
     loss = model_loss(model)
 
     def validate() -> dict[str, float]:
@@ -273,12 +299,13 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     if current.active:
         step = parallel_step(trained, step, device, current)
     fit = EpochFit(run, model, loader, step, optimizer, scheduler, stopper, scaler, device, amp, cfg, monitor,
-                   base_state, ema, trained=trained, world=current)
+                   base_state, ema, trained=trained, world=current, deadline=deadline,
+                   first_steps=_first_steps(cfg, inputs, start_epoch) if reporter is not None else None)
     try:
         with peers_watched(current):
             run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
         if reporter is not None:
-            reporter.message(_stop_reason(stopper, cfg, monitor))
+            reporter.message(_stop_reason(stopper, cfg, monitor, deadline))
     except TrainingDiverged as diverged:
         if not current.main:
             raise
@@ -297,6 +324,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         return run.root
     if objective is not None:
         extra_summary.update(objective.summary(cfg, inputs, device, amp))
+    if deadline.stopped is not None:
+        extra_summary.update(time_cap=deadline.stopped, stopped=deadline.reason())
     # Data found unusable while training (a damaged shard met while streaming) joins the files skipped up front.
     extra_summary["skipped"] = skipped + [entry for entry in inputs.skipped() if entry not in skipped]
     # Wall time of this invocation's data preparation and training (a resumed run: since it resumed).
@@ -308,7 +337,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
 
 
 def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, complexity: dict[str, Any],
-            device: torch.device, run: RunDir, checkpoint: dict[str, Any] | None) -> str:
+            device: torch.device, run: RunDir, checkpoint: dict[str, Any] | None, estimate: str | None = None) -> str:
     """What this run will do and where each value came from ("set" by the config, or chosen from the data)."""
     train, plain = cfg.train, user.train
     rows = inputs.describe(user)
@@ -323,14 +352,31 @@ def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, c
     if checkpoint is not None:
         rows.append(("resume", f"continues after epoch {checkpoint['epoch']} (checkpoints/last.pt); the schedule, "
                                "optimizer and random state go on from there"))
+    if estimate is not None:
+        rows.append(("estimate", estimate))
     width = max(len(what) for what, _ in rows)
     lines = [f"  {what:<{width}}  {text}" for what, text in rows]
     return "\n".join([f"run {run.root} (every value below is recorded in config.yaml)", *lines])
 
 
-def _stop_reason(stopper: EarlyStopping, cfg: Config, monitor: str) -> str:
+def _first_steps(cfg: Config, inputs: Inputs, start_epoch: int) -> FirstSteps:
+    """The clock of the first steps, for the epochs this invocation trains."""
+    return FirstSteps(inputs.count("train"), inputs.count("val"), cfg.train.epochs - start_epoch + 1,
+                      resumed=start_epoch > 1, max_minutes=cfg.train.max_minutes)
+
+
+def _groups_per_split(inputs: Inputs) -> str:
+    """``--dry-run``: how many values of each group column (speakers, devices ...) each split holds."""
+    rows = [f"  {name}: " + " / ".join(f"{split} {n}" for split, n in counts.items())
+            for name, counts in inputs.groups_per_split().items()]
+    return "\n".join(["groups per split (distinct values)", *rows]) if rows else "groups per split: no group columns"
+
+
+def _stop_reason(stopper: EarlyStopping, cfg: Config, monitor: str, deadline: Deadline) -> str:
     """Why training ended, and where the best epoch was (the stopper counts epochs from 1, resumes included)."""
     best = "no epoch" if stopper.best is None else f"best epoch {stopper.best_epoch} (val {monitor} {stopper.best:.4f})"
+    if deadline.stopped is not None:
+        return f"{deadline.reason()}; {best}"
     if stopper.should_stop:
         return (f"stopped early at epoch {stopper.epochs} of {cfg.train.epochs}: val {monitor} did not improve for "
                 f"{cfg.train.patience} epochs; {best}")
@@ -382,36 +428,58 @@ class EpochFit:
     ema: Any = None  # the weights' moving average (training.averaging), or None
     trained: torch.nn.Module | None = None  # what a step runs on a batch (default: model; frozen embeddings: its head)
     world: World = World()  # the processes training together (torchrun), or this one alone
+    deadline: Deadline | None = None  # train.max_minutes
+    first_steps: FirstSteps | None = None  # times the first epoch's first steps for the wall-time estimate
 
 
 def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validate, reporter=None,
                extra_record=None) -> None:
-    """Epochs ``start_epoch..cfg.train.epochs``: train, validate, log, keep best/last, stop early.
+    """Epochs ``start_epoch..cfg.train.epochs``: train, validate, log, keep best/last, stop early or on
+    ``fit.deadline`` (after at least one batch; the epoch it cuts short is validated and kept).
 
     ``set_epoch(epoch)`` reseeds the data order, ``validate()`` returns the validation metrics,
     ``extra_record()`` (optional) adds entries to each metrics.jsonl line.
     """
     cfg, monitor, current = fit.cfg, fit.monitor, fit.world
     weight = step_weights(fit.loader, current)
+    deadline = fit.deadline or Deadline(None)
+    cut = [False]  # whether the cap ended the epoch being trained
+
+    def stop() -> bool:
+        cut[0] = deadline.passed()
+        return cut[0]
+
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         if fit.stopper.should_stop:
+            break
+        if epoch > start_epoch and broadcast(deadline.passed(), current):
+            deadline.stop(epoch - 1, None, n_items)
             break
         set_epoch(epoch)
         started = time.perf_counter()
         bar = reporter.bar(f"epoch {epoch}/{cfg.train.epochs}", n_items) if reporter else None
         average = (lambda: fit.ema.update_parameters(fit.model)) if fit.ema is not None else None
         seen = [0]  # this rank's items, to weigh its mean values among the ranks'
+        clock = fit.first_steps if epoch == start_epoch else None
 
         def progress(n: int) -> None:
             seen[0] += n
             if bar:
                 bar.advance(n * current.size)  # the bar counts all ranks' items: about this share times the ranks
+            estimate = clock.batch_done(n * current.size) if clock is not None else None
+            if estimate is not None and reporter is not None and current.main:
+                reporter.message(_estimate_row(estimate))
 
         with uneven_steps(fit.step, fit.loader, current):
             train_values = train_one_epoch(fit.trained or fit.model, fit.loader, fit.step, fit.optimizer, fit.device,
                                            amp=fit.amp, scaler=fit.scaler, grad_clip=cfg.train.grad_clip,
-                                           progress=progress, after_step=average, weight=weight)
+                                           progress=progress, after_step=average, weight=weight,
+                                           # under torchrun every rank must take the same steps: there rank 0's
+                                           # clock decides between epochs only
+                                           stop=stop if not current.active else None)
         train_values = mean_over_ranks(train_values, seen[0], current)
+        if cut[0]:  # the cap's check after the epoch's last batch did not cut it short
+            deadline.stop(epoch, seen[0] if seen[0] * current.size < n_items else None, n_items)
         if bar:
             bar.close()
         if not _finite(train_values.get("loss", 0.0), fit.model):
@@ -447,6 +515,16 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         fit.run.save_checkpoint("last", {**state, **resume_state})
         if reporter:
             reporter.epoch(record, monitor, improved)
+            estimate = clock.epoch_done(record["seconds"]) if clock is not None and not cut[0] else None
+            if estimate is not None:  # an epoch of too few batches to estimate from: its own time
+                reporter.message(_estimate_row(estimate))
+        if deadline.stopped is not None:
+            break
+
+
+def _estimate_row(estimate: str) -> str:
+    """The estimate as the header would show it (it comes once the first steps are timed)."""
+    return f"  estimate  {estimate}"
 
 
 def _finite(loss: float, model: torch.nn.Module) -> bool:

@@ -43,7 +43,7 @@ class RunResult:
 
 
 def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporter: Reporter | None = None,
-        overrides: list[str] | None = None, overwrite: bool = False) -> RunResult:
+        overrides: list[str] | None = None, overwrite: bool = False, dry_run: bool = False) -> RunResult:
     """Train what ``cfg`` describes and return where the results are.
 
     ``cfg``: a :class:`~audioclf.config.Config`, a plain dict of config sections, or a YAML recipe (a path or
@@ -51,12 +51,17 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
     (e.g. ``["data.path=clips/", "train.epochs=5"]``). ``resume`` continues an interrupted or finished run
     (every stage / fold from its own last checkpoint). ``reporter`` shows progress. An ``out`` folder that is
     not empty is refused unless ``resume`` continues it or ``overwrite`` replaces it (only a folder audioclf
-    wrote is ever deleted).
+    wrote is ever deleted). ``dry_run`` shows ``reporter`` the plan of a single run (header, groups per split,
+    a wall-time estimate from a few timed steps) and writes nothing: ``runs`` is empty.
     """
     cfg = _as_config(cfg, overrides or [])
     current = init_distributed(cfg.train.device)  # under torchrun: one of several processes (rank 0 writes)
     kind = "search" if cfg.train.time_budget is not None else "stages" if cfg.stages else \
         "cv" if cfg.cv is not None else "run"
+    if dry_run:
+        if kind != "run":
+            raise ConfigError(f"--dry-run plans a single run; this config is a {kind} ({_WHY_NOT_PLANNED[kind]})")
+        return RunResult("single", Path(train(cfg, resume=resume, reporter=reporter, dry_run=True)), [])
     if cfg.stages:
         plan_stages(cfg)  # a stage name leading out of `out` is refused before an --overwrite deletes anything
     if cfg.out and current.main:
@@ -82,6 +87,7 @@ def run(cfg: Config | dict[str, Any] | str | Path, resume: bool = False, reporte
     return RunResult("single", run_dir, [run_dir])
 
 
+_WHY_NOT_PLANNED = {"search": "train.time_budget", "stages": "stages", "cv": "cv"}
 RUN_KINDS = ("run", "search", "stages", "cv")  # what `audioclf train` makes: each may replace another
 
 

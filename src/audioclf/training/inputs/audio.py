@@ -181,6 +181,10 @@ class AudioInputs(Inputs):
             ("silence trim", f"{self.cfg.data.trim_silence} ({source(data.trim_silence, 'zero-config default')})"),
         ]
 
+    def groups_per_split(self) -> dict[str, dict[str, int]]:
+        manifest = self.prepared.manifest
+        return {name: manifest.groups_per_split(name) for name in manifest.group_names}
+
     def snapshot(self, run_root: Path) -> None:
         self.prepared.manifest.to_csv(RunDir(run_root).manifest)
 

@@ -93,6 +93,10 @@ class Inputs(ABC):
         ``user`` being the config as the caller gave it (unset keys were chosen here)."""
         return []
 
+    def groups_per_split(self) -> dict[str, dict[str, int]]:
+        """Group column -> split -> distinct values in it (``train --dry-run``); {} when there are none."""
+        return {}
+
     def snapshot(self, run_root: Path) -> None:
         """Files a new run directory keeps about its data (audio: manifest.csv with the splits used)."""
 
