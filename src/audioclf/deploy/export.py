@@ -8,10 +8,10 @@ goes from samples to logits: ``model.wave.onnx`` (also the name for models that 
 ``torch.stft`` does not export to plain ONNX operators (the legacy exporter
 has no symbolic for it and ONNX's own STFT op is not in every runtime, nor fast for sizes that are not powers
 of two), so the exported front-end frames the signal and computes the DFT in two small stages
-(:class:`TwoStageDFT`: Cooley & Tukey's factorisation n_fft = n1 x n2, in MatMul and Mul), followed by |X|^2,
-the mel matmul and dB (:class:`ExportableFrontEnd`; equal to :class:`audioclf.features.FrontEnd`, see
-tests/test_export.py). At DCASE 2022's 40-ms window (n_fft 1764 = 36 x 49) that is about 0.3 M multiply-adds
-per frame instead of 3.1 M for one DFT matrix: ~1 ms per 1-s clip on one thread (benchmarks/inference.py). An
+(:class:`TwoStageDFT`: Cooley & Tukey's factorisation n_fft = n1 x n2 for real frames, in two MatMuls), giving
+|X|^2, then the mel matmul and dB (:class:`ExportableFrontEnd`; equal to :class:`audioclf.features.FrontEnd`, see
+tests/test_export.py). At DCASE 2022's 40-ms window (n_fft 1764 = 36 x 49) that is about 0.24 M multiply-adds
+per frame instead of 3.1 M for one DFT matrix: ~0.6 ms per 1-s clip on one thread (benchmarks/inference.py). An
 n_fft without a factor of at least 4 (e.g. twice a prime) keeps one DFT matrix in a strided convolution.
 
 Everything needed to use the file travels in its ``metadata_props`` (see :func:`model_metadata`), which is
