@@ -146,21 +146,9 @@ def bench_model(name: str, n_mels: int, clips: np.ndarray, args: argparse.Namesp
 
 def frontend_file(cfg, wave, path: Path) -> Path:
     """The exported front-end alone (what export_classifier puts before the network), as an ONNX file."""
-    import torch
+    from audioclf.deploy.export import frontend_to_onnx_bytes
 
-    from audioclf.deploy.export import ExportableFrontEnd, graph_to_onnx_bytes
-
-    class Graph(torch.nn.Module):
-        input_kind = "waveform"
-
-        def __init__(self):
-            super().__init__()
-            self.frontend = ExportableFrontEnd(cfg)
-
-        def forward(self, x):
-            return self.frontend(x)
-
-    path.write_bytes(graph_to_onnx_bytes(Graph().eval(), wave, 17))
+    path.write_bytes(frontend_to_onnx_bytes(cfg, wave, 17))
     return path
 
 

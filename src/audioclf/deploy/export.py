@@ -50,6 +50,7 @@ __all__ = [
     "model_metadata",
     "export_classifier",
     "graph_to_onnx_bytes",
+    "frontend_to_onnx_bytes",
     "export_onnx",
     "read_metadata",
     "verify_onnx",
@@ -367,6 +368,23 @@ def graph_to_onnx_bytes(graph: nn.Module, example: torch.Tensor, opset: int) -> 
             do_constant_folding=True,
         )
     return buffer.getvalue()
+
+
+class _FrontEndGraph(nn.Module):
+    input_kind = "waveform"
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.frontend = ExportableFrontEnd(cfg)  # named as in ExportGraph: the same node names
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.frontend(wave)
+
+
+def frontend_to_onnx_bytes(cfg: FeatureConfig, example: torch.Tensor, opset: int = MIN_OPSET) -> bytes:
+    """ONNX bytes of the exported front-end alone (waveform in, features out): what ``with_frontend`` puts before
+    the network, to time or check it on its own."""
+    return graph_to_onnx_bytes(_FrontEndGraph(cfg).eval(), example, opset)
 
 
 def _with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
