@@ -15,7 +15,8 @@ from audioclf.data.audio import write_audio
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import AudioclfError, ConfigError
 from audioclf.training.inputs.audio import AudioInputs, build_classifier, fit_standardizer
-from audioclf.deploy.export import ExportableFrontEnd, dft_kernels, export_onnx, read_metadata
+from audioclf.deploy.export import (ExportableFrontEnd, TwoStageDFT, dft_kernels, export_onnx,
+                                   frontend_to_onnx_bytes, read_metadata)
 from audioclf.features import FeatureConfig, FrontEnd
 from audioclf.deploy.predictor import Predictor
 from audioclf.deploy.onnx_predictor import OnnxPredictor, load_predictor, sigmoid, softmax
@@ -115,6 +116,30 @@ def test_exportable_frontend_matches_frontend(settings):
     scale = 255.0 if cfg.image_scale else 1.0
     tolerance = {"db": 2e-3, "log": 2e-4, "pcen": 1e-4, "none": 1e-4}[cfg.log] * scale
     assert (ours - reference).abs().max().item() < tolerance
+
+
+@pytest.mark.parametrize("n, n1, n2", [(1764, 36, 49), (441, 21, 21), (45, 5, 9), (400, 16, 25)])
+def test_two_stage_dft_gives_the_numpy_power_spectrum(n, n1, n2):
+    # even and odd n1 (the real first stage keeps n1 // 2 + 1 real and (n1 - 1) // 2 imaginary rows), n_bins not
+    # a multiple of n1 (the bins of the last k2 cut), several frames at once
+    frames = np.random.default_rng(0).standard_normal((3, n))
+    power = TwoStageDFT(n, n // 2 + 1, n1, n2, torch.float64)(torch.from_numpy(frames)).numpy()  # (bins, frames)
+    expected = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    np.testing.assert_allclose(power.T, expected, rtol=1e-9, atol=1e-9 * expected.max())
+
+
+def test_exported_frontend_is_few_large_nodes():
+    """Each ONNX node costs time of its own at these sizes (benchmarks/inference.py): the DCASE front-end's DFT
+    is two MatMuls (real first stage; twiddles, second stage and conjugation in one batched matrix), plus the mel
+    MatMul, and no elementwise twiddle products."""
+    import onnx
+
+    cfg = FeatureConfig(sample_rate=44100, n_fft=1764, hop_length=882, n_mels=40)
+    graph = onnx.load_from_string(frontend_to_onnx_bytes(cfg, torch.zeros(1, 44100))).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("MatMul") == 3
+    # the window, |X|^2 (two), the dB scale and one in the frame count: no Mul left for twiddle factors (4 before)
+    assert ops.count("Mul") <= 5
 
 
 def test_exportable_frontend_in_float64_is_exact():

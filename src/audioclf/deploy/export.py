@@ -8,10 +8,10 @@ goes from samples to logits: ``model.wave.onnx`` (also the name for models that 
 ``torch.stft`` does not export to plain ONNX operators (the legacy exporter
 has no symbolic for it and ONNX's own STFT op is not in every runtime, nor fast for sizes that are not powers
 of two), so the exported front-end frames the signal and computes the DFT in two small stages
-(:class:`TwoStageDFT`: Cooley & Tukey's factorisation n_fft = n1 x n2, in MatMul and Mul), followed by |X|^2,
-the mel matmul and dB (:class:`ExportableFrontEnd`; equal to :class:`audioclf.features.FrontEnd`, see
-tests/test_export.py). At DCASE 2022's 40-ms window (n_fft 1764 = 36 x 49) that is about 0.3 M multiply-adds
-per frame instead of 3.1 M for one DFT matrix: ~1 ms per 1-s clip on one thread (benchmarks/inference.py). An
+(:class:`TwoStageDFT`: Cooley & Tukey's factorisation n_fft = n1 x n2 for real frames, in two MatMuls), giving
+|X|^2, then the mel matmul and dB (:class:`ExportableFrontEnd`; equal to :class:`audioclf.features.FrontEnd`, see
+tests/test_export.py). At DCASE 2022's 40-ms window (n_fft 1764 = 36 x 49) that is about 0.24 M multiply-adds
+per frame instead of 3.1 M for one DFT matrix: ~0.6 ms per 1-s clip on one thread (benchmarks/inference.py). An
 n_fft without a factor of at least 4 (e.g. twice a prime) keeps one DFT matrix in a strided convolution.
 
 Everything needed to use the file travels in its ``metadata_props`` (see :func:`model_metadata`), which is
@@ -50,6 +50,7 @@ __all__ = [
     "model_metadata",
     "export_classifier",
     "graph_to_onnx_bytes",
+    "frontend_to_onnx_bytes",
     "export_onnx",
     "read_metadata",
     "verify_onnx",
@@ -107,39 +108,61 @@ def _factor(n: int) -> tuple[int, int] | None:
 
 
 class TwoStageDFT(nn.Module):
-    """The first ``n_bins`` bins of an ``n``-point DFT of real frames, as two small DFTs (Cooley & Tukey 1965,
-    ``n = n1 * n2``): frames reshaped (F, n1, n2) (sample ``n1 * n2_size + n2``), a DFT over n1 for each n2
-    (real input), twiddle factors ``exp(-2 pi i n2 k1 / n)``, then a DFT over n2 giving bins ``k1 + n1 k2``.
-    About ``2 n (n1 + n2)`` multiply-adds per frame instead of ``n * n_bins * 2``: 10x fewer at n = 1764 (DCASE
-    2022's 40-ms window at 44.1 kHz), in MatMul and Mul only, which every ONNX runtime runs well.
+    """The power ``|X[k]|^2`` of the first ``n_bins`` bins of an ``n``-point DFT of real frames, as two small DFTs
+    (Cooley & Tukey 1965, ``n = n1 * n2``; sample ``n1_index * n2 + n2_index`` of a frame):
+
+    1. a DFT over n1 for each n2. The frames are real, so bins k1 and n1 - k1 are conjugate and n1 real rows
+       hold it all (Re k1 = 0..n1 // 2, Im k1 = 1..(n1 - 1) // 2): one (n1 x n1) MatMul over every frame at once;
+    2. for each k1, the bins ``k1 + n1 k2`` (the k2 that reach ``n_bins``) from the rows of k1's conjugate pair:
+       one real matrix per k1 that holds the twiddle factors, the DFT over n2 and the conjugation for
+       k1 > n1 // 2 (a batched MatMul), then Re^2 + Im^2 and the bins put in order.
+
+    About ``n (n1 + 2 n2)`` multiply-adds per frame, 13x fewer than one DFT matrix at n = 1764 (DCASE 2022's 40-ms
+    window at 44.1 kHz) and half of a complex-input first stage; in MatMul, Gather and Mul only, in few large
+    nodes: each ONNX node costs time of its own on a CPU at these sizes (benchmarks/inference.py).
     """
 
     def __init__(self, n: int, n_bins: int, n1: int, n2: int, dtype: torch.dtype):
         super().__init__()
         self.n1, self.n2, self.n_bins = n1, n2, n_bins
-        k2_count = -(-n_bins // n1)  # the k2 values whose bins k1 + n1 k2 reach n_bins
+        self.k2_count = k2_count = -(-n_bins // n1)  # the k2 values whose bins k1 + n1 k2 reach n_bins
+        f64, half, n_imag = torch.float64, n1 // 2, (n1 - 1) // 2
 
         def angle(a, b, size):  # 2 pi (a b mod size) / size, in float64: exact for large sizes
             return 2.0 * math.pi * torch.remainder(a * b, size) / size
 
-        t1 = angle(torch.arange(n1, dtype=torch.float64)[:, None], torch.arange(n1, dtype=torch.float64)[None], n1)
-        twiddle = angle(torch.arange(n2, dtype=torch.float64)[:, None], torch.arange(n1, dtype=torch.float64)[None], n)
-        t2 = angle(torch.arange(k2_count, dtype=torch.float64)[:, None], torch.arange(n2, dtype=torch.float64)[None], n2)
-        for name, value in (("c1", torch.cos(t1)), ("s1", -torch.sin(t1)), ("tc", torch.cos(twiddle)),
-                            ("ts", -torch.sin(twiddle)), ("c2", torch.cos(t2)), ("s2", -torch.sin(t2))):
-            self.register_buffer(name, value.to(dtype), persistent=False)
+        j1 = torch.arange(n1, dtype=f64)[None]
+        re_k, im_k = torch.arange(half + 1, dtype=f64)[:, None], torch.arange(1, n_imag + 1, dtype=f64)[:, None]
+        stage1 = torch.cat([torch.cos(angle(re_k, j1, n1)), -torch.sin(angle(im_k, j1, n1))])  # (n1, n1)
+        # Stage 2, for k1: bins k = k1 + n1 k2 of sum_j2 exp(-2 pi i j2 k / n) A[k1, j2] (twiddle and DFT over n2
+        # in one), with A[k1] = conj(A[n1 - k1]) above n1 // 2; as a real matrix on [Re A[src]; Im A[src]].
+        rows, stage2 = [], torch.zeros(n1, 2 * k2_count, 2 * n2, dtype=f64)
+        j2 = torch.arange(n2, dtype=f64)[None]
+        for k1 in range(n1):
+            src, sign = (k1, 1.0) if k1 <= half else (n1 - k1, -1.0)
+            has_imag = 1 <= src <= n_imag  # Im A is 0 at k1 = 0 (and n1 / 2): any row, multiplied by 0
+            rows += [src, half + src if has_imag else src]
+            bins = (k1 + n1 * torch.arange(k2_count, dtype=f64))[:, None]
+            cos, sin = torch.cos(angle(bins, j2, n)), -torch.sin(angle(bins, j2, n))
+            s = sign if has_imag else 0.0
+            stage2[k1] = torch.cat([torch.cat([cos, -s * sin], 1), torch.cat([sin, s * cos], 1)])
+        k = torch.arange(n_bins)
+        self.register_buffer("stage1", stage1.to(dtype), persistent=False)
+        self.register_buffer("rows", torch.tensor(rows), persistent=False)  # (2 n1,): [Re, Im] row per k1
+        self.register_buffer("stage2", stage2.to(dtype), persistent=False)  # (n1, 2 k2_count, 2 n2)
+        self.register_buffer("order", (k % n1) * k2_count + k // n1, persistent=False)  # bin k in (k1, k2) order
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., n) real frames -> real and imaginary parts, (..., n_bins) each."""
-        lead = frames.shape[:-1]
-        x = frames.reshape(-1, self.n1, self.n2).transpose(1, 2)  # (F, n2, n1): x[f, n2, n1] = frame[n1 * n2_size + n2]
-        a_re, a_im = torch.matmul(x, self.c1), torch.matmul(x, self.s1)  # DFT over n1: (F, n2, k1)
-        z_re = a_re * self.tc - a_im * self.ts
-        z_im = a_re * self.ts + a_im * self.tc
-        x_re = torch.matmul(self.c2, z_re) - torch.matmul(self.s2, z_im)  # DFT over n2: (F, k2, k1)
-        x_im = torch.matmul(self.c2, z_im) + torch.matmul(self.s2, z_re)
-        shape = (*lead, -1)
-        return x_re.reshape(shape)[..., : self.n_bins], x_im.reshape(shape)[..., : self.n_bins]
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """(F, n) real frames -> power (n_bins, F): frames last, so each stage is one (batched) MatMul with no
+        transposes in between."""
+        n1, n2 = self.n1, self.n2
+        x = frames.reshape(-1, n1, n2).permute(1, 2, 0).reshape(n1, -1)  # (n1, n2 F): x[j1, j2 F + f]
+        a = torch.matmul(self.stage1, x).reshape(n1, n2, -1)  # (n1 rows, n2, F)
+        pairs = a[self.rows].reshape(n1, 2 * n2, -1)  # (k1, [Re; Im] x n2, F)
+        out = torch.matmul(self.stage2, pairs)  # (k1, [Re; Im] x k2, F)
+        real, imag = out[:, : self.k2_count], out[:, self.k2_count :]
+        power = (real * real + imag * imag).reshape(n1 * self.k2_count, -1)  # (k1 k2, F)
+        return power[self.order]
 
 
 class ExportableFrontEnd(nn.Module):
@@ -181,10 +204,11 @@ class ExportableFrontEnd(nn.Module):
         if self.two_stage is None:
             frames = nn.functional.conv1d(x, self.dft.to(x.dtype), stride=cfg.hop_length)  # (B, 2K, T)
             real, imag = frames[:, : self.n_bins], frames[:, self.n_bins :]
+            power = real * real + imag * imag
         else:
-            real, imag = self.two_stage((self._frames(x[:, 0]) * self.window.to(x.dtype)))  # (B, T, K)
-            real, imag = real.transpose(1, 2), imag.transpose(1, 2)
-        power = real * real + imag * imag
+            frames = self._frames(x[:, 0]) * self.window.to(x.dtype)  # (B, T, n_fft)
+            power = self.two_stage(frames.reshape(-1, cfg.n_fft))  # (K, B T)
+            power = power.reshape(self.n_bins, -1, frames.shape[1]).transpose(0, 1)  # (B, K, T)
         if cfg.power == 2.0:
             return power
         if cfg.power == 1.0:
@@ -344,6 +368,23 @@ def graph_to_onnx_bytes(graph: nn.Module, example: torch.Tensor, opset: int) -> 
             do_constant_folding=True,
         )
     return buffer.getvalue()
+
+
+class _FrontEndGraph(nn.Module):
+    input_kind = "waveform"
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.frontend = ExportableFrontEnd(cfg)  # named as in ExportGraph: the same node names
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.frontend(wave)
+
+
+def frontend_to_onnx_bytes(cfg: FeatureConfig, example: torch.Tensor, opset: int = MIN_OPSET) -> bytes:
+    """ONNX bytes of the exported front-end alone (waveform in, features out): what ``with_frontend`` puts before
+    the network, to time or check it on its own."""
+    return graph_to_onnx_bytes(_FrontEndGraph(cfg).eval(), example, opset)
 
 
 def _with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
