@@ -1,6 +1,7 @@
 """The CLI as a user meets it: exit codes, one-line errors, predict output."""
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -392,3 +393,13 @@ def test_predict_timeline_of_a_long_recording(cli_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(run), str(long_path), str(long_path), "--timeline", str(tmp_path / "x.csv")]) == 2
     assert "--timeline OUT.csv|OUT.png: one recording" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
+def test_the_cli_lets_idle_threads_sleep_unless_the_user_chose(monkeypatch, capsys, user_value):
+    if user_value is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user_value)
+    assert main(["config", "--list", "train"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == (user_value or "PASSIVE")
