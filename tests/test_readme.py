@@ -70,3 +70,15 @@ def test_the_examples_register_and_work(namespace, tmp_path):
     probs = np.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]])
     values = compute_metrics("single_label", np.array([2, 0]), probs)
     assert values["top3_accuracy"] == 0.5  # class 2 is in the first row's top 3, class 0 not in the second's
+
+
+def test_the_tested_versions_are_the_locks():
+    """`make lock` writes them; edited by hand or left behind after a new lock, they fail here."""
+    from test_lock import LOCK, lockdiff
+
+    text = README.read_text()
+    start, end = text.index(lockdiff.README_START) + len(lockdiff.README_START), text.index(lockdiff.README_END)
+    listed = dict(re.findall(r"`([A-Za-z0-9._-]+)\s+([^`\s]+)`", text[start:end]))
+    locked = lockdiff.read_lock(LOCK)
+    assert list(listed) == list(lockdiff.KEY_PACKAGES)
+    assert listed == {name: locked[name] for name in lockdiff.KEY_PACKAGES}
