@@ -477,6 +477,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
             plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
             confusion[split] = matrix.tolist()
     plot_curves(run.read_metrics(), run.plots, monitor, best_epoch=best["epoch"], planned_epochs=inputs.cfg.train.epochs)
+    split_groups = inputs.split_groups()  # the speakers (devices ...) each split holds, when kept apart
     summary = {
         "task": task,
         "classes": classes,
@@ -489,6 +490,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
         "counts": {split: inputs.count(split) for split in SPLITS},
         "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},
         "per_class": per_class,
+        **({"split_groups": split_groups} if split_groups else {}),
         **inputs.facts(),
         **(extra_summary or {}),
     }
