@@ -42,7 +42,7 @@ from .averaging import moving_average
 from .distributed import (World, all_gather, barrier, broadcast, init_distributed, mean_over_ranks, parallel_step,
                           peers_watched, rank_device, sharded, step_weights, sync_state, uneven_steps,
                           use_sync_batchnorm)
-from .loop import build_step, compile_for_training, train_one_epoch
+from .loop import build_step, compile_for_training, train_loss_inflation, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .tracking import Trackers, check_tracking
 from .state import resolve_device, rng_state, seed_everything, set_rng_state, use_amp
@@ -476,7 +476,8 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
             matrix = M.confusion_matrix(result.targets, result.probs.argmax(1), len(classes))
             plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
             confusion[split] = matrix.tolist()
-    plot_curves(run.read_metrics(), run.plots, monitor, best_epoch=best["epoch"], planned_epochs=inputs.cfg.train.epochs)
+    plot_curves(run.read_metrics(), run.plots, monitor, best_epoch=best["epoch"], planned_epochs=inputs.cfg.train.epochs,
+                train_inflated_by=train_loss_inflation(inputs.cfg))
     split_groups = inputs.split_groups()  # the speakers (devices ...) each split holds, when kept apart
     summary = {
         "task": task,
