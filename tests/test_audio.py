@@ -488,6 +488,14 @@ def test_stream_trimmed_audio_equals_trimming_the_whole_file(tmp_path, mode, fil
         assert len(whole) < 0.9 * 8.6 * 16000  # something was cut
 
 
+def test_positions_in_the_trimmed_signal_map_back_to_the_recording():
+    parts = [(100, 200), (300, 400)]  # kept: 100 samples, a cut, 100 more; joined they are 0..200
+    assert audio.recording_positions([0, 50, 99, 100, 150], parts).tolist() == [100, 150, 199, 300, 350]
+    # Ends: one at the join is the end of the first part, not the start of the second.
+    assert audio.recording_positions([50, 100, 200], parts, ends=True).tolist() == [150, 200, 400]
+    assert audio.kept_parts("never/read.wav", 16000, False) is None  # no trimming: the file is not even opened
+
+
 # --- headers that misstate the length: only what the decoder returns is kept ---------------------------
 def _mp3_overstating_its_length(path: Path, seconds: float = 2.0) -> int:
     """An MP3 whose Xing frame declares 300 MPEG frames where it holds ~78, as libsndfile's estimate for iTunes

@@ -64,3 +64,29 @@ def test_a_validation_test_gap_is_judged_by_the_split_sizes():
     # 0.80 vs 0.74 on 2,000 items each: small, but about 4.5 standard errors.
     (finding,) = gap(0.80, 0.74, 2000, 2000)
     assert "more than their sizes explain" in finding and "standard errors for 2000 and 2000 items" in finding
+
+
+def _held_out_speakers(n_val=1, n_test=1):
+    """A run whose split kept speakers apart (summary.json's ``split_groups``): 8 for training, a few held out."""
+    names = [f"s{i:02d}" for i in range(8 + n_val + n_test)]
+    return {"column": "speaker", "train": {"count": 8, "names": names[:8]},
+            "val": {"count": n_val, "names": names[8:8 + n_val]}, "test": {"count": n_test, "names": names[8 + n_val:]}}
+
+
+def test_with_speakers_kept_apart_a_validation_test_gap_is_speaker_variation_not_a_leak():
+    summary = {**_summary(train=0.95, val=0.90, test=0.60), "counts": {"val": 200, "test": 200},
+               "split_groups": _held_out_speakers()}
+    (finding,) = [f for f in diagnose(summary, RECORDS) if "disagree" in f]
+    # No advice to add the group column the split already used; the speakers of each split are named instead.
+    assert "data.group" not in finding and "so validation predicts test" not in finding
+    assert "validation: 1 (s08); test: 1 (s09)" in finding
+    assert "neither a leak nor overfitting to validation" in finding and "speaker variation" in finding
+    assert "1 in validation, 1 in test" in finding and "spread is large" in finding and "`cv=5`" in finding
+
+
+def test_with_many_speakers_held_out_the_gap_names_them_without_the_few_groups_warning():
+    summary = {**_summary(train=0.95, val=0.90, test=0.60), "counts": {"val": 200, "test": 200},
+               "split_groups": _held_out_speakers(n_val=12, n_test=12)}
+    (finding,) = [f for f in diagnose(summary, RECORDS) if "disagree" in f]
+    assert "speaker variation" in finding and "test: 12 (s20, s21, s22, s23, s24, s25, s26, s27, +4 more)" in finding
+    assert "spread is large" not in finding

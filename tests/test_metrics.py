@@ -361,6 +361,24 @@ def test_curves_mark_the_best_epoch_and_early_stop_and_keep_losses_off_the_score
     assert "log_loss" not in [line.get_label() for line in score_axis.get_lines()]
 
 
+def test_the_loss_legend_says_what_inflates_the_training_loss(tmp_path, monkeypatch):
+    """MixUp and label smoothing raise the logged training loss (validation's is clean): the legend says so."""
+    from audioclf.config import load_config
+    from audioclf.runs import plots
+    from audioclf.training.loop import train_loss_inflation
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    records = [{"epoch": e, "train/loss": 1.5 / e, "val/loss": 1.0 / e, "val/accuracy": 0.5} for e in range(1, 5)]
+    cfg = load_config(None, ["augment.mixup_alpha=0.4", "train.label_smoothing=0.1"])
+    assert train_loss_inflation(cfg) == ["MixUp α=0.4", "label smoothing 0.1"]
+    plots.plot_curves(records, tmp_path, "accuracy", train_inflated_by=train_loss_inflation(cfg))
+    plots.plot_curves(records, tmp_path, "accuracy", train_inflated_by=train_loss_inflation(load_config(None, [])))
+    (inflated, clean) = [[h.get_label() for h in figures[i].axes[0].get_legend().legend_handles] for i in (0, 2)]
+    assert inflated[0] == "train (with MixUp α=0.4, label smoothing 0.1:\nhigher than a clean loss)"
+    assert clean[0] == "train"  # a plain run: nothing to explain
+
+
 def test_table_numbers_never_show_a_small_change_as_zero():
     from audioclf.console import format_number
 

@@ -140,6 +140,25 @@ def test_timeline_of_a_long_recording(server, trained):
     assert result["starts"][:3] == [0.0, 0.5, 1.0] and len(result["probabilities"][0]) == len(result["classes"])
 
 
+def test_predict_and_timeline_score_the_same_windows_of_a_5_s_file(server, trained):
+    """Silence at the ends of a 5-s recording is trimmed (as in training) by both endpoints: the same windows, so
+    /predict's count is /timeline's and its probabilities their mean; the timeline places them in the recording."""
+    run, data = trained
+    sound = np.concatenate([load_audio(f)[0] for f in sorted(data.rglob("*.wav"))[:4]])  # 4 s
+    wave = np.concatenate([np.zeros(8000, np.float32), sound, np.zeros(8000, np.float32)])  # 0.5 s quiet each end
+    status, predicted = request(f"{server}/predict", wav_bytes(wave, 16000), "audio/wav")
+    assert status == 200, predicted
+    status, timeline = request(f"{server}/timeline", wav_bytes(wave, 16000), "audio/wav")
+    assert status == 200, timeline
+    assert predicted["windows"] == len(timeline["starts"]) == len(timeline["ends"]) == len(timeline["probabilities"])
+    mean = np.mean(timeline["probabilities"], axis=0)
+    np.testing.assert_allclose([predicted["probabilities"][c] for c in timeline["classes"]], mean, atol=1e-5)
+    # In the recording's time: the first window starts where the sound does (less the trim's padding), not at 0.
+    assert 0.25 < timeline["starts"][0] <= 0.5 and 4.5 <= timeline["ends"][-1] < 4.75
+    steps = np.diff(timeline["starts"])  # half a window apart; the last window ends where the sound does
+    assert np.allclose(steps[:-1], 0.5) and 0 < steps[-1] <= 0.5 and timeline["window_seconds"] == 1.0
+
+
 def _truncated(wave: np.ndarray) -> bytes:
     whole = wav_bytes(wave, 16000)
     return whole[: len(whole) // 2]

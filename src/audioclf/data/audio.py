@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,7 +34,9 @@ __all__ = [
     "audio_info",
     "check_header",
     "fix_length",
+    "kept_parts",
     "load_audio",
+    "recording_positions",
     "resample",
     "silence_params_for_duration",
     "stream_audio",
@@ -329,16 +331,13 @@ def _raw_blocks(path: PathLike, block_frames: int) -> Iterator[np.ndarray]:
         raise AudioDecodeError(path, _short_reason(exc)) from exc
 
 
-def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | None,
-                         max_seconds: float | None = None, block_frames: int = 1 << 16) -> Iterator[np.ndarray]:
-    """:func:`stream_audio` with ``data.trim_silence`` applied (:func:`apply_trim`), as the same samples.
-
-    Silence is judged against the loudest frame of the whole recording, so a trimmed file is streamed twice:
-    once to measure its frames' loudness (a few MB per hour), once to pass on the parts that are kept.
-    """
+def kept_parts(path: PathLike, sample_rate: int, mode: bool | str | None, max_seconds: float | None = None,
+               block_frames: int = 1 << 16) -> list[tuple[int, int]] | None:
+    """The (start, end) sample ranges of a file at ``sample_rate`` that ``data.trim_silence`` keeps (None: no
+    trimming). Silence is judged against the loudest frame of the whole recording, so the file is streamed once
+    to measure its frames' loudness (a few MB per hour)."""
     if not mode:
-        yield from stream_audio(path, sample_rate, max_seconds, block_frames)
-        return
+        return None
     frame_length, hop_length = SILENCE_FRAME, SILENCE_HOP  # as apply_trim analyses a whole clip
     sums = _SquareSums(_rms_step(frame_length, hop_length))
     for block in stream_audio(path, sample_rate, max_seconds, block_frames):
@@ -346,8 +345,19 @@ def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | No
     params = silence_params_for_duration(sums.n / sample_rate)
     parts = _non_silent_parts(sums, sample_rate, params.threshold_db, params.min_silence_s, params.pad_s,
                               frame_length, hop_length) or [(0, sums.n)]  # all silent: kept as it is
-    if mode == "edges":
-        parts = [(parts[0][0], parts[-1][1])]
+    return [(parts[0][0], parts[-1][1])] if mode == "edges" else parts
+
+
+def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | None,
+                         max_seconds: float | None = None, block_frames: int = 1 << 16,
+                         parts: list[tuple[int, int]] | None = None) -> Iterator[np.ndarray]:
+    """:func:`stream_audio` with ``data.trim_silence`` applied (:func:`apply_trim`), as the same samples: the
+    file streamed twice, for :func:`kept_parts` (unless ``parts`` gives them) and for the kept samples."""
+    if parts is None:
+        parts = kept_parts(path, sample_rate, mode, max_seconds, block_frames)
+    if parts is None:
+        yield from stream_audio(path, sample_rate, max_seconds, block_frames)
+        return
     position = 0
     for block in stream_audio(path, sample_rate, max_seconds, block_frames):
         end = position + len(block)
@@ -355,6 +365,16 @@ def stream_trimmed_audio(path: PathLike, sample_rate: int, mode: bool | str | No
         if kept:
             yield np.concatenate(kept)
         position = end
+
+
+def recording_positions(positions: Sequence[int], parts: list[tuple[int, int]], ends: bool = False) -> np.ndarray:
+    """Sample positions in the trimmed signal (the ``parts`` kept, joined) -> positions in the recording.
+    ``ends``: the positions end ranges, so one at a join maps to the end of the part before, not the next start."""
+    lengths = np.cumsum([0, *(b - a for a, b in parts)])
+    index = np.searchsorted(lengths[1:], positions, side="left" if ends else "right")
+    index = np.minimum(index, len(parts) - 1)
+    return np.asarray([a for a, _ in parts])[index] + np.asarray(positions) - lengths[index]
+
 
 _BLOCK = 1 << 18  # frames decoded at a time by load_audio
 _SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.audio import check_header, clip_windows, stream_audio, stream_trimmed_audio, stream_windows, window_starts
+from ..data.audio import (check_header, clip_windows, kept_parts, recording_positions, stream_trimmed_audio,
+                          stream_windows, window_starts)
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError, NonFiniteOutputs
 from ..files import atomic_write_text, spreadsheet_text
@@ -51,18 +52,26 @@ class Timeline:
     window: float
     probs: np.ndarray
     classes: list[str]
+    # Where each window ends in the recording (default start + window): a window that spans silence cut by
+    # ``data.trim_silence`` covers more of the recording, one of a file shorter than a clip less.
+    ends: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.starts = np.asarray(self.starts, dtype=np.float64)
+        self.ends = self.starts + self.window if self.ends is None else np.asarray(self.ends, dtype=np.float64)
 
     def to_csv(self, path: str | Path) -> Path:
         """``start_s,end_s,<class>...``: one row per window."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["start_s", "end_s", *map(spreadsheet_text, self.classes)])
-        for start, row in zip(self.starts, self.probs):
-            writer.writerow([f"{start:.3f}", f"{start + self.window:.3f}", *(f"{p:.6f}" for p in row)])
+        for start, end, row in zip(self.starts, self.ends, self.probs):
+            writer.writerow([f"{start:.3f}", f"{end:.3f}", *(f"{p:.6f}" for p in row)])
         return atomic_write_text(Path(path), buffer.getvalue())
 
     def to_dict(self) -> dict:
         return {"window_seconds": self.window, "classes": self.classes, "starts": [round(float(s), 4) for s in self.starts],
+                "ends": [round(float(e), 4) for e in self.ends],
                 "probabilities": [[round(float(p), 6) for p in row] for row in self.probs]}
 
 
@@ -113,19 +122,27 @@ class WindowedPredictor(ABC):
                                       stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)]))
 
     def timeline(self, path: str | Path, batch_size: int = 64, score=None) -> "Timeline":
-        """Every window's probabilities against time, for a long recording. Silence is not removed here (the
-        times must be the recording's); the windows are those of :meth:`file_window_probabilities`."""
+        """Every window's probabilities against the recording's time, for a long recording: the very windows of
+        :meth:`file_window_probabilities` (silence trimmed as in training, so ``/timeline`` and ``/predict`` count
+        the same windows and their mean is the prediction), each placed where its samples are in the recording."""
         info = check_header(path, self.max_seconds)
+        parts = kept_parts(path, self.sample_rate, self.trim_silence, self.max_seconds)
+        blocks = stream_trimmed_audio(path, self.sample_rate, self.trim_silence, self.max_seconds, parts=parts)
         try:
-            probs = self._score_stream(stream_audio(path, self.sample_rate, self.max_seconds), batch_size, score)
+            probs = self._score_stream(blocks, batch_size, score)
         except NonFiniteOutputs as exc:
             raise NonFiniteOutputs(f"{path}: {exc}") from None
+        n = round(info.n_samples * self.sample_rate / info.sample_rate) if parts is None else sum(b - a for a, b in parts)
         hop = max(1, self.clip_samples // 2)
-        starts = window_starts(round(info.n_samples * self.sample_rate / info.sample_rate), self.clip_samples, hop)
+        starts = window_starts(n, self.clip_samples, hop)  # stream_windows' rule
         if len(starts) != len(probs):  # the header misstated the length: the windows are hop apart all the same
             starts = [i * hop for i in range(len(probs))]
+            n = max(n, starts[-1] + self.clip_samples)
+        ends = [min(start + self.clip_samples, n) for start in starts]
+        if parts is not None:
+            starts, ends = recording_positions(starts, parts), recording_positions(ends, parts, ends=True)
         return Timeline(np.asarray(starts) / self.sample_rate, self.clip_samples / self.sample_rate, probs,
-                        list(self.classes))
+                        list(self.classes), np.asarray(ends) / self.sample_rate)
 
     def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean") -> list[Prediction]:
         """:meth:`predict_files` for one file or folder, or several: the call a run

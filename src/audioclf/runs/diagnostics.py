@@ -11,16 +11,48 @@ from typing import Any
 
 from ..metrics import higher_is_better
 
-__all__ = ["diagnose"]
+__all__ = ["diagnose", "group_list"]
 
 # A gap (in the metric's own units, e.g. accuracy points / 100) worth a sentence.
 OVERFIT_GAP = 0.15
 SPLIT_GAP = 0.10  # for metrics that are not a share of items (lwlrap, mAP): no standard error to compare with
 PROPORTIONS = ("accuracy", "balanced_accuracy")
+FEW_GROUPS = 3  # held-out groups (speakers ...) in validation or test at or below which one score is a lottery
+LISTED_GROUPS = 8  # group names shown per split; the rest counted
 
 
 def _fmt(value: float) -> str:
     return f"{value:.3f}"
+
+
+def group_list(entry: dict[str, Any], cap: int = LISTED_GROUPS) -> str:
+    """One split's groups as "2 (s01, s02)": how many, and the first ``cap`` names (then "+N more")."""
+    names, count = entry.get("names", [])[:cap], entry.get("count", 0)
+    more = f", +{count - len(names)} more" if count > len(names) else ""
+    return f"{count} ({', '.join(names)}{more})" if names else str(count)
+
+
+def _split_gap_cause(split_groups: dict[str, Any] | None) -> str:
+    """What a validation/test gap means: without groups kept apart, a leak of speakers (devices ...) across the
+    splits is the first suspect; with them, the splits hold different groups and the gap is how much they differ."""
+    if not split_groups:
+        return ("The test split may hold speakers, devices or recordings that validation does not; a `group` column "
+                "(`data.group=...`) keeps each group in one split, so validation predicts test.")
+    column = split_groups["column"]
+    val, test = split_groups.get("val", {}), split_groups.get("test", {})
+    text = (f"Each {column} is already in one split (validation: {group_list(val)}; test: "
+            f"{group_list(test)}), so this is neither a leak nor overfitting to validation: it is how differently the "
+            f"model does on these {column}s ({column} variation).")
+    few = min(val.get("count", 0), test.get("count", 0))
+    if few <= FEW_GROUPS:
+        # Items of one group are alike, so the items do not vary independently: the spread of a score over a
+        # handful of groups is far larger than the standard error over its items.
+        folds = min(5, sum(split_groups.get(s, {}).get("count", 0) for s in ("train", "val", "test")))
+        text += (f" With so few held-out {column}s ({val.get('count', 0)} in validation, {test.get('count', 0)} in "
+                 f"test) either number depends on which {column}s were drawn, and its spread is large: group k-fold "
+                 f"cross-validation (`cv={folds}`, the same grouping: each {column} tested once) gives a mean and a "
+                 "spread to trust.")
+    return text
 
 
 def diagnose(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
@@ -56,9 +88,7 @@ def diagnose(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[str
             beyond_chance, why = gap > SPLIT_GAP, ""
         if beyond_chance:
             found.append(f"**Validation and test disagree**: {monitor} {_fmt(val)} on validation but {_fmt(test)} "
-                         f"on test, more than their sizes explain{why}. The test split may hold speakers, devices or "
-                         "recordings that validation does not; a `group` column (`data.group=...`) keeps each group "
-                         "in one split, so validation predicts test.")
+                         f"on test, more than their sizes explain{why}. " + _split_gap_cause(summary.get("split_groups")))
 
     epochs = [r["epoch"] for r in records]
     best = summary.get("best_epoch")

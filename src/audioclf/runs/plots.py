@@ -25,9 +25,11 @@ def _pyplot():
 
 
 def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str, best_epoch: int | None = None,
-                planned_epochs: int | None = None) -> list[Path]:
+                planned_epochs: int | None = None, train_inflated_by: list[str] | None = None) -> list[Path]:
     """loss.png (train vs val loss) and metrics.png (val scores; losses on their own axis) per epoch, with the
-    best epoch marked and, when training ended before ``planned_epochs``, where early stopping ended it."""
+    best epoch marked and, when training ended before ``planned_epochs``, where early stopping ended it.
+    ``train_inflated_by``: what raised the training loss above a clean one (MixUp, label smoothing ...), said in
+    the legend, so a train curve above validation's is not read as underfitting."""
     if not records:
         return []
     plt = _pyplot()
@@ -41,12 +43,16 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str, best
                        label=f"early stop ({epochs[-1]} of {planned_epochs})")
 
     written = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("train/loss", "train"), ("val/loss", "val")):
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    train = "train"
+    if train_inflated_by:
+        train += f" (with {', '.join(train_inflated_by)}:\nhigher than a clean loss)"
+    for key, label in (("train/loss", train), ("val/loss", "val")):
         ax.plot(epochs, [r.get(key, np.nan) for r in records], marker="o", markersize=3, label=label)
     mark(ax)
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax.legend(fontsize="small")
+    # Below the axes, as in metrics.png: a legend that explains the train curve is too long to sit on the curves.
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     written.append(_save(fig, out_dir / "loss.png"))
 

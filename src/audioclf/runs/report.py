@@ -17,7 +17,7 @@ import numpy as np
 from ..console import format_number, markdown_table
 from ..files import atomic_write_text, spreadsheet_text
 from ..metrics import higher_is_better, ordered_metric_names, primary_metric, shown_metric_names
-from .diagnostics import diagnose
+from .diagnostics import diagnose, group_list
 from .directory import RunDir
 
 
@@ -86,6 +86,10 @@ def build_report(run_dir: str | Path) -> str:
              ["best epoch (monitor)", f"{summary.get('best_epoch')} ({summary.get('monitor')})"]]
     if summary.get("stopped"):  # a time cap or a diverging epoch ended it before train.epochs
         facts.append(["stopped", summary["stopped"]])
+    groups = summary.get("split_groups")
+    if groups:  # which speakers (devices ...) each split holds: what a validation/test gap is about
+        facts.append([f"{groups['column']} per split (kept apart)",
+                      "; ".join(f"{s} {group_list(groups.get(s, {}))}" for s in ("train", "val", "test"))])
     if summary.get("sample_rate"):
         facts.append(["audio", f"{summary['sample_rate']} Hz, {summary.get('clip_seconds')} s clips"])
     if params:

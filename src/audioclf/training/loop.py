@@ -67,6 +67,19 @@ def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
     return augmented_step(loss_fn, task, n_classes, spec_augment, aug.mixup_alpha or 0.0, aug.mixup_on)
 
 
+def train_loss_inflation(cfg: Config) -> list[str]:
+    """What :func:`build_step` adds that makes the logged training loss higher than a clean loss on the same clips
+    (validation's loss is clean: no MixUp, no smoothing), e.g. ``["MixUp α=0.4", "label smoothing 0.1"]``."""
+    aug, found = cfg.augment, []
+    if aug.mixup_alpha:
+        found.append(f"MixUp α={aug.mixup_alpha:g}")
+    if build_spec_augment(aug.spec) is not None:
+        found.append("SpecAugment")
+    if cfg.train.label_smoothing:
+        found.append(f"label smoothing {cfg.train.label_smoothing:g}")
+    return found
+
+
 def compile_for_training(model: nn.Module) -> None:
     """``train.compile``: torch.compile the network a step runs (the model's backbone, or the whole module), in
     place: ``Module.compile`` keeps the parameter names, so checkpoints and exports are unchanged. The front-end is

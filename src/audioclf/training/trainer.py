@@ -42,7 +42,7 @@ from .averaging import moving_average
 from .distributed import (World, all_gather, barrier, broadcast, init_distributed, mean_over_ranks, parallel_step,
                           peers_watched, rank_device, sharded, step_weights, sync_state, uneven_steps,
                           use_sync_batchnorm)
-from .loop import build_step, compile_for_training, train_one_epoch
+from .loop import build_step, compile_for_training, train_loss_inflation, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .resume import check_resume_changes, check_resume_epochs
 from .tracking import Trackers, check_tracking
@@ -554,7 +554,9 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
             matrix = M.confusion_matrix(result.targets, result.probs.argmax(1), len(classes))
             plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
             confusion[split] = matrix.tolist()
-    plot_curves(run.read_metrics(), run.plots, monitor, best_epoch=best["epoch"], planned_epochs=inputs.cfg.train.epochs)
+    plot_curves(run.read_metrics(), run.plots, monitor, best_epoch=best["epoch"], planned_epochs=inputs.cfg.train.epochs,
+                train_inflated_by=train_loss_inflation(inputs.cfg))
+    split_groups = inputs.split_groups()  # the speakers (devices ...) each split holds, when kept apart
     summary = {
         "task": task,
         "classes": classes,
@@ -567,6 +569,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
         "counts": {split: inputs.count(split) for split in SPLITS},
         "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},
         "per_class": per_class,
+        **({"split_groups": split_groups} if split_groups else {}),
         **inputs.facts(),
         **(extra_summary or {}),
     }

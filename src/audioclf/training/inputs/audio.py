@@ -43,6 +43,7 @@ CROPS = ("random", "center", "start", "max_energy")
 # Per-group metrics only for group columns with at most this many values in a split: a column of clip ids or
 # recording locations would give hundreds of figures of a few items each, noise that costs time every epoch.
 MAX_GROUP_VALUES = 50
+LISTED_GROUP_NAMES = 20  # group names per split kept in summary.json (a column of recordings may have thousands)
 
 
 class AudioInputs(Inputs):
@@ -154,6 +155,17 @@ class AudioInputs(Inputs):
     def facts(self) -> dict[str, Any]:
         return {"input_kind": self.kind, "sample_rate": self.prepared.sample_rate,
                 "clip_samples": self.prepared.n_samples, "clip_seconds": self.prepared.clip_seconds}
+
+    def split_groups(self) -> dict[str, Any] | None:
+        column = group_column(self.cfg.data)
+        if column is None or column not in self.prepared.manifest.group_names:
+            return None
+        out: dict[str, Any] = {"column": column}
+        for split in ("train", "val", "test"):
+            subset = self.prepared.split(split)
+            values = sorted(set(subset.group_values(column))) if len(subset) else []
+            out[split] = {"count": len(values), "names": values[:LISTED_GROUP_NAMES]}
+        return out
 
     def resolved(self, model: AudioClassifier) -> dict[str, Any]:
         return {"data": {"sample_rate": self.prepared.sample_rate, "clip_seconds": self.prepared.clip_seconds},

@@ -84,6 +84,11 @@ class Inputs(ABC):
         """What a checkpoint and summary.json record about the inputs (``input_kind`` and, e.g., the sample
         rate and clip length a predictor needs)."""
 
+    def split_groups(self) -> dict[str, Any] | None:
+        """The groups kept apart across the splits, for summary.json: ``{"column": "speaker", "<split>": {"count",
+        "names"}}`` (None when no group column keeps them apart)."""
+        return None
+
     @abstractmethod
     def resolved(self, model: AudioClassifier) -> dict[str, Any]:
         """Config values inferred from the data and the model, by section (merged into the run's config.yaml)."""
