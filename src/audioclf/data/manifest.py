@@ -134,13 +134,13 @@ class Manifest:
             raise ConfigError(f"unknown group column '{name}'; available: {available}")
         return [item.groups.get(name, "") for item in self.items]
 
-    def groups_per_split(self, name: str) -> dict[str, int]:
-        """How many distinct values of group ``name`` (speakers, devices ...) each split holds, in split order."""
+    def groups_per_split(self, name: str) -> dict[str, list[str]]:
+        """The distinct values of group ``name`` (speakers, devices ...) each split holds, sorted, in split order."""
         values: dict[str, set[str]] = {}
         for item, value in zip(self.items, self.group_values(name)):
             values.setdefault(item.split or "none", set()).add(value)
         order = {split: i for i, split in enumerate(("train", "val", "test"))}
-        return {split: len(values[split]) for split in sorted(values, key=lambda s: (order.get(s, 3), s))}
+        return {split: sorted(values[split]) for split in sorted(values, key=lambda s: (order.get(s, 3), s))}
 
     def label_matrix(self) -> np.ndarray:
         """(N, C) float32 multi-hot targets in ``classes`` order."""

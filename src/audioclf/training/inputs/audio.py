@@ -160,10 +160,10 @@ class AudioInputs(Inputs):
         column = group_column(self.cfg.data)
         if column is None or column not in self.prepared.manifest.group_names:
             return None
+        per_split = self.prepared.manifest.groups_per_split(column)
         out: dict[str, Any] = {"column": column}
         for split in ("train", "val", "test"):
-            subset = self.prepared.split(split)
-            values = sorted(set(subset.group_values(column))) if len(subset) else []
+            values = per_split.get(split, [])
             out[split] = {"count": len(values), "names": values[:LISTED_GROUP_NAMES]}
         return out
 
@@ -195,7 +195,8 @@ class AudioInputs(Inputs):
 
     def groups_per_split(self) -> dict[str, dict[str, int]]:
         manifest = self.prepared.manifest
-        return {name: manifest.groups_per_split(name) for name in manifest.group_names}
+        return {name: {split: len(values) for split, values in manifest.groups_per_split(name).items()}
+                for name in manifest.group_names}
 
     def snapshot(self, run_root: Path) -> None:
         self.prepared.manifest.to_csv(RunDir(run_root).manifest)
