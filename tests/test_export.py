@@ -102,6 +102,8 @@ def test_dft_kernels_give_the_numpy_power_spectrum():
     dict(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40, power=1.0, log="pcen"),
     dict(sample_rate=16000, n_fft=386, hop_length=160, n_mels=24),  # 2 x 193: one DFT matrix (no two stages)
     dict(sample_rate=16000, n_fft=389, hop_length=160, n_mels=24),  # prime and odd: one frame fewer than even
+    dict(sample_rate=16000, n_fft=512, hop_length=160, n_mels=40, normalize="utterance"),
+    dict(sample_rate=16000, n_fft=512, hop_length=160, n_mels=32, kind="mfcc", n_mfcc=13, normalize="mean"),
 ])
 def test_exportable_frontend_matches_frontend(settings):
     cfg = FeatureConfig(**settings)
@@ -200,6 +202,18 @@ def test_pcen_run_exports_with_its_frontend(tmp_path):
     wave = np.random.default_rng(5).standard_normal((2, 16000)).astype(np.float32) * 0.1
     with torch.no_grad():
         expected = Predictor.from_run(run, device="cpu").model(torch.from_numpy(wave)).numpy()
+    np.testing.assert_allclose(OnnxPredictor(path).logits(wave), expected, atol=5e-4, rtol=5e-3)
+
+
+def test_normalized_run_records_and_exports_its_frontend(tmp_path):
+    run = make_run(tmp_path, epochs=1, n_per_class=2, extra=["features.normalize=utterance"])
+    predictor = Predictor.from_run(run, device="cpu")
+    assert predictor.model.feature_config.normalize == "utterance"  # rebuilt from the checkpoint
+    path = export_onnx(run, tmp_path / "cmvn.onnx", with_frontend=True)
+    assert read_metadata(path)["features"]["normalize"] == "utterance"
+    wave = np.random.default_rng(6).standard_normal((2, 16000)).astype(np.float32) * 0.1
+    with torch.no_grad():
+        expected = predictor.model(torch.from_numpy(wave)).numpy()
     np.testing.assert_allclose(OnnxPredictor(path).logits(wave), expected, atol=5e-4, rtol=5e-3)
 
 

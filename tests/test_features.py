@@ -7,6 +7,7 @@ in float32; MFCC atol 1e-4.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import librosa
@@ -275,6 +276,39 @@ def test_pcen_is_robust_to_gain_where_db_shifts():
     steady = slice(60, None)
     assert np.abs(db_loud - db_quiet)[:, steady].mean() == pytest.approx(20.0, abs=0.5)
     assert np.abs(loud - quiet)[:, steady].mean() < 0.1 * np.abs(loud[:, steady]).mean()
+
+
+@pytest.mark.parametrize("kind", ["logmel", "mfcc"])
+def test_utterance_normalization_gives_zero_mean_unit_variance_per_bin(kind):
+    y = signal(16000, seconds=1.0, seed=13)
+    cfg = FeatureConfig(kind=kind, n_fft=512, hop_length=160, n_mels=40, normalize="utterance")
+    out = run64(FrontEnd(cfg), y)[0, 0]
+    plain = run64(FrontEnd(dataclasses.replace(cfg, normalize="none")), y)[0, 0]
+    np.testing.assert_allclose(out.mean(axis=1), 0.0, atol=1e-9)
+    np.testing.assert_allclose(out.std(axis=1), 1.0, rtol=1e-3)  # up to the variance floor
+    expected = (plain - plain.mean(axis=1, keepdims=True)) / np.sqrt(plain.var(axis=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, expected, atol=1e-9)
+
+
+def test_mean_normalization_removes_a_fixed_channel_gain():
+    # A device's gain (or any fixed response) adds a constant per band in dB: per-clip mean subtraction removes it.
+    y = signal(16000, seconds=1.0, seed=14)
+    cfg = FeatureConfig(n_fft=512, hop_length=160, n_mels=40, top_db=None, normalize="mean")
+    loud, quiet = (run64(FrontEnd(cfg), y * g)[0, 0] for g in (1.0, 0.1))
+    np.testing.assert_allclose(loud, quiet, atol=1e-6)
+    plain = FeatureConfig(n_fft=512, hop_length=160, n_mels=40, top_db=None)
+    assert np.abs(run64(FrontEnd(plain), y)[0, 0] - run64(FrontEnd(plain), 0.1 * y)[0, 0]).mean() > 19.0
+
+
+def test_normalize_is_recorded_and_checked():
+    cfg = FeatureConfig(normalize="utterance")
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["normalize"] == "utterance"
+    assert FeatureConfig().normalize == "none"  # off unless asked for
+    with pytest.raises(ConfigError, match="features.normalize"):
+        FeatureConfig(normalize="cmvn")
+    # a silent clip (every band constant) stays finite: 0, not 0/0
+    silent = FrontEnd(cfg)(torch.zeros(1, 16000))
+    assert torch.isfinite(silent).all() and silent.abs().max() == 0
 
 
 def test_pcen_is_refused_for_mfcc():

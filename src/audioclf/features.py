@@ -37,6 +37,7 @@ __all__ = [
     "pcen",
     "dct_matrix",
     "image_scale",
+    "utterance_normalize",
     "Spectrogram",
     "MelScale",
     "MelSpectrogram",
@@ -46,6 +47,7 @@ __all__ = [
     "PCEN",
     "MFCC",
     "ImageScale",
+    "UtteranceNorm",
     "FrontEnd",
 ]
 
@@ -57,6 +59,12 @@ LOGS = ("db", "log", "pcen", "none")
 # spotting"): librosa's defaults, for magnitudes on the int32 scale its documentation uses.
 PCEN_GAIN, PCEN_BIAS, PCEN_POWER, PCEN_TIME_CONSTANT, PCEN_EPS, PCEN_SCALE = 0.98, 2.0, 0.5, 0.4, 1e-6, 2.0**31
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
+# Per-utterance normalisation of each feature bin over time: "mean" subtracts the clip's mean (cepstral mean
+# normalisation: a fixed device/channel response is an additive constant per band in the log domain), "utterance"
+# also divides by the clip's standard deviation (cepstral mean and variance normalisation, CMVN).
+NORMALIZE = ("none", "mean", "utterance")
+# Variance floor of "utterance": a constant band (e.g. the top_db floor) maps to 0 rather than to noise / 0.
+NORMALIZE_EPS = 1e-5
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -84,6 +92,8 @@ class FeatureConfig:
     amin: float = 1e-10
     log_offset: float = 1e-6
     n_mfcc: int = 20
+    # per clip and feature bin over time, after the log / MFCC (see NORMALIZE): "none" | "mean" | "utterance"
+    normalize: str = "none"
     image_scale: bool = False  # per-example min-max to 0..255 (ImageNet backbones)
 
     def __post_init__(self) -> None:
@@ -123,6 +133,8 @@ class FeatureConfig:
             fail("log", " | ".join(LOGS))
         if self.pad_mode not in PAD_MODES:
             fail("pad_mode", " | ".join(PAD_MODES))
+        if self.normalize not in NORMALIZE:
+            fail("normalize", " | ".join(NORMALIZE))
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc"):
             if getattr(self, name) <= 0:
                 fail(name, "a positive integer")
@@ -322,6 +334,21 @@ def image_scale(x: torch.Tensor) -> torch.Tensor:
     # a flat (e.g. silent) example has span 0; dividing by 1 keeps it at 0 instead of NaN.
     # Divide first: (max - low) / span is exactly 1, so the top is exactly 255 (x * (255 / span) overshoots).
     return (x - low) / torch.where(span > 0, span, torch.ones_like(span)) * 255.0
+
+
+def utterance_normalize(x: torch.Tensor, mode: str = "utterance") -> torch.Tensor:
+    """(B, F, T) features normalised per example and bin over time (the last axis); see :data:`NORMALIZE`.
+
+    Written with ONNX-friendly ops only (ReduceMean, Sub, Mul, Sqrt, Div): the exported front-end calls it too.
+    """
+    if mode not in NORMALIZE:
+        raise ConfigError(f"features.normalize: expected {' | '.join(NORMALIZE)}, got {mode!r}")
+    if mode == "none":
+        return x
+    centred = x - x.mean(dim=-1, keepdim=True)
+    if mode == "mean":
+        return centred
+    return centred / torch.sqrt((centred * centred).mean(dim=-1, keepdim=True) + NORMALIZE_EPS)
 
 
 # --- modules ------------------------------------------------------------------------------------
@@ -587,6 +614,17 @@ class ImageScale(nn.Module):
         return image_scale(x)
 
 
+class UtteranceNorm(nn.Module):
+    """Per-clip normalisation of each feature bin over time (see :func:`utterance_normalize`)."""
+
+    def __init__(self, mode: str = "utterance"):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return utterance_normalize(x, self.mode)
+
+
 class FrontEnd(nn.Module):
     """Waveform (B, N), (B, 1, N) or (N,) -> features (B, 1, F, T) as set by a :class:`FeatureConfig`.
 
@@ -616,6 +654,7 @@ class FrontEnd(nn.Module):
         else:
             self.compress = nn.Identity()
         self.cepstrum: nn.Module = MFCC(cfg.n_mfcc, cfg.n_mels) if cfg.kind == "mfcc" else nn.Identity()
+        self.normalize: nn.Module = UtteranceNorm(cfg.normalize) if cfg.normalize != "none" else nn.Identity()
         self.image: nn.Module = ImageScale() if cfg.image_scale else nn.Identity()
 
     def output_shape(self, n_samples: int) -> tuple[int, int, int]:
@@ -630,5 +669,5 @@ class FrontEnd(nn.Module):
         # tone gives ~2.6e5 at n_fft=1024) and bfloat16 has 3 significant digits; the model after us may
         # still run in reduced precision.
         with torch.autocast(wave.device.type, enabled=False):
-            features = self.image(self.cepstrum(self.compress(self.spectrogram(wave))))
+            features = self.image(self.normalize(self.cepstrum(self.compress(self.spectrogram(wave)))))
         return features.unsqueeze(1).contiguous()

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import AudioclfError, ConfigError
-from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen
+from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen, utterance_normalize
 from ..files import atomic_write_bytes
 from ..runs import RunDir, load_model
 from ..runs.directory import check_model_facts
@@ -243,6 +243,7 @@ class ExportableFrontEnd(nn.Module):
             spec = pcen(spec, cfg.sample_rate, cfg.hop_length)
         if cfg.kind == "mfcc":
             spec = torch.matmul(self.dct.to(spec.dtype), spec)
+        spec = utterance_normalize(spec, cfg.normalize)
         if cfg.image_scale:
             low = torch.amin(spec, dim=(1, 2), keepdim=True)
             span = torch.amax(spec, dim=(1, 2), keepdim=True) - low
