@@ -14,6 +14,8 @@ from audioclf.augment.waveform import (
     ImpulseResponse,
     PitchShift,
     PolarityInversion,
+    RandomEQ,
+    SpeedPerturb,
     TimeShift,
     TimeStretch,
     WaveformTransform,
@@ -220,6 +222,51 @@ def test_time_stretch_keeps_pitch_and_length():
     assert np.abs(fast[9500:]).max() < 1e-3 < np.abs(fast[1000:7000]).max()
 
 
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturb_scales_pitch_and_keeps_length(factor):
+    t = np.arange(SR) / SR
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    out = SpeedPerturb().apply(x, SR, {"factor": factor})
+    assert out.shape == x.shape and out.dtype == np.float32
+    # faster playback: the pitch period shrinks by 1/factor, so the tone moves to 440 * factor
+    assert abs(_peak_hz(out[1000:13000], SR) - 440 * factor) < 3
+    if factor > 1:  # the sped-up clip is 1/1.1 as long: zero-padded at the end, as time_stretch
+        assert np.abs(out[-1000:]).max() == 0 < np.abs(out[13000:14000]).max()
+    np.testing.assert_array_equal(out, SpeedPerturb().apply(x, SR, {"factor": factor}))
+
+
+def _tone_gain_db(transform, params, hz):
+    t = np.arange(SR) / SR
+    x = (0.1 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    out = transform.apply(x, SR, params)
+    assert out.shape == x.shape and out.dtype == np.float32
+    steady = slice(4000, None)  # after the filters' transient
+    return _db(_power(out[steady]) / _power(x[steady]))
+
+
+@pytest.mark.parametrize("band, inside_hz, inside_db, outside_hz", [
+    ({"kind": "peaking", "freq": 1000.0, "gain_db": 6.0, "q": 2.0}, 1000, 6.0, 6000),
+    ({"kind": "peaking", "freq": 2000.0, "gain_db": -9.0, "q": 1.0}, 2000, -9.0, 100),
+    ({"kind": "low_shelf", "freq": 500.0, "gain_db": -12.0, "q": 0.707}, 60, -12.0, 6000),
+    ({"kind": "high_shelf", "freq": 2000.0, "gain_db": 8.0, "q": 0.707}, 7000, 8.0, 100),
+])
+def test_random_eq_band_changes_its_band_by_the_gain(band, inside_hz, inside_db, outside_hz):
+    eq = RandomEQ()
+    assert _tone_gain_db(eq, {"bands": [band]}, inside_hz) == pytest.approx(inside_db, abs=0.3)
+    assert abs(_tone_gain_db(eq, {"bands": [band]}, outside_hz)) < 0.5
+
+
+def test_random_eq_draws_bands_in_range_and_cascades_them():
+    eq = RandomEQ(n_bands=4, min_gain_db=-6, max_gain_db=6, min_freq=100, max_freq=20000, kinds=["peaking"], p=1.0)
+    out, params = eq.call_with_params(_wave(), 8000, np.random.default_rng(3))
+    assert len(params["bands"]) == 4 and np.isfinite(out).all()
+    for band in params["bands"]:
+        assert band["kind"] == "peaking" and -6 <= band["gain_db"] <= 6 and 100 <= band["freq"] <= 0.45 * 8000
+    # two bands at the same frequency add their gains in dB
+    two = {"bands": [{"kind": "peaking", "freq": 1000.0, "gain_db": 4.0, "q": 1.0}] * 2}
+    assert _tone_gain_db(eq, two, 1000) == pytest.approx(8.0, abs=0.3)
+
+
 # --- arguments, probability, randomness ---------------------------------------------------------
 @pytest.mark.parametrize("cls, kwargs, arg", [
     (Gain, {"min_gain_db": 3, "max_gain_db": -3}, "min_gain_db"),
@@ -236,6 +283,11 @@ def test_time_stretch_keeps_pitch_and_length():
     (DynamicRangeCompression, {"makeup": "auto"}, "makeup"),
     (BackgroundNoise, {"noise_dir": "/nonexistent/noise"}, "noise_dir"),
     (ImpulseResponse, {"ir_dir": "/nonexistent/irs"}, "ir_dir"),
+    (SpeedPerturb, {"min_factor": 0.2}, "min_factor"),
+    (SpeedPerturb, {"min_factor": 1.2, "max_factor": 1.1}, "min_factor"),
+    (RandomEQ, {"n_bands": 0}, "n_bands"),
+    (RandomEQ, {"kinds": ["notch"]}, "kinds"),
+    (RandomEQ, {"min_q": 0.0}, "min_q"),
 ])
 def test_invalid_arguments_name_the_argument(cls, kwargs, arg):
     with pytest.raises(ValueError, match=f"^{arg}"):
@@ -258,7 +310,7 @@ def test_call_checks_its_inputs():
 def _all_transforms(noise_dir, ir_dir, p):
     return [Gain(p=p), GaussianNoise(p=p), BackgroundNoise(str(noise_dir), p=p), TimeShift(p=p),
             TimeStretch(p=p), PitchShift(p=p), DynamicRangeCompression(p=p), PolarityInversion(p=p),
-            ImpulseResponse(str(ir_dir), drc={}, p=p)]
+            ImpulseResponse(str(ir_dir), drc={}, p=p), SpeedPerturb(p=p), RandomEQ(p=p)]
 
 
 def test_p_zero_is_identity_and_p_one_always_applies(noise_dir, ir_dir):
@@ -318,7 +370,18 @@ def test_registry_builds_from_specs_and_round_trips(noise_dir):
     np.testing.assert_array_equal(chain(x, SR, np.random.default_rng(9)), again(x, SR, np.random.default_rng(9)))
     assert len(build_waveform_augment(None)) == 0 and len(build_waveform_augment([])) == 0
     assert {"gain", "gaussian_noise", "background_noise", "time_shift", "time_stretch", "pitch_shift", "drc",
-            "polarity_inversion", "impulse_response"} <= set(list_augmentations())
+            "polarity_inversion", "impulse_response", "speed_perturb", "random_eq"} <= set(list_augmentations())
+
+
+def test_speed_and_eq_build_from_config_and_round_trip():
+    chain = build_waveform_augment([{"name": "speed_perturb", "min_factor": 0.9, "max_factor": 1.1, "p": 1.0},
+                                    {"name": "random_eq", "n_bands": 2, "kinds": ["peaking", "high_shelf"], "p": 1.0}])
+    again = build_waveform_augment(chain.to_specs())
+    x = _wave(4000)
+    out, records = chain.call_with_params(x, SR, np.random.default_rng(11))
+    assert [r["name"] for r in records] == ["speed_perturb", "random_eq"] and out.shape == x.shape
+    np.testing.assert_array_equal(out, again(x, SR, np.random.default_rng(11)))
+    np.testing.assert_array_equal(out, chain.replay(x, SR, records))
 
 
 @pytest.mark.parametrize("specs, message", [

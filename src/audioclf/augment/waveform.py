@@ -12,8 +12,8 @@ All randomness comes from the ``numpy.random.Generator`` passed in (never ``rand
 a dataset that builds the generator from ``(seed, epoch, index)`` gets the same augmented item in any
 DataLoader worker. Transforms keep the input length (the dataset has already fixed it).
 
-Which ones are ours and why: gain, gaussian_noise, background_noise, time_shift, drc,
-polarity_inversion and impulse_response are a few numpy lines each, and audiomentations' versions draw
+Which ones are ours and why: gain, gaussian_noise, background_noise, time_shift, speed_perturb, random_eq,
+drc, polarity_inversion and impulse_response are a few numpy/scipy lines each, and audiomentations' versions draw
 from the global ``random``/``np.random`` inside ``apply`` (noise) or normalise differently (its IR
 transform rescales to peak 0.5), so we implement them. time_stretch and pitch_shift wrap audiomentations
 (its default Signalsmith Stretch backend, ~10 ms per 3-s clip), imported lazily: the ``augment`` extra.
@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.signal import fftconvolve, lfilter
 
-from ..data.audio import load_audio
+from ..data.audio import load_audio, resample
 from ..errors import AudioclfError, ConfigError
 from ..registry import Registry, did_you_mean
 
@@ -53,6 +53,8 @@ __all__ = [
     "TimeShift",
     "TimeStretch",
     "PitchShift",
+    "SpeedPerturb",
+    "RandomEQ",
     "DynamicRangeCompression",
     "PolarityInversion",
     "ImpulseResponse",
@@ -489,6 +491,108 @@ class PitchShift(WaveformTransform):
                                                   max_semitones=params["semitones"], method=self.method, p=1.0)
         transform.parameters = {"should_apply": True, "num_semitones": float(params["semitones"])}
         return _same_length(transform.apply(np.ascontiguousarray(wave), sr), len(wave))
+
+
+@register_augmentation("speed_perturb")
+class SpeedPerturb(WaveformTransform):
+    """Play faster or slower by a factor uniform in ``[min_factor, max_factor]``: tempo *and* pitch change together.
+
+    Speed perturbation as in Ko et al. 2015, "Audio augmentation for speech recognition" (factors 0.9, 1.0,
+    1.1): the clip is resampled from ``sr`` to ``sr / factor`` (soxr, as ``data.audio.resample``) and played
+    at ``sr``, so a 1.1 factor shortens every pitch period by 1/1.1 (a new speaker's vocal tract and rate, in
+    one cheap step). The result is cropped or zero-padded at the end to the input length, as time_stretch.
+    Params: ``{"factor"}``.
+    """
+
+    def __init__(self, min_factor: float = 0.9, max_factor: float = 1.1, p: float = 0.5):
+        super().__init__(p)
+        self.min_factor, self.max_factor = _range("min_factor", min_factor, "max_factor", max_factor,
+                                                  lower=0.5, upper=2.0)
+
+    def randomize_parameters(self, wave, sr, rng):
+        return {"factor": float(rng.uniform(self.min_factor, self.max_factor))}
+
+    def apply(self, wave, sr, params):
+        factor = float(params["factor"])
+        if factor == 1.0 or not len(wave):
+            return wave.copy()
+        return _same_length(resample(wave, sr, sr / factor), len(wave))
+
+
+def _biquad(kind: str, freq: float, gain_db: float, q: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """(b, a) of one RBJ "Audio EQ Cookbook" biquad (Bristow-Johnson): peaking, low_shelf or high_shelf.
+
+    A peaking filter's gain at ``freq`` is exactly ``gain_db``; a shelf reaches ``gain_db`` far below (low) or
+    above (high) ``freq`` and half of it at ``freq``. ``q`` sets the bandwidth (shelves: the slope, 0.707 = no
+    overshoot).
+    """
+    amp = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * freq / sr
+    cos, alpha = math.cos(w0), math.sin(w0) / (2.0 * q)
+    if kind == "peaking":
+        b = [1 + alpha * amp, -2 * cos, 1 - alpha * amp]
+        a = [1 + alpha / amp, -2 * cos, 1 - alpha / amp]
+    else:
+        # the cookbook's high shelf mirrors its low shelf: the (A-1)cos terms, b1 and a1 change sign
+        sign = 1.0 if kind == "low_shelf" else -1.0
+        root = 2.0 * math.sqrt(amp) * alpha
+        b = [amp * ((amp + 1) - sign * (amp - 1) * cos + root), sign * 2 * amp * ((amp - 1) - sign * (amp + 1) * cos),
+             amp * ((amp + 1) - sign * (amp - 1) * cos - root)]
+        a = [(amp + 1) + sign * (amp - 1) * cos + root, -sign * 2 * ((amp - 1) + sign * (amp + 1) * cos),
+             (amp + 1) + sign * (amp - 1) * cos - root]
+    b, a = np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    return b / a[0], a / a[0]
+
+
+_EQ_KINDS = ("peaking", "low_shelf", "high_shelf")
+
+
+@register_augmentation("random_eq")
+class RandomEQ(WaveformTransform):
+    """A random device / microphone response: a cascade of ``n_bands`` random biquads (RBJ cookbook), ours.
+
+    Each band draws its kind from ``kinds`` (peaking, low_shelf, high_shelf), a centre frequency log-uniform in
+    ``[min_freq, max_freq]`` (capped at 0.45 of the sample rate), a gain uniform in ``[min_gain_db,
+    max_gain_db]`` and a Q uniform in ``[min_q, max_q]``. Random EQ of this kind is the usual cheap stand-in
+    for unseen recording devices in the DCASE acoustic scene (device mismatch) systems, where measured
+    impulse responses (impulse_response) are not at hand. Filtering is causal (``scipy.signal.lfilter``), so
+    the length is kept; the level is not restored (a device changes it too). Params: ``{"bands": [{"kind",
+    "freq", "gain_db", "q"}, ...]}``.
+    """
+
+    def __init__(self, n_bands: int = 3, min_gain_db: float = -12.0, max_gain_db: float = 12.0,
+                 min_freq: float = 60.0, max_freq: float = 8000.0, min_q: float = 0.5, max_q: float = 2.0,
+                 kinds: Sequence[str] = _EQ_KINDS, p: float = 0.5):
+        super().__init__(p)
+        if isinstance(n_bands, bool) or not isinstance(n_bands, (int, np.integer)) or not 1 <= n_bands <= 16:
+            raise ValueError(f"n_bands: expected an integer in 1..16, got {n_bands!r}")
+        self.n_bands = int(n_bands)
+        self.min_gain_db, self.max_gain_db = _range("min_gain_db", min_gain_db, "max_gain_db", max_gain_db,
+                                                    lower=-40.0, upper=40.0)
+        self.min_freq, self.max_freq = _range("min_freq", min_freq, "max_freq", max_freq, lower=1.0)
+        self.min_q, self.max_q = _range("min_q", min_q, "max_q", max_q, lower=0.05, upper=20.0)
+        if isinstance(kinds, str) or not kinds:
+            raise ValueError(f"kinds: expected a non-empty list of {', '.join(_EQ_KINDS)}, got {kinds!r}")
+        self.kinds = [_choice("kinds", kind, _EQ_KINDS) for kind in kinds]
+
+    def randomize_parameters(self, wave, sr, rng):
+        # log-uniform frequency: bands spread evenly over octaves, as the ear and the mel scale do
+        high = min(self.max_freq, 0.45 * sr)  # below Nyquist, where the cookbook formulas stay well-behaved
+        low = min(self.min_freq, high)
+        bands = []
+        for _ in range(self.n_bands):
+            bands.append({"kind": self.kinds[int(rng.integers(len(self.kinds)))],
+                          "freq": float(math.exp(rng.uniform(math.log(low), math.log(high)))),
+                          "gain_db": float(rng.uniform(self.min_gain_db, self.max_gain_db)),
+                          "q": float(rng.uniform(self.min_q, self.max_q))})
+        return {"bands": bands}
+
+    def apply(self, wave, sr, params):
+        out = wave.astype(np.float64)
+        for band in params["bands"]:
+            b, a = _biquad(band["kind"], float(band["freq"]), float(band["gain_db"]), float(band["q"]), sr)
+            out = lfilter(b, a, out)
+        return out.astype(np.float32)
 
 
 _MAKEUPS = ("rms", "peak", "none")
