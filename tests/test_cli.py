@@ -39,6 +39,26 @@ def test_train_then_predict_prints_top_k_and_writes_csv(cli_run, capsys, tmp_pat
         assert row["prediction"] in row
 
 
+def test_predict_tta_reports_its_cost_and_still_sums_to_one(cli_run, capsys, tmp_path):
+    run, data = cli_run
+    files = sorted(data.rglob("*.wav"))[:2]
+    plain_csv, tta_csv = tmp_path / "plain.csv", tmp_path / "tta.csv"
+    assert main(["predict", str(run), *map(str, files), "--csv", str(plain_csv)]) == 0
+    assert "the compute" not in capsys.readouterr().err
+    assert main(["predict", str(run), *map(str, files), "--tta", "4", "--csv", str(tta_csv)]) == 0
+    captured = capsys.readouterr()
+    assert "tta 4: 4x the compute" in captured.err and "s per file" in captured.err
+    assert "x the compute" not in captured.out  # stdout: predictions only
+    with open(plain_csv) as a, open(tta_csv) as b:
+        plain, tta = list(csv.DictReader(a)), list(csv.DictReader(b))
+    for before, after in zip(plain, tta):
+        probs = [float(v) for k, v in after.items() if k not in ("path", "prediction", "error")]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+    assert plain != tta  # the shifted copies moved the probabilities
+    assert main(["predict", str(run), str(files[0]), "--tta", "0"]) == 2
+    assert "tta=0: expected a positive integer" in capsys.readouterr().err
+
+
 def test_predict_reports_an_unreadable_file_and_goes_on(cli_run, capsys, tmp_path):
     run, data = cli_run
     bad = tmp_path / "bad.wav"

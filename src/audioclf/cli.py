@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from rich.text import Text
@@ -357,21 +358,27 @@ def _write_timeline(predictor, args) -> int:
 
 def cmd_predict(args) -> None:
     from .deploy.onnx_predictor import load_predictor
-    from .deploy.predictor import write_predictions_csv
+    from .deploy.predictor import check_tta, write_predictions_csv
 
-    predictor = load_predictor(args.run_dir)
+    tta = check_tta(args.tta)  # before loading anything: a bad --tta is a one-line error
+    predictor = load_predictor(args.run_dir, tta=tta)
     if args.timeline:
         return _write_timeline(predictor, args)
     if args.ensemble:
         from .deploy.predictor import EnsemblePredictor
 
         members = [args.run_dir, *args.ensemble]
-        predictor = EnsemblePredictor([predictor, *(load_predictor(m) for m in args.ensemble)], members)
+        predictor = EnsemblePredictor([predictor, *(load_predictor(m, tta=tta) for m in args.ensemble)], members)
+    started = time.perf_counter()
     predictions = predictor.predict_files(args.paths, aggregate=args.aggregate)
+    seconds = time.perf_counter() - started
     failed = [pred for pred in predictions if pred.probs is None]
     if failed and args.strict:
         raise AudioclfError(f"{failed[0].path}: {failed[0].error}")
     _print_predictions(predictions, predictor, args.top_k)
+    if tta > 1:  # its cost, on stderr: stdout stays the predictions a script reads
+        err.print(f"tta {tta}: {tta}x the compute (each window averaged over {tta} time-shifted copies); "
+                  f"{seconds / max(1, len(predictions)):.3f} s per file", highlight=False)
     if args.submission:
         from .deploy.submission import write_submission
 
@@ -576,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "against time, as a CSV (OUT.csv) or a heat map (OUT.png)")
     predict.add_argument("--ensemble", action="append", metavar="RUN", help="average the probabilities with this "
                          "run's (or .onnx file's), each with its own preprocessing (repeatable)")
+    predict.add_argument("--tta", type=int, default=1, metavar="N",
+                         help="test-time augmentation: average each window over N time-shifted copies "
+                              "(N times the compute; default 1 = off)")
     predict.set_defaults(func=cmd_predict)
 
     sweep = command("sweep", "many runs that differ in a few keys (grid, random or TPE search, on Optuna)",

@@ -99,8 +99,11 @@ class OnnxPredictor(WindowedPredictor):
         return self.probabilities(self.logits(windows))
 
 
-def load_predictor(path: str | Path, device: str = "auto") -> Predictor | OnnxPredictor:
-    """``.onnx`` file -> :class:`OnnxPredictor`; anything else is a run directory -> :class:`Predictor`."""
+def load_predictor(path: str | Path, device: str = "auto", tta: int = 1) -> Predictor | OnnxPredictor:
+    """``.onnx`` file -> :class:`OnnxPredictor`; anything else is a run directory -> :class:`Predictor`.
+    ``tta``: test-time augmentation copies per window (1 = off; see ``predictor.averaged_over_shifts``)."""
     if Path(path).suffix.lower() == ".onnx":
-        return OnnxPredictor(path)
-    return Predictor.from_run(path, device=device)
+        predictor = OnnxPredictor(path)
+        predictor.tta = tta
+        return predictor
+    return Predictor.from_run(path, device=device, tta=tta)

@@ -3,6 +3,10 @@
 A recording longer than the training clip is cut into clip-length windows with 50 % overlap (the last one
 aligned to the end, so no audio is ignored) and the window probabilities are aggregated (mean by default,
 ``max`` is the usual choice for "is this sound anywhere in the file" tagging).
+
+Test-time augmentation (``tta=N``, ``audioclf predict --tta N``): each window is also scored as N - 1 copies
+shifted in time by fractions of the hop between windows, and the N probabilities are averaged; N times the
+compute. ``tta=1`` (the default) is the plain prediction.
 """
 
 from __future__ import annotations
@@ -75,6 +79,35 @@ class Timeline:
                 "probabilities": [[round(float(p), 6) for p in row] for row in self.probs]}
 
 
+def check_tta(tta) -> int:
+    """``tta`` as a count of copies per window (1 = no test-time augmentation); a ConfigError otherwise."""
+    if isinstance(tta, bool) or not isinstance(tta, (int, np.integer)) or tta < 1:
+        raise ConfigError(f"tta={tta!r}: expected a positive integer (copies per window, 1 = off)")
+    return int(tta)
+
+
+def tta_shifts(clip_samples: int, tta: int) -> list[int]:
+    """Circular shifts (samples) of the ``tta`` copies of a window: 0, then even fractions of the hop between
+    windows (half a clip), so the copies see the content at offsets the 50 %-overlap windows skip."""
+    hop = max(1, clip_samples // 2)
+    return [round(i * hop / tta) for i in range(check_tta(tta))]
+
+
+def averaged_over_shifts(windows: np.ndarray, score, tta: int) -> np.ndarray:
+    """(B, C) probabilities of ``windows`` (B, L): ``score`` of each time-shifted copy, averaged.
+
+    A roll, not a crop: the copy keeps the window's length, and a clip that was tiled to length (pad_mode=tile)
+    stays a continuous loop. One call of ``score`` per copy keeps its batch size as given."""
+    shifts = tta_shifts(windows.shape[-1], tta)
+    if len(shifts) == 1:
+        return score(windows)
+    total = None
+    for shift in shifts:
+        probs = np.asarray(score(np.roll(windows, shift, axis=-1) if shift else windows), dtype=np.float64)
+        total = probs if total is None else total + probs
+    return total / len(shifts)
+
+
 class WindowedPredictor(ABC):
     """Files and long recordings -> class probabilities, given a model that scores clip-length windows.
 
@@ -90,6 +123,16 @@ class WindowedPredictor(ABC):
     pad_mode: str = "tile"
     trim_silence: bool | str = False
     max_seconds: float | None = None  # longer files are refused before decoding (None: audio.MAX_SECONDS)
+    _tta: int = 1
+
+    @property
+    def tta(self) -> int:
+        """Test-time augmentation: copies scored per window (see :func:`averaged_over_shifts`); 1 = off."""
+        return self._tta
+
+    @tta.setter
+    def tta(self, value: int) -> None:
+        self._tta = check_tta(value)
 
     @abstractmethod
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
@@ -104,7 +147,8 @@ class WindowedPredictor(ABC):
         windows = clip_windows(wave, self.clip_samples, self.pad_mode)  # cut batch by batch
         # Every prediction passes through finite() (here or in _score_stream): a model whose forward pass
         # overflows never answers `nan` or a label.
-        return finite(np.concatenate([self.window_probabilities(windows[i : i + batch_size])
+        return finite(np.concatenate([averaged_over_shifts(windows[i : i + batch_size], self.window_probabilities,
+                                                           self.tta)
                                       for i in range(0, len(windows), batch_size)]).astype(np.float64))
 
     def file_window_probabilities(self, path: str | Path, batch_size: int = 64, score=None) -> np.ndarray:
@@ -118,8 +162,9 @@ class WindowedPredictor(ABC):
         score = score or self.window_probabilities
         # Each batch's probabilities copied out of the tensor they came in: holding thousands of small tensors
         # made between the forward passes' large temporaries kept the heap from shrinking (+100 MB per hour).
-        return finite(np.concatenate([np.array(score(batch), dtype=np.float64) for batch in
-                                      stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)]))
+        return finite(np.concatenate([np.array(averaged_over_shifts(batch, score, self.tta), dtype=np.float64)
+                                      for batch in stream_windows(blocks, self.clip_samples, self.pad_mode,
+                                                                  batch_size)]))
 
     def timeline(self, path: str | Path, batch_size: int = 64, score=None) -> "Timeline":
         """Every window's probabilities against the recording's time, for a long recording: the very windows of
@@ -179,7 +224,8 @@ class Predictor(WindowedPredictor):
 
     def __init__(self, model: AudioClassifier, classes: list[str], task: str, sample_rate: int,
                  clip_samples: int, pad_mode: str = "tile", device: str | torch.device = "cpu",
-                 trim_silence: bool | str = False):
+                 trim_silence: bool | str = False, tta: int = 1):
+        self.tta = tta
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.classes, self.task = list(classes), task
@@ -187,7 +233,7 @@ class Predictor(WindowedPredictor):
         self.trim_silence = trim_silence or False
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto") -> "Predictor":
+    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "auto", tta: int = 1) -> "Predictor":
         torch_device = resolve_device(device)
         model, state = load_model(run_dir, which, torch_device)
         if state.get("input_kind", "audio") != "audio":
@@ -195,7 +241,7 @@ class Predictor(WindowedPredictor):
                               "audio files needs a run trained on audio (use evaluate for embedding sets)")
         data = state.get("config", {}).get("data", {})
         predictor = cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
-                        data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False)
+                        data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False, tta)
         predictor.max_seconds = data.get("max_seconds")
         return predictor
 
