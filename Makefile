@@ -24,7 +24,7 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 demo: setup
 	$(BIN)/audioclf demo
 
-# The fast suite (two to three minutes on 2 cores); end-to-end runs marked `slow` are in test-slow.
+# The fast suite (about 3½ minutes on 2 idle cores; README: Quick start); end-to-end runs marked `slow` are in test-slow.
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
