@@ -58,6 +58,25 @@ def test_quantize_reports_fp32_next_to_int8(run_and_data, capsys):
         assert f"wrote {run / name}" in printed
     result = json.loads((run / "quantization.json").read_text())
     assert result["int8"]["bytes"] < result["fp32"]["bytes"]
+    gate = result["gate"]  # the verdict on the validation split, printed with the numbers it came from
+    assert f"val accuracy: fp32 {gate['fp32']:.4f}, int8 {gate['int8']:.4f}" in printed
+    assert "within the max drop 1.0" in printed
+
+
+def test_quantize_over_the_max_drop_exits_4_without_an_int8_file(run_and_data, capsys, monkeypatch):
+    from audioclf.deploy import quantize
+
+    run, _ = run_and_data
+    monkeypatch.setattr(quantize, "drop_in_points", lambda *a: 2.5)  # an INT8 model 2.5 points worse
+    assert main(["quantize", str(run), "--calibration", "8", "--max-drop", "2"]) == 4
+    captured = capsys.readouterr()
+    assert "over the max drop 2.0" in captured.out
+    error = captured.err.replace("\n", " ")  # the console wraps long lines
+    assert "drop of 2.50 points > max drop 2" in error and "--keep-float" in error
+    assert not (run / "model.features.int8.onnx").exists() and not (run / "quantization.json").exists()
+    assert main(["quantize", str(run), "--calibration", "8", "--max-drop", "2", "--force"]) == 0
+    assert "forced past the max drop 2.0" in capsys.readouterr().out
+    assert (run / "model.features.int8.onnx").exists()
 
 
 def test_distill_command(run_and_data, tmp_path):

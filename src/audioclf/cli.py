@@ -3,7 +3,7 @@
 Exit codes: 0 every named input was processed; 1 an unexpected failure (one line; ``-v`` shows the
 traceback); 2 a usage, config or data error (one line naming the file, row or key); 3 some inputs failed
 (``predict``: files that could not be read, listed on stderr; ``--strict`` makes the first one an error);
-4 a model over the complexity limits it was asked to meet; 130 interrupted.
+4 a model over the complexity or INT8 accuracy-drop limits it was asked to meet; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -255,12 +255,21 @@ def cmd_export(args) -> None:
 
 
 def cmd_quantize(args) -> None:
-    from .console import quantization_table
-    from .deploy.quantize import quantize_run
+    from .console import gate_line, quantization_table
+    from .deploy.quantize import QuantizationRefused, quantize_run
 
-    result = quantize_run(args.run_dir, calibration=args.calibration, method=args.method,
-                          with_frontend=args.with_frontend)
+    keep = args.keep_float if args.keep_float in (None, "auto") else [n.strip() for n in args.keep_float.split(",")]
+    try:
+        result = quantize_run(args.run_dir, calibration=args.calibration, method=args.method,
+                              with_frontend=args.with_frontend, max_drop=args.max_drop, force=args.force,
+                              keep_float=keep or ())
+    except QuantizationRefused as refused:
+        out.print(gate_line(refused.report["gate"]), highlight=False)
+        raise
     show(out, quantization_table(result))
+    out.print(gate_line(result["gate"]), highlight=False)
+    if result["settings"]["kept_float"]:
+        out.print(f"kept in float: {', '.join(result['settings']['kept_float'])}", highlight=False)
     for path in (result["fp32"]["path"], result["int8"]["path"], Path(args.run_dir) / "quantization.json"):
         out.print(f"wrote {path}", highlight=False)
 
@@ -438,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="audioclf", description="Train, evaluate and deploy audio classifiers.",
                                      epilog="exit codes: 0 done, 1 unexpected failure, 2 usage/config/data error, "
-                                            "3 some inputs failed, 4 over a complexity limit, 130 interrupted")
+                                            "3 some inputs failed, 4 over a complexity or INT8 accuracy-drop limit, 130 interrupted")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and tracebacks")
     parser.add_argument("--version", action="version", version=f"audioclf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -556,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "graph allows)")
     quantize.add_argument("--with-frontend", action="store_true",
                           help="quantize the model that takes raw waveforms (the front-end stays fp32)")
+    quantize.add_argument("--max-drop", type=float, default=1.0,
+                          help="most points of validation accuracy (or the run's monitored metric) INT8 may lose "
+                               "on this machine; over it no INT8 file is written and exit is 4 (default 1)")
+    quantize.add_argument("--force", action="store_true", help="write the INT8 file even over --max-drop")
+    quantize.add_argument("--keep-float", metavar="auto|LAYER[,LAYER]",
+                          help="layers left in float (mixed precision): names from the refusal's layer scan, or "
+                               "auto (the most sensitive ones until the drop is within --max-drop)")
     quantize.set_defaults(func=cmd_quantize)
 
     export = command("export", "export a run to ONNX (optionally with the log-mel front-end)")

@@ -241,3 +241,10 @@ def quantization_table(result: dict[str, Any]) -> Table:
     table.add_row("bytes", f"{result['fp32']['bytes']:,}", f"{result['int8']['bytes']:,}",
                   f"x{result['size_ratio']:.2f}")
     return table
+
+
+def gate_line(gate: dict[str, Any]) -> str:
+    """The INT8 gate's verdict: the drop on the validation split on this machine, against the limit."""
+    verdict = "within" if gate["passed"] else "forced past" if gate["forced"] else "over"
+    return (f"{gate['split']} {gate['metric']}: fp32 {gate['fp32']:.4f}, int8 {gate['int8']:.4f}, drop "
+            f"{gate['drop_points']:.2f} ({verdict} the max drop {gate['max_drop']})")

@@ -23,7 +23,7 @@ class ConfigError(AudioclfError):
 
 
 class BudgetExceeded(AudioclfError):
-    """A model over the complexity limits it was asked to meet (parameters, MACs): the CLI exits 4."""
+    """A model over the limits it was asked to meet (parameters, MACs, INT8 accuracy drop): the CLI exits 4."""
 
 
 class UnsafeFileError(AudioclfError):

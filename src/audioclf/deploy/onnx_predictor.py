@@ -9,6 +9,7 @@ exactly as :class:`~audioclf.deploy.predictor.Predictor` does.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,13 @@ from ..errors import AudioclfError
 from ..features import FeatureConfig, FrontEnd
 from ..runs import RunDir
 from .export import decode_metadata, import_onnxruntime
+from .int8_kernels import unchecked_machine
 from .predictor import Predictor, WindowedPredictor
 
 __all__ = ["OnnxPredictor", "load_predictor", "onnx_session", "softmax", "sigmoid"]
+
+log = logging.getLogger(__name__)
+_NOTIFIED: set[Path] = set()  # INT8 files already noticed in this process: one notice each, not one per load
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -53,7 +58,9 @@ def onnx_session(path: str | Path, threads: int | None = None, providers: list[s
 class OnnxPredictor(WindowedPredictor):
     """``predict_wave`` / ``predict_files`` / ``top_k`` / ``classes`` for an exported ``.onnx`` file."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 measuring: bool = False):
+        """``measuring``: the file is being checked (by quantize), so no notice that it was not."""
         self.path = Path(path)
         if not self.path.is_file():
             raise AudioclfError(f"{self.path}: ONNX model file not found")
@@ -65,6 +72,8 @@ class OnnxPredictor(WindowedPredictor):
         if stale is not None:
             again = "quantize" if ".int8." in self.path.name else "export"
             raise AudioclfError(f"{self.path}: exported {stale}; run audioclf {again} {self.path.parent} again")
+        if not measuring:
+            self._notice_unchecked_int8()
         self.classes: list[str] = list(self.metadata["classes"])
         self.task: str = self.metadata["task"]
         self.sample_rate: int = self.metadata["sample_rate"]
@@ -79,6 +88,14 @@ class OnnxPredictor(WindowedPredictor):
         self.frontend = None
         if self.metadata["input"] == "features":
             self.frontend = FrontEnd(FeatureConfig.from_dict(self.metadata["features"])).eval()
+
+    def _notice_unchecked_int8(self) -> None:
+        """An INT8 file whose drop was measured on a CPU with other int8 kernels may behave differently here."""
+        key = self.path.resolve()
+        reason = None if key in _NOTIFIED else unchecked_machine(self.metadata)
+        if reason is not None:
+            _NOTIFIED.add(key)
+            log.warning("%s: INT8 model not checked on this machine: %s", self.path, reason)
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int | None = None) -> "OnnxPredictor":

@@ -7,7 +7,8 @@ A stage is a mapping of config overrides plus a few stage keys:
   ``alpha``);
 * ``init_from: "@<stage>"`` — start from an earlier stage's weights (e.g. pre-train on FSD2019's noisy
   labels, fine-tune on the curated ones);
-* ``quantize: N`` — INT8 post-training quantization with N calibration clips after training;
+* ``quantize: N`` — INT8 post-training quantization with N calibration clips after training (a model that
+  loses more than 1 point there is reported and left without its INT8 file);
   ``export: true`` — write the ONNX model.
 
 After the last stage ``<out>/report.md`` compares every stage (for DCASE 2022 Task 1: log loss, accuracy,
@@ -18,6 +19,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from ..training.distributed import barrier, world
 from ..metrics import headline_metrics
 from ..ownership import inside, mark_folder
 from ..runs import RunDir
+
+log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("name", "kind", "teachers", "T", "alpha", "quantize", "export")
 
@@ -108,7 +112,7 @@ def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]
     """
     from ..compress.distill import distill
     from ..deploy.export import export_onnx
-    from ..deploy.quantize import quantize_run
+    from ..deploy.quantize import QuantizationRefused, quantize_run
     from ..training.trainer import train
 
     root = stages_root(cfg)
@@ -129,7 +133,10 @@ def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]
         if not world().main:  # under torchrun rank 0 alone writes: quantized and exported models, the report
             continue
         if stage.quantize:
-            quantize_run(run, calibration=stage.quantize)
+            try:
+                quantize_run(run, calibration=stage.quantize)
+            except QuantizationRefused as refused:  # the later stages still train; the report has no INT8 row
+                log.warning("stage %s: %s", stage.name, refused)
         if stage.export:
             export_onnx(run)
     if world().main:
