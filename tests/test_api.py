@@ -74,7 +74,9 @@ def test_a_run_and_its_exported_models_answer_the_same_calls_alike(clips, tmp_pa
     run = audioclf.train(clips, out=tmp_path / "run", quiet=True, **TINY)
     files = sorted(clips.rglob("*.wav"))[:3]
     features_onnx, wave_onnx = run.export(), run.export(with_frontend=True)
-    int8_onnx = run.quantize(calibration=8)["int8"]["path"]
+    with pytest.raises(ConfigError, match="max_drop=-1"):  # the CLI's gate options reach quantize_run
+        run.quantize(calibration=8, max_drop=-1)
+    int8_onnx = run.quantize(calibration=8, max_drop=None)["int8"]["path"]
     expected = run.predict(files, device="cpu")
     for model, atol in ((run, 1e-6), (audioclf.load(run.root), 1e-6), (audioclf.load(features_onnx), 1e-4),
                         (audioclf.load(wave_onnx), 1e-4), (audioclf.load(int8_onnx), 0.25)):

@@ -35,6 +35,19 @@ def test_override_needs_equals_sign():
         apply_overrides({}, ["train.epochs"])
 
 
+def test_a_folder_named_like_a_recipe_is_not_read_as_its_config(tmp_path, monkeypatch):
+    # `audioclf demo --out demo` run twice: the second run found the folder `demo` before the bundled recipe
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert load_config("demo").model["name"] == "small_cnn"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="no config file or recipe named 'mine'"):
+        load_config("mine")
+    (tmp_path / "mine.yaml").mkdir()
+    with pytest.raises(ConfigError, match="mine.yaml: a folder, not a config file"):
+        load_config("mine.yaml")
+
+
 def test_bundled_recipe_by_name_and_unknown_recipe(tmp_path):
     cfg = load_config("demo", ["train.epochs=2"])
     assert cfg.model["name"] == "small_cnn" and cfg.train.epochs == 2

@@ -488,7 +488,9 @@ def recipe_dir() -> Path:
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
     candidate = Path(path)
-    if not candidate.exists() and candidate.suffix == "":
+    # A bare name is a bundled recipe unless a file of that name exists: a folder called `demo` in the working
+    # directory (`audioclf demo --out demo`) is not a config file.
+    if not candidate.is_file() and candidate.suffix == "":
         bundled = recipe_dir() / f"{candidate.name}.yaml"
         if bundled.exists():
             candidate = bundled
@@ -497,6 +499,8 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"no config file or recipe named '{path}'{did_you_mean(str(path), names)}")
     if not candidate.exists():
         raise ConfigError(f"config file not found: {candidate}")
+    if not candidate.is_file():
+        raise ConfigError(f"{candidate}: a folder, not a config file")
     data = read_yaml(candidate) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{candidate}: expected a mapping of config sections at the top level")

@@ -111,11 +111,16 @@ class Run:
 
         return export_onnx(self.root, path, with_frontend=with_frontend, overwrite=overwrite)
 
-    def quantize(self, calibration: int = 200, method: str = "auto") -> dict[str, Any]:
-        """INT8 ONNX Runtime model next to the fp32 one, and the fp32 vs int8 metrics on the test split."""
+    def quantize(self, calibration: int = 200, method: str = "auto", max_drop: float | None = 1.0,
+                 force: bool = False, keep_float: str | list[str] = ()) -> dict[str, Any]:
+        """INT8 ONNX Runtime model next to the fp32 one, and the fp32 vs int8 metrics on the test split; as
+        ``audioclf quantize``, refused (:class:`~audioclf.deploy.quantize.QuantizationRefused`) when INT8 loses
+        more than ``max_drop`` points on validation here, unless ``force`` (see
+        :func:`~audioclf.deploy.quantize.quantize_run`)."""
         from ..deploy.quantize import quantize_run
 
-        return quantize_run(self.root, calibration=calibration, method=method)
+        return quantize_run(self.root, calibration=calibration, method=method, max_drop=max_drop, force=force,
+                            keep_float=keep_float)
 
 
 # What audioclf.train() takes besides config sections; a section of the same name could never be passed.
