@@ -498,7 +498,20 @@ def recipe_dir() -> Path:
     return Path(__file__).parent / "configs"
 
 
-def read_recipe(path: str | Path) -> dict[str, Any]:
+def read_recipe(path: str | Path, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A recipe's config sections; ``base: <recipe>`` puts them over another recipe's (a named variant of a
+    recipe, e.g. ``gtzan_tuned`` over the faithful ``gtzan``, states only what it changes)."""
+    data = read_config_file(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if str(base) in _chain or str(base) == str(path):
+        raise ConfigError(f"{path}: base: {base} leads back to itself ({' -> '.join([*_chain, str(path), str(base)])})")
+    return merge_dicts(read_recipe(str(base), (*_chain, str(path))), data)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a config file or bundled recipe, as written (a ``base:`` key left unresolved)."""
     candidate = Path(path)
     if not candidate.exists() and candidate.suffix == "":
         bundled = recipe_dir() / f"{candidate.name}.yaml"
