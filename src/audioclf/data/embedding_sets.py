@@ -66,7 +66,7 @@ class EmbeddingOptions:
 
     train_path: str | None = None  # a set (file/folder) to train on instead of the layout's balanced set
     val_path: str | None = None  # validation set (default: by val_set)
-    val_set: str = "split"  # without val_path: split (a data.fractions share of the training rows) | eval (the eval set)
+    val_set: str = "split"  # without val_path: split (a data.fractions share of the train rows) | eval (the eval set)
     test_path: str | None = None  # test set (default: the layout's eval set)
     labels_csv: str | None = None  # class_labels_indices.csv (default: found next to the data)
     train_set: str = "balanced"  # balanced | unbalanced: which training set of the layout
@@ -193,7 +193,8 @@ def resolve_sources(data_path: str | None, fractions: list[float], seed: int,
     if not val_where and options.val_set == "eval":
         if "eval" not in layout:
             raise DataError(f"{data_path}: data.options.val_set=eval, but no eval set there (looked for "
-                            f"{', '.join(_LAYOUT_NAMES['eval'])} as .h5 or a .tfrecord folder); give data.options.val_path")
+                            f"{', '.join(_LAYOUT_NAMES['eval'])} as .h5 or a .tfrecord folder); "
+                            "give data.options.val_path")
         val_where = layout["eval"]
     val = open_source(val_where) if val_where else None
     test_where = options.test_path or layout.get("eval")
