@@ -61,16 +61,16 @@ def test_bundled_recipe_by_name_and_unknown_recipe(tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["plateau", "none", "cosine"])
 def test_a_scheduler_change_does_not_inherit_the_recipes_scheduler_args(scheduler):
-    """gtzan's exponential schedule carries gamma: 0.95; another scheduler must not be handed it (it refused
+    """gtzan_tuned's exponential schedule carries gamma: 0.95; another scheduler must not be handed it (it refused
     the run: "scheduler 'plateau' has no argument 'gamma'")."""
     from audioclf.training.optim import build_scheduler
 
-    cfg = load_config("gtzan", [f"train.scheduler={scheduler}"])
+    cfg = load_config("gtzan_tuned", [f"train.scheduler={scheduler}"])
     assert cfg.train.scheduler_args == {}
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     build_scheduler(optimizer, name=scheduler, epochs=3, monitor="accuracy", **cfg.train.scheduler_args)
-    assert load_config("gtzan", ["train.lr=0.01"]).train.scheduler_args == {"gamma": 0.95}  # same scheduler: kept
-    given = load_config("gtzan", ["train.scheduler=plateau", "train.scheduler_args={factor: 0.5}"])
+    assert load_config("gtzan_tuned", ["train.lr=0.01"]).train.scheduler_args == {"gamma": 0.95}  # same scheduler: kept
+    given = load_config("gtzan_tuned", ["train.scheduler=plateau", "train.scheduler_args={factor: 0.5}"])
     assert given.train.scheduler_args == {"factor": 0.5}
-    merged = merge_dicts(load_config("gtzan").to_dict(), {"train": {"scheduler": scheduler}})
+    merged = merge_dicts(load_config("gtzan_tuned").to_dict(), {"train": {"scheduler": scheduler}})
     assert merged["train"]["scheduler_args"] == {}

@@ -1,5 +1,7 @@
 """Each bundled recipe end to end on a fixture in its dataset's real layout (tiny settings)."""
 
+import json
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -165,6 +167,13 @@ def test_audioset_embeddings_recipe_then_evaluate(tmp_path, capsys):
     union = (rounded | t).sum(axis=1)
     assert test["mAP_per_example"] == pytest.approx(np.mean((rounded & t).sum(axis=1)[union > 0] / union[union > 0]))
     assert test["pSR"] == pytest.approx((rounded & t).sum() / t.sum())
+    # The thesis validated on the eval set itself (val_set: eval): val and test are the same 40 clips, and
+    # training keeps all 160 rows; compare leads with its Tables 1-2's metrics, per-example mAP then pSR.
+    assert summary["counts"]["val"] == summary["counts"]["test"] == 40 and summary["counts"]["train"] == 160
+    assert summary["metrics"]["val"]["mAP_per_example"] == pytest.approx(test["mAP_per_example"])
+    assert main(["compare", str(run), "--out", str(tmp_path / "cmp")]) == 0
+    header = next(line for line in (tmp_path / "cmp" / "comparison.md").read_text().splitlines() if "val " in line)
+    assert header.index("val mAP_per_example") < header.index("val pSR")
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
     assert "mAP" in capsys.readouterr().out
@@ -243,3 +252,41 @@ def test_dcase_balanced_subset_is_a_config_key(tmp_path):
         assert RunDir(run).read_config()["data"]["train_subset"] == {"per": [], "n": n}
     assert max(counts[1].values()) == 1 and max(counts[2].values()) == 2  # at most n clips per scene
     assert set(counts[1]) == set(counts[2])  # every scene keeps its clips
+
+
+@pytest.mark.parametrize("variant, faithful, changed", [
+    ("gtzan_tuned", "gtzan", {"train.lr": 0.001, "train.scheduler": "exponential",
+                              "train.scheduler_args": {"gamma": 0.95}, "train.epochs": 10}),
+    ("audioset_embeddings_heldout", "audioset_embeddings", {"data.options": {"train_set": "balanced", "stream": "auto",
+                                                                             "val_set": "split"}}),
+])
+def test_a_named_variant_changes_only_what_its_comment_says(variant, faithful, changed):
+    """Our own choices live in a variant over the faithful recipe (``base:``), which keeps the report's values."""
+    from audioclf.config import flat_config, load_config
+
+    ours, theirs = (flat_config(load_config(name).to_dict()) for name in (variant, faithful))
+    differing = {key for key in ours if ours[key] != theirs.get(key)}
+    assert differing == set(changed)
+    for key, value in changed.items():  # flat_config writes a mapping as its JSON text
+        assert ours[key] == (json.dumps(value) if isinstance(value, dict) else value), key
+
+
+def test_a_recipe_whose_base_leads_back_to_itself_is_one_line(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    assert main(["train", str(tmp_path / "a.yaml"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "leads back to itself" in err and len(err.strip().splitlines()) == 1
+
+
+def test_audioset_val_set_eval_needs_an_eval_set(tmp_path, capsys):
+    from audioclf.data.embeddings import make_synthetic_embeddings
+    from audioclf.data.importers.audioset import write_h5
+
+    write_h5(tmp_path / "bal_train.h5", make_synthetic_embeddings(16, seed=1))
+    assert main(["train", "audioset_embeddings", f"data.root={tmp_path}", f"out={tmp_path / 'run'}",
+                 "train.epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert "data.options.val_set=eval, but no eval set there" in err and "Traceback" not in err
+    assert main(["train", "audioset_embeddings", f"data.root={tmp_path}", "data.options.val_set=held"]) == 2
+    assert "data.options.val_set='held'; expected 'split' or 'eval'" in capsys.readouterr().err

@@ -95,6 +95,10 @@ class TrainConfig:
     label_smoothing: float | None = None  # audio single-label: 0.1; multi-label and embeddings: 0
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
+    # Which epoch's weights the run keeps, scores on val and test and deploys: best (by train.monitor) | last (the
+    # final epoch's, for protocols that quote values "al final" of N epochs: a sweep over epochs then does not
+    # contain its own shorter runs).
+    keep: str = "best"
     min_delta: float = 0.0  # the least change of the monitored metric that counts as an improvement
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # mixed precision; None = on for CUDA
@@ -429,9 +433,17 @@ def describe_keys(section: str | None = None) -> list[tuple[str, str, Any, str]]
 _MAPPINGS = ("features", "model", "train.scheduler_args")  # free-form sections: each key checked when given
 
 
+# The keys that take one of a few words, checked with the ranges.
+_CHOICES: dict[str, tuple[str, ...]] = {"train.keep": ("best", "last")}
+
+
 def check_ranges(cfg: Config) -> None:
-    """:class:`ConfigError` naming the first key whose value is out of its range (see ``_RANGES``), or a
-    non-finite number anywhere in ``features``, ``model`` or ``train.scheduler_args``."""
+    """:class:`ConfigError` naming the first key whose value is out of its range (see ``_RANGES``) or not one of
+    its choices (``_CHOICES``), or a non-finite number anywhere in ``features``, ``model`` or
+    ``train.scheduler_args``."""
+    for key, choices in _CHOICES.items():
+        if config_value(cfg, key) not in choices:
+            raise ConfigError(f"{key}={config_value(cfg, key)!r}: expected one of {', '.join(choices)}")
     for key, (ok, expected) in _RANGES.items():
         if key.startswith(("features.", "model.")):
             continue  # with their mappings below
@@ -486,7 +498,20 @@ def recipe_dir() -> Path:
     return Path(__file__).parent / "configs"
 
 
-def read_recipe(path: str | Path) -> dict[str, Any]:
+def read_recipe(path: str | Path, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A recipe's config sections; ``base: <recipe>`` puts them over another recipe's (a named variant of a
+    recipe, e.g. ``gtzan_tuned`` over the faithful ``gtzan``, states only what it changes)."""
+    data = read_config_file(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if str(base) in _chain or str(base) == str(path):
+        raise ConfigError(f"{path}: base: {base} leads back to itself ({' -> '.join([*_chain, str(path), str(base)])})")
+    return merge_dicts(read_recipe(str(base), (*_chain, str(path))), data)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a config file or bundled recipe, as written (a ``base:`` key left unresolved)."""
     candidate = Path(path)
     # A bare name is a bundled recipe unless a file of that name exists: a folder called `demo` in the working
     # directory (`audioclf demo --out demo`) is not a config file.

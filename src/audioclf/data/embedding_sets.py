@@ -10,8 +10,9 @@ Where the data comes from (``data.path``):
 * a single ``.h5`` file, ``.tfrecord`` file or folder of ``.tfrecord`` files: the training set.
 
 Validation is a random ``data.fractions`` share of the training rows unless ``data.options.val_path`` names a
-set. Darna Sequeiros (2018), a thesis on AudioSet embeddings, validated (early stopping, best checkpoint) on
-the eval set itself and said so as a limitation; ``data.options.val_path=<eval set>`` reproduces that protocol.
+set or ``data.options.val_set=eval`` takes the layout's eval set. Darna Sequeiros (2018), a thesis on AudioSet
+embeddings, validated (early stopping, best checkpoint) on the eval set itself and said so as a limitation; the
+``audioset_embeddings`` recipe reproduces that (``val_set: eval``), ``audioset_embeddings_heldout`` does not.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class EmbeddingOptions:
     """The ``data.options`` keys of an embedding run."""
 
     train_path: str | None = None  # a set (file/folder) to train on instead of the layout's balanced set
-    val_path: str | None = None  # validation set (default: a data.fractions share of the training rows)
+    val_path: str | None = None  # validation set (default: by val_set)
+    val_set: str = "split"  # without val_path: split (a data.fractions share of the train rows) | eval (the eval set)
     test_path: str | None = None  # test set (default: the layout's eval set)
     labels_csv: str | None = None  # class_labels_indices.csv (default: found next to the data)
     train_set: str = "balanced"  # balanced | unbalanced: which training set of the layout
@@ -75,6 +77,8 @@ class EmbeddingOptions:
     def __post_init__(self) -> None:
         if self.train_set not in ("balanced", "unbalanced"):
             raise ConfigError(f"data.options.train_set={self.train_set!r}; expected 'balanced' or 'unbalanced'")
+        if self.val_set not in ("split", "eval"):
+            raise ConfigError(f"data.options.val_set={self.val_set!r}; expected 'split' or 'eval'")
         stream = str(self.stream).lower()
         stream = {"1": "true", "yes": "true", "0": "false", "no": "false"}.get(stream, stream)
         if stream not in ("auto", "true", "false"):
@@ -185,7 +189,14 @@ def resolve_sources(data_path: str | None, fractions: list[float], seed: int,
     else:
         raise ConfigError("data.path is required: an AudioSet embedding folder, an .h5 file or .tfrecord file(s)")
     train = open_source(train_where)
-    val = open_source(options.val_path) if options.val_path else None
+    val_where = options.val_path
+    if not val_where and options.val_set == "eval":
+        if "eval" not in layout:
+            raise DataError(f"{data_path}: data.options.val_set=eval, but no eval set there (looked for "
+                            f"{', '.join(_LAYOUT_NAMES['eval'])} as .h5 or a .tfrecord folder); "
+                            "give data.options.val_path")
+        val_where = layout["eval"]
+    val = open_source(val_where) if val_where else None
     test_where = options.test_path or layout.get("eval")
     test = open_source(test_where) if test_where else None
     if val is None or test is None:

@@ -121,11 +121,16 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[ComparedRun], list[dict[
     return runs, sweeps
 
 
+# The metric a report tabulates beside another: Darna Sequeiros (2018) ranks AudioSet models by his per-example mAP
+# (Table 1) and by pSR (Table 2), so a comparison led by the one shows the other next.
+_COMPANIONS = {"mAP_per_example": ("pSR",)}
+
+
 def _default_metrics(runs: list[ComparedRun], sweeps: list[dict[str, Any]]) -> list[str]:
     first = next((s["metric"] for s in sweeps if s.get("metric")), None) or runs[0].summary.get("monitor")
     names = [first] if first else []
     available = set(runs[0].summary.get("metrics", {}).get("val", {}))
-    for extra in ("log_loss", "mAP", "lwlrap", "macro_f1"):
+    for extra in (*_COMPANIONS.get(first, ()), "log_loss", "mAP", "lwlrap", "macro_f1"):
         if extra in available and extra not in names and len(names) < 3:
             names.append(extra)
     return names

@@ -504,7 +504,7 @@ def run_epochs(fit: EpochFit, start_epoch: int, set_epoch, n_items: int, validat
         fit.run.append_metrics(record)
         evaluated = fit.ema.module if fit.ema is not None else fit.model
         state = {**fit.base_state, "epoch": epoch, "model": evaluated.state_dict(), "val": val_values}
-        if improved:
+        if improved or cfg.train.keep == "last":  # keep=last: the kept ("best") checkpoint follows every epoch
             fit.run.save_checkpoint("best", state)
         resume_state = {"optimizer": fit.optimizer.state_dict(), "rng": rng_state(),
                         "scheduler": fit.scheduler.state_dict(), "early_stopping": fit.stopper.state_dict()}
@@ -563,7 +563,8 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
         "metrics": metrics,
         "confusion": confusion,
         "monitor": monitor,
-        "best_epoch": best["epoch"],
+        "best_epoch": best["epoch"],  # the kept epoch: with train.keep=last, the last one
+        "kept": inputs.cfg.train.keep,
         "planned_epochs": inputs.cfg.train.epochs,
         "skipped": inputs.skipped(),
         "counts": {split: inputs.count(split) for split in SPLITS},

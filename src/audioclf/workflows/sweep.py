@@ -50,7 +50,8 @@ except ImportError:  # Windows: workers on one SQLite file may rarely take the s
 
 import yaml
 
-from ..config import apply_overrides, config_from_dict, merge_dicts, parse_value, read_recipe, read_yaml, recipe_dir
+from ..config import (apply_overrides, config_from_dict, merge_dicts, parse_value, read_config_file, read_recipe,
+                      read_yaml, recipe_dir)
 from ..errors import AudioclfError, ConfigError
 from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
@@ -116,7 +117,7 @@ def _read_sweep_file(source: str) -> dict[str, Any]:
             names = [*bundled_protocols(), *(p.stem for p in recipe_dir().glob("*.yaml"))]
             raise ConfigError(f"no sweep file, bundled protocol or recipe named '{source}'{did_you_mean(source, names)}")
         path = bundled
-    return read_recipe(path)
+    return read_config_file(path)  # its base: is resolved below, after a sweep.stage is taken out
 
 
 # --- the search space -----------------------------------------------------------------------------
