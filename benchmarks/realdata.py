@@ -182,7 +182,7 @@ def main() -> None:
             raise SystemExit(f"error: {error}") from None
     if not csvs:
         raise SystemExit(f"no labels*.csv under {args.root}; give CSV files or --root")
-    out_root = Path(args.out or tempfile.mkdtemp(prefix="audioclf-realdata-"))
+    out_root = None if args.peers_only else Path(args.out or tempfile.mkdtemp(prefix="audioclf-realdata-"))
 
     results = []
     for csv_path in csvs:
@@ -190,7 +190,7 @@ def main() -> None:
         started = time.perf_counter()
         result = Result(name, sum(row["split"] == "train" for row in read_rows(csv_path)), peers(csv_path),
                         time.perf_counter() - started)
-        if not args.peers_only:
+        if out_root is not None:
             started = time.perf_counter()
             result.ours = ours(csv_path, out_root / name.replace(" ", "_").replace("(", "").replace(")", ""),
                                overrides)
@@ -207,7 +207,7 @@ def main() -> None:
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     Path(args.markdown).write_text("\n".join(lines) + "\n")
-    print(f"\nwrote {args.markdown}; runs in {out_root}")
+    print(f"\nwrote {args.markdown}" + (f"; runs in {out_root}" if out_root else ""))
 
 
 if __name__ == "__main__":
