@@ -8,7 +8,7 @@ code. Short-term: 34 features per 50 ms frame with a 25 ms step, plus their fram
 
 Mid-term: mean and std of each row over ~1 s windows with a 0.5 s step (68 x 2 per window); a file is the mean
 of its mid-term vectors (136 numbers). Frequencies are fractions of the Nyquist rate, as in the paper, so the
-numbers do not depend on the sample rate.
+numbers do not depend on the sample rate; the DC offset is removed and the peak scaled to 1 first.
 """
 
 from __future__ import annotations
@@ -69,7 +69,12 @@ def short_term_features(wave: np.ndarray, sr: int) -> np.ndarray:
     import librosa
     from scipy.fft import dct
 
-    frames = frames_of(np.asarray(wave, dtype=np.float64), sr)
+    wave = np.asarray(wave, dtype=np.float64)
+    # DC removed and peak scaled to 1, as pyAudioAnalysis does first: a quieter microphone or speaker gives
+    # the same numbers, which is much of why these features carry to new voices and devices
+    wave = wave - wave.mean()
+    wave = wave / (np.abs(wave).max() + EPS)
+    frames = frames_of(wave, sr)
     n_frames, frame = frames.shape
     signs = np.signbit(frames)
     zcr = (signs[:, 1:] != signs[:, :-1]).sum(axis=1) / (frame - 1)

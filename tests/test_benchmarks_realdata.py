@@ -37,14 +37,19 @@ def test_spectral_centroid_and_rolloff_of_a_pure_tone_sit_at_its_frequency(freq)
     assert row(features, "spectral_spread").mean() * nyquist < 100  # one line: almost no spread
 
 
-def test_energy_is_the_mean_square_and_its_entropy_tells_a_constant_from_a_burst():
-    constant = 0.5 * np.ones(SR)
+def test_energy_is_the_mean_square_of_the_peak_scaled_signal_and_its_entropy_tells_steady_from_a_burst():
+    steady = 0.3 * np.sign(tone(1000.0, 1.0))  # a square wave: the same energy in every sub-block
     burst = np.zeros(SR)
     burst[::800] = 1.0  # one click per 50 ms frame: all of a frame's energy in one of its sub-blocks
-    flat, spiky = midterm.short_term_features(constant, SR), midterm.short_term_features(burst, SR)
-    assert row(flat, "energy").mean() == pytest.approx(0.25)
-    assert row(flat, "energy_entropy").mean() == pytest.approx(np.log2(midterm.N_SUBBLOCKS), rel=1e-3)
+    flat, spiky = midterm.short_term_features(steady, SR), midterm.short_term_features(burst, SR)
+    assert row(flat, "energy").mean() == pytest.approx(1.0, rel=0.02)  # peak scaled to 1 first
+    assert row(flat, "energy_entropy").mean() == pytest.approx(np.log2(midterm.N_SUBBLOCKS), rel=0.01)
     assert row(spiky, "energy_entropy").max() < 0.1
+
+
+def test_the_descriptor_does_not_change_with_the_gain_or_a_dc_offset():
+    wave = tone(440.0) + 0.3 * tone(1250.0)
+    assert np.allclose(midterm.clip_descriptor(0.05 * wave + 0.01, SR), midterm.clip_descriptor(wave, SR), atol=1e-6)
 
 
 def test_chroma_of_an_a440_tone_is_pitch_class_a_and_white_noise_has_flat_spectral_entropy():
