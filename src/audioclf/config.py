@@ -107,6 +107,10 @@ class TrainConfig:
     # Exponential moving average of the weights, decay per step (Polyak & Juditsky 1992): validated, kept and
     # deployed instead of the raw weights; 0: off.
     ema: float | None = None
+    # A validated ensemble of model families (training.members): "auto" adds a classical member (utterance statistics
+    # + SVM) where zero-config chose the model of a single-label audio run, and keeps it, alone or mixed, only when
+    # validation prefers it; "classical": always fit it; "off": the network alone.
+    ensemble: str = "auto"
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
     # A hard wall-clock cap on this invocation, in minutes (null: none): checked between batches; the epoch it cuts
     # short is validated and kept, and the best checkpoint is scored on test as at a normal end (training.wall_time).

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -42,6 +43,9 @@ from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen
 from ..files import atomic_write_bytes
 from ..runs import RunDir, load_model
 from ..runs.directory import check_model_facts
+from ..training.members import read_members
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_OPSET",
@@ -468,6 +472,7 @@ def export_onnx(
     folder, named by its input (:func:`exported_name`). An existing ``out_path`` outside the run is replaced only
     with ``overwrite`` and only when it is an ONNX model audioclf exported."""
     model, state = load_model(run_dir, which)
+    _say_what_is_left_out(run_dir, which)
     kind = ExportGraph(model, with_frontend).input_kind
     out = Path(out_path) if out_path is not None else Path(run_dir) / exported_name(kind)
     # Writing into the run's folder: not while a training or a quantization writes it.
@@ -480,6 +485,19 @@ def export_onnx(
         return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                                  state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
                                  data.get("trim_silence") or False, source)
+
+
+def _say_what_is_left_out(run_dir: str | Path, which: str) -> None:
+    """The ONNX file holds the network: when validation chose the classical member (alone or mixed), say plainly
+    that the export is not the run's chosen predictor and what each scored."""
+    members = read_members(run_dir) if which == "best" else None
+    if not members or members.get("chosen", "network") == "network":
+        return
+    log.warning("%s: the run's chosen predictor is the %s (%s); the ONNX file holds the network alone: the classical "
+                "member's utterance statistics are not exported (members/classical.onnx takes them, computed in "
+                "Python). audioclf predict / serve / evaluate on the run use the %s", run_dir,
+                "mix of the network and the classical member" if members["chosen"] == "ensemble" else "classical member",
+                members.get("why", ""), members["chosen"])
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:

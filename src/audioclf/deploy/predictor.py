@@ -30,6 +30,7 @@ from ..models.classifier import AudioClassifier
 from ..runs import load_model
 from ..training.evaluate import finite
 from ..training.losses import probabilities
+from ..training.members import MemberMix, load_mix
 from ..training.state import resolve_device
 
 
@@ -220,7 +221,10 @@ class WindowedPredictor(ABC):
 
 
 class Predictor(WindowedPredictor):
-    """A trained run's best checkpoint (PyTorch, CPU or GPU)."""
+    """A trained run's best checkpoint (PyTorch, CPU or GPU), with the ensemble's classical member when
+    validation chose it (:mod:`audioclf.training.members`): the run's own choice, the predictor its scores are of."""
+
+    mix: MemberMix = MemberMix(None, 0.0, "network")
 
     def __init__(self, model: AudioClassifier, classes: list[str], task: str, sample_rate: int,
                  clip_samples: int, pad_mode: str = "tile", device: str | torch.device = "cpu",
@@ -243,11 +247,16 @@ class Predictor(WindowedPredictor):
         predictor = cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
                         data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False, tta)
         predictor.max_seconds = data.get("max_seconds")
+        if which == "best":  # the members were weighed against the best checkpoint
+            predictor.mix = load_mix(run_dir)
         return predictor
 
-    @torch.no_grad()
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
-        logits = self.model(torch.from_numpy(windows).to(self.device)).float()
+        return self.mix(self.network_probabilities)(windows)
+
+    @torch.no_grad()
+    def network_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        logits = self.model(torch.as_tensor(windows).to(self.device)).float()
         return probabilities(self.task, logits).cpu().numpy()
 
 

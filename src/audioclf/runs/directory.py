@@ -223,6 +223,7 @@ class RunDir:
         for name in ("summary.json", "report.md", "metrics.jsonl", QUANTIZATION, "tracking.json"):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "tensorboard", ignore_errors=True)  # event files of the earlier run's curves
+        shutil.rmtree(self.root / "members", ignore_errors=True)  # an earlier run's ensemble members
         for export in self.root.glob("model*.onnx"):  # model.wave.onnx, model.features.int8.onnx, ...
             export.unlink(missing_ok=True)
         for folder, pattern in ((self.root / "checkpoints", "*.pt"), (self.plots, "*.png")):

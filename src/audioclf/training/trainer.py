@@ -42,6 +42,7 @@ from .averaging import moving_average
 from .distributed import (World, all_gather, barrier, broadcast, init_distributed, mean_over_ranks, parallel_step,
                           peers_watched, rank_device, sharded, step_weights, sync_state, uneven_steps,
                           use_sync_batchnorm)
+from .members import add_members, check_ensemble, drop_members, resolve_ensemble
 from .loop import build_step, compile_for_training, train_loss_inflation, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .resume import check_resume_changes, check_resume_epochs
@@ -153,6 +154,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
         raise ConfigError("train.frozen_embeddings trains only a head on fixed embeddings; distillation trains "
                           "the whole student: unset one of them")
     check_training_settings(cfg.train)  # optimizer and scheduler names, before any data is read
+    check_ensemble(cfg.train.ensemble)
     check_tracking(cfg.train.track)
     resolve_device(cfg.train.device)
     current = init_distributed(cfg.train.device)  # a single process unless started by torchrun
@@ -204,6 +206,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         model = use_sync_batchnorm(model, device, current)
     inputs.complete_config(complexity["macs"])
     cfg = inputs.cfg
+    cfg.train.ensemble = resolve_ensemble(cfg, user_cfg, inputs.kind, task)
     monitor = cfg.train.monitor or inputs.default_monitor()
     optimizer = build_optimizer(
         parameter_groups(model, cfg.train.lr, cfg.train.backbone_lr), name=cfg.train.optimizer, lr=cfg.train.lr,
@@ -330,7 +333,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     extra_summary["skipped"] = skipped + [entry for entry in inputs.skipped() if entry not in skipped]
     # Wall time of this invocation's data preparation and training (a resumed run: since it resumed).
     extra_summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    result = finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary)
+    result = finalize_run(run, inputs, monitor, complexity, device, amp, extra_summary, reporter)
     if trackers:
         trackers.finish(run.read_summary())
     return result
@@ -349,6 +352,9 @@ def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, c
                    f"batch {train.batch_size}, {train.optimizer} lr {train.lr:g}, {train.scheduler}, "
                    f"early stopping after {train.patience} epochs without a better val {cfg.train.monitor or inputs.default_monitor()}"),
     ]
+    if train.ensemble == "classical":
+        rows.append(("ensemble", f"+ a classical member (utterance statistics + SVM), kept alone or mixed only if "
+                                 f"validation prefers it ({'set' if plain.ensemble != 'auto' else 'auto'})"))
     if checkpoint is not None:
         rows.append(("resume", f"continues after epoch {checkpoint['epoch']} (checkpoints/last.pt); the schedule, "
                                "optimizer and random state go on from there"))
@@ -534,18 +540,24 @@ def _finite(loss: float, model: torch.nn.Module) -> bool:
 
 
 def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str, Any], device: torch.device,
-                 amp: bool, extra_summary: dict[str, Any] | None = None) -> Path:
-    """Score the best checkpoint on val and test; write plots, summary.json and report.md."""
+                 amp: bool, extra_summary: dict[str, Any] | None = None, reporter: Reporter | None = None) -> Path:
+    """Score the best checkpoint on val and test (with the ensemble's members, when the run has them: the chosen
+    predictor's scores); write plots, summary.json and report.md."""
     model, best = load_model(run.root, "best", device)
     task, classes = best["task"], best["classes"]
     probs_fn = model_probabilities(model, task, device, amp)
     metrics: dict[str, dict[str, float]] = {}
     per_class: dict[str, dict[str, float]] = {}
     confusion: dict[str, list[list[int]]] = {}
-    for split in SPLITS:
-        result = inputs.evaluate(probs_fn, split, model_loss(model))
-        if result is None:
-            continue
+    results = {split: inputs.evaluate(probs_fn, split, model_loss(model)) for split in SPLITS}
+    results = {split: result for split, result in results.items() if result is not None}
+    members = None
+    if inputs.cfg.train.ensemble == "classical":
+        results, members = add_members(run, inputs, results, monitor, model_loss(model), inputs.cfg.seed,
+                                       reporter.message if reporter is not None else None)
+    else:  # a resumed run whose ensemble was turned off: no earlier member may still mix into predictions
+        drop_members(run.root)
+    for split, result in results.items():
         metrics[split] = result.metrics  # train: the same clips as training, without augmentation (overfitting)
         if split == "train":
             continue
@@ -571,6 +583,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
         "model": {"name": best["spec"]["backbone"]["name"], "parameters": complexity},
         "per_class": per_class,
         **({"split_groups": split_groups} if split_groups else {}),
+        **({"members": members} if members else {}),
         **inputs.facts(),
         **(extra_summary or {}),
     }

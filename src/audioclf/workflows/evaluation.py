@@ -15,6 +15,7 @@ from ..errors import ConfigError, DataError, NonFiniteOutputs
 from ..models.registry import model_loss
 from ..runs import RunDir, load_model
 from ..training.evaluate import SplitResult, model_probabilities
+from ..training.members import run_probabilities
 from ..training.inputs import inputs_for
 from ..training.state import resolve_device
 
@@ -49,8 +50,11 @@ def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None 
         raise ConfigError("audio_root applies to a CSV given as data; the run's own split has its paths")
     inputs = inputs_for(cfg)
     inputs.prepare_evaluation(RunDir(run_dir), state, data=data, split=split, strict=strict)
+    probs_fn = model_probabilities(model, state["task"], torch_device)
+    if which == "best":  # the run's chosen predictor: with its classical member when validation kept it
+        probs_fn = run_probabilities(run_dir, probs_fn)
     try:
-        result = inputs.evaluate(model_probabilities(model, state["task"], torch_device), "test", model_loss(model))
+        result = inputs.evaluate(probs_fn, "test", model_loss(model))
     except NonFiniteOutputs as exc:  # the model, not the data, is at fault: name its file
         raise NonFiniteOutputs(f"{RunDir(run_dir).checkpoint(which)}: {exc}") from None
     if result is None:
