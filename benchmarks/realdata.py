@@ -135,10 +135,14 @@ def ours(csv_path: Path, out_dir: Path, overrides: list[str]) -> dict:
 
 
 def members_cell(summary: dict | None) -> str:
-    """Each ensemble member's validation score, when the run lists them (key ``members``); '-' otherwise."""
-    members = (summary or {}).get("members") or []
+    """Each ensemble member's validation score and what the run kept, when its summary lists them (``members``:
+    training.members' entry); '-' otherwise."""
+    entry = (summary or {}).get("members") or {}
+    members = entry.get("members", []) if isinstance(entry, dict) else []
     cells = [f"{m.get('name', '?')} {m['val_score']:.3f}" for m in members
              if isinstance(m, dict) and isinstance(m.get("val_score"), (int, float))]
+    if cells and entry.get("chosen"):
+        cells.append(f"kept: {entry['chosen']}")
     return ", ".join(cells) or "-"
 
 

@@ -166,11 +166,12 @@ def test_the_table_lists_each_members_validation_score_and_tolerates_their_absen
     import realdata
 
     summary = {"metrics": {"val": {"accuracy": 0.9}, "test": {"accuracy": 0.8, "macro_f1": 0.7}},
-               "members": [{"name": "cnn", "val_score": 0.91}, {"name": "svm", "val_score": 0.875}]}
+               "members": {"chosen": "ensemble", "members": [{"name": "network", "val_score": 0.91},
+                                                            {"name": "classical", "val_score": 0.875}]}}
     result = realdata.Result("words", 10, {"MFCC+SVM": (0.5, 0.4), "mid-term+SVM": (0.64, 0.6)}, 1.0, summary, 60.0)
     header, rows = realdata.table([result, realdata.Result("plain", 10, result.peers, 1.0)])
     cells = dict(zip(header, rows[0]))
-    assert cells["members (val)"] == "cnn 0.910, svm 0.875"
+    assert cells["members (val)"] == "network 0.910, classical 0.875, kept: ensemble"
     assert cells["acc / better peer"] == "1.25"  # 0.8 over the better peer's 0.64, not the MFCC one's 0.5
     assert dict(zip(header, rows[1]))["members (val)"] == "-" and rows[1][header.index("audioclf acc")] == "-"
     assert realdata.members_cell({"metrics": {}}) == "-"

@@ -114,6 +114,7 @@ def build_report(run_dir: str | Path) -> str:
         if per_class:
             out += [f"## Per class ({last})", "", _rows_table(per_class, "class"), ""]
 
+    out += _members_section(summary.get("members"))
     distillation = summary.get("distillation")
     if distillation:
         teacher = distillation.get("teacher_metrics", {}).get("test", {})
@@ -138,6 +139,26 @@ def build_report(run_dir: str | Path) -> str:
     if skipped:
         out += [f"## Skipped files ({len(skipped)})", ""] + [f"- `{s['path']}`: {s['reason']}" for s in skipped] + [""]
     return "\n".join(out)
+
+
+_CHOSEN = {"ensemble": "the average of the network and the classical member",
+           "classical": "the classical member alone", "network": "the network alone"}
+
+
+def _members_section(members: dict | None) -> list[str]:
+    """The ensemble's members (training.members): each one's score per split and which the run kept."""
+    if not members:
+        return []
+    lines = ["## Ensemble members", "", f"Kept: {_CHOSEN[members.get('chosen', 'network')]}. {members.get('why', '')}", ""]
+    per_split = members.get("per_split", {})
+    splits = [s for s in ("val", "test") if s in per_split.get("network", {})]
+    if per_split and splits:
+        rows = [["network (the trained model)", *[per_split["network"].get(s) for s in splits]],
+                ["classical member (utterance statistics + SVM)", *[per_split["classical"].get(s) for s in splits]]]
+        lines += [markdown_table([f"member ({members.get('monitor', 'accuracy')})", *splits], rows), ""]
+    lines += ["The metrics above are the kept predictor's. Validation chose it, so its validation score is optimistic; "
+              "the test column is the fair comparison.", ""]
+    return lines
 
 
 def _search_section(path: Path) -> list[str]:

@@ -59,13 +59,15 @@ def resolve_ensemble(cfg: Config, user: Config, input_kind: str, task: str) -> s
     why_not = None if input_kind == "audio" else f"the inputs are {input_kind}, not audio"
     if why_not is None and task != "single_label":
         why_not = "the classical member is single-label only"
-    if why_not is None:
-        why_not = classical_available()
+    missing = classical_available() if why_not is None else None
     if cfg.train.ensemble == "classical":
-        if why_not is not None:
-            raise ConfigError(f"train.ensemble=classical: {why_not}")
+        if why_not or missing:
+            raise ConfigError(f"train.ensemble=classical: {why_not or missing}")
         return "classical"
     if user.model.get("name") is not None or why_not is not None:
+        return "off"
+    if missing is not None:
+        log.warning("train.ensemble=auto: the network alone; %s", missing)
         return "off"
     return "classical"
 
