@@ -144,6 +144,7 @@ class ShardInputs(AudioInputs):
             from ...augment.waveform import build_waveform_augment
 
             augment = build_waveform_augment(self.cfg.augment.waveform)
+            augment.refuse_training_set_transforms("a shard set (its training clips are streamed)")
         current = world()
         self._stream = ShardStream(self.train_urls, self.classes, self.task, self.prepared.n_samples,
                                    self.cfg.data.pad_mode, self.cfg.data.train_crop, seed=self.cfg.seed,
