@@ -60,6 +60,8 @@ def test_room_reverb_keeps_length_rms_and_the_direct_path():
 def test_room_reverb_is_deterministic_for_a_seed_and_survives_pickling():
     specs = [{"name": "room_reverb", "min_rt60": 0.2, "max_rt60": 0.3, "n_rooms": 3, "room_seed": 5, "p": 1.0}]
     chain, again = build_waveform_augment(specs), build_waveform_augment(specs)
+    chain.bind([], SR)  # simulates every room now, before DataLoader workers fork
+    assert sorted(chain.transforms[0]._bank._cache) == [(0, SR), (1, SR), (2, SR)]
     x = _noise(4000)
     out, records = chain.call_with_params(x, SR, np.random.default_rng(2))
     assert records[0]["name"] == "room_reverb" and 0 <= records[0]["params"]["room"] < 3

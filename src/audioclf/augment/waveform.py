@@ -178,15 +178,17 @@ class WaveformTransform(ABC):
     """Base class: subclasses implement ``randomize_parameters`` and ``apply``; see the module docstring."""
 
     name: ClassVar[str] = ""
-    # True for transforms made from the training set itself (own_background): Compose.bind hands them the
-    # training waves before training; elsewhere (shard sets, offline copies) they are refused.
+    # True for transforms made from the training set itself (own_background): they work only once bound to
+    # the training waves; elsewhere (shard sets, offline copies) they are refused.
     needs_training_set: ClassVar[bool] = False
 
     def __init__(self, p: float = 0.5):
         self.p = _probability(p)
 
     def bind(self, waves: Sequence[np.ndarray], sample_rate: int) -> None:
-        """Learn from the training waves (only for ``needs_training_set`` transforms)."""
+        """Called once before training with the training split's waves and rate (:meth:`Compose.bind`):
+        own_background learns from them; room_reverb simulates its rooms there, in the main process, so
+        DataLoader workers (forked anew each epoch) inherit them instead of simulating them again."""
 
     def randomize_parameters(self, wave: np.ndarray, sr: int, rng: np.random.Generator) -> dict[str, Any]:
         """Draw this transform's parameters for ``wave`` (called only when it applies)."""
@@ -240,11 +242,10 @@ class Compose:
         return f"Compose({self.transforms!r})"
 
     def bind(self, waves: Sequence[np.ndarray], sample_rate: int) -> None:
-        """Give the transforms that need it the training set's waves (decoded, mono, at ``sample_rate``):
-        call with the training split only, never validation or test audio."""
+        """:meth:`WaveformTransform.bind` each transform to the training set's waves (decoded, mono, at
+        ``sample_rate``): call with the training split only, never validation or test audio."""
         for transform in self.transforms:
-            if transform.needs_training_set:
-                transform.bind(waves, sample_rate)
+            transform.bind(waves, sample_rate)
 
     def refuse_training_set_transforms(self, where: str) -> None:
         """ConfigError when a transform needs the training set's waves, which ``where`` cannot give."""
@@ -814,10 +815,12 @@ class RoomReverb(WaveformTransform):
     max_rt60]`` s, and source and microphone uniform inside the room (at least 0.5 m from the walls). Its IR is
     computed with pyroomacoustics' image-source method (Allen & Berkley 1979), the wall absorption and image
     order from the RT60 by pyroomacoustics' ``inverse_sabine``, at the clip's sample rate, once per rate and
-    kept (0.01-0.7 s per room at 16 kHz, ~0.17 s on average with the defaults, up to ~2 s for a small, very
-    reverberant room; a cached item then costs one FFT convolution, ~1 ms for 1 s). Each item picks one room.
-    Sabine's formula is approximate: Schroeder T20 of the generated IRs is ~0.8-1.3x the RT60 asked.
-    Length, alignment at the IR's main peak (the direct path) and RMS are kept as in impulse_response. Params: ``{"room"}`` (index; :meth:`room` gives its geometry).
+    kept: all rooms are simulated when the chain is bound to the training set (~6 s for the default 32 rooms
+    at 8 or 16 kHz, 0.01-0.8 s each), or lazily on first use; a cached item costs one FFT convolution (~0.6 ms
+    for 1 s at 8 kHz, ~1.1 ms at 16 kHz). Each item picks one room. Sabine's formula is approximate:
+    Schroeder T20 of the generated IRs is ~0.8-1.3x the RT60 asked. Length, alignment at the IR's main peak
+    (the direct path) and RMS are kept as in impulse_response. Params: ``{"room"}`` (an index; :meth:`room`
+    gives its geometry).
     """
 
     def __init__(self, min_rt60: float = 0.2, max_rt60: float = 0.8, min_room_dims: Sequence[float] = (3.0, 3.0, 2.5),
@@ -861,6 +864,10 @@ class RoomReverb(WaveformTransform):
         shoebox.add_microphone(room["mic"])
         shoebox.compute_rir()
         return np.asarray(shoebox.rir[0][0], dtype=np.float32)
+
+    def bind(self, waves, sample_rate):
+        for index in range(self.n_rooms):  # ~6 s for the default 32 rooms, once per run
+            self._bank.get(index, sample_rate)
 
     def randomize_parameters(self, wave, sr, rng):
         return {"room": int(rng.integers(self.n_rooms))}
