@@ -7,8 +7,10 @@ import sys
 import numpy as np
 import pytest
 
+from audioclf.augment.offline import augment_dataset
 from audioclf.augment.waveform import OwnBackground, RoomReverb, build_waveform_augment, list_augmentations
 from audioclf.config import load_config
+from audioclf.data.manifest import Manifest
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import ConfigError
 from audioclf.training.inputs.audio import AudioInputs
@@ -149,9 +151,9 @@ def test_own_background_errors_silent_set_unbound_and_elsewhere(tmp_path):
         own(_noise(100), SR, np.random.default_rng(0))
     with pytest.raises(ConfigError, match=r"own_background: no 100 ms frame above digital silence in the 2 "):
         own.bind([np.zeros(SR, dtype=np.float32), _noise(HOP - 1)], SR)  # silent, and shorter than a frame
-    chain = build_waveform_augment([{"name": "gain"}, {"name": "own_background"}])
     with pytest.raises(ConfigError, match=r"augment\[1\] \(own_background\): .* not in offline augmented copies"):
-        chain.refuse_training_set_transforms("offline augmented copies")
+        augment_dataset(Manifest([]), tmp_path / "out", [{"name": "gain"}, {"name": "own_background"}])
+    assert not (tmp_path / "out").exists()  # refused before anything is written
     assert {"room_reverb", "own_background"} <= set(list_augmentations())
 
 
