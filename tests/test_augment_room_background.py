@@ -14,6 +14,7 @@ from audioclf.data.manifest import Manifest
 from audioclf.data.synth.demo import make_demo_dataset
 from audioclf.errors import ConfigError
 from audioclf.training.inputs.audio import AudioInputs
+from audioclf.training.inputs.shards import ShardInputs
 
 SR = 8000
 
@@ -154,6 +155,8 @@ def test_own_background_errors_silent_set_unbound_and_elsewhere(tmp_path):
     with pytest.raises(ConfigError, match=r"augment\[1\] \(own_background\): .* not in offline augmented copies"):
         augment_dataset(Manifest([]), tmp_path / "out", [{"name": "gain"}, {"name": "own_background"}])
     assert not (tmp_path / "out").exists()  # refused before anything is written
+    with pytest.raises(ConfigError, match=r"augment\[0\] \(own_background\): .* not in a shard set"):
+        ShardInputs(load_config(None, ["data.path=x", "augment.waveform=[{name: own_background}]"]))
     assert {"room_reverb", "own_background"} <= set(list_augmentations())
 
 

@@ -15,8 +15,10 @@ DataLoader worker. Transforms keep the input length (the dataset has already fix
 Which ones are ours and why: gain, gaussian_noise, background_noise, time_shift, speed_perturb, random_eq,
 drc, polarity_inversion and impulse_response are a few numpy/scipy lines each, and audiomentations' versions draw
 from the global ``random``/``np.random`` inside ``apply`` (noise) or normalise differently (its IR
-transform rescales to peak 0.5), so we implement them. time_stretch and pitch_shift wrap audiomentations
-(its default Signalsmith Stretch backend, ~10 ms per 3-s clip), imported lazily: the ``augment`` extra.
+transform rescales to peak 0.5), so we implement them; room_reverb (rooms simulated with pyroomacoustics, the
+``augment`` extra) and own_background (the training set's own quiet frames, bound by :meth:`Compose.bind`)
+too. time_stretch and pitch_shift wrap audiomentations (its default Signalsmith Stretch backend, ~10 ms per
+3-s clip), imported lazily: the ``augment`` extra.
 
 Build a chain from config with :func:`build_waveform_augment`::
 
