@@ -150,6 +150,7 @@ def augment_dataset(
     :mod:`audioclf.ownership`.
     """
     compose = augment if isinstance(augment, Compose) else build_waveform_augment(augment)
+    compose.refuse_training_set_transforms("offline augmented copies")
     if isinstance(n_variants, bool) or not isinstance(n_variants, int) or n_variants < 1:
         raise ConfigError(f"n_variants: expected an integer >= 1, got {n_variants!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -15,8 +15,10 @@ DataLoader worker. Transforms keep the input length (the dataset has already fix
 Which ones are ours and why: gain, gaussian_noise, background_noise, time_shift, speed_perturb, random_eq,
 drc, polarity_inversion and impulse_response are a few numpy/scipy lines each, and audiomentations' versions draw
 from the global ``random``/``np.random`` inside ``apply`` (noise) or normalise differently (its IR
-transform rescales to peak 0.5), so we implement them. time_stretch and pitch_shift wrap audiomentations
-(its default Signalsmith Stretch backend, ~10 ms per 3-s clip), imported lazily: the ``augment`` extra.
+transform rescales to peak 0.5), so we implement them; room_reverb (rooms simulated with pyroomacoustics, the
+``augment`` extra) and own_background (the training set's own quiet frames, bound by :meth:`Compose.bind`)
+too. time_stretch and pitch_shift wrap audiomentations (its default Signalsmith Stretch backend, ~10 ms per
+3-s clip), imported lazily: the ``augment`` extra.
 
 Build a chain from config with :func:`build_waveform_augment`::
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import importlib
 import inspect
 import math
 import threading
@@ -40,7 +43,7 @@ import numpy as np
 from scipy.signal import fftconvolve, lfilter
 
 from ..data.audio import load_audio, resample
-from ..errors import AudioclfError, ConfigError
+from ..errors import ConfigError
 from ..registry import Registry, did_you_mean
 
 __all__ = [
@@ -58,6 +61,8 @@ __all__ = [
     "DynamicRangeCompression",
     "PolarityInversion",
     "ImpulseResponse",
+    "RoomReverb",
+    "OwnBackground",
     "register_augmentation",
     "list_augmentations",
     "build_waveform_augment",
@@ -139,29 +144,35 @@ def find_audio_files(paths: str | Path | Sequence[str | Path], arg: str) -> list
     return sorted(files)  # sorted: the file drawn for an index must not depend on directory order
 
 
-class _AudioBank:
-    """Mono float32 files decoded once per sample rate (noise or impulse responses), thread-safe."""
+def _decode(path: str, sr: int) -> np.ndarray:
+    return load_audio(path, sample_rate=sr, mono=True)[0]  # AudioDecodeError names the file
 
-    def __init__(self, files: list[str]):
+
+class _AudioBank:
+    """Mono float32 waves made once per (key, sample rate), thread-safe: decoded files (noise, impulse
+    responses) by default, or what ``make(key, sr)`` returns (room_reverb's generated rooms)."""
+
+    def __init__(self, files: list, make: Callable[[Any, int], np.ndarray] = _decode):
         self.files = files
-        self._cache: dict[tuple[str, int], np.ndarray] = {}
+        self.make = make
+        self._cache: dict[tuple[Any, int], np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: str, sr: int) -> np.ndarray:
-        key = (path, int(sr))
-        wave = self._cache.get(key)
+    def get(self, key: Any, sr: int) -> np.ndarray:
+        cache_key = (key, int(sr))
+        wave = self._cache.get(cache_key)
         if wave is None:
-            wave, _ = load_audio(path, sample_rate=int(sr), mono=True)  # AudioDecodeError names the file
+            wave = self.make(key, int(sr))
             with self._lock:
-                self._cache[key] = wave
+                self._cache[cache_key] = wave
         return wave
 
     def __getstate__(self) -> dict[str, Any]:
         # Locks cannot be pickled (spawned DataLoader workers); the cache is rebuilt lazily there.
-        return {"files": self.files}
+        return {"files": self.files, "make": self.make}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["files"])
+        self.__init__(state["files"], state["make"])
 
 
 # --- base class and Compose ---------------------------------------------------------------------
@@ -169,9 +180,17 @@ class WaveformTransform(ABC):
     """Base class: subclasses implement ``randomize_parameters`` and ``apply``; see the module docstring."""
 
     name: ClassVar[str] = ""
+    # True for transforms made from the training set itself (own_background): they work only once bound to
+    # the training waves; elsewhere (shard sets, offline copies) they are refused.
+    needs_training_set: ClassVar[bool] = False
 
     def __init__(self, p: float = 0.5):
         self.p = _probability(p)
+
+    def bind(self, waves: Sequence[np.ndarray], sample_rate: int) -> None:
+        """Called once before training with the training split's waves and rate (:meth:`Compose.bind`):
+        own_background learns from them; room_reverb simulates its rooms there, in the main process, so
+        DataLoader workers (forked anew each epoch) inherit them instead of simulating them again."""
 
     def randomize_parameters(self, wave: np.ndarray, sr: int, rng: np.random.Generator) -> dict[str, Any]:
         """Draw this transform's parameters for ``wave`` (called only when it applies)."""
@@ -223,6 +242,19 @@ class Compose:
 
     def __repr__(self) -> str:
         return f"Compose({self.transforms!r})"
+
+    def bind(self, waves: Sequence[np.ndarray], sample_rate: int) -> None:
+        """:meth:`WaveformTransform.bind` each transform to the training set's waves (decoded, mono, at
+        ``sample_rate``): call with the training split only, never validation or test audio."""
+        for transform in self.transforms:
+            transform.bind(waves, sample_rate)
+
+    def refuse_training_set_transforms(self, where: str) -> None:
+        """ConfigError when a transform needs the training set's waves, which ``where`` cannot give."""
+        for index, transform in enumerate(self.transforms):
+            if transform.needs_training_set:
+                raise ConfigError(f"augment[{index}] ({transform.name}): mixes in the training set's own audio, "
+                                  f"so it works only when training on audio files, not in {where}")
 
     def call_with_params(self, wave: np.ndarray, sr: int,
                          rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -356,6 +388,18 @@ def _scale_to_snr(wave: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndar
     return (wave + gain * noise.astype(np.float64)).astype(np.float32)
 
 
+def _draw_offset(noise_length: int, n: int, rng: np.random.Generator) -> int:
+    """Where a clip of ``n`` samples starts in a noise of ``noise_length`` (tiled noise may start anywhere)."""
+    return int(rng.integers(noise_length - n + 1 if noise_length >= n else noise_length))
+
+
+def _mix_noise(wave: np.ndarray, noise: np.ndarray, offset: int, snr_db: float) -> np.ndarray:
+    """``wave`` plus ``len(wave)`` samples of ``noise`` from ``offset`` at ``snr_db``."""
+    # modular indexing = a window of a long noise, or the noise tiled when it is shorter than the clip
+    segment = noise[(int(offset) + np.arange(len(wave))) % len(noise)]
+    return _scale_to_snr(wave, segment, snr_db)
+
+
 @register_augmentation("background_noise")
 class BackgroundNoise(WaveformTransform):
     """Mix in a random noise file at an SNR drawn uniformly in dB from ``[min_snr_db, max_snr_db]``.
@@ -379,16 +423,11 @@ class BackgroundNoise(WaveformTransform):
 
     def randomize_parameters(self, wave, sr, rng):
         file = self.files[int(rng.integers(len(self.files)))]
-        length = len(self._bank.get(file, sr))
-        span = length - len(wave) + 1 if length >= len(wave) else length  # tiled noise may start anywhere
-        return {"file": file, "offset": int(rng.integers(span)), "snr_db": float(rng.uniform(self.min_snr_db,
-                                                                                            self.max_snr_db))}
+        return {"file": file, "offset": _draw_offset(len(self._bank.get(file, sr)), len(wave), rng),
+                "snr_db": float(rng.uniform(self.min_snr_db, self.max_snr_db))}
 
     def apply(self, wave, sr, params):
-        noise = self._bank.get(params["file"], sr)
-        # modular indexing = a window of a long noise, or the noise tiled when it is shorter than the clip
-        segment = noise[(params["offset"] + np.arange(len(wave))) % len(noise)]
-        return _scale_to_snr(wave, segment, params["snr_db"])
+        return _mix_noise(wave, self._bank.get(params["file"], sr), params["offset"], params["snr_db"])
 
 
 @register_augmentation("time_shift")
@@ -422,13 +461,16 @@ class TimeShift(WaveformTransform):
         return out
 
 
-def _audiomentations():
+def _import_extra(module: str, needed_by: str):
+    """``module`` from the ``augment`` extra, or a one-line ConfigError (``needed_by``: "room_reverb needs")."""
     try:
-        import audiomentations
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise AudioclfError(
-            "time_stretch/pitch_shift need audiomentations: pip install 'audioclf[augment]'") from None
-    return audiomentations
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{needed_by} {module}: pip install 'audioclf[augment]'") from None
+
+
+def _audiomentations():
+    return _import_extra("audiomentations", "time_stretch/pitch_shift need")
 
 
 def _same_length(wave: np.ndarray, n: int) -> np.ndarray:
@@ -692,6 +734,23 @@ class PolarityInversion(WaveformTransform):
 _ALIGNS = ("peak", "start")
 
 
+def _convolve_same(wave: np.ndarray, ir: np.ndarray, align: str = "peak") -> np.ndarray:
+    """``wave`` convolved with ``ir``, same length and RMS as ``wave`` (impulse_response and room_reverb).
+
+    ``n`` samples of the full convolution are read from the IR's main peak (``align="peak"``: the IR's
+    leading delay does not shift the sound) or from 0 (``align="start"``); the result is rescaled to the
+    input's RMS.
+    """
+    # float32 FFTs: ~2x faster than float64, with errors far below 16-bit audio resolution
+    full = fftconvolve(wave.astype(np.float32, copy=False), ir.astype(np.float32, copy=False))
+    start = int(np.argmax(np.abs(ir))) if align == "peak" else 0
+    out = full[start : start + len(wave)]
+    p_out = _power(out)
+    if p_out > 0.0:
+        out = out * np.float32(math.sqrt(_power(wave) / p_out))
+    return out.astype(np.float32, copy=False)
+
+
 @register_augmentation("impulse_response")
 class ImpulseResponse(WaveformTransform):
     """Convolve with a random impulse response (device / microphone simulation, as for DCASE 2022 Task 1); ours.
@@ -734,15 +793,169 @@ class ImpulseResponse(WaveformTransform):
         return params
 
     def apply(self, wave, sr, params):
-        ir = self._bank.get(params["file"], sr)
-        # float32 FFTs: ~2x faster than float64, with errors far below 16-bit audio resolution
-        full = fftconvolve(wave.astype(np.float32, copy=False), ir)
-        start = int(np.argmax(np.abs(ir))) if self.align == "peak" else 0
-        out = full[start : start + len(wave)]
-        p_out = _power(out)
-        if p_out > 0.0:
-            out = out * np.float32(math.sqrt(_power(wave) / p_out))
-        out = out.astype(np.float32, copy=False)
+        out = _convolve_same(wave, self._bank.get(params["file"], sr), self.align)
         if self._drc is not None and "drc" in params:
             out = self._drc.apply(out, sr, params["drc"])
         return out
+
+
+def _dims(name: str, value: Any) -> list[float]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
+        raise ValueError(f"{name}: expected [length, width, height] in metres, got {value!r}")
+    dims = [_number(name, v) for v in value]
+    if min(dims) < 1.0:
+        raise ValueError(f"{name}: expected every dimension >= 1 m, got {value!r}")
+    return dims
+
+
+@register_augmentation("room_reverb")
+class RoomReverb(WaveformTransform):
+    """Convolve with a simulated room impulse response: unseen rooms with no IR files to ship; ours.
+
+    Each of ``n_rooms`` shoebox rooms is drawn once from ``default_rng([room_seed, i])``: dimensions uniform
+    per axis between ``min_room_dims`` and ``max_room_dims`` (metres), an RT60 uniform in ``[min_rt60,
+    max_rt60]`` s, and source and microphone uniform inside the room (at least 0.5 m from the walls). Its IR is
+    computed with pyroomacoustics' image-source method (Allen & Berkley 1979), the wall absorption and image
+    order from the RT60 by pyroomacoustics' ``inverse_sabine``, at the clip's sample rate, once per rate and
+    kept: all rooms are simulated when the chain is bound to the training set (~6 s for the default 32 rooms
+    at 8 or 16 kHz, 0.01-0.8 s each), or lazily on first use; a cached item costs one FFT convolution (~0.6 ms
+    for 1 s at 8 kHz, ~1.1 ms at 16 kHz). Each item picks one room. Sabine's formula is approximate:
+    Schroeder T20 of the generated IRs is ~0.8-1.3x the RT60 asked. Length, alignment at the IR's main peak
+    (the direct path) and RMS are kept as in impulse_response. Params: ``{"room"}`` (an index; :meth:`room`
+    gives its geometry).
+    """
+
+    def __init__(self, min_rt60: float = 0.2, max_rt60: float = 0.8, min_room_dims: Sequence[float] = (3.0, 3.0, 2.5),
+                 max_room_dims: Sequence[float] = (10.0, 8.0, 4.0), n_rooms: int = 32, room_seed: int = 0,
+                 p: float = 0.5):
+        super().__init__(p)
+        self.min_rt60, self.max_rt60 = _range("min_rt60", min_rt60, "max_rt60", max_rt60, lower=0.05, upper=3.0)
+        self.min_room_dims, self.max_room_dims = _dims("min_room_dims", min_room_dims), _dims("max_room_dims",
+                                                                                                max_room_dims)
+        for axis, (lo, hi) in enumerate(zip(self.min_room_dims, self.max_room_dims)):
+            if lo > hi:
+                raise ValueError(f"min_room_dims: expected <= max_room_dims on every axis, got {lo} > {hi} "
+                                 f"(axis {axis})")
+        for name, value, low in (("n_rooms", n_rooms, 1), ("room_seed", room_seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        self.n_rooms, self.room_seed = int(n_rooms), int(room_seed)
+        pra = _import_extra("pyroomacoustics", "room_reverb needs")  # at build time, not in a DataLoader worker
+        try:  # the hardest case: the shortest RT60 in the largest room needs the most absorption
+            pra.inverse_sabine(self.min_rt60, self.max_room_dims)
+        except ValueError:
+            raise ValueError(f"min_rt60: {self.min_rt60} s is too short for a room of max_room_dims "
+                             f"{self.max_room_dims} (wall absorption would exceed 1)") from None
+        self._bank = _AudioBank(list(range(self.n_rooms)), self._room_ir)
+
+    def room(self, index: int) -> dict[str, Any]:
+        """Room ``index``'s geometry: ``{"dims", "rt60", "source", "mic"}`` (metres, seconds)."""
+        rng = np.random.default_rng([self.room_seed, int(index)])
+        dims = rng.uniform(self.min_room_dims, self.max_room_dims)
+        rt60 = float(rng.uniform(self.min_rt60, self.max_rt60))
+        margin = np.minimum(0.5, dims / 4.0)
+        source, mic = (rng.uniform(margin, dims - margin) for _ in range(2))
+        return {"dims": dims.tolist(), "rt60": rt60, "source": source.tolist(), "mic": mic.tolist()}
+
+    def _room_ir(self, index: int, sr: int) -> np.ndarray:
+        pra = _import_extra("pyroomacoustics", "room_reverb needs")
+        room = self.room(index)
+        absorption, max_order = pra.inverse_sabine(room["rt60"], room["dims"])
+        shoebox = pra.ShoeBox(room["dims"], fs=sr, materials=pra.Material(absorption), max_order=max_order)
+        shoebox.add_source(room["source"])
+        shoebox.add_microphone(room["mic"])
+        shoebox.compute_rir()
+        return np.asarray(shoebox.rir[0][0], dtype=np.float32)
+
+    def bind(self, waves, sample_rate):
+        for index in range(self.n_rooms):  # ~6 s for the default 32 rooms, once per run
+            self._bank.get(index, sample_rate)
+
+    def randomize_parameters(self, wave, sr, rng):
+        return {"room": int(rng.integers(self.n_rooms))}
+
+    def apply(self, wave, sr, params):
+        return _convolve_same(wave, self._bank.get(int(params["room"]), sr), "peak")
+
+
+_DIGITAL_SILENCE = 1e-10  # mean square below -100 dBFS: padding or muted input, not a room's background
+
+
+def quiet_snippets(waves: Sequence[np.ndarray], sr: int, quiet_fraction: float, frame_ms: float) -> list[np.ndarray]:
+    """Per clip, its frames among the quietest ``quiet_fraction`` of all ``frame_ms`` frames of ``waves``,
+    concatenated in order (clips without such a frame give none).
+
+    The threshold is one quantile over the whole set, not per clip: a loud clip contributes nothing, a quiet
+    recording much. Frames of digital silence are left out (they would mix in nothing). Raises ConfigError
+    when no clip has a frame above digital silence.
+    """
+    hop = max(1, int(round(frame_ms * sr / 1000.0)))
+    powers = []
+    for wave in waves:
+        n_frames = len(wave) // hop  # a last, partial frame is dropped
+        frames = np.asarray(wave[: n_frames * hop], dtype=np.float64).reshape(n_frames, hop)
+        powers.append(np.mean(np.square(frames), axis=1))
+    heard = np.concatenate(powers) if powers else np.zeros(0)
+    heard = heard[heard > _DIGITAL_SILENCE]
+    if not len(heard):
+        raise ConfigError(f"own_background: no {frame_ms:g} ms frame above digital silence in the {len(waves)} "
+                          "training clips (clips shorter than a frame, or silent): lower frame_ms or drop it")
+    threshold = np.quantile(heard, quiet_fraction)
+    snippets = []
+    for wave, power in zip(waves, powers):
+        quiet = np.flatnonzero((power > _DIGITAL_SILENCE) & (power <= threshold))
+        if len(quiet):
+            frames = np.asarray(wave[: len(power) * hop], dtype=np.float32).reshape(len(power), hop)
+            snippets.append(frames[quiet].reshape(-1))
+    return snippets
+
+
+@register_augmentation("own_background")
+class OwnBackground(WaveformTransform):
+    """Mix in the training set's own background: its quietest frames, at an SNR uniform in ``[min_snr_db,
+    max_snr_db]``; ours.
+
+    The room tone, hum and hiss of the training recordings, cut from their quietest ``quiet_fraction`` of
+    ``frame_ms`` frames (:func:`quiet_snippets`), are mixed into other training clips, so a model learns
+    that the background is not the class: the keyword-spotting practice of mixing in background segments
+    (Ko et al. 2017), with no noise files to supply. Needs the training clips: :meth:`Compose.bind` hands
+    them over (AudioInputs.dataset does, with the training split only); unbound, it raises ConfigError.
+    A clip may draw its own snippet (1 in the number of snippets); frames are joined without crossfade.
+    Params: ``{"snippet", "offset", "snr_db"}`` as background_noise's file, offset and SNR.
+    """
+
+    needs_training_set = True
+
+    def __init__(self, min_snr_db: float = 5.0, max_snr_db: float = 30.0, quiet_fraction: float = 0.1,
+                 frame_ms: float = 100.0, p: float = 0.5):
+        super().__init__(p)
+        self.min_snr_db, self.max_snr_db = _range("min_snr_db", min_snr_db, "max_snr_db", max_snr_db)
+        self.quiet_fraction = _number("quiet_fraction", quiet_fraction)
+        if not 0.0 < self.quiet_fraction <= 1.0:
+            raise ValueError(f"quiet_fraction: expected a fraction in (0, 1], got {quiet_fraction}")
+        self.frame_ms = _number("frame_ms", frame_ms)
+        if self.frame_ms <= 0:
+            raise ValueError(f"frame_ms: expected > 0, got {frame_ms}")
+        self.snippets: list[np.ndarray] | None = None
+        self.sample_rate: int | None = None
+
+    def bind(self, waves, sample_rate):
+        self.snippets = quiet_snippets(waves, int(sample_rate), self.quiet_fraction, self.frame_ms)
+        self.sample_rate = int(sample_rate)
+
+    def _snippets_at(self, sr: int) -> list[np.ndarray]:
+        if self.snippets is None:
+            raise ConfigError("own_background: no training set bound (Compose.bind(waves, sample_rate) comes "
+                              "first); it works only when training on audio files")
+        if sr != self.sample_rate:
+            raise ValueError(f"sr: own_background was bound at {self.sample_rate} Hz, got {sr}")
+        return self.snippets
+
+    def randomize_parameters(self, wave, sr, rng):
+        snippets = self._snippets_at(sr)
+        index = int(rng.integers(len(snippets)))
+        return {"snippet": index, "offset": _draw_offset(len(snippets[index]), len(wave), rng),
+                "snr_db": float(rng.uniform(self.min_snr_db, self.max_snr_db))}
+
+    def apply(self, wave, sr, params):
+        return _mix_noise(wave, self._snippets_at(sr)[int(params["snippet"])], params["offset"], params["snr_db"])

@@ -217,6 +217,10 @@ class AudioInputs(Inputs):
             from ...augment.waveform import build_waveform_augment
 
             augment = build_waveform_augment(cfg.augment.waveform)
+            # own_background learns from the training clips (the training split's only, never val/test);
+            # room_reverb simulates its rooms here, before DataLoader workers fork
+            train_waves = waves if split == "train" else [prepared.waves[item.id] for item in prepared.split("train")]
+            augment.bind(train_waves, prepared.sample_rate)
         dataset = WaveformDataset(waves, targets, prepared.n_samples, cfg.data.pad_mode,
                                   cfg.data.train_crop if train else cfg.data.eval_crop, seed=cfg.seed,
                                   augment=augment, sample_rate=prepared.sample_rate)

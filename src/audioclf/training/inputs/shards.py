@@ -67,6 +67,15 @@ class ShardInputs(AudioInputs):
         cfg.data.trim_silence = given  # the shards say how their audio was trimmed (prepare)
         return cfg
 
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        super().check_config(cfg)
+        if cfg.augment.waveform:
+            from ...augment.waveform import build_waveform_augment
+
+            build_waveform_augment(cfg.augment.waveform).refuse_training_set_transforms(
+                "a shard set (its training clips are streamed)")
+
     def _take_from_index(self, index: dict) -> None:
         """The sample rate and silence trimming the shards were written with (recorded in the run's config, so
         ``predict`` treats a recording as the training audio was); a different value set by the user is refused."""
@@ -144,6 +153,7 @@ class ShardInputs(AudioInputs):
             from ...augment.waveform import build_waveform_augment
 
             augment = build_waveform_augment(self.cfg.augment.waveform)
+            augment.bind([], self.prepared.sample_rate)  # no clips in memory (own_background is refused)
         current = world()
         self._stream = ShardStream(self.train_urls, self.classes, self.task, self.prepared.n_samples,
                                    self.cfg.data.pad_mode, self.cfg.data.train_crop, seed=self.cfg.seed,
