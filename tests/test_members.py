@@ -164,8 +164,7 @@ def test_zero_config_keeps_the_classical_member_when_it_must_win_and_every_path_
 def test_a_named_model_trains_alone_unless_the_ensemble_is_asked_for(clips, tmp_path):
     named = audioclf.train(clips, out=tmp_path / "named", model={"name": "small_cnn"}, quiet=True, **STARVED)
     assert "members" not in named.summary and not (named.root / "members").exists()
-    assert named.root.joinpath("config.yaml").read_text().count("ensemble: 'off'") + \
-        named.root.joinpath("config.yaml").read_text().count("ensemble: off") == 1
+    assert "ensemble: none" in named.root.joinpath("config.yaml").read_text()
     asked = audioclf.train(clips, out=tmp_path / "asked", model={"name": "small_cnn"}, quiet=True,
                            train={**STARVED["train"], "ensemble": "classical"},
                            augment=STARVED["augment"], features=STARVED["features"])
@@ -173,7 +172,7 @@ def test_a_named_model_trains_alone_unless_the_ensemble_is_asked_for(clips, tmp_
 
 
 def test_bad_ensemble_settings_and_damaged_members_are_one_line_errors(clips, tmp_path):
-    with pytest.raises(ConfigError, match=r"train.ensemble='both': expected auto \| classical \| off"):
+    with pytest.raises(ConfigError, match=r"train.ensemble='both': expected auto \| classical \| none"):
         audioclf.train(clips, out=tmp_path / "bad", quiet=True, train={"ensemble": "both"})
     assert not (tmp_path / "bad").exists()
     run = audioclf.train(clips, out=tmp_path / "run", quiet=True, **STARVED)
@@ -204,9 +203,9 @@ def test_without_skl2onnx_auto_trains_the_network_alone_and_says_why(monkeypatch
     monkeypatch.setattr(builtins, "__import__", no_skl2onnx)
     cfg = Config()
     with caplog.at_level(logging.WARNING):
-        assert resolve_ensemble(cfg, cfg, "audio", "single_label") == "off"
+        assert resolve_ensemble(cfg, cfg, "audio", "single_label") == "none"
     assert "pip install 'audioclf[deploy]'" in caplog.text and "skl2onnx is missing" in caplog.text
     cfg.train.ensemble = "classical"
     with pytest.raises(ConfigError, match=r"train.ensemble=classical: .*skl2onnx is missing"):
         resolve_ensemble(cfg, cfg, "audio", "single_label")
-    assert resolve_ensemble(Config(), Config(), "audio", "multi_label") == "off"  # no message: not applicable
+    assert resolve_ensemble(Config(), Config(), "audio", "multi_label") == "none"  # no message: not applicable

@@ -109,7 +109,7 @@ class TrainConfig:
     ema: float | None = None
     # A validated ensemble of model families (training.members): "auto" adds a classical member (utterance statistics
     # + SVM) where zero-config chose the model of a single-label audio run, and keeps it, alone or mixed, only when
-    # validation prefers it; "classical": always fit it; "off": the network alone.
+    # validation prefers it; "classical": always fit it; "none": the network alone.
     ensemble: str = "auto"
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
     # A hard wall-clock cap on this invocation, in minutes (null: none): checked between batches; the epoch it cuts

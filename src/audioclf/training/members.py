@@ -39,7 +39,7 @@ __all__ = ["ENSEMBLE_CHOICES", "MemberMix", "add_members", "check_ensemble", "dr
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_CHOICES = ("auto", "classical", "off")
+ENSEMBLE_CHOICES = ("auto", "classical", "none")  # "none", not "off": YAML reads off as false
 MEMBERS_DIR = "members"
 MAX_TRAIN_WINDOWS = 6000  # an RBF SVM's fit grows with the square of its items: a few seconds at this size
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
@@ -51,11 +51,11 @@ def check_ensemble(value: str) -> None:
 
 
 def resolve_ensemble(cfg: Config, user: Config, input_kind: str, task: str) -> str:
-    """``classical`` or ``off``. ``auto`` adds the classical member where zero-config chose the model (no
+    """``classical`` or ``none``. ``auto`` adds the classical member where zero-config chose the model (no
     ``model.name`` given: a recipe or a named model trains that model alone, as it says) for single-label audio."""
     check_ensemble(cfg.train.ensemble)
-    if cfg.train.ensemble == "off":
-        return "off"
+    if cfg.train.ensemble == "none":
+        return "none"
     why_not = None if input_kind == "audio" else f"the inputs are {input_kind}, not audio"
     if why_not is None and task != "single_label":
         why_not = "the classical member is single-label only"
@@ -65,10 +65,10 @@ def resolve_ensemble(cfg: Config, user: Config, input_kind: str, task: str) -> s
             raise ConfigError(f"train.ensemble=classical: {why_not or missing}")
         return "classical"
     if user.model.get("name") is not None or why_not is not None:
-        return "off"
+        return "none"
     if missing is not None:
         log.warning("train.ensemble=auto: the network alone; %s", missing)
-        return "off"
+        return "none"
     return "classical"
 
 

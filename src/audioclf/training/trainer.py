@@ -555,7 +555,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
     if inputs.cfg.train.ensemble == "classical":
         results, members = add_members(run, inputs, results, monitor, model_loss(model), inputs.cfg.seed,
                                        reporter.message if reporter is not None else None)
-    else:  # a resumed run whose ensemble was turned off: no earlier member may still mix into predictions
+    else:  # a resumed run whose ensemble was turned off (none): no earlier member may still mix into predictions
         drop_members(run.root)
     for split, result in results.items():
         metrics[split] = result.metrics  # train: the same clips as training, without augmentation (overfitting)
