@@ -73,7 +73,8 @@ def test_a_run_and_its_exported_models_answer_the_same_calls_alike(clips, tmp_pa
 
     # The network alone: an exported file is the network (tests/test_members.py: a run that kept its classical
     # member says so when exported).
-    run = audioclf.train(clips, out=tmp_path / "run", quiet=True, **{**TINY, "train": {**TINY["train"], "ensemble": "none"}})
+    network_alone = {**TINY, "train": {**TINY["train"], "ensemble": "none"}}
+    run = audioclf.train(clips, out=tmp_path / "run", quiet=True, **network_alone)
     files = sorted(clips.rglob("*.wav"))[:3]
     features_onnx, wave_onnx = run.export(), run.export(with_frontend=True)
     with pytest.raises(ConfigError, match="max_drop=-1"):  # the CLI's gate options reach quantize_run

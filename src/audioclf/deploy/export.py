@@ -493,10 +493,11 @@ def _say_what_is_left_out(run_dir: str | Path, which: str) -> None:
     members = read_members(run_dir) if which == "best" else None
     if not members or members.get("chosen", "network") == "network":
         return
+    kept = "average of the network and the classical member" if members["chosen"] == "ensemble" else \
+        "classical member"
     log.warning("%s: the run's chosen predictor is the %s (%s); the ONNX file holds the network alone: the classical "
                 "member's utterance statistics are not exported (members/classical.onnx takes them, computed in "
-                "Python). audioclf predict / serve / evaluate on the run use the %s", run_dir,
-                "mix of the network and the classical member" if members["chosen"] == "ensemble" else "classical member",
+                "Python). audioclf predict / serve / evaluate on the run use the %s", run_dir, kept,
                 members.get("why", ""), members["chosen"])
 
 

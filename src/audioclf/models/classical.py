@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..features import MelSpectrogram, Spectrogram, dct_matrix, power_to_db
+from ..features import Spectrogram, dct_matrix, mel_filterbank, power_to_db
 
 __all__ = ["ClassicalMember", "UtteranceStatistics", "classical_available", "frame_sizes"]
 
@@ -54,7 +54,8 @@ class UtteranceStatistics(nn.Module):
         self.sample_rate = int(sample_rate)
         self.n_fft, self.hop = frame_sizes(self.sample_rate)
         self.spectrogram = Spectrogram(self.n_fft, hop_length=self.hop, power=2.0)
-        self.mel = MelSpectrogram(self.sample_rate, self.n_fft, hop_length=self.hop, n_mels=N_MELS)
+        # One STFT serves every feature: the mel bands are this filterbank times its power spectrum.
+        self.register_buffer("mel", mel_filterbank(self.sample_rate, self.n_fft, N_MELS), persistent=False)
         self.register_buffer("dct", dct_matrix(N_MFCC, N_MELS), persistent=False)
         freqs = torch.linspace(0, 1, self.n_fft // 2 + 1)  # bin frequency / Nyquist
         self.register_buffer("freqs", freqs, persistent=False)
@@ -63,7 +64,7 @@ class UtteranceStatistics(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         wave = wave.float()
         power = self.spectrogram(wave)  # (B, F, T)
-        mfcc = torch.matmul(self.dct, power_to_db(self.mel(wave)))  # (B, 20, T), librosa.feature.mfcc's numbers
+        mfcc = torch.matmul(self.dct, power_to_db(torch.matmul(self.mel, power)))  # (B, 20, T): librosa's mfcc
         delta = torch.zeros_like(mfcc)
         delta[..., 1:-1] = (mfcc[..., 2:] - mfcc[..., :-2]) / 2  # centred difference; the two ends stay 0
         # Centroid, bandwidth and roll-off weigh the magnitude spectrum, as librosa.feature.spectral_* do.

@@ -149,7 +149,8 @@ def _members_section(members: dict | None) -> list[str]:
     """The ensemble's members (training.members): each one's score per split and which the run kept."""
     if not members:
         return []
-    lines = ["## Ensemble members", "", f"Kept: {_CHOSEN[members.get('chosen', 'network')]}. {members.get('why', '')}", ""]
+    kept = _CHOSEN[members.get("chosen", "network")]
+    lines = ["## Ensemble members", "", f"Kept: {kept}. {members.get('why', '')}", ""]
     per_split = members.get("per_split", {})
     splits = [s for s in ("val", "test") if s in per_split.get("network", {})]
     if per_split and splits:

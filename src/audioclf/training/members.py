@@ -6,8 +6,8 @@ After the network's last epoch, :func:`add_members` fits the classical member
 every split through the same whole-file evaluation, and weighs them on validation: ``p = (1 - w) p_net + w p_cls``
 with ``w = 0.5`` (the plain average) unless validation says the average falls short of the better member
 (:func:`choose_member_weight`); then the better member alone. The choice, every member's validation score and
-the weight go to ``members/members.json``; every later prediction (``predict``, ``serve``, ``evaluate``) reads them through
-:func:`run_probabilities` / :func:`load_mix`.
+the weight go to ``members/members.json``; every later prediction (``predict``, ``serve``, ``evaluate``) reads
+them through :func:`run_probabilities` / :func:`load_mix`.
 
 The SVM's C is chosen by cross-validation inside the training split that keeps groups (speakers, devices) apart
 when the data has a group column, and files apart otherwise: a C that suits new speakers, not the training ones.
@@ -34,8 +34,8 @@ from ..models.classical import ClassicalMember, UtteranceStatistics, classical_a
 from ..runs import RunDir
 from .evaluate import Probabilities, SplitResult, score, window_batches
 
-__all__ = ["ENSEMBLE_CHOICES", "MemberMix", "add_members", "check_ensemble", "drop_members", "read_members", "load_mix", "resolve_ensemble",
-           "run_probabilities"]
+__all__ = ["ENSEMBLE_CHOICES", "MemberMix", "add_members", "check_ensemble", "choose_member_weight", "drop_members",
+           "load_mix", "read_members", "resolve_ensemble", "run_probabilities"]
 
 log = logging.getLogger(__name__)
 
