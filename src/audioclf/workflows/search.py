@@ -30,6 +30,7 @@ from ..files import atomic_write_text, jsonable
 from ..metrics import higher_is_better
 from ..ownership import OWNER_FILE, mark_folder
 from ..runs import RunDir, default_run_dir, write_report
+from ..training.members import drop_members
 from ..training.trainer import train
 
 __all__ = ["parse_duration", "search", "TRIAL_SHARE"]
@@ -165,6 +166,7 @@ def search(cfg: Config, resume: bool = False, reporter=None, max_trials: int | N
         raise ConfigError(f"train.time_budget={cfg.train.time_budget}: no trial finished within the budget")
     best = study.best_trial
     best_dir = root / "trials" / f"trial_{best.number:03d}"
+    drop_members(root)  # an earlier best trial's ensemble members must not outlive it (copied below when it has them)
     for item in best_dir.iterdir():
         if item.name == OWNER_FILE:  # the folder keeps its search marker (the trial's says run)
             continue
