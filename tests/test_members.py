@@ -156,6 +156,10 @@ def test_zero_config_keeps_the_classical_member_when_it_must_win_and_every_path_
         parts[name] = np.array([p.probs for p in predictor.predict(files[:6])])
     assert np.allclose(chosen, (1 - mix.weight) * parts["network"] + mix.weight * parts["classical"], atol=1e-6)
     assert not np.allclose(parts["network"], parts["classical"], atol=0.05)
+    # Test-time augmentation from the run as from the CLI: every copy scored by the kept predictor.
+    shifted = [p.probs for p in run.predict(files[:2], device="cpu", tta=3)]
+    assert np.allclose(shifted, [p.probs for p in Predictor.from_run(run.root, device="cpu", tta=3).predict(files[:2])])
+    assert not np.allclose(shifted, chosen[:2])
     with caplog.at_level(logging.WARNING):
         run.export()
     assert "the ONNX file holds the network alone" in caplog.text

@@ -71,21 +71,24 @@ class Run:
     def _checkpoint(self) -> dict[str, Any]:
         return RunDir(self.root).load_checkpoint("best")
 
-    def predictor(self, device: str = "auto"):
-        """The best checkpoint as a :class:`~audioclf.deploy.predictor.Predictor`, loaded now (so a run trained
-        again in place is never answered from its earlier weights)."""
+    def predictor(self, device: str = "auto", tta: int = 1):
+        """The best checkpoint as a :class:`~audioclf.deploy.predictor.Predictor` (with the ensemble's classical
+        member when the run kept it), loaded now (so a run trained again in place is never answered from its
+        earlier weights). ``tta``: test-time augmentation, copies scored per window (N times the compute)."""
         from ..deploy.predictor import Predictor
 
-        return Predictor.from_run(self.root, device=device)
+        return Predictor.from_run(self.root, device=device, tta=tta)
 
-    def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean", device: str = "auto") -> list:
+    def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean", device: str = "auto",
+                tta: int = 1) -> list:
         """:class:`~audioclf.deploy.predictor.Prediction` per audio file (folders are expanded): ``.label``,
         ``.labels``, ``.probs`` in :attr:`classes` order, or ``.error`` for a file that could not be read."""
-        return self.predictor(device).predict(files, aggregate=aggregate)
+        return self.predictor(device, tta).predict(files, aggregate=aggregate)
 
-    def predict_files(self, paths: list[str | Path], aggregate: str = "mean", device: str = "auto") -> list:
+    def predict_files(self, paths: list[str | Path], aggregate: str = "mean", device: str = "auto",
+                      tta: int = 1) -> list:
         """:meth:`predict` for a list of files and folders (the name the predictors and ``predict`` use)."""
-        return self.predictor(device).predict_files(paths, aggregate=aggregate)
+        return self.predictor(device, tta).predict_files(paths, aggregate=aggregate)
 
     def top_k(self, probs, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most probable ``(class, probability)`` of one prediction's ``.probs``."""
