@@ -3,7 +3,8 @@ the run's ``config.yaml``, and any of it can be set instead.
 
 Small real datasets (hundreds of clips, a few voices or recording sessions) overfit at once, so the defaults
 regularise: AdamW with weight decay, label smoothing, a short warm-up before the cosine decay, cheap waveform
-augmentation (gain, time shift, noise at a random SNR), SpecAugment masks sized to the input (Park et al.
+augmentation (gain, time shift, noise at a random SNR, speed perturbation and a random device EQ, measured
+on speaker-, source- and device-held-out splits), SpecAugment masks sized to the input (Park et al.
 2019 sized theirs for 100-frame LibriSpeech utterances; a fixed width would blank most of a 40 x 51 input)
 with a small mel-band shift (a vocal-tract-length-like jitter between voices and microphones), and MixUp
 (Zhang et al. 2018). The number of epochs follows the number of optimizer steps the data gives, within a
@@ -43,6 +44,10 @@ def audio_defaults(task: str, features: tuple[int, int] | None) -> dict[str, Any
             {"name": "gain", "min_gain_db": -6.0, "max_gain_db": 6.0, "p": 0.5},
             {"name": "time_shift", "min_fraction": -0.2, "max_fraction": 0.2, "p": 0.5},
             {"name": "gaussian_noise", "min_snr_db": 15.0, "max_snr_db": 40.0, "p": 0.3},
+            # For unseen speakers and devices (benchmarks/realdata.py --held-out): speed perturbation as Ko et al.
+            # 2015 and a random device response (random_eq).
+            {"name": "speed_perturb", "min_factor": 0.9, "max_factor": 1.1, "p": 0.5},
+            {"name": "random_eq", "p": 0.5},
         ],
     }
 
