@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--out", required=True, help="folder for data.md and the PNGs (replaced when run again)")
     describe.add_argument("--columns", metavar="COL[,COL]",
                           help="more metadata columns to describe (device, location, city, speaker, sex, sexes, "
-                               "gender and the split's group column are described whenever the data has them)")
+                               "gender, group and the split's data.group are described whenever the data has them)")
     describe.add_argument("--strict", action="store_true", help="an unreadable audio file is an error instead of a skip")
     describe.set_defaults(func=cmd_describe)
 

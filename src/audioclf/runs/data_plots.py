@@ -23,6 +23,13 @@ def _color(split: str) -> str:
     return SPLIT_COLORS.get(split, "tab:gray")
 
 
+def _counts_axis(axis) -> None:
+    """Whole ticks on an axis of counts (3 files, not 2.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _stacked_rows(ax, rows: list[str], counts: dict[str, dict[str, int]], splits: list[str]) -> None:
     """One horizontal bar per row (first row on top), its parts the splits' counts; the total at its end."""
     left = np.zeros(len(rows))
@@ -35,14 +42,16 @@ def _stacked_rows(ax, rows: list[str], counts: dict[str, dict[str, int]], splits
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top, as in the markdown table
     ax.set_xlim(0, max(1.0, float(left.max(initial=0))) * 1.12)  # room for the totals
+    _counts_axis(ax.xaxis)
     ax.grid(alpha=0.3, axis="x")
 
 
 def _title_and_legend(ax, title: str) -> None:
-    """Title on the left, the splits' legend on the right above the axes: inside, it would hide bars."""
-    ax.set_title(title, loc="left")
-    ax.legend(fontsize="small", loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False,
-              borderaxespad=0.2)
+    """The splits' legend in a strip above the axes (inside, it would hide bars), the title above it (beside it,
+    a long title and the legend overlap when long tick labels narrow the axes)."""
+    ax.legend(fontsize="small", loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False,
+              borderaxespad=0.1, borderpad=0.1)
+    ax.set_title(title, loc="left", pad=20)
 
 
 def _rows_height(n_rows: int) -> float:
@@ -67,7 +76,7 @@ def plot_audio(summary: DataSummary, path: Path) -> Path:
     every = np.concatenate([np.asarray(summary.durations[s], dtype=float) for s in summary.splits])
     low, high = float(every.min()), float(every.max())
     if high - low < 1e-3:  # clips cut to one length: one narrow bar centred on it
-        bins = low + np.linspace(-0.5, 0.5, 22) * max(0.2, low)
+        bins = low + np.linspace(-0.5, 0.5, 22) * (0.4 * low or 1.0)
         title = f"Durations: all {len(every)} files {low:.2f} s"
     else:
         bins = np.linspace(low, high, min(40, max(5, int(math.sqrt(len(every))))) + 1)
@@ -78,6 +87,8 @@ def plot_audio(summary: DataSummary, path: Path) -> Path:
     if top.max() > 0.5 * len(every) and np.count_nonzero(top) > 1:
         # Most files in one bin (clips cut to a length, a few not): on a linear axis the others would not show.
         left.set_yscale("log")
+    else:
+        _counts_axis(left.yaxis)
     left.set(xlabel="duration (s, from the file headers)",
              ylabel="files (log scale)" if left.get_yscale() == "log" else "files")
     _title_and_legend(left, title)
@@ -93,7 +104,10 @@ def plot_audio(summary: DataSummary, path: Path) -> Path:
     right.set_xticks(range(len(rates)), [f"{rate / 1000:g} kHz" for rate in rates],
                      rotation=30 if len(rates) > 4 else 0, fontsize=8)
     right.set_xlim(-0.8, max(len(rates), 2) - 0.2)  # one rate: a bar, not a wall
-    right.set(ylabel="files", title="Native sample rates")
+    right.set_ylim(0, bottom.max() * 1.1)  # room for the totals above the bars
+    right.set_ylabel("files")
+    right.set_title("Native sample rates", loc="left", pad=20)  # level with the durations' title
+    _counts_axis(right.yaxis)
     right.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
@@ -111,6 +125,7 @@ def plot_labels_per_item(summary: DataSummary, path: Path) -> Path:
         bottom += values
     ax.set_xticks(range(len(counts)), [str(n) for n in counts])
     ax.set(xlabel="labels per clip", ylabel="clips")
+    _counts_axis(ax.yaxis)
     _title_and_legend(ax, "Label cardinality")
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
@@ -140,9 +155,11 @@ def plot_columns(summary: DataSummary, path: Path) -> Path:
             for x, n in enumerate(distinct):
                 ax.annotate(str(n), (x, n), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
             ax.set_xticks(range(len(distinct)), summary.splits)
+            ax.set_ylim(0, max(distinct) * 1.15)  # room for the numbers above the bars
             shared = len(shared_values(summary, name))
-            ax.set(ylabel="distinct values", xlabel=kept.strip(" ()"),
-                   title=f"{name}: {len(values)} values, {shared} in more than one split")
+            ax.set(ylabel="distinct values", xlabel=kept.strip(" ()"))
+            ax.set_title(f"{name}: {len(values)} values, {shared} in more than one split", loc="left")
             ax.grid(alpha=0.3, axis="y")
+            _counts_axis(ax.yaxis)
     return _save(fig, path)
 
