@@ -175,3 +175,25 @@ def test_an_unreadable_file_is_skipped_and_listed_or_refused_with_strict(tmp_pat
     code, _, err = _describe(capsys, "--data", csv_path, "--strict", "--out", tmp_path / "strict")
     assert code == 2 and "b3.wav" in err
     assert not (tmp_path / "strict" / "data.md").exists()
+
+
+def test_a_recipe_in_stages_describes_the_chosen_stage_data(tmp_path, capsys):
+    """fsd2019: stage noisy (the first) reads the noisy subset, stage curated the curated one."""
+    import layouts
+
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    out = tmp_path / "described"
+    code, stdout, _ = _describe(capsys, "fsd2019", f"data.path={root}", "--out", out)
+    assert code == 0 and f"{len(layouts.FSD_NOISY)} items" in stdout
+    assert "(stage noisy)" in (out / "data.md").read_text()
+    code, stdout, _ = _describe(capsys, "fsd2019", f"data.path={root}", "--stage", "curated", "--out", out)
+    assert code == 0 and f"{len(layouts.FSD_CURATED)} items" in stdout
+    code, _, err = _describe(capsys, "fsd2019", f"data.path={root}", "--stage", "clean", "--out", out)
+    assert code == 2 and "no such stage; the recipe has noisy, curated" in err
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    csv_path = _write(tmp_path / "data", ROWS)
+    (tmp_path / "taken").write_text("mine")
+    code, _, err = _describe(capsys, "--data", csv_path, "--out", tmp_path / "taken")
+    assert code == 2 and "a file is there" in err and (tmp_path / "taken").read_text() == "mine"

@@ -154,7 +154,7 @@ def cmd_describe(args) -> None:
     if args.strict:
         overrides.append("data.strict=true")
     columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else []
-    description = describe_data(load_config(config, overrides), args.out, columns)
+    description = describe_data(load_config(config, overrides), args.out, columns, stage=args.stage)
     for line in console_summary(description):
         out.print(line, highlight=False)
 
@@ -523,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--columns", metavar="COL[,COL]",
                           help="more metadata columns to describe (device, location, city, speaker, sex, sexes, "
                                "gender, group and the split's data.group are described whenever the data has them)")
+    describe.add_argument("--stage", metavar="NAME", help="a recipe in stages: the data of this stage (default: the first)")
     describe.add_argument("--strict", action="store_true", help="an unreadable audio file is an error instead of a skip")
     describe.set_defaults(func=cmd_describe)
 

@@ -36,22 +36,26 @@ class Description:
     pictures: list[Path]
 
 
-def describe_data(cfg: Config, out: str | Path, columns: list[str] | tuple[str, ...] = ()) -> Description:
+def describe_data(cfg: Config, out: str | Path, columns: list[str] | tuple[str, ...] = (),
+                  stage: str | None = None) -> Description:
     """Describe the audio data of ``cfg.data`` into folder ``out`` (PNGs, then ``data.md`` last, each written
     atomically). ``columns``: metadata columns to describe besides the group column and the known ones
-    (:data:`~audioclf.data.summary.DESCRIBED_COLUMNS`)."""
+    (:data:`~audioclf.data.summary.DESCRIBED_COLUMNS`). A recipe in stages: the data of stage ``stage``
+    (default the first), whose ``data.*`` overrides may pick another subset."""
+    cfg, stage = _stage_config(cfg, stage)
     if ShardInputs.describes(cfg) or EmbeddingInputs.describes(cfg):
         raise ConfigError(f"describe reads audio files with their labels; {cfg.data.path} holds "
                           f"{'audio shards' if ShardInputs.describes(cfg) else 'embeddings'}: describe the data "
                           "they were made from")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: a file is there; describe writes a folder (data.md and PNGs)")
     headers = split_from_headers(cfg)
     group = group_column(cfg.data)
     names = described_columns(headers.manifest, group, columns)
     summary = summarize(headers.manifest, headers.infos, names, group,
                         [entry.to_dict() for entry in headers.skipped])
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file is there; describe writes a folder")
+    (out / "data.md").unlink(missing_ok=True)  # until the new one is written: no numbers of other pictures
     pictures = [plot_class_counts(summary, out / "class_counts.png"), plot_audio(summary, out / "audio.png")]
     if summary.labels_per_item is not None:
         pictures.append(plot_labels_per_item(summary, out / "labels_per_clip.png"))
@@ -60,17 +64,32 @@ def describe_data(cfg: Config, out: str | Path, columns: list[str] | tuple[str, 
     for name in PICTURES:
         if out / name not in pictures:
             (out / name).unlink(missing_ok=True)
-    text = data_markdown(summary, cfg, [p.name for p in pictures])
+    text = data_markdown(summary, cfg, stage)
     return Description(summary, atomic_write_text(out / "data.md", text), pictures)
 
 
-def data_markdown(summary: DataSummary, cfg: Config, pictures: list[str]) -> str:
+def _stage_config(cfg: Config, stage: str | None) -> tuple[Config, str | None]:
+    """The config whose data is described: ``cfg``, or one stage's of a recipe in stages (default the first)."""
+    if not cfg.stages:
+        if stage is not None:
+            raise ConfigError(f"--stage {stage}: this config has no stages")
+        return cfg, None
+    from .stages import plan_stages
+
+    stages = plan_stages(cfg)
+    chosen = stages[0] if stage is None else next((s for s in stages if s.name == stage), None)
+    if chosen is None:
+        raise ConfigError(f"--stage {stage}: no such stage; the recipe has {', '.join(s.name for s in stages)}")
+    return chosen.config, chosen.name
+
+
+def data_markdown(summary: DataSummary, cfg: Config, stage: str | None = None) -> str:
     """``data.md``: the numbers behind each picture, as tables."""
     splits = summary.splits
     total = sum(summary.items.values())
     split_text = f"data.split={cfg.data.split}" + (f", group column '{summary.group}'" if summary.group else "")
     lines = [
-        f"# Data: {cfg.data.path}", "",
+        f"# Data: {cfg.data.path}{f' (stage {stage})' if stage else ''}", "",
         f"{total} items ({' / '.join(f'{s} {summary.items[s]}' for s in splits)}), {len(summary.classes)} classes, "
         f"{summary.task.replace('_', '-')}. Splits as `audioclf train` makes them ({split_text}, seed {cfg.seed}).",
     ]
