@@ -144,6 +144,21 @@ def cmd_shard(args) -> None:
     out.print(f"train from them: audioclf train --data {args.out}  (or torchrun ... -m audioclf train --data ...)")
 
 
+def cmd_describe(args) -> None:
+    from .config import load_config
+    from .workflows.describe import console_summary, describe_data
+
+    config, overrides = _split_positionals(args.args)
+    if args.data:
+        overrides = [f"data.path={args.data}", *overrides]
+    if args.strict:
+        overrides.append("data.strict=true")
+    columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else []
+    description = describe_data(load_config(config, overrides), args.out, columns, stage=args.stage)
+    for line in console_summary(description):
+        out.print(line, highlight=False)
+
+
 def cmd_evaluate(args) -> None:
     from .console import per_group_table, results_table
     from .files import atomic_write_text
@@ -432,6 +447,15 @@ most used keys (audioclf config --list SECTION shows them all, with defaults):
 """
 
 
+_DESCRIBE_EPILOG = """\
+examples:
+  audioclf describe --data clips/ --out describe/                  the splits zero-config train would draw
+  audioclf describe --data meta.csv data.group=speaker --out d/    speakers kept apart, as train would with it
+  audioclf describe dcase2022_task1 data.root=TAU/ --out d/        a recipe's data and splits
+only file headers are read (nothing is decoded); data.md holds the numbers behind each picture
+"""
+
+
 _SWEEP_EPILOG = """\
 examples:
   audioclf sweep demo --grid train.batch_size=16,32,64 --grid train.epochs=3,5,7 --out sweeps/be data.path=clips/
@@ -489,6 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--out", required=True, help="folder for the shards and shards.json")
     shard.add_argument("--items-per-shard", type=int, default=1000, help="items per tar file (default 1000)")
     shard.set_defaults(func=cmd_shard)
+
+    describe = command("describe", "draw the data before training: class counts, durations, sample rates, labels "
+                       "per clip and metadata columns per split", epilog=_DESCRIBE_EPILOG)
+    describe.add_argument("args", nargs="*", metavar="[CONFIG] [key=value]",
+                          help="config or recipe and overrides, as for train (data.*: the items and how they are split)")
+    describe.add_argument("--data", help="folder with one sub-folder per class, or a CSV (fname,labels[,split,...])")
+    describe.add_argument("--out", required=True, help="folder for data.md and the PNGs (replaced when run again)")
+    describe.add_argument("--columns", metavar="COL[,COL]",
+                          help="more metadata columns to describe (device, location, city, speaker, sex, sexes, "
+                               "gender, group and the split's data.group are described whenever the data has them)")
+    describe.add_argument("--stage", metavar="NAME", help="a recipe in stages: the data of this stage (default: the first)")
+    describe.add_argument("--strict", action="store_true", help="an unreadable audio file is an error instead of a skip")
+    describe.set_defaults(func=cmd_describe)
 
     evaluate = command("evaluate", "evaluate a run on its test split or on other data")
     evaluate.add_argument("run_dir", help=run_dir_help)

@@ -22,7 +22,7 @@ import torch
 
 from ..config import Config
 from ..errors import AudioDecodeError, ConfigError, DataError
-from .audio import audio_info, check_header
+from .audio import AudioInfo, audio_info, check_header
 from .dataset import Skipped, decode_manifest
 from .importers import get_importer, load_manifest
 from .manifest import Manifest
@@ -152,18 +152,7 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     """
     data = cfg.data
     subset = _subset_args(data.train_subset) if data.train_subset else None  # checked before any decoding
-    if manifest is None:
-        if not data.path:
-            raise ConfigError("data.path is required: a folder with one sub-folder per class, or a CSV")
-        manifest = import_data(cfg)
-    if len(manifest) == 0:
-        raise DataError(f"{data.path}: no audio items found")
-    added = _added(data.add, manifest, data.audio_root, cfg.seed) if data.add else []
-    if added:  # checked and decoded with the rest; split apart from it (they come with their own splits)
-        manifest = manifest.with_items([*manifest, *added])
-    manifest = check_files(manifest)
-    if data.group_pattern:
-        manifest = groups_from_paths(manifest, data.group_pattern, group_column(data))
+    manifest, added = _imported(cfg, manifest)
     if training:
         warn_ignored_groups(manifest, group_column(data))
         check_classes(manifest)
@@ -190,6 +179,58 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
         raise DataError(f"{data.path}: none of the {len(manifest)} files could be decoded")
     if training:
         check_decoded(manifest, usable)
+    usable = _split_as_training(cfg, usable, added, subset)
+    if training:
+        check_splits(usable)
+    clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
+    return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+
+
+@dataclass
+class SplitHeaders:
+    manifest: Manifest  # readable items, with the splits training would give them
+    infos: dict[str, AudioInfo]  # item path -> what its header says (sample rate, duration ...)
+    skipped: list[Skipped]
+
+
+def split_from_headers(cfg: Config) -> SplitHeaders:
+    """The items of ``cfg.data`` split as :func:`prepare_data` splits them for training (same import, ``data.add``,
+    group column, split method, seed and ``data.train_subset``), read from the file headers only: nothing is
+    decoded (``audioclf describe``). A file whose header reads but whose samples do not decode is kept here;
+    training would skip it, and with it the splits could differ."""
+    data = cfg.data
+    subset = _subset_args(data.train_subset) if data.train_subset else None
+    manifest, added = _imported(cfg, None)
+    infos, skipped = _read_headers(manifest, data)
+    usable = manifest.filter(lambda item: item.path in infos)
+    if len(usable) == 0:
+        raise DataError(f"{data.path}: none of the {len(manifest)} files can be read")
+    return SplitHeaders(_split_as_training(cfg, usable, added, subset), infos, skipped)
+
+
+def _imported(cfg: Config, manifest: Manifest | None) -> tuple[Manifest, list]:
+    """``cfg.data`` imported (unless ``manifest`` is given), with ``data.add``'s items (also returned apart),
+    the files checked and ``data.group_pattern``'s groups set."""
+    data = cfg.data
+    if manifest is None:
+        if not data.path:
+            raise ConfigError("data.path is required: a folder with one sub-folder per class, or a CSV")
+        manifest = import_data(cfg)
+    if len(manifest) == 0:
+        raise DataError(f"{data.path}: no audio items found")
+    added = _added(data.add, manifest, data.audio_root, cfg.seed) if data.add else []
+    if added:  # checked and decoded with the rest; split apart from it (they come with their own splits)
+        manifest = manifest.with_items([*manifest, *added])
+    manifest = check_files(manifest)
+    if data.group_pattern:
+        manifest = groups_from_paths(manifest, data.group_pattern, group_column(data))
+    return manifest, added
+
+
+def _split_as_training(cfg: Config, usable: Manifest, added: list, subset: dict[str, Any] | None) -> Manifest:
+    """``usable`` split by ``data.split`` (``data.add``'s items keep the splits they were drawn), then cut to
+    ``data.train_subset``."""
+    data = cfg.data
     added_ids = {item.id for item in added}
     extra = [item for item in usable if item.id in added_ids]
     usable = assign_splits(
@@ -200,10 +241,22 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
         usable = usable.with_items([*usable, *extra])
     if subset is not None:
         usable = limit_per_group(usable, seed=cfg.seed, **subset)
-    if training:
-        check_splits(usable)
-    clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
-    return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+    return usable
+
+
+def _read_headers(manifest: Manifest, data) -> tuple[dict[str, AudioInfo], list[Skipped]]:
+    """Each item's checked header (path -> info); unreadable files are skipped and listed, or raise with
+    ``data.strict``."""
+    infos, skipped = {}, []
+    for item in manifest:
+        try:
+            infos[item.path] = check_header(item.path, data.max_seconds)
+        except AudioDecodeError as exc:
+            if data.strict:
+                raise
+            log.warning("skipping %s: %s", exc.path, exc.reason)
+            skipped.append(Skipped(exc.path, exc.reason))
+    return infos, skipped
 
 
 _SHARES = ("train", "val", "test")
@@ -259,17 +312,8 @@ def prepare_to_stream(cfg: Config, manifest: Manifest) -> PreparedData:
     manifest = check_files(manifest)
     if data.group_pattern:
         manifest = groups_from_paths(manifest, data.group_pattern, group_column(data))
-    skipped = []
-    for item in manifest:
-        try:
-            check_header(item.path, data.max_seconds)
-        except AudioDecodeError as exc:
-            if data.strict:
-                raise
-            log.warning("skipping %s: %s", exc.path, exc.reason)
-            skipped.append(Skipped(exc.path, exc.reason))
-    bad = {entry.path for entry in skipped}
-    usable = manifest.filter(lambda item: item.path not in bad)
+    infos, skipped = _read_headers(manifest, data)
+    usable = manifest.filter(lambda item: item.path in infos)
     if len(usable) == 0:
         raise DataError(f"{data.path or 'the evaluated items'}: none of the {len(manifest)} files can be read")
     usable = assign_splits(usable, method=data.split, fractions=tuple(data.fractions), group=group_column(data),

@@ -2,5 +2,5 @@
 
 :mod:`.run` (one entry: a single run, stages or cross-validation — ``audioclf.run``), :mod:`.stages`
 (multi-stage recipes), :mod:`.cv` (k-fold cross-validation), :mod:`.evaluation` (evaluate a run, average
-an ensemble), :mod:`.demo` (synthetic data, train, predict).
+an ensemble), :mod:`.describe` (the data before training), :mod:`.demo` (synthetic data, train, predict).
 """
