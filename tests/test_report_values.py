@@ -5,7 +5,8 @@ A row's ``target`` is ``NAME`` (a recipe, or a protocol: each of its trials), ``
 ``NAME:LABEL`` (the trials whose named sweep value is ``LABEL``, e.g. ``s5_models:lstm``). Its ``key`` is a dotted
 config key (``model.*`` falls back to the model's own default), ``sweep.metric``, or a special key: ``trials``
 (how many trials), ``input_shape`` (the model's input, e.g. ``201x552``), ``params`` / ``macs`` (the network's
-parameters and MACs, as a run's summary counts them). Its ``value``: a number (compared numerically), a word,
+parameters and MACs, as a run's summary counts them), ``trainable`` (the parameters training updates, as the
+reports' "trainable" columns count them). Its ``value``: a number (compared numerically), a word,
 ``a|b|c`` (the set of values over the trials), ``low..high`` (every value, and every entry of a list, inside), or
 ``chosen``: the report is silent, the quote says why the value was chosen, and the target's YAML comments say
 it too.
@@ -87,13 +88,14 @@ def _sizes(cfg: Config, n_classes: int) -> tuple[tuple[int, ...], dict[str, Any]
     n_samples = round(cfg.data.clip_seconds * rate)
     features = feature_config(cfg, rate)
     counts = measure_complexity(build_classifier(cfg, n_classes, rate, n_samples), cfg.limits)
-    return (features.n_bins, n_frames(features, n_samples)), {"params": counts["total"], "macs": counts["macs"]}
+    return (features.n_bins, n_frames(features, n_samples)), {"params": counts["total"], "macs": counts["macs"],
+                                                              "trainable": counts["trainable"]}
 
 
 def _value(cfg: Config, spec: Any, key: str, system: str) -> Any:
     if key.startswith("sweep."):
         return getattr(spec, key.split(".", 1)[1])
-    if key in ("input_shape", "params", "macs"):
+    if key in ("input_shape", "params", "macs", "trainable"):
         shape, counts = _sizes(cfg, N_CLASSES[system])
         return "x".join(map(str, shape)) if key == "input_shape" else counts[key]
     if key.startswith("model.") and key.split(".", 1)[1] not in cfg.model:
