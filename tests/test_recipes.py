@@ -21,8 +21,10 @@ def _summary(run):
 
 def test_fsd2019_two_stage_recipe(tmp_path):
     root = layouts.fsd2019_kaggle(tmp_path / "fsd")
-    stages = ("stages=[{name: noisy, data: {options: {subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5}},"
-              " train: {epochs: 1}}, {name: curated, train: {epochs: 1}, init_from: '@noisy'}]")
+    # The recipe's noisy stage, but 1 epoch: silence cut with fixed parameters, no augmentation (curated only).
+    stages = ("stages=[{name: noisy, data: {options: {subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5},"
+              " trim_silence: fixed}, train: {epochs: 1, lr: 0.001}, augment: {duplicate: false, spec: none}},"
+              " {name: curated, train: {epochs: 1}, init_from: '@noisy'}]")
     assert main(["train", "fsd2019", f"data.root={root}", f"out={tmp_path / 'run'}", *FAST, stages]) == 0
     noisy, curated = _summary(tmp_path / "run" / "noisy"), _summary(tmp_path / "run" / "curated")
     assert noisy["task"] == curated["task"] == "multi_label"
@@ -36,6 +38,10 @@ def test_fsd2019_two_stage_recipe(tmp_path):
     assert curated["init_from"]["run"].endswith("noisy")
     config = RunDir(tmp_path / "run" / "curated").read_config()
     assert config["features"]["n_mels"] == 80 and config["augment"]["duplicate"] is True
+    assert config["data"]["trim_silence"] is True and config["augment"]["spec"]["freq_masks"] == 2
+    first = RunDir(tmp_path / "run" / "noisy").read_config()
+    assert first["data"]["trim_silence"] == "fixed" and first["augment"]["duplicate"] is False
+    assert first["augment"]["spec"] == "none" and first["train"]["lr"] == 0.001
 
 
 def test_fsd2019_submission_has_the_sample_columns(tmp_path):
@@ -257,6 +263,10 @@ def test_dcase_balanced_subset_is_a_config_key(tmp_path):
 @pytest.mark.parametrize("variant, faithful, changed", [
     ("gtzan_tuned", "gtzan", {"train.lr": 0.001, "train.scheduler": "exponential",
                               "train.scheduler_args": {"gamma": 0.95}, "train.epochs": 10}),
+    ("fsd2019_tuned", "fsd2019", {"train.patience": 10, "stages": [
+        {"name": "noisy", "data": {"options": {"subset": "noisy", "val_fraction": 0.0, "noisy_val_fraction": 0.2}},
+         "train": {"epochs": 15}},
+        {"name": "curated", "data": {"options": {"subset": "curated", "val_fraction": 0.2}}, "init_from": "@noisy"}]}),
     ("audioset_embeddings_heldout", "audioset_embeddings", {"data.options": {"train_set": "balanced", "stream": "auto",
                                                                              "val_set": "split"}}),
 ])
@@ -268,7 +278,7 @@ def test_a_named_variant_changes_only_what_its_comment_says(variant, faithful, c
     differing = {key for key in ours if ours[key] != theirs.get(key)}
     assert differing == set(changed)
     for key, value in changed.items():  # flat_config writes a mapping as its JSON text
-        assert ours[key] == (json.dumps(value) if isinstance(value, dict) else value), key
+        assert ours[key] == (json.dumps(value) if isinstance(value, (dict, list)) else value), key
 
 
 def test_a_recipe_whose_base_leads_back_to_itself_is_one_line(tmp_path, capsys):

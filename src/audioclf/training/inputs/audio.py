@@ -63,7 +63,7 @@ class AudioInputs(Inputs):
         if cfg.data.pad_mode not in PAD_MODES:  # used once clips are decoded: checked before that
             raise ConfigError(f"data.pad_mode={cfg.data.pad_mode!r}: expected one of {', '.join(PAD_MODES)}")
         if cfg.data.trim_silence not in (None, *TRIM_MODES):
-            raise ConfigError(f"data.trim_silence={cfg.data.trim_silence!r}: expected edges, true or false")
+            raise ConfigError(f"data.trim_silence={cfg.data.trim_silence!r}: expected edges, fixed, true or false")
         if cfg.data.eval_crop not in (*CROPS, "windows"):
             raise ConfigError(f"data.eval_crop={cfg.data.eval_crop!r}: expected windows or one of {', '.join(CROPS)}")
         aug = cfg.augment
