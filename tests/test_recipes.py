@@ -44,6 +44,33 @@ def test_fsd2019_two_stage_recipe(tmp_path):
     assert first["augment"]["spec"] == "none" and first["train"]["lr"] == 0.001
 
 
+def test_fsd2019_model1_augments_a_copy_of_the_curated_training_clips_only(tmp_path, capsys):
+    """The solution's model 1 trains on curated and noisy clips together and duplicates + augments only the
+    curated ones (augment.duplicate: source=curated)."""
+    from audioclf.data.importers.fsd2019 import import_fsd2019
+    from audioclf.errors import ConfigError
+    from audioclf.training.inputs.audio import duplicated_items
+
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    train = [item for item in import_fsd2019(root, subset="both").items if item.split == "train"]
+    copied = duplicated_items(train, "source=curated")
+    assert {train[i].groups["source"] for i in copied} == {"curated"}
+    assert len(copied) == sum(item.groups["source"] == "curated" for item in train) < len(train)
+    assert duplicated_items(train, True) is None  # true: every item
+    with pytest.raises(ConfigError, match="no training item has source=clean .source values there: curated, noisy"):
+        duplicated_items(train, "source=clean")
+    run = tmp_path / "m1"
+    assert main(["train", "fsd2019_model1", f"data.root={root}", f"out={run}", *FAST, "model.weights=null"]) == 0
+    config = RunDir(run).read_config()
+    assert config["augment"]["duplicate"] == "source=curated" and config["model"]["name"] == "mobilenet_v2"
+    assert _summary(run)["counts"]["train"] == len(train)
+    capsys.readouterr()
+    assert main(["train", "fsd2019_model1", f"data.root={root}", f"out={tmp_path / 'bad'}", *FAST,
+                 "model.weights=null", "augment.duplicate=curated"]) == 2
+    err = capsys.readouterr().err
+    assert "augment.duplicate='curated': expected true, false or GROUP=VALUE" in err and "Traceback" not in err
+
+
 def test_fsd2019_submission_has_the_sample_columns(tmp_path):
     root = layouts.fsd2019_kaggle(tmp_path / "fsd")
     run = tmp_path / "run"

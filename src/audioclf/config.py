@@ -71,7 +71,8 @@ class AugmentConfig:
     spec: str | dict[str, Any] | None = None  # SpecAugment on the device: "LD" or {policy: LD, band_shift: true}
     mixup_alpha: float | None = None  # MixUp Beta(alpha, alpha)
     mixup_on: str = "features"  # features | waveform
-    duplicate: bool = False  # train on the set twice, only the second copy augmented (an FSD2019 solution)
+    duplicate: bool | str = False  # train on the set twice, only the second copy augmented (an FSD2019 solution);
+    # "GROUP=VALUE": only the items of that group get the augmented copy (FSD2019 both subsets: source=curated)
 
 
 @dataclass
