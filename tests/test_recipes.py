@@ -44,6 +44,18 @@ def test_fsd2019_two_stage_recipe(tmp_path):
     assert first["augment"]["spec"] == "none" and first["train"]["lr"] == 0.001
 
 
+def test_fsd2019_simple_cnn_trains_on_curated_clips_alone_without_augmentation(tmp_path):
+    """The solution's §6.1 model as it reported it (the README's "near 0.45"): one stage, curated only."""
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    assert main(["train", "fsd2019_simple_cnn", f"data.root={root}", f"out={tmp_path / 'run'}", *FAST]) == 0
+    config = RunDir(tmp_path / "run").read_config()
+    assert config["stages"] == [] and config["data"]["options"]["subset"] == "curated"
+    assert config["augment"]["duplicate"] is False and config["augment"]["spec"] == "none"
+    assert config["model"]["name"] == "fsd_simple_cnn" and config["train"]["lr"] == 0.0003
+    counts = _summary(tmp_path / "run")["counts"]
+    assert counts["train"] + counts["val"] == len(layouts.FSD_CURATED)  # no noisy clip
+
+
 def test_fsd2019_model1_augments_a_copy_of_the_curated_training_clips_only(tmp_path, capsys):
     """The solution's model 1 trains on curated and noisy clips together and duplicates + augments only the
     curated ones (augment.duplicate: source=curated)."""
