@@ -35,6 +35,16 @@ N_CLASSES = {"S1": 80, "S2": 10, "S3": 3, "S4": 10, "S5": 527}  # the reports' c
 NEEDS_RUN = {"s1_optimizer": ["init_from=/runs/noisy"]}  # a protocol that starts from another run's weights
 
 
+def _keys_filled_when_unset() -> frozenset[str]:
+    """The keys an audio run fills in when they are null (training.inputs.zero_config)."""
+    from audioclf.training.inputs.zero_config import audio_defaults
+
+    return frozenset(audio_defaults("multi_label", (80, 92)))
+
+
+_FILLED_WHEN_UNSET = _keys_filled_when_unset()
+
+
 def _split_target(target: str) -> tuple[str, str | None, str | None]:
     name, _, label = target.partition(":")
     name, _, stage = name.partition("/")
@@ -158,6 +168,8 @@ def test_the_recipe_or_protocol_runs_what_the_report_states(row):
         return
     resolved = [_value(_stage(cfg, stage), spec, key, row["system"]) for cfg in configs]
     where = f"{row['target']} {key}: resolved {resolved}, the report ({row['where']}) says {value!r}: {row['quote']}"
+    if key in _FILLED_WHEN_UNSET:  # null there is "unset": a run fills in its own choice, not "none"
+        assert None not in resolved, where + " (null: a run would fill in its zero-config choice)"
     if "|" in value:
         stated = [yaml.safe_load(v) for v in value.split("|")]
         assert all(any(_same(r, s) for s in stated) for r in resolved), where
