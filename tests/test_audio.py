@@ -412,6 +412,25 @@ def test_trim_modes_keep_inner_pauses_or_not():
     assert zero_runs.max() >= len(gap)  # the inner pause survives "edges"
 
 
+def test_fixed_trim_cuts_every_clip_with_the_same_parameters():
+    """data.trim_silence: "fixed" (an FSD2019 solution's noisy clips) ignores the clip's length; true picks the
+    parameters by it: a 0.4-s pause survives true in a 1.5-s clip (short clips: only pauses of 0.5 s or more go)
+    but not "fixed" (0.3 s); a 0.28-s pause goes with true in a 12-s clip (long clips: 0.25 s) but stays with
+    "fixed"."""
+    from audioclf.data.audio import FIXED_SILENCE, apply_trim
+
+    sr = 16000
+    tone = lambda s: (0.5 * np.sin(2 * np.pi * 440 * np.arange(int(s * sr)) / sr)).astype(np.float32)  # noqa: E731
+    pause = lambda s: np.zeros(int(s * sr), np.float32)  # noqa: E731
+    short = np.concatenate([tone(0.55), pause(0.4), tone(0.55)])
+    assert len(apply_trim(short, sr, True)) == len(short)
+    assert len(apply_trim(short, sr, "fixed")) < len(short) - 0.2 * sr
+    long = np.concatenate([tone(5.86), pause(0.28), tone(5.86)])
+    assert len(apply_trim(long, sr, True)) < len(long) - 0.1 * sr
+    assert len(apply_trim(long, sr, "fixed")) == len(long)
+    assert FIXED_SILENCE.min_silence_s == 0.3 and FIXED_SILENCE.threshold_db == -40.0
+
+
 def test_a_truncated_wav_is_decoded_as_far_as_it_goes_with_a_warning(tmp_path, caplog):
     import logging
 
@@ -470,7 +489,7 @@ def test_stream_audio_checks_the_header_first_and_every_block(tmp_path, monkeypa
         list(audio.stream_audio(path, max_seconds=2.0, block_frames=1000))
 
 
-@pytest.mark.parametrize("mode", [False, True, "edges"])
+@pytest.mark.parametrize("mode", [False, True, "edges", "fixed"])
 @pytest.mark.parametrize("file_sr", [16000, 22050])
 def test_stream_trimmed_audio_equals_trimming_the_whole_file(tmp_path, mode, file_sr):
     rng = np.random.default_rng(2)

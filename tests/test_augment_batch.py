@@ -140,6 +140,18 @@ def test_duplicate_augmented_flag_for_on_device_augmentation():
         DuplicateAugmented(data)
 
 
+def test_duplicate_augmented_copies_only_the_items_named():
+    """FSD2019's solution augmented the curated clips only while training on curated and noisy ones."""
+    data = torch.utils.data.TensorDataset(torch.arange(4.0), torch.tensor([0, 1, 2, 3]))
+    doubled = DuplicateAugmented(data, flag=True, only=[1, 3])
+    assert len(doubled) == 6
+    x, _, augmented = next(iter(torch.utils.data.DataLoader(doubled, batch_size=6)))
+    assert x.tolist() == [0, 1, 2, 3, 1, 3] and augmented.tolist() == [False] * 4 + [True] * 2
+    assert doubled[-1][0].item() == 3
+    with pytest.raises(IndexError):
+        doubled[6]
+
+
 @cuda
 def test_mixup_on_cuda_matches_cpu():
     inputs = torch.randn(8, 1, 20, 30)

@@ -80,6 +80,8 @@ def _arguments(name: str, tmp_path) -> list[str]:
         root = layouts.fsd2019_kaggle(tmp_path / "fsd")
         if name == "s1_kernel_size":  # the simple CNN on curated clips alone (the protocol drops the stages)
             return [f"data.root={root}", "train.batch_size=4", "train.epochs=1"]
+        if name == "s1_frozen_heads":  # one stage, as the protocol runs it; ImageNet backbones without the download
+            return [f"data.root={root}", "train.batch_size=4", "train.epochs=1", "model.weights=null"]
         if name == "s1_optimizer":  # the curated stage from a noisy-stage run made here
             noisy = tmp_path / "noisy"
             assert main(["train", "fsd2019", f"data.root={root}", f"out={noisy}", "train.batch_size=4",

@@ -21,8 +21,10 @@ def _summary(run):
 
 def test_fsd2019_two_stage_recipe(tmp_path):
     root = layouts.fsd2019_kaggle(tmp_path / "fsd")
-    stages = ("stages=[{name: noisy, data: {options: {subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5}},"
-              " train: {epochs: 1}}, {name: curated, train: {epochs: 1}, init_from: '@noisy'}]")
+    # The recipe's noisy stage, but 1 epoch: silence cut with fixed parameters, no augmentation (curated only).
+    stages = ("stages=[{name: noisy, data: {options: {subset: noisy, val_fraction: 0.0, noisy_val_fraction: 0.5},"
+              " trim_silence: fixed}, train: {epochs: 1, lr: 0.001}, augment: {duplicate: false, spec: none}},"
+              " {name: curated, train: {epochs: 1}, init_from: '@noisy'}]")
     assert main(["train", "fsd2019", f"data.root={root}", f"out={tmp_path / 'run'}", *FAST, stages]) == 0
     noisy, curated = _summary(tmp_path / "run" / "noisy"), _summary(tmp_path / "run" / "curated")
     assert noisy["task"] == curated["task"] == "multi_label"
@@ -36,6 +38,49 @@ def test_fsd2019_two_stage_recipe(tmp_path):
     assert curated["init_from"]["run"].endswith("noisy")
     config = RunDir(tmp_path / "run" / "curated").read_config()
     assert config["features"]["n_mels"] == 80 and config["augment"]["duplicate"] is True
+    assert config["data"]["trim_silence"] is True and config["augment"]["spec"]["freq_masks"] == 2
+    first = RunDir(tmp_path / "run" / "noisy").read_config()
+    assert first["data"]["trim_silence"] == "fixed" and first["augment"]["duplicate"] is False
+    assert first["augment"]["spec"] == "none" and first["train"]["lr"] == 0.001
+
+
+def test_fsd2019_simple_cnn_trains_on_curated_clips_alone_without_augmentation(tmp_path):
+    """The solution's §6.1 model as it reported it (the README's "near 0.45"): one stage, curated only."""
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    assert main(["train", "fsd2019_simple_cnn", f"data.root={root}", f"out={tmp_path / 'run'}", *FAST]) == 0
+    config = RunDir(tmp_path / "run").read_config()
+    assert config["stages"] == [] and config["data"]["options"]["subset"] == "curated"
+    assert config["augment"]["duplicate"] is False and config["augment"]["spec"] == "none"
+    assert config["model"]["name"] == "fsd_simple_cnn" and config["train"]["lr"] == 0.0003
+    counts = _summary(tmp_path / "run")["counts"]
+    assert counts["train"] + counts["val"] == len(layouts.FSD_CURATED)  # no noisy clip
+
+
+def test_fsd2019_model1_augments_a_copy_of_the_curated_training_clips_only(tmp_path, capsys):
+    """The solution's model 1 trains on curated and noisy clips together and duplicates + augments only the
+    curated ones (augment.duplicate: source=curated)."""
+    from audioclf.data.importers.fsd2019 import import_fsd2019
+    from audioclf.errors import ConfigError
+    from audioclf.training.inputs.audio import duplicated_items
+
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    train = [item for item in import_fsd2019(root, subset="both").items if item.split == "train"]
+    copied = duplicated_items(train, "source=curated")
+    assert {train[i].groups["source"] for i in copied} == {"curated"}
+    assert len(copied) == sum(item.groups["source"] == "curated" for item in train) < len(train)
+    assert duplicated_items(train, True) is None  # true: every item
+    with pytest.raises(ConfigError, match="no training item has source=clean .source values there: curated, noisy"):
+        duplicated_items(train, "source=clean")
+    run = tmp_path / "m1"
+    assert main(["train", "fsd2019_model1", f"data.root={root}", f"out={run}", *FAST, "model.weights=null"]) == 0
+    config = RunDir(run).read_config()
+    assert config["augment"]["duplicate"] == "source=curated" and config["model"]["name"] == "mobilenet_v2"
+    assert _summary(run)["counts"]["train"] == len(train)
+    capsys.readouterr()
+    assert main(["train", "fsd2019_model1", f"data.root={root}", f"out={tmp_path / 'bad'}", *FAST,
+                 "model.weights=null", "augment.duplicate=curated"]) == 2
+    err = capsys.readouterr().err
+    assert "augment.duplicate='curated': expected true, false or GROUP=VALUE" in err and "Traceback" not in err
 
 
 def test_fsd2019_submission_has_the_sample_columns(tmp_path):
@@ -257,6 +302,10 @@ def test_dcase_balanced_subset_is_a_config_key(tmp_path):
 @pytest.mark.parametrize("variant, faithful, changed", [
     ("gtzan_tuned", "gtzan", {"train.lr": 0.001, "train.scheduler": "exponential",
                               "train.scheduler_args": {"gamma": 0.95}, "train.epochs": 10}),
+    ("fsd2019_tuned", "fsd2019", {"train.patience": 10, "stages": [
+        {"name": "noisy", "data": {"options": {"subset": "noisy", "val_fraction": 0.0, "noisy_val_fraction": 0.2}},
+         "train": {"epochs": 15}},
+        {"name": "curated", "data": {"options": {"subset": "curated", "val_fraction": 0.2}}, "init_from": "@noisy"}]}),
     ("audioset_embeddings_heldout", "audioset_embeddings", {"data.options": {"train_set": "balanced", "stream": "auto",
                                                                              "val_set": "split"}}),
 ])
@@ -268,7 +317,7 @@ def test_a_named_variant_changes_only_what_its_comment_says(variant, faithful, c
     differing = {key for key in ours if ours[key] != theirs.get(key)}
     assert differing == set(changed)
     for key, value in changed.items():  # flat_config writes a mapping as its JSON text
-        assert ours[key] == (json.dumps(value) if isinstance(value, dict) else value), key
+        assert ours[key] == (json.dumps(value) if isinstance(value, (dict, list)) else value), key
 
 
 def test_a_recipe_whose_base_leads_back_to_itself_is_one_line(tmp_path, capsys):

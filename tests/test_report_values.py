@@ -5,7 +5,8 @@ A row's ``target`` is ``NAME`` (a recipe, or a protocol: each of its trials), ``
 ``NAME:LABEL`` (the trials whose named sweep value is ``LABEL``, e.g. ``s5_models:lstm``). Its ``key`` is a dotted
 config key (``model.*`` falls back to the model's own default), ``sweep.metric``, or a special key: ``trials``
 (how many trials), ``input_shape`` (the model's input, e.g. ``201x552``), ``params`` / ``macs`` (the network's
-parameters and MACs, as a run's summary counts them). Its ``value``: a number (compared numerically), a word,
+parameters and MACs, as a run's summary counts them), ``trainable`` (the parameters training updates, as the
+reports' "trainable" columns count them). Its ``value``: a number (compared numerically), a word,
 ``a|b|c`` (the set of values over the trials), ``low..high`` (every value, and every entry of a list, inside), or
 ``chosen``: the report is silent, the quote says why the value was chosen, and the target's YAML comments say
 it too.
@@ -13,6 +14,7 @@ it too.
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import math
@@ -31,6 +33,16 @@ ROWS = list(csv.DictReader(TABLE.open(encoding="utf-8")))
 COLUMNS = ["system", "source", "target", "key", "value", "quote", "where"]
 N_CLASSES = {"S1": 80, "S2": 10, "S3": 3, "S4": 10, "S5": 527}  # the reports' class counts (params, macs)
 NEEDS_RUN = {"s1_optimizer": ["init_from=/runs/noisy"]}  # a protocol that starts from another run's weights
+
+
+def _keys_filled_when_unset() -> frozenset[str]:
+    """The keys an audio run fills in when they are null (training.inputs.zero_config)."""
+    from audioclf.training.inputs.zero_config import audio_defaults
+
+    return frozenset(audio_defaults("multi_label", (80, 92)))
+
+
+_FILLED_WHEN_UNSET = _keys_filled_when_unset()
 
 
 def _split_target(target: str) -> tuple[str, str | None, str | None]:
@@ -82,18 +94,21 @@ def _sizes(cfg: Config, n_classes: int) -> tuple[tuple[int, ...], dict[str, Any]
         shape = (N_STEPS, EMBEDDING_DIM)
         report = complexity_report(create_model(name, n_classes=n_classes, input_shape=shape, **args), shape)
         return shape, {"params": report.params_pytorch, "macs": report.macs_total}
+    cfg = copy.deepcopy(cfg)
+    cfg.model.pop("weights", None)  # the counts do not depend on the weights (and a test downloads none)
     rate = cfg.data.sample_rate
     assert rate and cfg.data.clip_seconds, "input_shape/params/macs need data.sample_rate and data.clip_seconds"
     n_samples = round(cfg.data.clip_seconds * rate)
     features = feature_config(cfg, rate)
     counts = measure_complexity(build_classifier(cfg, n_classes, rate, n_samples), cfg.limits)
-    return (features.n_bins, n_frames(features, n_samples)), {"params": counts["total"], "macs": counts["macs"]}
+    return (features.n_bins, n_frames(features, n_samples)), {"params": counts["total"], "macs": counts["macs"],
+                                                              "trainable": counts["trainable"]}
 
 
 def _value(cfg: Config, spec: Any, key: str, system: str) -> Any:
     if key.startswith("sweep."):
         return getattr(spec, key.split(".", 1)[1])
-    if key in ("input_shape", "params", "macs"):
+    if key in ("input_shape", "params", "macs", "trainable"):
         shape, counts = _sizes(cfg, N_CLASSES[system])
         return "x".join(map(str, shape)) if key == "input_shape" else counts[key]
     if key.startswith("model.") and key.split(".", 1)[1] not in cfg.model:
@@ -153,6 +168,8 @@ def test_the_recipe_or_protocol_runs_what_the_report_states(row):
         return
     resolved = [_value(_stage(cfg, stage), spec, key, row["system"]) for cfg in configs]
     where = f"{row['target']} {key}: resolved {resolved}, the report ({row['where']}) says {value!r}: {row['quote']}"
+    if key in _FILLED_WHEN_UNSET:  # null there is "unset": a run fills in its own choice, not "none"
+        assert None not in resolved, where + " (null: a run would fill in its zero-config choice)"
     if "|" in value:
         stated = [yaml.safe_load(v) for v in value.split("|")]
         assert all(any(_same(r, s) for s in stated) for r in resolved), where

@@ -223,7 +223,7 @@ def test_a_sweep_key_can_set_one_stage_of_a_staged_recipe():
     spec = load_sweep("fsd2019", grids=["stages.curated.train.lr=0.001,0.0001"], overrides=["data.path=x"])
     cfg, _ = trial_config(spec, {"stages.curated.train.lr": 0.0001}, Path("/s/trials/trial_000"))
     stages = {stage["name"]: stage for stage in cfg["stages"]}
-    assert stages["curated"]["train"]["lr"] == 0.0001 and "lr" not in stages["noisy"].get("train", {})
+    assert stages["curated"]["train"]["lr"] == 0.0001 and stages["noisy"]["train"]["lr"] == 0.001  # its own rate
     assert spec.base["stages"][1].get("train", {}).get("lr") is None  # the spec itself is untouched
     bad = SweepSpec(base=spec.base, params={"stages.nope.train.lr": [0.1]})
     with pytest.raises(ConfigError, match="no stage named 'nope'"):

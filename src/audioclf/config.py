@@ -38,7 +38,8 @@ class DataConfig:
     train_crop: str = "random"  # long clips in training: random | center | start | max_energy
     eval_crop: str = "windows"  # val/test: whole files as 50 %-overlap windows, averaged; or one crop
     # Cut silence (parameters by clip length): "edges" (leading/trailing; unset audio runs), true (every
-    # silent stretch, as an FSD2019 solution did) or false.
+    # silent stretch, as an FSD2019 solution did for its curated clips), "fixed" (every silent stretch, the same
+    # parameters for every clip, as it did for its noisy clips) or false.
     trim_silence: bool | str | None = None
     split: str = "auto"  # auto | given | stratified | iterative | group | heldout | random
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
@@ -70,7 +71,8 @@ class AugmentConfig:
     spec: str | dict[str, Any] | None = None  # SpecAugment on the device: "LD" or {policy: LD, band_shift: true}
     mixup_alpha: float | None = None  # MixUp Beta(alpha, alpha)
     mixup_on: str = "features"  # features | waveform
-    duplicate: bool = False  # train on the set twice, only the second copy augmented (an FSD2019 solution)
+    duplicate: bool | str = False  # train on the set twice, only the second copy augmented (an FSD2019 solution);
+    # "GROUP=VALUE": only the items of that group get the augmented copy (FSD2019 both subsets: source=curated)
 
 
 @dataclass

@@ -9,7 +9,7 @@ multi-label 0/1 rows are mixed linearly. Inputs may be waveforms ``(B, N)`` or f
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -105,31 +105,35 @@ class DuplicateAugmented(torch.utils.data.Dataset):
       can pass the batch's flags as ``apply_to`` to on-device augmentation (:class:`SpecAugment`,
       :func:`mixup`). Without ``get``, the item itself is the same in both halves and only the flag differs.
 
-    One of the two is needed (else nothing would be augmented). ``set_epoch`` is forwarded.
+    One of the two is needed (else nothing would be augmented). ``set_epoch`` is forwarded. ``only``: the
+    indices that get an augmented copy (default all), e.g. the curated clips of a curated + noisy set; the
+    copies then follow the ``N`` originals in that order.
     """
 
-    def __init__(self, dataset: Any, flag: bool = False):
+    def __init__(self, dataset: Any, flag: bool = False, only: Sequence[int] | None = None):
         self.dataset = dataset
         self.flag = bool(flag)
+        self.copies = list(range(len(dataset))) if only is None else [int(i) for i in only]
         self._has_get = callable(getattr(dataset, "get", None))
         if not self._has_get and not self.flag:
             raise ValueError("dataset: needs a get(index, augment) method, or use flag=True so the batch "
                              "carries which items to augment")
 
     def __len__(self) -> int:
-        return 2 * len(self.dataset)
+        return len(self.dataset) + len(self.copies)
 
     def set_epoch(self, epoch: int) -> None:
         if callable(getattr(self.dataset, "set_epoch", None)):
             self.dataset.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> Any:
-        n = len(self.dataset)
+        n, total = len(self.dataset), len(self)
         if index < 0:
-            index += 2 * n
-        if not 0 <= index < 2 * n:
-            raise IndexError(f"index {index} out of range for {2 * n} items")
-        base, augmented = index % n, index >= n
+            index += total
+        if not 0 <= index < total:
+            raise IndexError(f"index {index} out of range for {total} items")
+        augmented = index >= n
+        base = self.copies[index - n] if augmented else index
         item = self.dataset.get(base, augment=augmented) if self._has_get else self.dataset[base]
         if self.flag:
             item = (*item, torch.tensor(augmented)) if isinstance(item, tuple) else (item, torch.tensor(augmented))

@@ -38,6 +38,7 @@ __all__ = [
     "load_audio",
     "recording_positions",
     "resample",
+    "silence_params",
     "silence_params_for_duration",
     "stream_audio",
     "stream_trimmed_audio",
@@ -342,7 +343,7 @@ def kept_parts(path: PathLike, sample_rate: int, mode: bool | str | None, max_se
     sums = _SquareSums(_rms_step(frame_length, hop_length))
     for block in stream_audio(path, sample_rate, max_seconds, block_frames):
         sums.add(block)
-    params = silence_params_for_duration(sums.n / sample_rate)
+    params = silence_params(mode, sums.n / sample_rate)
     parts = _non_silent_parts(sums, sample_rate, params.threshold_db, params.min_silence_s, params.pad_s,
                               frame_length, hop_length) or [(0, sums.n)]  # all silent: kept as it is
     return [(parts[0][0], parts[-1][1])] if mode == "edges" else parts
@@ -484,6 +485,17 @@ def silence_params_for_duration(duration_s: float) -> SilenceParams:
     if duration_s < 10.0:
         return SilenceParams(threshold_db=-40.0, min_silence_s=0.3, pad_s=0.05)
     return SilenceParams(threshold_db=-35.0, min_silence_s=0.25, pad_s=0.05)
+
+
+# data.trim_silence=fixed: one set for every clip, as an FSD2019 solution cut its noisy clips ("parámetros fijos",
+# values not published): the middle tier above, which covers most of those 1-16 s clips.
+FIXED_SILENCE = SilenceParams()
+
+
+def silence_params(mode: bool | str | None, duration_s: float) -> SilenceParams:
+    """The parameters ``data.trim_silence=mode`` cuts a clip of ``duration_s`` with: ``"fixed"`` the same for every
+    clip (:data:`FIXED_SILENCE`), any other mode by clip length (:func:`silence_params_for_duration`)."""
+    return FIXED_SILENCE if mode == "fixed" else silence_params_for_duration(duration_s)
 
 
 SILENCE_FRAME, SILENCE_HOP = 1024, 256  # samples per loudness frame, and between frames, when finding silence
@@ -636,14 +648,17 @@ def trim_silence_by_length(wave: np.ndarray, sr: int, edges_only: bool = False) 
     return wave[parts[0][0]:parts[-1][1]] if parts else wave
 
 
-TRIM_MODES = (False, True, "edges")
+TRIM_MODES = (False, True, "edges", "fixed")
 
 
 def apply_trim(wave: np.ndarray, sr: int, mode: bool | str | None) -> np.ndarray:
     """``data.trim_silence``: False/None keep the clip, ``"edges"`` cuts leading and trailing silence,
-    True every silent stretch of the clip (:func:`trim_silence_by_length`)."""
+    True every silent stretch of the clip (:func:`trim_silence_by_length`), ``"fixed"`` every silent stretch
+    with the same parameters for every clip (:data:`FIXED_SILENCE`)."""
     if not mode:
         return wave
+    if mode == "fixed":
+        return trim_silence(wave, sr, FIXED_SILENCE.threshold_db, FIXED_SILENCE.min_silence_s, FIXED_SILENCE.pad_s)
     return trim_silence_by_length(wave, sr, edges_only=mode == "edges")
 
 

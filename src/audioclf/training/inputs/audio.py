@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from ...data.audio import PAD_MODES, TRIM_MODES, window_starts
 from ...data.device_clips import DeviceClips, device_clips_fit
 from ...data.dataset import Skipped, StreamedRecordings, WaveformDataset, targets_for
 from ...data.importers import load_manifest
-from ...data.manifest import Manifest
+from ...data.manifest import Item, Manifest
 from ...data.prepare import (PreparedData, default_features, group_column, make_loader, prepare_data,
                              prepare_to_stream)
 from ...errors import ConfigError, DataError
@@ -63,10 +63,12 @@ class AudioInputs(Inputs):
         if cfg.data.pad_mode not in PAD_MODES:  # used once clips are decoded: checked before that
             raise ConfigError(f"data.pad_mode={cfg.data.pad_mode!r}: expected one of {', '.join(PAD_MODES)}")
         if cfg.data.trim_silence not in (None, *TRIM_MODES):
-            raise ConfigError(f"data.trim_silence={cfg.data.trim_silence!r}: expected edges, true or false")
+            raise ConfigError(f"data.trim_silence={cfg.data.trim_silence!r}: expected edges, fixed, true or false")
         if cfg.data.eval_crop not in (*CROPS, "windows"):
             raise ConfigError(f"data.eval_crop={cfg.data.eval_crop!r}: expected windows or one of {', '.join(CROPS)}")
         aug = cfg.augment
+        if isinstance(aug.duplicate, str):
+            duplicate_group(aug.duplicate)
         if aug.mixup_on not in ("features", "waveform"):
             raise ConfigError(f"augment.mixup_on={aug.mixup_on!r}: expected features or waveform")
         if aug.mixup_alpha is not None and aug.mixup_alpha < 0:
@@ -228,7 +230,7 @@ class AudioInputs(Inputs):
             from ...augment.batch import DuplicateAugmented
 
             # The batch carries which items are the augmented copy, so SpecAugment/MixUp touch only those.
-            dataset = DuplicateAugmented(dataset, flag=True)
+            dataset = DuplicateAugmented(dataset, flag=True, only=duplicated_items(subset, cfg.augment.duplicate))
         return dataset
 
     # --- model and training -----------------------------------------------------------------------
@@ -295,6 +297,28 @@ def feature_config(cfg: Config, sample_rate: int) -> FeatureConfig:
     designed = model_entry(name).features or {}
     return FeatureConfig.from_dict({**default_features(sample_rate), **designed, **cfg.features,
                                     "sample_rate": sample_rate})
+
+
+def duplicate_group(rule: str) -> tuple[str, str]:
+    """``augment.duplicate="GROUP=VALUE"`` -> (GROUP, VALUE); anything else is a one-line ConfigError."""
+    group, sep, value = str(rule).partition("=")
+    if not sep or not group.strip() or not value.strip():
+        raise ConfigError(f"augment.duplicate={rule!r}: expected true, false or GROUP=VALUE (e.g. source=curated)")
+    return group.strip(), value.strip()
+
+
+def duplicated_items(items: Sequence[Item], rule: bool | str) -> list[int] | None:
+    """The training items ``augment.duplicate`` copies: all (None) for true, else those whose group matches
+    (an FSD2019 solution augmented its curated clips only while training on curated and noisy ones)."""
+    if not isinstance(rule, str):
+        return None
+    group, value = duplicate_group(rule)
+    chosen = [i for i, item in enumerate(items) if item.groups.get(group) == value]
+    if not chosen:
+        found = sorted({item.groups[group] for item in items if group in item.groups})
+        raise ConfigError(f"augment.duplicate={rule}: no training item has {group}={value} "
+                          f"({group} values there: {', '.join(found) or 'none'})")
+    return chosen
 
 
 def build_classifier(cfg: Config, n_classes: int, sample_rate: int, n_samples: int,
