@@ -70,7 +70,7 @@ def plot_class_counts(summary: DataSummary, path: Path) -> Path:
 
 
 def plot_audio(summary: DataSummary, path: Path) -> Path:
-    """Left: histogram of file durations per split (stacked); right: files per native sample rate."""
+    """Left: histogram of file durations per split (stacked; side by side on a log axis); right: files per native sample rate."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     every = np.concatenate([np.asarray(summary.durations[s], dtype=float) for s in summary.splits])
@@ -81,11 +81,13 @@ def plot_audio(summary: DataSummary, path: Path) -> Path:
     else:
         bins = np.linspace(low, high, min(40, max(5, int(math.sqrt(len(every))))) + 1)
         title = f"Durations: median {np.median(every):.2f} s, {low:.2f}–{high:.2f} s"
-    counts, _, _ = left.hist([summary.durations[s] for s in summary.splits], bins=bins, stacked=True,
-                             color=[_color(s) for s in summary.splits], label=summary.splits)
-    top = np.asarray(counts).reshape(len(summary.splits), -1)[-1]  # stacked: the last row is the total
-    if top.max() > 0.5 * len(every) and np.count_nonzero(top) > 1:
-        # Most files in one bin (clips cut to a length, a few not): on a linear axis the others would not show.
+    top, _ = np.histogram(every, bins=bins)
+    # Most files in one bin (clips cut to a length, a few not): on a linear axis the others would not show. On a
+    # log axis stacked parts would misstate their sizes, so the splits' bars stand side by side instead.
+    log = bool(top.max() > 0.5 * len(every) and np.count_nonzero(top) > 1)
+    left.hist([summary.durations[s] for s in summary.splits], bins=bins, stacked=not log,
+              color=[_color(s) for s in summary.splits], label=summary.splits)
+    if log:
         left.set_yscale("log")
     else:
         _counts_axis(left.yaxis)
