@@ -532,12 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--max-speakers", type=int, default=3, help="speaker-count: most speakers in a mixture")
     # the generator checks the name (its WINDOWS), so the CLI keeps no second list of them
     synth.add_argument("--window", default="random",
-                       help="speaker-count: random (default, as the reference project: each speaker's window "
+                       help="speaker-count: random (as the reference project: each speaker's window "
                             "uniformly random, pauses included) or redraw_quiet (windows quieter than --silence-db "
                             "redrawn)")
     synth.add_argument("--silence-db", type=float, default=-20.0,
                        help="speaker-count, --window redraw_quiet: a window this many dB below its utterance's RMS "
-                            "is a pause (default -20)")
+                            "is a pause")
     synth.add_argument("--max-events", type=int, default=3, help="mixtures: most sound events in a mixture")
     synth.add_argument("--seconds", type=float, default=1.0, help="length of each mixture")
     synth.add_argument("--sr", type=int, default=16000, help="sample rate of the mixtures (Hz)")
