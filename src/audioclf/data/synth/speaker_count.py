@@ -275,9 +275,11 @@ def generate_speaker_count(
     out = claim_folder(out_dir, "synth", overwrite, key="out_dir")  # never into a folder of the user's
     check_generation_record(out, {
         "kind": "speaker_count", "version": 1, "seed": int(seed), "max_speakers": max_speakers,
-        "seconds": float(seconds), "sample_rate": int(sample_rate), "window": window,
-        # the pause test's settings shape only redrawn windows: a random set resumes whatever they are
-        **({"silence_db": float(silence_db), "max_tries": max_tries} if window == "redraw_quiet" else {}),
+        "seconds": float(seconds), "sample_rate": int(sample_rate),
+        # The pause test's settings shape only redrawn windows: a random set resumes whatever they are. A
+        # redraw_quiet record is the one sets had before windows could be random, so those sets still resume.
+        **({"silence_db": float(silence_db), "max_tries": max_tries} if window == "redraw_quiet"
+           else {"window": window}),
         "source": source_fingerprint((item.id, item.groups.get("speaker", ""), item.groups.get("sex", ""),
                                       item.split or "") for item in source),
     })
