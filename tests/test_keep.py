@@ -21,8 +21,8 @@ def data(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("keep") / "data", n_per_class=4, seconds=1.0, seed=5)
 
 
-def _trained(data, out, keep: str):
-    assert main(["train", "--data", str(data), "--out", str(out), *TINY, f"train.keep={keep}"]) == 0
+def _trained(data, out, keep: str, *extra: str):
+    assert main(["train", "--data", str(data), "--out", str(out), *TINY, f"train.keep={keep}", *extra]) == 0
     run = RunDir(out)
     return run, run.read_summary(), {r["epoch"]: r for r in run.read_metrics()}
 
@@ -48,3 +48,16 @@ def test_keep_is_a_documented_choice(capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "train.keep='final': expected one of best, last" in err
+
+
+def test_score_train_logs_the_training_split_scored_as_validation_is(data, tmp_path):
+    """train.score_train: every epoch's metrics.jsonl line scores the training split in eval mode (the training
+    curves the speaker-counting report quotes); the kept last epoch's values are the run's final train scores."""
+    _, summary, records = _trained(data, tmp_path / "scored", "last", "train.score_train=true")
+    for record in records.values():
+        assert {"train_eval/accuracy", "train_eval/loss"} <= set(record)
+    logged = {k[len("train_eval/"):]: v for k, v in records[3].items() if k.startswith("train_eval/")}
+    for name, value in logged.items():
+        assert summary["metrics"]["train"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    _, _, plain = _trained(data, tmp_path / "plain", "last")
+    assert not any(k.startswith("train_eval/") for record in plain.values() for k in record)  # off by default

@@ -361,6 +361,23 @@ def test_curves_mark_the_best_epoch_and_early_stop_and_keep_losses_off_the_score
     assert "log_loss" not in [line.get_label() for line in score_axis.get_lines()]
 
 
+def test_curves_draw_the_training_split_scores_that_score_train_logged(tmp_path, monkeypatch):
+    """train.score_train's train_eval/* beside validation's: the train-vs-val curves a speaker-counting report draws."""
+    from audioclf.runs import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    records = [{"epoch": e, "train/loss": 1 / e, "val/loss": 1.1 / e, "val/accuracy": 0.5 + e / 20,
+                "train_eval/loss": 0.9 / e, "train_eval/accuracy": 0.6 + e / 20} for e in range(1, 4)]
+    plots.plot_curves(records, tmp_path, "accuracy")
+    loss_fig, metrics_fig = figures
+    assert [line.get_label() for line in loss_fig.axes[0].get_lines()] == ["train", "train (eval mode)", "val"]
+    val, train = metrics_fig.axes[0].get_lines()[:2]
+    assert (val.get_label(), train.get_label()) == ("accuracy", "train accuracy")
+    assert list(train.get_ydata()) == [r["train_eval/accuracy"] for r in records]
+    assert train.get_color() == val.get_color()
+
+
 def test_the_loss_legend_says_what_inflates_the_training_loss(tmp_path, monkeypatch):
     """MixUp and label smoothing raise the logged training loss (validation's is clean): the legend says so."""
     from audioclf.config import load_config

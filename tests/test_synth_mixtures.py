@@ -15,7 +15,7 @@ import soundfile as sf
 from audioclf.data.audio import write_audio
 from audioclf.data.importers import load_manifest
 from audioclf.data.manifest import Item, Manifest
-from audioclf.data.synth.mixtures import make_multilabel_mixtures
+from audioclf.data.synth.mixtures import RECORD_NAME, make_multilabel_mixtures
 from audioclf.data.synth.speaker_count import (
     generate_speaker_count,
     librispeech_subset_splits,
@@ -100,18 +100,28 @@ def _is_window_of(mixture: np.ndarray, source: np.ndarray) -> bool:
     return bool(np.any(np.all(windows == mixture, axis=1)))
 
 
-def test_single_speaker_mixtures_are_nonsilent_windows(librispeech, tmp_path):
-    pcm = {item.id: _pcm(item.path) for item in librispeech}
-    for tries, expect_silence in ((40, False), (1, True)):
-        out = tmp_path / f"tries{tries}"
-        rows = [r for r in _rows(_generate(librispeech, out, n=30, max_tries=tries)) if r["label"] == "1"]
-        silent = 0
-        for row in rows:
-            mixture = _pcm(out / "audio" / row["fname"])
-            assert _is_window_of(mixture, pcm[row["utterances"]])  # a window of the listed utterance
-            silent += not np.any(mixture)
-        # Redrawing pauses matters: with one try most windows of these 60%-silent utterances are silent.
-        assert (silent > 0) == expect_silence
+def _silent_single_speaker_mixtures(source: Manifest, out: Path, **kw) -> int:
+    """How many 1-speaker mixtures are all zeros, each checked to be a window of its listed utterance."""
+    pcm = {item.id: _pcm(item.path) for item in source}
+    rows = [r for r in _rows(_generate(source, out, n=30, **kw)) if r["label"] == "1"]
+    silent = 0
+    for row in rows:
+        mixture = _pcm(out / "audio" / row["fname"])
+        assert _is_window_of(mixture, pcm[row["utterances"]])  # a window of the listed utterance
+        silent += not np.any(mixture)
+    return silent
+
+
+def test_windows_are_random_by_default_as_the_report_and_redraw_quiet_redraws_pauses(librispeech, tmp_path):
+    # The report's windows are "seleccionado al azar": pauses included, so with these 60%-silent utterances
+    # some 1-speaker mixtures are silent. redraw_quiet (our option) redraws them, unless allowed one try.
+    assert _silent_single_speaker_mixtures(librispeech, tmp_path / "default") > 0
+    assert _silent_single_speaker_mixtures(librispeech, tmp_path / "quiet", window="redraw_quiet") == 0
+    assert _silent_single_speaker_mixtures(librispeech, tmp_path / "once", window="redraw_quiet", max_tries=1) > 0
+    # A random window is redraw_quiet's first draw: one try of it makes the very same files (the generation
+    # records differ: they name the window).
+    files = [{k: v for k, v in _digest(tmp_path / d).items() if k != RECORD_NAME} for d in ("default", "once")]
+    assert files[0] == files[1]
 
 
 def test_render_mixture_averages_windows_and_pads_short_waves():
@@ -177,6 +187,9 @@ def test_other_settings_in_the_same_folder_are_refused(librispeech, tmp_path):
     _generate(librispeech, tmp_path / "x", n=3)
     with pytest.raises(DataError, match="seed=0, not 1"):
         _generate(librispeech, tmp_path / "x", n=3, seed=1)
+    with pytest.raises(DataError, match="already holds a set generated with"):  # only the window differs
+        _generate(librispeech, tmp_path / "x", n=3, window="redraw_quiet")
+    _generate(librispeech, tmp_path / "x", n=3, silence_db=-30.0)  # the pause test plays no part in random windows
 
 
 def test_splits_keep_speakers_apart(librispeech, tmp_path):
@@ -203,6 +216,8 @@ def test_speaker_count_errors(librispeech, tmp_path):
         _generate(no_sex, tmp_path / "e3")
     with pytest.raises(ConfigError, match="n=-1"):
         _generate(librispeech, tmp_path / "e4", n=-1)
+    with pytest.raises(ConfigError, match="window='loud'; expected one of random, redraw_quiet"):
+        _generate(librispeech, tmp_path / "e5", window="loud")
 
 
 # --- multi-label mixtures ---------------------------------------------------------------------------
@@ -276,3 +291,23 @@ def test_multilabel_errors(single_label, tmp_path):
     multi = Manifest([Item("a", "a.wav", ("x", "y"))])
     with pytest.raises(DataError, match="needs a single-label source"):
         _mix(multi, tmp_path / "e2")
+
+
+def test_the_cli_draws_random_windows_unless_told_redraw_quiet(tmp_path, capsys):
+    import json
+
+    import layouts
+    from audioclf.cli import main
+
+    root = layouts.librispeech_tones(tmp_path)
+    base = ["synth", "speaker-count", "--source", str(root), "--n", "3"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "quiet"), "--window", "redraw_quiet", "--silence-db", "-30"]) == 0
+    plain, quiet = (json.loads((tmp_path / d / RECORD_NAME).read_text()) for d in ("plain", "quiet"))
+    assert plain["window"] == "random" and "silence_db" not in plain
+    assert quiet["silence_db"] == -30.0 and "window" not in quiet  # the record redrawn sets always had
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "loud"), "--window", "loud"]) == 2
+    err = capsys.readouterr().err
+    assert "window='loud'; expected one of random, redraw_quiet" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "loud").exists()

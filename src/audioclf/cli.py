@@ -234,7 +234,7 @@ def cmd_synth(args) -> None:
             raise AudioclfError("give --n N (one set) or --report-sizes (100,000 / 10,000 / 10,000 per split)")
         csv_path = generate_speaker_count(source_manifest(args.source), args.out, max_speakers=args.max_speakers,
                                           n=n, seconds=args.seconds, sample_rate=args.sr, seed=args.seed,
-                                          overwrite=args.overwrite)
+                                          window=args.window, silence_db=args.silence_db, overwrite=args.overwrite)
     else:
         from .data.synth.mixtures import make_multilabel_mixtures
 
@@ -567,6 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", type=int, help="number of mixtures")
     synth.add_argument("--report-sizes", action="store_true", help="speaker-count: 100k/10k/10k train/val/test")
     synth.add_argument("--max-speakers", type=int, default=3, help="speaker-count: most speakers in a mixture")
+    # the generator checks the name (its WINDOWS), so the CLI keeps no second list of them
+    synth.add_argument("--window", default="random",
+                       help="speaker-count: random (as the reference project: each speaker's window "
+                            "uniformly random, pauses included) or redraw_quiet (windows quieter than --silence-db "
+                            "redrawn)")
+    synth.add_argument("--silence-db", type=float, default=-20.0,
+                       help="speaker-count, --window redraw_quiet: a window this many dB below its utterance's RMS "
+                            "is a pause")
     synth.add_argument("--max-events", type=int, default=3, help="mixtures: most sound events in a mixture")
     synth.add_argument("--seconds", type=float, default=1.0, help="length of each mixture")
     synth.add_argument("--sr", type=int, default=16000, help="sample rate of the mixtures (Hz)")

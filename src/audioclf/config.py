@@ -101,6 +101,10 @@ class TrainConfig:
     # final epoch's, for protocols that quote values "al final" of N epochs: a sweep over epochs then does not
     # contain its own shorter runs).
     keep: str = "best"
+    # After each epoch, also score the training split as validation is scored (eval mode, no augmentation) and log
+    # it as train_eval/<metric> in metrics.jsonl: the training curves some reports quote (a reference
+    # speaker-counting project's "accuracy máximo en Entrenamiento"); one more pass over the training set an epoch.
+    score_train: bool = False
     min_delta: float = 0.0  # the least change of the monitored metric that counts as an improvement
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # mixed precision; None = on for CUDA

@@ -26,7 +26,8 @@ def _pyplot():
 
 def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str, best_epoch: int | None = None,
                 planned_epochs: int | None = None, train_inflated_by: list[str] | None = None) -> list[Path]:
-    """loss.png (train vs val loss) and metrics.png (val scores; losses on their own axis) per epoch, with the
+    """loss.png (train vs val loss) and metrics.png (val scores, and the training split's where train.score_train
+    logged them; losses on their own axis) per epoch, with the
     best epoch marked and, when training ended before ``planned_epochs``, where early stopping ended it.
     ``train_inflated_by``: what raised the training loss above a clean one (MixUp, label smoothing ...), said in
     the legend, so a train curve above validation's is not read as underfitting."""
@@ -47,7 +48,9 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str, best
     train = "train"
     if train_inflated_by:
         train += f" (with {', '.join(train_inflated_by)}:\nhigher than a clean loss)"
-    for key, label in (("train/loss", train), ("val/loss", "val")):
+    # train.score_train: the training split scored in eval mode, beside the running training loss
+    scored_train = [("train_eval/loss", "train (eval mode)")] if any("train_eval/loss" in r for r in records) else []
+    for key, label in (("train/loss", train), *scored_train, ("val/loss", "val")):
         ax.plot(epochs, [r.get(key, np.nan) for r in records], marker="o", markersize=3, label=label)
     mark(ax)
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -65,7 +68,12 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, monitor: str, best
         values = [r.get(key, np.nan) for r in records]
         style = "-" if key == f"val/{monitor}" else "--"
         lines += ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".", label=key[4:])
-    ax.set(xlabel="epoch", ylabel="score", title=f"Validation metrics (monitor: {monitor})")
+        train_key = f"train_eval/{key[4:]}"
+        if any(train_key in r for r in records):  # the same score on the training split, in the line's colour
+            lines += ax.plot(epochs, [r.get(train_key, np.nan) for r in records], ":", marker=".",
+                             color=lines[-1].get_color(), label=f"train {key[4:]}")
+    title = "Validation and training metrics" if scored_train else "Validation metrics"
+    ax.set(xlabel="epoch", ylabel="score", title=f"{title} (monitor: {monitor})")
     mark(ax)
     if losses:
         right = ax.twinx()

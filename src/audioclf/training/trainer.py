@@ -296,6 +296,17 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         with sharded(current):
             return inputs.validate(evaluated, device, amp, loss)
 
+    def epoch_record() -> dict[str, Any]:
+        """What each metrics.jsonl line adds: the input's entries, and with train.score_train the training split
+        scored like validation (after validate(), so with the same synced BatchNorm statistics)."""
+        record = inputs.epoch_record()
+        if cfg.train.score_train:
+            with sharded(current):
+                result = inputs.evaluate(model_probabilities(evaluated, inputs.task, device, amp), "train", loss)
+            if result is not None:  # a streamed training set is not held: nothing to score
+                record.update({f"train_eval/{k}": v for k, v in result.metrics.items() if "/" not in k})
+        return record
+
     trained = inputs.trained_part(model)
     if cfg.train.compile:
         compile_for_training(trained)
@@ -306,7 +317,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
                    first_steps=_first_steps(cfg, inputs, start_epoch) if reporter is not None else None)
     try:
         with peers_watched(current):
-            run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, inputs.epoch_record)
+            run_epochs(fit, start_epoch, set_epoch, inputs.count("train"), validate, reporter, epoch_record)
         if reporter is not None:
             reporter.message(_stop_reason(stopper, cfg, monitor, deadline))
     except TrainingDiverged as diverged:

@@ -2,9 +2,17 @@
 
 Mixture ``i`` of a split holds ``1 + i mod max_speakers`` speakers (balanced counts in every prefix of the
 set), drawn without replacement from the split's speakers; for each speaker one of their utterances, and in
-it a random window of ``seconds``. A window whose RMS is more than ``-silence_db`` dB below the utterance's
-RMS (a pause) is redrawn, up to ``max_tries`` times (then the loudest window drawn is kept). The windows are
-averaged, ``(x_1 + ... + x_n) / n``, as in that project, and written as 16-bit WAV.
+it a window of ``seconds``:
+
+* ``window="random"`` (the default, as that project: "seleccionado al azar"): one uniformly random window,
+  pauses included, so some speakers of a mixture may be (nearly) silent in it and its label overstates
+  what can be heard;
+* ``window="redraw_quiet"`` (our option): a window whose RMS is more than ``-silence_db`` dB below the
+  utterance's RMS (a pause) is redrawn, up to ``max_tries`` times (then the loudest window drawn is kept),
+  so every counted speaker speaks. Its first draw is the random window's, so the two differ only where
+  that draw was a pause.
+
+The windows are averaged, ``(x_1 + ... + x_n) / n``, as in that project, and written as 16-bit WAV.
 
 Files are named as in that project, ``Audio_Train12.wav`` / ``Audio_Validation3.wav`` / ``Audio_Test7.wav``
 (``Audio_12.wav`` for a set without splits), in ``out_dir/audio/``; ``out_dir/metadata.csv`` has one row per
@@ -49,6 +57,7 @@ from .mixtures import (
 
 __all__ = [
     "REPORT_SIZES",
+    "WINDOWS",
     "SPLIT_FILE_NAMES",
     "SpeakerPool",
     "MixturePlan",
@@ -63,6 +72,8 @@ log = logging.getLogger(__name__)
 
 # The reference project's set: 100,000 / 10,000 / 10,000 one-second mixtures.
 REPORT_SIZES: dict[str, int] = {"train": 100_000, "val": 10_000, "test": 10_000}
+# How a speaker's window is drawn: that project's uniformly random one, or ours that redraws pauses (see above).
+WINDOWS: tuple[str, ...] = ("random", "redraw_quiet")
 # "Audio_<Conjunto><k>.wav" with Conjunto in Train, Validation, Test (that project's naming).
 SPLIT_FILE_NAMES: dict[str | None, str] = {None: "", "train": "Train", "val": "Validation", "test": "Test"}
 # Random-stream tag per split, so mixture i of "train" and mixture i of "val" differ.
@@ -145,7 +156,8 @@ def _rms(x: np.ndarray) -> float:
 
 def _pick_window(wave: np.ndarray, n_samples: int, rng: np.random.Generator, silence_db: float,
                  max_tries: int) -> int:
-    """Start of a random ``n_samples`` window of ``wave`` that is not a pause (see the module docstring)."""
+    """Start of a random ``n_samples`` window of ``wave`` that is not a pause, in up to ``max_tries`` draws
+    (see the module docstring); with one draw, any random window."""
     span = len(wave) - n_samples
     floor = _rms(wave) * 10.0 ** (silence_db / 20.0)
     best_start, best_rms = 0, -1.0
@@ -165,34 +177,39 @@ def render_mixture(
     rng: np.random.Generator,
     silence_db: float = -20.0,
     max_tries: int = 10,
+    window: str = "random",
 ) -> tuple[np.ndarray, list[int]]:
-    """Average one non-silent random ``n_samples`` window of each wave; returns (mixture, window starts).
+    """Average one ``n_samples`` window of each wave, drawn as ``window`` says (see the module docstring);
+    returns (mixture, window starts).
 
     A wave shorter than the window is zero-padded at the end (start 0).
     """
     if not waves:
         raise ValueError("render_mixture needs at least one wave")
+    if window not in WINDOWS:
+        raise ValueError(f"window={window!r}; expected one of {', '.join(WINDOWS)}")
     windows, starts = [], []
     for wave in waves:
         if len(wave) <= n_samples:
             windows.append(fix_length(np.asarray(wave, dtype=np.float32), n_samples, mode="pad"))
             starts.append(0)
             continue
-        start = _pick_window(wave, n_samples, rng, silence_db, max_tries)
+        # One draw is a uniformly random window: _pick_window keeps it whatever its level.
+        start = _pick_window(wave, n_samples, rng, silence_db, max_tries if window == "redraw_quiet" else 1)
         windows.append(wave[start: start + n_samples])
         starts.append(start)
     mixture = np.sum(np.stack(windows).astype(np.float64), axis=0) / len(windows)
     return mixture.astype(np.float32), starts
 
 
-def _render(plan: MixturePlan, seed: int, sample_rate: int, n_samples: int, silence_db: float,
+def _render(plan: MixturePlan, seed: int, sample_rate: int, n_samples: int, window: str, silence_db: float,
             max_tries: int) -> np.ndarray:
     waves = [load_audio(item.path, sample_rate)[0] for item in plan.utterances]
     for item, wave in zip(plan.utterances, waves):
-        if not np.any(wave):  # no window can pass the pause test; say so rather than hide a silent speaker
+        if not np.any(wave):  # no window has speech in it; say so rather than hide a silent speaker
             log.warning("%s: utterance is all zeros; %s gets a silent speaker", item.path, plan.fname)
     rng = item_rng(seed, _SPLIT_STREAM[plan.split], plan.index, 1)
-    return render_mixture(waves, n_samples, rng, silence_db, max_tries)[0]
+    return render_mixture(waves, n_samples, rng, silence_db, max_tries, window)[0]
 
 
 def _sizes(n: int | Mapping[str, int], source: Manifest) -> dict[str | None, int]:
@@ -216,6 +233,7 @@ def generate_speaker_count(
     seconds: float = 1.0,
     sample_rate: int = 16000,
     seed: int = 0,
+    window: str = "random",
     silence_db: float = -20.0,
     max_tries: int = 10,
     progress: bool = True,
@@ -228,6 +246,8 @@ def generate_speaker_count(
     ``n``: the number of mixtures (one set, files ``Audio_<i>.wav``, speakers drawn from all items), or per
     split, e.g. :data:`REPORT_SIZES` ``{"train": 100000, "val": 10000, "test": 10000}`` (files
     ``Audio_Train<i>.wav`` ..., speakers of a split drawn from the items of that split only).
+    ``window``: ``"random"`` (that project's windows) or ``"redraw_quiet"`` (pauses quieter than ``silence_db``
+    below the utterance redrawn, up to ``max_tries`` times); see the module docstring.
     ``on_item(path, written)`` is called after each mixture (progress hooks, tests).
     The same arguments give byte-identical files; rerunning after an interruption completes the set.
     ``out_dir`` must be new, empty or an earlier synthetic set (``overwrite``: deleted and made afresh).
@@ -236,6 +256,8 @@ def generate_speaker_count(
     sizes = _sizes(n, source)
     if isinstance(max_speakers, bool) or not isinstance(max_speakers, int) or max_speakers < 1:
         raise ConfigError(f"max_speakers={max_speakers!r}; expected a positive int")
+    if window not in WINDOWS:
+        raise ConfigError(f"window={window!r}; expected one of {', '.join(WINDOWS)}")
     if not silence_db < 0:
         raise ConfigError(f"silence_db={silence_db}; expected a negative level in dB (relative to the utterance)")
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
@@ -253,15 +275,18 @@ def generate_speaker_count(
     out = claim_folder(out_dir, "synth", overwrite, key="out_dir")  # never into a folder of the user's
     check_generation_record(out, {
         "kind": "speaker_count", "version": 1, "seed": int(seed), "max_speakers": max_speakers,
-        "seconds": float(seconds), "sample_rate": int(sample_rate), "silence_db": float(silence_db),
-        "max_tries": max_tries,
+        "seconds": float(seconds), "sample_rate": int(sample_rate),
+        # The pause test's settings shape only redrawn windows: a random set resumes whatever they are. A
+        # redraw_quiet record is the one sets had before windows could be random, so those sets still resume.
+        **({"silence_db": float(silence_db), "max_tries": max_tries} if window == "redraw_quiet"
+           else {"window": window}),
         "source": source_fingerprint((item.id, item.groups.get("speaker", ""), item.groups.get("sex", ""),
                                       item.split or "") for item in source),
     })
     plans = [plan_mixture(pools[split], split, i, seed, max_speakers)
              for split, count in sizes.items() for i in range(count)]
     jobs = [MixtureJob(out / "audio" / plan.fname,
-                       lambda plan=plan: _render(plan, seed, sample_rate, n_samples, silence_db, max_tries))
+                       lambda plan=plan: _render(plan, seed, sample_rate, n_samples, window, silence_db, max_tries))
             for plan in plans]
     write_mixture_files(jobs, sample_rate, n_samples, progress, "speaker-count mixtures", on_item)
     return write_csv(out / "metadata.csv", HEADER, (plan.row() for plan in plans))
