@@ -197,3 +197,24 @@ def test_out_must_be_a_folder(tmp_path, capsys):
     (tmp_path / "taken").write_text("mine")
     code, _, err = _describe(capsys, "--data", csv_path, "--out", tmp_path / "taken")
     assert code == 2 and "a file is there" in err and (tmp_path / "taken").read_text() == "mine"
+
+
+def test_a_column_listing_several_speakers_counts_each_and_shows_one_in_two_splits(tmp_path, capsys):
+    """The speaker-count mixtures' ``speakers`` column joins a mixture's speakers with "|": each speaker is
+    counted, so a speaker in a train mixture and a test mixture is found (one value per combination would hide it)."""
+    rows = [("m0.wav", "2", "train", "19|250", 8000, 0.5), ("m1.wav", "1", "train", "19", 8000, 0.5),
+            ("m2.wav", "2", "val", "84|174", 8000, 0.5), ("m3.wav", "2", "test", "250|1089", 8000, 0.5)]
+    csv_path = _write(tmp_path / "data", rows, header=("fname", "labels", "split", "speakers"))
+    code, _, _ = _describe(capsys, "--data", csv_path, "--out", tmp_path / "out")
+    assert code == 0
+    text = (tmp_path / "out" / "data.md").read_text()
+    assert "distinct values: train 2 / val 2 / test 2; in more than one split: 1 (250)" in text
+    assert _table(text, "speakers") == {"19": ["2", "0", "0"], "250": ["1", "0", "1"], "1089": ["0", "0", "1"],
+                                        "84": ["0", "1", "0"], "174": ["0", "1", "0"]}
+
+
+def test_a_bar_inside_a_markdown_cell_is_escaped():
+    from audioclf.console import markdown_table
+
+    table = markdown_table(["file", "n"], [["a|b.wav", 2]])
+    assert table.splitlines()[2] == "| a\\|b.wav | 2 |"

@@ -184,7 +184,8 @@ def format_number(value: Any) -> str:
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table (report.md, and the console's tables when the output is not a terminal)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(format_number(v) for v in row) + " |" for row in rows]
+    # A "|" inside a cell (a list of speakers, a file name) would end the cell: escaped, Markdown shows it.
+    lines += ["| " + " | ".join(format_number(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -20,7 +20,10 @@ __all__ = ["DESCRIBED_COLUMNS", "DataSummary", "column_values", "described_colum
 
 # Metadata columns described whenever the data has them (names matched case-insensitively): recording devices,
 # locations and cities (acoustic scenes), speakers and their sexes (speech), and the CSV importer's "group".
-DESCRIBED_COLUMNS = ("device", "location", "city", "speaker", "sex", "sexes", "gender", "group")
+DESCRIBED_COLUMNS = ("device", "location", "city", "speaker", "speakers", "sex", "sexes", "gender", "group")
+# A value holding this separator lists several (the speaker-count mixtures' "speakers": "19|250|1089"): each
+# member is counted, so a speaker in train and in test shows whatever mixtures it is in.
+LIST_SEPARATOR = "|"
 SPLIT_ORDER = ("train", "val", "test")
 
 
@@ -33,7 +36,8 @@ class DataSummary:
     class_counts: dict[str, dict[str, int]]  # split -> class -> items (multi-label: once per label it has)
     durations: dict[str, list[float]]  # split -> seconds of each file, from its header (before any trimming)
     sample_rates: dict[str, dict[int, int]]  # split -> native rate (Hz) -> files
-    columns: dict[str, dict[str, dict[str, int]]]  # column -> split -> value -> items ("" = no value)
+    # column -> split -> value -> items ("" = no value; a listed member counts each item it is in)
+    columns: dict[str, dict[str, dict[str, int]]]
     group: str | None = None  # the column the split keeps apart (data.group), when there is one
     # Multi-label only: split -> number of labels -> items.
     labels_per_item: dict[str, dict[int, int]] | None = None
@@ -78,13 +82,19 @@ def summarize(manifest: Manifest, infos: Mapping[str, AudioInfo], columns: Seque
         durations={split: [infos[item.path].duration for item in items] for split, items in by_split.items()},
         sample_rates={split: dict(sorted(Counter(infos[item.path].sample_rate for item in items).items()))
                       for split, items in by_split.items()},
-        columns={name: {split: dict(sorted(Counter(item.groups.get(name, "") for item in items).items()))
+        columns={name: {split: dict(sorted(Counter(value for item in items
+                                                   for value in _members(item.groups.get(name, ""))).items()))
                         for split, items in by_split.items()} for name in columns},
         group=group,
         labels_per_item={split: dict(sorted(Counter(len(item.labels) for item in items).items()))
                          for split, items in by_split.items()} if manifest.task == "multi_label" else None,
         skipped=list(skipped),
     )
+
+
+def _members(value: str) -> list[str]:
+    """The values one cell holds: itself, or each member of a :data:`LIST_SEPARATOR`-joined list."""
+    return value.split(LIST_SEPARATOR) if LIST_SEPARATOR in value else [value]
 
 
 def column_values(summary: DataSummary, name: str) -> list[str]:
