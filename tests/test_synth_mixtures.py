@@ -187,7 +187,7 @@ def test_other_settings_in_the_same_folder_are_refused(librispeech, tmp_path):
     _generate(librispeech, tmp_path / "x", n=3)
     with pytest.raises(DataError, match="seed=0, not 1"):
         _generate(librispeech, tmp_path / "x", n=3, seed=1)
-    with pytest.raises(DataError, match="already holds a set generated with"):  # only the window differs
+    with pytest.raises(DataError, match="already holds a set generated with window='random', not 'redraw_quiet'"):
         _generate(librispeech, tmp_path / "x", n=3, window="redraw_quiet")
     _generate(librispeech, tmp_path / "x", n=3, silence_db=-30.0)  # the pause test plays no part in random windows
 
@@ -305,7 +305,14 @@ def test_the_cli_draws_random_windows_unless_told_redraw_quiet(tmp_path, capsys)
     assert main([*base, "--out", str(tmp_path / "quiet"), "--window", "redraw_quiet", "--silence-db", "-30"]) == 0
     plain, quiet = (json.loads((tmp_path / d / RECORD_NAME).read_text()) for d in ("plain", "quiet"))
     assert plain["window"] == "random" and "silence_db" not in plain
-    assert quiet["silence_db"] == -30.0 and "window" not in quiet  # the record redrawn sets always had
+    assert quiet["silence_db"] == -30.0 and quiet["window"] == "redraw_quiet"
+    # A set made before windows could be random has no "window" in its record: it was redrawn, and resumes so.
+    older = {key: value for key, value in quiet.items() if key != "window"}
+    (tmp_path / "quiet" / RECORD_NAME).write_text(json.dumps(older))
+    assert main([*base, "--out", str(tmp_path / "quiet"), "--window", "redraw_quiet", "--silence-db", "-30"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "quiet")]) == 2
+    assert "generated with window='redraw_quiet', not 'random'" in capsys.readouterr().err
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "loud"), "--window", "loud"]) == 2
     err = capsys.readouterr().err

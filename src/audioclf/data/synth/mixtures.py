@@ -76,8 +76,11 @@ def source_fingerprint(rows: Iterable[Sequence[str]]) -> str:
     return digest.hexdigest()
 
 
-def check_generation_record(out_dir: Path, settings: dict[str, Any]) -> None:
-    """Refuse to continue a generation in ``out_dir`` made with other ``settings``; record them otherwise."""
+def check_generation_record(out_dir: Path, settings: dict[str, Any], first: Sequence[str] = (),
+                            older: dict[str, Any] | None = None) -> None:
+    """Refuse to continue a generation in ``out_dir`` made with other ``settings``; record them otherwise.
+    The refusal names the first changed key, those in ``first`` before the rest (the one a user chose).
+    ``older``: what a record written before a key existed meant by its absence."""
     path = Path(out_dir) / RECORD_NAME
     settings = json.loads(json.dumps(settings))  # normalise tuples/ints as they will be read back
     if path.is_file():
@@ -85,7 +88,9 @@ def check_generation_record(out_dir: Path, settings: dict[str, Any]) -> None:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: unreadable generation record ({exc}); delete it or use an empty folder") from None
-        changed = sorted(key for key in previous.keys() | settings.keys() if previous.get(key) != settings.get(key))
+        previous = {**(older or {}), **previous}
+        changed = sorted((key for key in previous.keys() | settings.keys() if previous.get(key) != settings.get(key)),
+                         key=lambda key: (key not in first, key))
         if changed:
             key = changed[0]
             raise DataError(f"{out_dir}: already holds a set generated with {key}={previous.get(key)!r}, not "

@@ -273,13 +273,13 @@ def generate_speaker_count(
                             f"at least {max_speakers}")
 
     out = claim_folder(out_dir, "synth", overwrite, key="out_dir")  # never into a folder of the user's
-    check_generation_record(out, {
+    # Sets made before windows could be random were redraw_quiet ones, and their records have no "window".
+    check_generation_record(out, first=("window",), older={"window": "redraw_quiet"}, settings={
         "kind": "speaker_count", "version": 1, "seed": int(seed), "max_speakers": max_speakers,
         "seconds": float(seconds), "sample_rate": int(sample_rate),
-        # The pause test's settings shape only redrawn windows: a random set resumes whatever they are. A
-        # redraw_quiet record is the one sets had before windows could be random, so those sets still resume.
-        **({"silence_db": float(silence_db), "max_tries": max_tries} if window == "redraw_quiet"
-           else {"window": window}),
+        # The pause test's settings shape only redrawn windows: a random set resumes whatever they are.
+        "window": window,
+        **({"silence_db": float(silence_db), "max_tries": max_tries} if window == "redraw_quiet" else {}),
         "source": source_fingerprint((item.id, item.groups.get("speaker", ""), item.groups.get("sex", ""),
                                       item.split or "") for item in source),
     })
