@@ -16,7 +16,7 @@ from av_files import write_av
 
 from audioclf.config import load_config
 from audioclf.data.audio import load_audio
-from audioclf.data.importers import import_folder
+from audioclf.data.importers import import_folder, load_manifest
 from audioclf.data.prepare import prepare_data
 from audioclf.errors import AudioDecodeError, DataError
 
@@ -162,18 +162,56 @@ def test_group_pattern_keeps_a_speaker_out_of_two_splits(tmp_path):
         _prepare(root, r"data.group_pattern=speaker(\d+)")
 
 
+def _speaker_csv(tmp_path, column="speaker", speakers=("s1", "s2", "s3", "s4", "s5")):
+    _speakers(tmp_path, speakers=speakers)
+    rows = [f"{c}/{s}_{c}{i}.wav,{c},{s}" for c in ("noise", "tone") for s in speakers for i in range(2)]
+    return _csv(tmp_path / f"{column}.csv", rows, header=f"fname,labels,{column}")
+
+
+def _splits_of(prepared, column):
+    splits_of = {}
+    for item in prepared.manifest:
+        splits_of.setdefault(item.groups[column], set()).add(item.split)
+    return splits_of
+
+
 def test_a_split_that_ignores_a_group_column_is_warned_about(tmp_path, caplog):
-    _speakers(tmp_path)
-    rows = [f"{c}/{s}_{c}{i}.wav,{c},{s}" for c in ("noise", "tone") for s in ("s1", "s2", "s3", "s4", "s5")
-            for i in range(2)]
-    csv = _csv(tmp_path / "speakers.csv", rows, header="fname,labels,speaker")
+    csv = _speaker_csv(tmp_path, column="mic")  # a name zero-config does not read as a group
     with caplog.at_level(logging.WARNING):
         _prepare(csv)
-    assert "group columns (speaker) but the split ignores them" in caplog.text and "data.group=speaker" in caplog.text
+    assert "group columns (mic) but the split ignores them" in caplog.text and "data.group=mic" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        _prepare(csv, "data.group=speaker", "data.fractions=[0.6,0.2,0.2]")
+        _prepare(csv, "data.group=mic", "data.fractions=[0.6,0.2,0.2]")
     assert "ignores them" not in caplog.text
+
+
+def test_zero_config_keeps_a_speaker_column_apart_unless_told_none(tmp_path, caplog):
+    """Left to ``auto``, a plain CSV's speaker column is kept apart (validation and test hold unseen speakers, as
+    real use does); ``data.group=none`` mixes them, with no warning since it is the user's choice."""
+    csv = _speaker_csv(tmp_path, speakers=("s1", "s2", "s3", "s4", "s5", "s6"))
+    cfg = load_config(None, [f"data.path={csv}", "data.fractions=[0.6,0.2,0.2]"])
+    prepared = prepare_data(cfg, progress=False)
+    assert cfg.data.group == "speaker"  # recorded in the run's config.yaml like every zero-config choice
+    assert all(len(splits) == 1 for splits in _splits_of(prepared, "speaker").values())
+    with caplog.at_level(logging.WARNING):
+        mixed = _prepare(csv, "data.group=none", "data.fractions=[0.6,0.2,0.2]")
+    assert any(len(splits) > 1 for splits in _splits_of(mixed, "speaker").values())
+    assert "ignores them" not in caplog.text
+
+
+@pytest.mark.parametrize("case", ["four speakers", "given split", "recipe format", "split method"])
+def test_zero_config_leaves_the_split_alone_where_it_is_not_its_to_choose(tmp_path, case):
+    from audioclf.data.prepare import choose_group
+
+    csv = _speaker_csv(tmp_path, speakers=("s1", "s2", "s3", "s4") if case == "four speakers" else
+                       ("s1", "s2", "s3", "s4", "s5", "s6"))
+    extra = {"recipe format": ["data.format=esc50"], "split method": ["data.split=stratified"]}.get(case, [])
+    cfg = load_config(None, [f"data.path={csv}", *extra])
+    manifest = load_manifest(csv)
+    if case == "given split":
+        manifest = manifest.with_splits(["train"] * (len(manifest) - 2) + ["test"] * 2)
+    assert choose_group(cfg.data, manifest) is None and cfg.data.group is None
 
 
 def test_cross_validation_folds_keep_groups_together(tmp_path):

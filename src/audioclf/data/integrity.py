@@ -11,6 +11,7 @@ leak files between splits without a word.
 * :func:`groups_from_paths` and :func:`warn_ignored_groups`: groups (speakers, sessions) from the file paths,
   and a warning when the data has groups that the split does not keep apart (the same speaker in train and
   test makes the test score an overestimate).
+* :func:`choose_group_column`: the column zero-config keeps apart when the user left the split to it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ from .manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RARE", "check_classes", "check_decoded", "check_files", "check_splits", "groups_from_paths",
-           "warn_ignored_groups"]
+__all__ = ["AUTO_GROUP_COLUMNS", "RARE", "check_classes", "check_decoded", "check_files", "check_splits",
+           "choose_group_column", "groups_from_paths", "warn_ignored_groups"]
 
 RARE = 3  # fewer training items than this: reported as too rare to learn or to measure
+# Columns that name who or what recorded a clip, in the order zero-config prefers them (names matched
+# case-insensitively): a held-out split over one of them measures what users meet, new speakers or devices.
+AUTO_GROUP_COLUMNS = ("group", "speaker", "speaker_id", "client_id", "subject", "participant", "session",
+                      "device", "device_id", "location")
+# Enough groups for train, validation and test to get some each, and groups that repeat (not one per clip).
+MIN_AUTO_GROUPS = 5
 
 
 def _labels(item) -> str:
@@ -127,6 +134,24 @@ def groups_from_paths(manifest: Manifest, pattern: str, column: str) -> Manifest
         value = match.group("group") if "group" in regex.groupindex else match.group(1) if regex.groups else match.group(0)
         items.append(dataclasses.replace(item, groups={**item.groups, column: value}))
     return manifest.with_items(items)
+
+
+def choose_group_column(manifest: Manifest) -> str | None:
+    """The first of :data:`AUTO_GROUP_COLUMNS` that the data has with at least :data:`MIN_AUTO_GROUPS` values,
+    each on two items or more on average; None when none qualifies. For items without splits only: a given split
+    is the user's."""
+    if any(item.split for item in manifest):
+        return None
+    names = {name.lower(): name for name in manifest.group_names}
+    for wanted in AUTO_GROUP_COLUMNS:
+        name = names.get(wanted)
+        if name is None:
+            continue
+        values = [value for value in manifest.group_values(name) if value]
+        distinct = len(set(values))
+        if len(values) == len(manifest) and MIN_AUTO_GROUPS <= distinct <= len(manifest) / 2:
+            return name
+    return None
 
 
 def warn_ignored_groups(manifest: Manifest, group: str | None) -> None:

@@ -31,6 +31,7 @@ from .integrity import (
     check_decoded,
     check_files,
     check_splits,
+    choose_group_column,
     groups_from_paths,
     warn_ignored_groups,
 )
@@ -124,8 +125,25 @@ class PreparedData:
 
 
 def group_column(data) -> str | None:
-    """The group column splits keep apart: ``data.group``, or "group" when only ``data.group_pattern`` is set."""
+    """The group column splits keep apart: ``data.group``, or "group" when only ``data.group_pattern`` is set;
+    ``data.group: none`` keeps none apart."""
+    if data.group == "none":
+        return None
     return data.group or ("group" if data.group_pattern else None)
+
+
+def choose_group(data, manifest: Manifest) -> str | None:
+    """Zero-config: for a plain CSV or folder whose split is left to ``auto`` and that has no splits, keep a
+    speaker/device/session column apart (:func:`~.integrity.choose_group_column`), so validation and test hold
+    unseen groups as real use does. Sets and returns ``data.group`` (written to config.yaml like every
+    zero-config choice); None when the user set a group, a pattern, a split or ``data.group: none``."""
+    if data.group is not None or data.group_pattern or data.split != "auto" or data.format != "auto":
+        return None
+    data.group = choose_group_column(manifest)
+    if data.group is not None:
+        log.info("splitting with each %s in one split (data.group=%s, zero-config); data.group=none mixes them",
+                 data.group, data.group)
+    return data.group
 
 
 def import_data(cfg: Config) -> Manifest:
@@ -154,7 +172,7 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     subset = _subset_args(data.train_subset) if data.train_subset else None  # checked before any decoding
     manifest, added = _imported(cfg, manifest)
     if training:
-        warn_ignored_groups(manifest, group_column(data))
+        warn_ignored_groups(manifest, data.group or group_column(data))  # data.group: none is a choice
         check_classes(manifest)
         if data.split in ("auto", "given") and any(item.split for item in manifest):
             check_splits(manifest)
@@ -224,6 +242,7 @@ def _imported(cfg: Config, manifest: Manifest | None) -> tuple[Manifest, list]:
     manifest = check_files(manifest)
     if data.group_pattern:
         manifest = groups_from_paths(manifest, data.group_pattern, group_column(data))
+    choose_group(data, manifest)
     return manifest, added
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..config import Config
 from ..data.manifest import Manifest
 from ..data.integrity import groups_from_paths
-from ..data.prepare import group_column, import_data
+from ..data.prepare import choose_group, group_column, import_data
 from ..errors import ConfigError, DataError
 from ..console import markdown_table
 from ..files import atomic_write_text
@@ -102,6 +102,7 @@ def cross_validate(cfg: Config, resume: bool = False, reporter=None) -> Path:
     group = group_column(cfg.data)
     if cfg.data.group_pattern:
         manifest = groups_from_paths(manifest, cfg.data.group_pattern, group)
+    group = choose_group(cfg.data, manifest) or group  # zero-config: folds keep speakers apart too
     folds = fold_values(manifest, cfg.cv, cfg.seed, group)
     root = Path(cfg.out or default_run_dir(cfg.model.get("name")))
     if world().main:

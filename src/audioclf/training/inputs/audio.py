@@ -183,14 +183,17 @@ class AudioInputs(Inputs):
         counts = {split: self.count(split) for split in ("train", "val", "test")}
         shown = ", ".join(self.classes[:8]) + (f" (+{len(self.classes) - 8} more)" if len(self.classes) > 8 else "")
         groups = ", ".join(manifest.group_names) or "none"
+        column = group_column(self.cfg.data)
+        kept = f"; groups kept apart: {column}" if column else ""
+        if column and user.data.group is None and not user.data.group_pattern:
+            kept += " (zero-config, from the column's name; data.group=none mixes them)"
         return [
             ("data", f"{len(manifest)} files from {data.path} ({data.format}); {len(prepared.skipped)} skipped"),
             ("task", f"{self.task.replace('_', '-')} ({'set' if user.data.format != 'auto' else 'from the labels'})"),
             ("classes", f"{len(self.classes)}: {shown}"),
             ("sample rate", f"{prepared.sample_rate} Hz ({source(data.sample_rate, 'the most common rate, at most 22.05 kHz')})"),
             ("clip", f"{prepared.clip_seconds:g} s ({source(data.clip_seconds, 'from the durations of the files')})"),
-            ("split", f"{data.split}: train {counts['train']} / val {counts['val']} / test {counts['test']}"
-                      f"{f'; groups kept apart: {group_column(data)}' if group_column(data) else ''}"),
+            ("split", f"{data.split}: train {counts['train']} / val {counts['val']} / test {counts['test']}{kept}"),
             ("group columns", groups),
             ("silence trim", f"{self.cfg.data.trim_silence} ({source(data.trim_silence, 'zero-config default')})"),
         ]
