@@ -43,7 +43,9 @@ class DataConfig:
     trim_silence: bool | str | None = None
     split: str = "auto"  # auto | given | stratified | iterative | group | heldout | random
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    group: str | None = None  # group column kept apart across splits (speaker, location ...)
+    # Group column kept apart across splits (speaker, location ...); "none": none. Unset with split auto on a plain
+    # CSV: a speaker/device/session column if the data has one (data.prepare.choose_group).
+    group: str | None = None
     # A regex over each file's path whose match (its first or "group" capture) is the file's group, for layouts
     # without a group column, e.g. "speaker(\\d+)" or "([^/]+)_\\d+\\.wav$"; kept apart like data.group.
     group_pattern: str | None = None
