@@ -7,10 +7,10 @@ config key (``model.*`` falls back to the model's own default), ``sweep.metric``
 (how many trials), ``input_shape`` (the model's input, e.g. ``201x552``), ``params`` / ``macs`` (the network's
 parameters and MACs, as a run's summary counts them), ``params_keras`` (``params`` plus the BatchNorm running
 statistics, which Keras's ``model.summary()`` counts as parameters) and ``params_tflite`` (the INT8 TFLite weight
-bytes, BatchNorm folded: 1 byte per weight, 4 per int32 bias, the DCASE 2022 "parameters"). Its ``value``: a number (compared numerically), a word,
-``a|b|c`` (the set of values over the trials), ``low..high`` (every value, and every entry of a list, inside), or
-``chosen``: the report is silent, the quote says why the value was chosen, and the target's YAML comments say
-it too.
+bytes, BatchNorm folded: 1 byte per weight, 4 per int32 bias, the DCASE 2022 "parameters"). Its ``value``: a number
+(compared numerically), a word, ``a|b|c`` (the set of values over the trials), ``low..high`` (every value, and every
+entry of a list, inside), or ``chosen``: the report is silent, the quote says why the value was chosen, and the
+target's YAML comments say it too.
 """
 
 from __future__ import annotations
