@@ -230,6 +230,32 @@ def test_augment_command_writes_variants_with_their_parameters(tmp_path, capsys)
     assert main(["augment", "--data", str(data), "--out", str(tmp_path / "x")]) == 2
 
 
+def test_augment_reads_a_format_and_copies_a_balanced_subset_of_one_split(tmp_path, capsys):
+    """González Poy's IR copies: TAU 2022's training fold read as data.format=tau2022, cut to at most n clips per
+    device x scene (``--subset``), each copied with every transform."""
+    from collections import Counter
+
+    import layouts
+    from audioclf.data.importers.tau2022 import import_tau2022
+    from audioclf.data.manifest import Manifest
+
+    root = layouts.tau2022(tmp_path / "tau")
+    train = import_tau2022(root).subset("train")
+    out = tmp_path / "copies"
+    assert main(["augment", "--data", str(root), "--format", "tau2022", "--split", "train", "--subset",
+                 "{per: [city], n: 1}", "--no-original", "--out", str(out), "--transform", "{name: gain, p: 1.0}"]) == 0
+    copies = Manifest.from_csv(out / "manifest.csv")
+    sources = {item.id.rsplit(".aug", 1)[0] for item in copies}
+    assert sources <= {item.id for item in train}  # the training fold only
+    cells = Counter((train[i].groups["city"], train[i].labels[0]) for i in range(len(train)))
+    assert len(sources) == len(cells) < len(train)  # one clip per city x scene
+    assert Counter((item.groups["city"], item.labels[0]) for item in copies) == Counter(dict.fromkeys(cells, 1))
+    assert main(["augment", "--data", str(root), "--format", "tau2022", "--subset", "{n: 0}", "--out",
+                 str(tmp_path / "bad"), "--transform", "{name: gain, p: 1.0}"]) == 2
+    assert "--subset={'n': 0}: expected {per: [group columns], n: items per group (>= 1)}" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_overrides_may_follow_options(cli_run, tmp_path):
     run, data = cli_run
     out = tmp_path / "mixed"

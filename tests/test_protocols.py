@@ -28,10 +28,6 @@ def test_the_reports_protocols_are_bundled():
 
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_every_protocol_loads_with_every_trial_checked(name, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # s4_augmentation's impulse responses: mic_irs/ where the sweep runs
-    from audioclf.data.audio import write_audio
-
-    write_audio(tmp_path / "mic_irs" / "ir.wav", np.exp(-np.arange(400) / 50.0).astype(np.float32), 44100)
     extra = ["init_from=/runs/noisy"] if NEEDS_RUN.get(name) == "init_from" else []
     teachers = ["/runs/teacher"] if NEEDS_RUN.get(name) == "teacher" else None
     spec = load_sweep(name, overrides=["data.path=/data", *extra], teachers=teachers)
@@ -107,17 +103,25 @@ def _arguments(name: str, tmp_path) -> list[str]:
     return [f"data.root={root}", "train.epochs=1", "model.hidden=16"]
 
 
-def _with_fixture_irs(name: str, tmp_path) -> str:
-    """s4_augmentation's IR row convolves with the user's impulse responses: a copy pointing at two made here."""
+def _with_fixture_copies(name: str, tmp_path) -> str:
+    """s4_augmentation's IR rows add the user's offline IR copies: a copy of the protocol pointing at copies made
+    here (`audioclf augment` of the fixture's training clips with two impulse responses)."""
     import yaml
 
     from audioclf.data.audio import write_audio
+    from audioclf.data.importers.tau2022 import import_tau2022
     from audioclf.workflows.sweep import sweeps_dir
 
     for k in range(2):
         write_audio(tmp_path / "irs" / f"ir{k}.wav", np.exp(-np.arange(400) / (50.0 + k)).astype(np.float32), 44100)
+    import_tau2022(tmp_path / "tau").filter(lambda item: item.split == "train").to_csv(tmp_path / "subset.csv")
+    assert main(["augment", "--data", str(tmp_path / "subset.csv"), "--out", str(tmp_path / "copies"), "--variants",
+                 "2", "--no-original", "--transform", f"{{name: impulse_response, ir_dir: {tmp_path / 'irs'}, "
+                 "drc: {}, p: 1.0}"]) == 0
     protocol = yaml.safe_load((sweeps_dir() / f"{name}.yaml").read_text())
-    protocol["sweep"]["params"]["augmentation"]["ir_drc"]["augment.waveform"][0]["ir_dir"] = str(tmp_path / "irs")
+    for label in ("ir_mixed", "ir_val_augmented"):
+        protocol["sweep"]["params"]["augmentation"][label]["data.add"][0]["path"] = str(tmp_path / "copies" /
+                                                                                     "manifest.csv")
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(protocol))
     return str(path)
@@ -127,7 +131,7 @@ def _with_fixture_irs(name: str, tmp_path) -> str:
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_every_protocol_runs_end_to_end_and_compares_its_trials(name, tmp_path):
     args = _arguments(name, tmp_path)
-    source = _with_fixture_irs(name, tmp_path) if name == "s4_augmentation" else name
+    source = _with_fixture_copies(name, tmp_path) if name == "s4_augmentation" else name
     out = tmp_path / "sweep"
     assert main(["sweep", source, "--out", str(out), *args]) == 0
     table = (out / "comparison.md").read_text()

@@ -339,3 +339,35 @@ def test_audioset_val_set_eval_needs_an_eval_set(tmp_path, capsys):
     assert "data.options.val_set=eval, but no eval set there" in err and "Traceback" not in err
     assert main(["train", "audioset_embeddings", f"data.root={tmp_path}", "data.options.val_set=held"]) == 2
     assert "data.options.val_set='held'; expected 'split' or 'eval'" in capsys.readouterr().err
+
+
+def test_dcase2022_by_location_is_todays_recipe_over_the_faithful_one():
+    """dcase2022_task1 follows the thesis (random 70/30, all 200 baseline epochs, the teacher on distribution (3)
+    of its Table 10); dcase2022_task1_by_location keeps our location hold-out, patience 20 and IR-free teacher."""
+    from audioclf.config import flat_config, load_config
+    from audioclf.workflows.stages import plan_stages
+
+    ours, theirs = (load_config(name, ["data.path=x"]) for name in ("dcase2022_task1_by_location", "dcase2022_task1"))
+    flat_ours, flat_theirs = flat_config(ours.to_dict()), flat_config(theirs.to_dict())
+    assert {key for key in flat_ours if flat_ours[key] != flat_theirs.get(key)} == {
+        "data.group", "data.fractions", "train.patience", "stages"}
+    assert (ours.data.group, theirs.data.group) == ("location", None)
+    assert list(theirs.data.fractions) == [0.7, 0.3, 0.0] and (ours.train.patience, theirs.train.patience) == (20, None)
+    mine, faithful = ({s.name: s.config for s in plan_stages(cfg)} for cfg in (ours, theirs))
+    assert faithful["teacher"].data.add == [{"path": "mic_ir_copies/manifest.csv", "train": 0.3, "val": 0.7}]
+    assert list(faithful["teacher"].data.fractions) == [1.0, 0.0, 0.0] and mine["teacher"].data.add == []
+    for name in ("teacher", "student"):  # the stages differ in their data alone
+        a, b = mine[name].to_dict(), faithful[name].to_dict()
+        for cfg in (a, b):
+            cfg.pop("data"), cfg.pop("out"), cfg["train"].pop("patience")
+        assert a == b, name
+
+
+def test_dcase2022_without_its_ir_copies_stops_before_the_baseline_trains(tmp_path, monkeypatch, capsys):
+    root = layouts.tau2022(tmp_path / "tau")
+    monkeypatch.chdir(tmp_path)  # mic_ir_copies/ is looked for where the recipe runs: not here
+    assert main(["train", "dcase2022_task1", f"data.root={root}", f"out={tmp_path / 'chain'}", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "stage teacher: data.add[0].path=mic_ir_copies/manifest.csv: not found" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "chain" / "baseline" / "summary.json").exists()

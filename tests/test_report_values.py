@@ -6,10 +6,12 @@ A row's ``target`` is ``NAME`` (a recipe, or a protocol: each of its trials), ``
 config key (``model.*`` falls back to the model's own default), ``sweep.metric``, or a special key: ``trials``
 (how many trials), ``input_shape`` (the model's input, e.g. ``201x552``), ``params`` / ``macs`` (the network's
 parameters and MACs, as a run's summary counts them), ``trainable`` (the parameters training updates, as the
-reports' "trainable" columns count them). Its ``value``: a number (compared numerically), a word,
-``a|b|c`` (the set of values over the trials), ``low..high`` (every value, and every entry of a list, inside), or
-``chosen``: the report is silent, the quote says why the value was chosen, and the target's YAML comments say
-it too.
+reports' "trainable" columns count them), ``params_keras`` (``params`` plus the BatchNorm running statistics,
+which Keras's ``model.summary()`` counts as parameters) and ``params_tflite`` (the INT8 TFLite weight bytes,
+BatchNorm folded: 1 byte per weight, 4 per int32 bias, the DCASE 2022 "parameters"). Its ``value``: a number
+(compared numerically), a word, ``a|b|c`` (the set of values over the trials), ``low..high`` (every value, and
+every entry of a list, inside), or ``chosen``: the report is silent, the quote says why the value was chosen, and
+the target's YAML comments say it too.
 """
 
 from __future__ import annotations
@@ -100,15 +102,22 @@ def _sizes(cfg: Config, n_classes: int) -> tuple[tuple[int, ...], dict[str, Any]
     assert rate and cfg.data.clip_seconds, "input_shape/params/macs need data.sample_rate and data.clip_seconds"
     n_samples = round(cfg.data.clip_seconds * rate)
     features = feature_config(cfg, rate)
-    counts = measure_complexity(build_classifier(cfg, n_classes, rate, n_samples), cfg.limits)
-    return (features.n_bins, n_frames(features, n_samples)), {"params": counts["total"], "macs": counts["macs"],
-                                                              "trainable": counts["trainable"]}
+    classifier = build_classifier(cfg, n_classes, rate, n_samples)
+    counts = measure_complexity(classifier, cfg.limits)
+    network = classifier.backbone
+    statistics = sum(buffer.numel() for name, buffer in network.named_buffers()
+                     if name.endswith(("running_mean", "running_var")))
+    tflite = complexity_report(network, tuple(network.audioclf_spec["input_shape"])).bytes_int8_tflite
+    return (features.n_bins, n_frames(features, n_samples)), {
+        "params": counts["total"], "macs": counts["macs"], "trainable": counts["trainable"],
+        "params_keras": counts["total"] + statistics,
+        "params_tflite": tflite}
 
 
 def _value(cfg: Config, spec: Any, key: str, system: str) -> Any:
     if key.startswith("sweep."):
         return getattr(spec, key.split(".", 1)[1])
-    if key in ("input_shape", "params", "macs", "trainable"):
+    if key in ("input_shape", "params", "macs", "trainable", "params_keras", "params_tflite"):
         shape, counts = _sizes(cfg, N_CLASSES[system])
         return "x".join(map(str, shape)) if key == "input_shape" else counts[key]
     if key.startswith("model.") and key.split(".", 1)[1] not in cfg.model:

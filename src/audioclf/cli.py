@@ -201,7 +201,6 @@ def cmd_augment(args) -> None:
 
     from .augment.offline import augment_dataset
     from .config import load_yaml, read_yaml
-    from .data.importers import load_manifest
 
     specs = []
     for text in args.transform:
@@ -215,12 +214,42 @@ def cmd_augment(args) -> None:
         specs.extend(loaded if isinstance(loaded, list) else [loaded])
     if not specs:
         raise AudioclfError("give at least one --transform (or --transforms-file)")
-    manifest = load_manifest(args.data)
+    manifest = _augment_sources(args)
     result = augment_dataset(manifest, args.out, specs, n_variants=args.variants, sample_rate=args.sample_rate,
                              seed=args.seed, keep_original=not args.no_original, strict=args.strict,
                              overwrite=args.overwrite)
     out.print(f"{len(result)} items ({len(manifest)} sources x {args.variants} variants"
               f"{'' if args.no_original else ' + originals'}) -> {Path(args.out) / 'manifest.csv'}")
+
+
+def _augment_sources(args):
+    """``audioclf augment``'s sources: --data read as --format, cut to --split, then to --subset (at most n items
+    per group x label, e.g. González Poy's balanced 50 per device x location x scene of TAU 2022's training fold)."""
+    import yaml
+
+    from .config import config_from_dict, load_yaml
+    from .data.importers import load_manifest
+    from .data.prepare import import_data, subset_args
+    from .data.splits import limit_per_group
+
+    if args.format == "auto":
+        manifest = load_manifest(args.data)
+    else:
+        manifest = import_data(config_from_dict({"data": {"path": args.data, "format": args.format}}))
+    if args.split:
+        manifest = manifest.filter(lambda item: item.split == args.split)
+        if len(manifest) == 0:
+            raise AudioclfError(f"--split {args.split}: no item of {args.data} is in that split")
+    if args.subset:
+        try:
+            subset = subset_args(load_yaml(args.subset, f"--subset {args.subset[:80]!r}"), "--subset")
+        except yaml.YAMLError:
+            raise AudioclfError(f"--subset {args.subset!r}: not valid YAML (e.g. '{{per: [device], n: 50}}')") from None
+        # limit_per_group cuts the training items alone: every source is marked as one to pick from.
+        cut = limit_per_group(manifest.with_splits(["train"] * len(manifest)), seed=args.seed, **subset)
+        kept = {item.id for item in cut}
+        manifest = manifest.with_items([item for item in manifest if item.id in kept])
+    return manifest
 
 
 def cmd_synth(args) -> None:
@@ -548,6 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     augment = command("augment", "write an augmented copy of a dataset, with a manifest of what made each file")
     augment.add_argument("--data", required=True, help="folder or CSV to augment")
     augment.add_argument("--out", required=True, help="folder for the augmented files and their manifest")
+    augment.add_argument("--format", default="auto",
+                         help="read --data with this importer, as data.format (e.g. tau2022; default: folder or CSV)")
+    augment.add_argument("--split", help="only the items of this split (e.g. train)")
+    augment.add_argument("--subset", metavar="YAML",
+                         help="at most n items per group x label, e.g. '{per: [device, location], n: 50}'")
     augment.add_argument("--transform", action="append", default=[], metavar="YAML",
                          help="a transform, e.g. '{name: impulse_response, ir_dir: irs/, p: 1.0}' (repeatable, in order)")
     augment.add_argument("--transforms-file", help="YAML list of transforms")

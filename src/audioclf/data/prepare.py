@@ -169,7 +169,7 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     task). ``training=False``: the items are to be evaluated, whatever their classes and splits.
     """
     data = cfg.data
-    subset = _subset_args(data.train_subset) if data.train_subset else None  # checked before any decoding
+    subset = subset_args(data.train_subset) if data.train_subset else None  # checked before any decoding
     manifest, added = _imported(cfg, manifest)
     if training:
         warn_ignored_groups(manifest, data.group or group_column(data))  # data.group: none is a choice
@@ -217,7 +217,7 @@ def split_from_headers(cfg: Config) -> SplitHeaders:
     decoded (``audioclf describe``). A file whose header reads but whose samples do not decode is kept here;
     training would skip it, and with it the splits could differ."""
     data = cfg.data
-    subset = _subset_args(data.train_subset) if data.train_subset else None
+    subset = subset_args(data.train_subset) if data.train_subset else None
     manifest, added = _imported(cfg, None)
     infos, skipped = _read_headers(manifest, data)
     usable = manifest.filter(lambda item: item.path in infos)
@@ -314,10 +314,14 @@ def _added(entries: list[dict[str, Any]], main: Manifest, audio_root: str | None
     return items
 
 
-def _subset_args(subset: dict[str, Any]) -> dict[str, Any]:
+def subset_args(subset: Any, key: str = "data.train_subset") -> dict[str, Any]:
+    """``{per: [group columns], n: N}`` (``data.train_subset``, ``audioclf augment --subset``) checked, as
+    :func:`~.splits.limit_per_group`'s arguments."""
+    if not isinstance(subset, dict):
+        raise ConfigError(f"{key}={subset!r}: expected {{per: [group columns], n: items per group (>= 1)}}")
     unknown = set(subset) - {"per", "n"}
     if unknown or not isinstance(subset.get("n"), int) or isinstance(subset.get("n"), bool) or subset["n"] < 1:
-        raise ConfigError(f"data.train_subset={subset}: expected {{per: [group columns], n: items per group (>= 1)}}")
+        raise ConfigError(f"{key}={subset}: expected {{per: [group columns], n: items per group (>= 1)}}")
     per = subset.get("per") or []
     return {"per": [per] if isinstance(per, str) else list(per), "n": int(subset["n"])}
 

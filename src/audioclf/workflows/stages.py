@@ -26,7 +26,7 @@ from typing import Any
 
 from ..config import Config, apply_overrides, config_from_dict
 from ..console import format_number, markdown_table
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..files import atomic_write_text
 from ..training.distributed import barrier, world
 from ..metrics import headline_metrics
@@ -62,6 +62,17 @@ def _flatten(prefix: str, value: Any) -> list[str]:
 def stages_root(cfg: Config) -> Path:
     """Where a recipe's stages go: ``<out>/<stage name>``."""
     return Path(cfg.out or "runs/stages")
+
+
+def _check_added_files(stages: list[Stage]) -> None:
+    """A later stage's ``data.add`` file (e.g. dcase2022_task1's offline IR copies) must exist before the first
+    stage trains: otherwise hours of earlier stages run before the one-line error."""
+    for stage in stages:
+        for k, entry in enumerate(stage.config.data.add or []):
+            path = entry.get("path") if isinstance(entry, dict) else None
+            if path and not Path(path).exists():
+                raise DataError(f"stage {stage.name}: data.add[{k}].path={path}: not found (make it first, e.g. with "
+                                "audioclf augment; the recipe's comments say how)")
 
 
 def plan_stages(cfg: Config) -> list[Stage]:
@@ -118,6 +129,7 @@ def train_stages(cfg: Config, resume: bool = False, reporter=None) -> list[Path]
     root = stages_root(cfg)
     runs: dict[str, Path] = {}
     stages = plan_stages(cfg)
+    _check_added_files(stages)
     if world().main:
         mark_folder(root, "stages")
     for stage in stages:
