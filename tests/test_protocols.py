@@ -5,6 +5,7 @@ table (``make test-slow``)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,5 +138,32 @@ def test_every_protocol_runs_end_to_end_and_compares_its_trials(name, tmp_path):
     table = (out / "comparison.md").read_text()
     record = json.loads((out / "sweep.json").read_text())
     assert [t["state"] for t in record["trials"]] == ["complete"] * len(record["trials"])
-    assert table.count("| sweep/trial_") == len(record["trials"]) >= 3
+    assert table.count("| sweep/trial_") == len(record["trials"]) >= 2  # s2_cnn1_vs_cnn2 compares two nets
     assert (out / "curves.png").exists() and (out / "effects.png").exists()
+
+
+@pytest.mark.slow
+def test_s2_cnn1_vs_cnn2_scores_each_net_at_its_last_epoch(tmp_path):
+    """The GTZAN report's §4 comparison (0.47 / 0.42): CNN1 and CNN2 with its [128, 128] head, each trial's
+    validation accuracy read at the end of its run (train.keep=last), not at its best epoch."""
+    import csv
+
+    import yaml
+
+    args = _arguments("s2_cnn1_vs_cnn2", tmp_path)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "s2_cnn1_vs_cnn2", "--out", str(out), *args, "train.epochs=2"]) == 0
+    rows = {r["model.name"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    runs = {t["settings"]["model.name"]: t["run_dir"] for t in json.loads((out / "sweep.json").read_text())["trials"]}
+    assert sorted(rows) == sorted(runs) == ["genre_cnn1", "genre_cnn2"]
+    for name, row in rows.items():
+        run = out / "trials" / Path(runs[name]).name
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["model"]["name"] == name and config["model"]["hidden"] == [128, 128]
+        assert (config["train"]["optimizer"], config["train"]["lr"], config["train"]["scheduler"]) == ("adam", 4e-4,
+                                                                                                      "none")
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["kept"] == "last" and summary["planned_epochs"] == 2
+        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        assert [e["epoch"] for e in epochs if "val/accuracy" in e] == [1, 2]
+        assert float(row["val accuracy"]) == pytest.approx(epochs[-1]["val/accuracy"])

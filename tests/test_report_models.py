@@ -154,12 +154,15 @@ def test_speaker_cnn2d_dropout_layout():
 
 # --- GTZAN genre CNNs and MLP search -----------------------------------------------------------
 def test_genre_cnn1_on_report_spectrogram_size():
-    # The reference GTZAN project's 201 x 552 spectrograms -> 64 x 50 x 138 after two 2x2 poolings -> FC 128 -> FC out.
-    with torch.device("meta"):  # 56.5M parameters: count them without allocating memory
+    # The reference GTZAN project's 201 x 552 spectrograms -> 64 x 50 x 138 after two 2x2 poolings (its section 4
+    # states that size) -> FC 128 -> FC 128 ("una única hidden layer ... 128 ... de entrada y ... salida", runs
+    # named "[128,128]") -> FC out.
+    with torch.device("meta"):  # 56.6M parameters: count them without allocating memory
         model = create_model("genre_cnn1", n_classes=10, input_shape=(1, 201, 552))
     assert model.head[1].in_features == 64 * 50 * 138 == 441_600
-    expected = (81 * 32 + 32) + (9 * 32 * 64 + 64) + (441_600 * 128 + 128) + (128 * 10 + 10)
-    assert n_params(model) == expected == 56_547_338
+    assert [m.out_features for m in model.head if isinstance(m, nn.Linear)] == [128, 128, 10]
+    expected = (81 * 32 + 32) + (9 * 32 * 64 + 64) + (441_600 * 128 + 128) + (128 * 128 + 128) + (128 * 10 + 10)
+    assert n_params(model) == expected == 56_563_850
 
 
 def test_genre_cnn2_layers_and_count():
@@ -167,7 +170,8 @@ def test_genre_cnn2_layers_and_count():
     pools = [type(m).__name__ for m in model.features if isinstance(m, nn.MaxPool2d | nn.AvgPool2d)]
     assert pools == ["MaxPool2d", "MaxPool2d", "AvgPool2d"]  # "two maxpool + one avgpool"
     flat = 128 * (40 // 8) * (51 // 8)
-    expected = (81 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (flat * 128 + 128) + (128 * 10 + 10)
+    expected = ((81 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (flat * 128 + 128) + (128 * 128 + 128)
+                + (128 * 10 + 10))  # CNN1's head: FC 128, FC 128, FC out
     assert n_params(model) == expected
     assert model(torch.randn(2, 1, 40, 51)).shape == (2, 10)
 
@@ -175,13 +179,13 @@ def test_genre_cnn2_layers_and_count():
 def test_genre_activation_choices():
     mixed = create_model("genre_cnn1", n_classes=4, input_shape=(1, 16, 16), activation="mixed")
     acts = [type(m).__name__ for m in mixed.modules() if isinstance(m, nn.ReLU | nn.LeakyReLU | nn.Sigmoid)]
-    assert acts == ["ReLU", "LeakyReLU", "Sigmoid"]  # conv1, conv2, FC
+    assert acts == ["ReLU", "LeakyReLU", "Sigmoid", "ReLU"]  # conv1, conv2, FC1, FC2
     listed = create_model("genre_cnn2", n_classes=4, input_shape=(1, 16, 16),
-                          activation=["elu", "silu", "leaky_relu", "sigmoid"], dropout=0.3)
+                          activation=["elu", "silu", "leaky_relu", "sigmoid", "elu"], dropout=0.3)
     acts = [type(m).__name__ for m in listed.modules() if isinstance(m, nn.ELU | nn.SiLU | nn.LeakyReLU | nn.Sigmoid)]
-    assert acts == ["ELU", "SiLU", "LeakyReLU", "Sigmoid"]
-    assert [m.p for m in listed.modules() if isinstance(m, nn.Dropout)] == [0.3]
-    with pytest.raises(ConfigError, match="2 entries; expected one per hidden layer \\(3\\)"):
+    assert acts == ["ELU", "SiLU", "LeakyReLU", "Sigmoid", "ELU"]
+    assert [m.p for m in listed.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    with pytest.raises(ConfigError, match="2 entries; expected one per hidden layer \\(4\\)"):
         create_model("genre_cnn1", n_classes=4, input_shape=(1, 16, 16), activation=["relu", "relu"])
     with pytest.raises(ConfigError, match="too small"):
         create_model("genre_cnn2", n_classes=4, input_shape=(1, 7, 100))

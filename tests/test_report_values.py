@@ -193,12 +193,12 @@ def test_the_recipe_or_protocol_runs_what_the_report_states(row):
 
 
 def test_params_and_macs_are_what_a_run_counts():
-    """The special keys on a case done by hand: GTZAN CNN1 (32 @ 9x9, 64 @ 3x3, two 2x2 max pools, FC 128, FC 10)
-    on its 201 x 552 spectrogram."""
+    """The special keys on a case done by hand: GTZAN CNN1 (32 @ 9x9, 64 @ 3x3, two 2x2 max pools, FC 128, FC 128,
+    FC 10) on its 201 x 552 spectrogram."""
     cfg = load_config("gtzan", ["data.path=/data"])
     flat = 64 * (201 // 2 // 2) * (552 // 2 // 2)
-    params = (32 * 81 + 32) + (64 * 32 * 9 + 64) + (flat * 128 + 128) + (128 * 10 + 10)
-    macs = 32 * 81 * 201 * 552 + 64 * 32 * 9 * 100 * 276 + flat * 128 + 128 * 10
+    params = (32 * 81 + 32) + (64 * 32 * 9 + 64) + (flat * 128 + 128) + (128 * 128 + 128) + (128 * 10 + 10)
+    macs = 32 * 81 * 201 * 552 + 64 * 32 * 9 * 100 * 276 + flat * 128 + 128 * 128 + 128 * 10
     assert _value(cfg, None, "params", "S2") == params
     assert _value(cfg, None, "macs", "S2") == macs
     assert _value(cfg, None, "input_shape", "S2") == "201x552"

@@ -1,12 +1,17 @@
 """Music-genre models after a reference GTZAN project: spectrogram CNN1 / CNN2 and the waveform-MLP search space.
 
-CNN1: conv 1->32 9x9 (padding 4) -> act -> maxpool 2 -> conv 32->64 3x3 (padding 1) -> act -> maxpool 2
--> flatten -> FC 128 -> act -> FC n_classes. On that project's 201 x 552 spectrograms (``n_fft=400`` -> 201
-bins) the flattened size is 64 x 50 x 138 = 441,600, so the first FC alone holds 56.5M weights; here it is
-computed from ``input_shape``, so the same model serves any spectrogram size.
+CNN1 (its section 4, "Ejercicio 3"): conv 1->32 9x9 (padding 4) -> act -> maxpool 2 -> conv 32->64 3x3
+(padding 1) -> act -> maxpool 2 -> flatten -> FC 128 -> act -> FC 128 -> act -> FC n_classes. On that project's
+201 x 552 spectrograms (``n_fft=400`` -> 201 bins) the flattened size is 64 x 50 x 138 = 441,600 (the section's
+own number), so the first FC alone holds 56.5M weights; here it is computed from ``input_shape``, so the same
+model serves any spectrogram size. The head: "una única hidden layer con una entrada de 128 nodos y una salida
+del mismo tamaño", a 128 -> 128 layer after the flatten -> 128 one, and the section's figures name both runs
+"[128,128]" (read as its waveform MLP's "hidden de 64 nodos de entrada y de salida": samples -> 64 -> 64 -> out).
+The project states no parameter count: 56,563,850 for 10 genres by our count.
 
 CNN2: "3 conv layers: max pooling after the first two, average pooling after the last", then the same
-FC head. The project gives no channel counts for it; we continue CNN1's doubling (32, 64, 128).
+FC head. The project gives no channel counts or kernel sizes for it; we keep CNN1's first two layers and
+continue its doubling (32, 64, 128) with a 3x3 kernel.
 
 ``activation`` (the project's activation sweep): one name for every layer, ``"mixed"`` (ReLU, Leaky ReLU,
 Sigmoid cycled over the layers) or a list with one name per layer (conv layers first, then the hidden FC layers).
@@ -92,12 +97,12 @@ def _build(name: str, convs: tuple, n_classes: int, input_shape: tuple[int, ...]
 def genre_cnn1(
     n_classes: int,
     input_shape: tuple[int, ...],
-    hidden: int | Sequence[int] = 128,
+    hidden: int | Sequence[int] = (128, 128),
     activation: str | Sequence[str] = "relu",
     dropout: float = 0.0,
 ) -> GenreCNN:
-    """GTZAN CNN1: two conv layers (32 @ 9x9, 64 @ 3x3), each with 2x2 max pooling, FC 128, FC out.
-    ``activation`` takes 3 names as a list (conv1, conv2, FC); ``dropout`` follows each hidden FC layer."""
+    """GTZAN CNN1: two conv layers (32 @ 9x9, 64 @ 3x3), each with 2x2 max pooling, FC 128, FC 128, FC out.
+    ``activation`` takes 4 names as a list (conv1, conv2, FC1, FC2); ``dropout`` follows each hidden FC layer."""
     return _build("genre_cnn1", _CNN1, n_classes, input_shape, hidden, activation, dropout)
 
 
@@ -105,12 +110,13 @@ def genre_cnn1(
 def genre_cnn2(
     n_classes: int,
     input_shape: tuple[int, ...],
-    hidden: int | Sequence[int] = 128,
+    hidden: int | Sequence[int] = (128, 128),
     activation: str | Sequence[str] = "relu",
     dropout: float = 0.0,
 ) -> GenreCNN:
-    """GTZAN CNN2: three conv layers (32 @ 9x9, 64 @ 3x3, 128 @ 3x3) with max, max and average 2x2 pooling,
-    FC 128, FC out. ``activation`` takes 4 names as a list (conv1..conv3, FC)."""
+    """GTZAN CNN2 (section 4): three conv layers (32 @ 9x9, 64 @ 3x3, 128 @ 3x3) with max, max and average 2x2
+    pooling, CNN1's head (FC 128, FC 128, FC out). ``activation`` takes 5 names as a list (conv1..conv3, FC1,
+    FC2)."""
     return _build("genre_cnn2", _CNN2, n_classes, input_shape, hidden, activation, dropout)
 
 
