@@ -641,11 +641,7 @@ def trim_silence_by_length(wave: np.ndarray, sr: int, edges_only: bool = False) 
     ``edges_only``: cut only the leading and trailing silence, keeping pauses inside the clip (the rhythm of
     a clock's ticks or a dog's barks is part of the sound).
     """
-    params = silence_params_for_duration(len(wave) / sr)
-    if not edges_only:
-        return trim_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
-    parts = split_on_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
-    return wave[parts[0][0]:parts[-1][1]] if parts else wave
+    return apply_trim(wave, sr, "edges" if edges_only else True)
 
 
 TRIM_MODES = (False, True, "edges", "fixed")
@@ -653,13 +649,15 @@ TRIM_MODES = (False, True, "edges", "fixed")
 
 def apply_trim(wave: np.ndarray, sr: int, mode: bool | str | None) -> np.ndarray:
     """``data.trim_silence``: False/None keep the clip, ``"edges"`` cuts leading and trailing silence,
-    True every silent stretch of the clip (:func:`trim_silence_by_length`), ``"fixed"`` every silent stretch
-    with the same parameters for every clip (:data:`FIXED_SILENCE`)."""
+    True every silent stretch of the clip, ``"fixed"`` every silent stretch with the same parameters for every
+    clip; the parameters are :func:`silence_params`'s, as :func:`kept_parts` uses when streaming."""
     if not mode:
         return wave
-    if mode == "fixed":
-        return trim_silence(wave, sr, FIXED_SILENCE.threshold_db, FIXED_SILENCE.min_silence_s, FIXED_SILENCE.pad_s)
-    return trim_silence_by_length(wave, sr, edges_only=mode == "edges")
+    params = silence_params(mode, len(wave) / sr)
+    if mode != "edges":
+        return trim_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
+    parts = split_on_silence(wave, sr, params.threshold_db, params.min_silence_s, params.pad_s)
+    return wave[parts[0][0]:parts[-1][1]] if parts else wave
 
 
 # --- fixed length -------------------------------------------------------------------------------
