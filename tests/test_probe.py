@@ -203,3 +203,20 @@ def test_zero_config_with_cached_weights_fits_keeps_and_predicts_with_the_probe(
     monkeypatch.setenv("AUDIOCLF_CACHE", str(tmp_path / "empty"))
     again = np.array([p.probs for p in Predictor.from_run(run.root, device="cpu").predict(files)])
     assert np.allclose(again, chosen, atol=1e-6)
+
+
+@pytest.mark.parametrize("weights, chosen, kept", [
+    ({"network": 1 / 3, "classical": 1 / 3, "probe": 1 / 3}, "ensemble", "the equal average of network, classical, probe"),
+    ({"network": 0.5, "classical": 0.0, "probe": 0.5}, "network+probe", "the equal average of network, probe"),
+    ({"network": 0.5, "probe": 0.5}, "ensemble", "the equal average of network, probe"),  # classical not fitted
+    ({"network": 0.0, "classical": 0.0, "probe": 1.0}, "probe", "the probe member alone"),
+    ({"network": 0.5, "classical": 0.5}, "ensemble", "the average of the network and the classical member"),
+])
+def test_the_report_lists_every_member_and_names_the_kept_mix(weights, chosen, kept):
+    from audioclf.runs.report import _members_section
+
+    per_split = {name: {"val": 0.5, "test": 0.25} for name in weights}
+    text = "\n".join(_members_section({"chosen": chosen, "weights": weights, "why": "", "per_split": per_split,
+                                       "probe": {"backbone": "mn10"}}))
+    assert f"Kept: {kept}." in text
+    assert ("probe member (mn10 embeddings + logistic regression) | 0.5" in text) == ("probe" in weights)

@@ -150,7 +150,7 @@ _MEMBER_ROWS = {"network": "network (the trained model)",
 
 def _kept(members: dict) -> str:
     chosen, weights = members.get("chosen", "network"), members.get("weights", {})
-    if len(weights) == 2 or (chosen in _CHOSEN and chosen != "ensemble"):
+    if set(weights) <= {"network", "classical"} or (chosen in _CHOSEN and chosen != "ensemble"):
         return _CHOSEN[chosen]
     names = [name for name, weight in weights.items() if weight]
     if len(names) == 1:
