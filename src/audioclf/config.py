@@ -119,6 +119,13 @@ class TrainConfig:
     # + SVM) where zero-config chose the model of a single-label audio run, and keeps it, alone or mixed, only when
     # validation prefers it; "classical": always fit it; "none": the network alone.
     ensemble: str = "auto"
+    # The ensemble's third member, a linear probe on a frozen AudioSet backbone's embeddings (models.probe):
+    # "auto" adds it beside the classical member only when a supported checkpoint (mn10, mn05, mn04, cnn6, tried
+    # in that order) is already in the weights cache and verifies; it never downloads. A name (mn04 .. mn40, cnn6,
+    # cnn10, cnn14) asks for that backbone (and for the ensemble): an error when its file is not in the cache,
+    # unless probe_download is true (then fetched once and checked, as model.weights=pretrained). "none": no probe.
+    probe: str = "auto"
+    probe_download: bool = False
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
     # A hard wall-clock cap on this invocation, in minutes (null: none): checked between batches; the epoch it cuts
     # short is validated and kept, and the best checkpoint is scored on test as at a normal end (training.wall_time).

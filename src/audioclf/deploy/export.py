@@ -488,17 +488,23 @@ def export_onnx(
 
 
 def _say_what_is_left_out(run_dir: str | Path, which: str) -> None:
-    """The ONNX file holds the network: when validation chose the classical member (alone or mixed), say plainly
-    that the export is not the run's chosen predictor and what each scored."""
+    """The ONNX file holds the network: when validation kept another member (alone or mixed), say plainly that the
+    export is not the run's chosen predictor, which member it leaves out and what each scored."""
     members = read_members(run_dir) if which == "best" else None
     if not members or members.get("chosen", "network") == "network":
         return
-    kept = "average of the network and the classical member" if members["chosen"] == "ensemble" else \
-        "classical member"
-    log.warning("%s: the run's chosen predictor is the %s (%s); the ONNX file holds the network alone: the classical "
-                "member's utterance statistics are not exported (members/classical.onnx takes them, computed in "
-                "Python). audioclf predict / serve / evaluate on the run use the %s", run_dir, kept,
-                members.get("why", ""), members["chosen"])
+    weights = members.get("weights", {})
+    left_out = [_LEFT_OUT[name] for name in _LEFT_OUT if weights.get(name)]
+    kept = "average of the network and the classical member" if members["chosen"] == "ensemble" and \
+        set(weights) <= {"network", "classical"} else f"{members['chosen']} ({', '.join(f'{k} {v:.2f}' for k, v in weights.items() if v)})"
+    log.warning("%s: the run's chosen predictor is the %s (%s); the ONNX file holds the network alone, without %s. "
+                "audioclf predict / serve / evaluate on the run use the %s", run_dir, kept,
+                members.get("why", ""), " and ".join(left_out), members["chosen"])
+
+
+_LEFT_OUT = {"classical": "the classical member (members/classical.onnx reads utterance statistics computed in Python)",
+             "probe": "the probe member (members/probe.onnx reads the pretrained backbone's log-mels, resampled and "
+                      "computed in Python)"}
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:

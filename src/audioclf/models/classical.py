@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..features import Spectrogram, dct_matrix, mel_filterbank, power_to_db
 
-__all__ = ["ClassicalMember", "UtteranceStatistics", "classical_available", "frame_sizes"]
+__all__ = ["ClassicalMember", "StoredMember", "UtteranceStatistics", "classical_available", "frame_sizes"]
 
 N_MELS = 40
 N_MFCC = 20
@@ -104,26 +104,26 @@ def classical_available() -> str | None:
     return None
 
 
-class ClassicalMember:
-    """A fitted classical member: :class:`UtteranceStatistics` -> the stored ONNX classifier -> probabilities.
+class StoredMember:
+    """An ensemble member whose classifier is a stored ONNX graph: ``features`` (torch, per subclass) ->
+    the graph -> probabilities. ``probabilities`` takes the same (B, N) windows as the CNN, so every member scores
+    exactly the same windows."""
 
-    ``probabilities`` takes the same (B, N) windows as the CNN, so the two score exactly the same windows."""
+    kind = "member"  # for messages
 
-    def __init__(self, onnx_bytes: bytes, sample_rate: int, n_classes: int):
+    def __init__(self, onnx_bytes: bytes, n_classes: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         self.onnx_bytes = onnx_bytes
-        self.statistics = UtteranceStatistics(sample_rate)
         self.n_classes = n_classes
         outputs = [o.name for o in self.session.get_outputs()]
         self._probs_output = next((name for name in outputs if "prob" in name), outputs[-1])
 
     def features(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
-        wave = windows if torch.is_tensor(windows) else torch.from_numpy(np.ascontiguousarray(windows))
-        return self.statistics(wave.cpu()).numpy().astype(np.float32)
+        raise NotImplementedError
 
     def probabilities(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
         return self.probabilities_of(self.features(windows))
@@ -132,7 +132,7 @@ class ClassicalMember:
         (probs,) = self.session.run([self._probs_output], {self.session.get_inputs()[0].name: features})
         probs = np.asarray(probs, dtype=np.float64)
         if probs.shape[1] != self.n_classes:
-            raise ConfigError(f"classical member: {probs.shape[1]} class probabilities, expected {self.n_classes}")
+            raise ConfigError(f"{self.kind}: {probs.shape[1]} class probabilities, expected {self.n_classes}")
         return probs
 
     def save(self, path: Path) -> None:
@@ -142,13 +142,37 @@ class ClassicalMember:
         partial.replace(path)
 
     @classmethod
-    def load(cls, path: Path, info: dict[str, Any]) -> "ClassicalMember":
+    def from_info(cls, onnx_bytes: bytes, info: dict[str, Any]) -> "StoredMember":
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: Path, info: dict[str, Any]):
         reason = classical_available()
         if reason is not None:
             raise ConfigError(f"{path}: {reason}")
         try:
-            return cls(path.read_bytes(), int(info["sample_rate"]), int(info["n_classes"]))
-        except (OSError, KeyError, ValueError) as exc:
-            raise ConfigError(f"{path}: cannot load the classical member ({exc})") from None
+            return cls.from_info(path.read_bytes(), info)
+        except ConfigError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: cannot load the {cls.kind} ({exc})") from None
         except Exception as exc:  # ONNX Runtime's own errors for a damaged graph
-            raise ConfigError(f"{path}: not a valid classical member ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not a valid {cls.kind} ({str(exc).splitlines()[0]})") from None
+
+
+class ClassicalMember(StoredMember):
+    """A fitted classical member: :class:`UtteranceStatistics` -> the stored ONNX classifier -> probabilities."""
+
+    kind = "classical member"
+
+    def __init__(self, onnx_bytes: bytes, sample_rate: int, n_classes: int):
+        super().__init__(onnx_bytes, n_classes)
+        self.statistics = UtteranceStatistics(sample_rate)
+
+    def features(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
+        wave = windows if torch.is_tensor(windows) else torch.from_numpy(np.ascontiguousarray(windows))
+        return self.statistics(wave.cpu()).numpy().astype(np.float32)
+
+    @classmethod
+    def from_info(cls, onnx_bytes: bytes, info: dict[str, Any]) -> "ClassicalMember":
+        return cls(onnx_bytes, int(info["sample_rate"]), int(info["n_classes"]))

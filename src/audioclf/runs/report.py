@@ -143,19 +143,32 @@ def build_report(run_dir: str | Path) -> str:
 
 _CHOSEN = {"ensemble": "the average of the network and the classical member",
            "classical": "the classical member alone", "network": "the network alone"}
+_MEMBER_ROWS = {"network": "network (the trained model)",
+                "classical": "classical member (utterance statistics + SVM)",
+                "probe": "probe member ({backbone} embeddings + logistic regression)"}
+
+
+def _kept(members: dict) -> str:
+    chosen, weights = members.get("chosen", "network"), members.get("weights", {})
+    if set(weights) <= {"network", "classical"} or (chosen in _CHOSEN and chosen != "ensemble"):
+        return _CHOSEN[chosen]
+    names = [name for name, weight in weights.items() if weight]
+    if len(names) == 1:
+        return f"the {names[0]} member alone"
+    return f"the equal average of {', '.join(names)}"
 
 
 def _members_section(members: dict | None) -> list[str]:
     """The ensemble's members (training.members): each one's score per split and which the run kept."""
     if not members:
         return []
-    kept = _CHOSEN[members.get("chosen", "network")]
-    lines = ["## Ensemble members", "", f"Kept: {kept}. {members.get('why', '')}", ""]
+    lines = ["## Ensemble members", "", f"Kept: {_kept(members)}. {members.get('why', '')}", ""]
     per_split = members.get("per_split", {})
     splits = [s for s in ("val", "test") if s in per_split.get("network", {})]
     if per_split and splits:
-        rows = [["network (the trained model)", *[per_split["network"].get(s) for s in splits]],
-                ["classical member (utterance statistics + SVM)", *[per_split["classical"].get(s) for s in splits]]]
+        backbone = members.get("probe", {}).get("backbone", "pretrained")
+        rows = [[label.format(backbone=backbone), *[per_split[name].get(s) for s in splits]]
+                for name, label in _MEMBER_ROWS.items() if name in per_split]
         lines += [markdown_table([f"member ({members.get('monitor', 'accuracy')})", *splits], rows), ""]
     lines += ["The metrics above are the kept predictor's. Validation chose it, so its validation score is optimistic; "
               "the test column is the fair comparison.", ""]

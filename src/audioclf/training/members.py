@@ -1,16 +1,19 @@
-"""A validated ensemble of model families: the trained network, a classical member beside it, and the choice
-between them made on the validation split.
+"""A validated ensemble of model families: the trained network, a classical member beside it, a linear probe on
+a pretrained backbone's embeddings when its weights are in the cache (:mod:`audioclf.models.probe`), and the
+choice among them made on the validation split.
 
 After the network's last epoch, :func:`add_members` fits the classical member
 (:mod:`audioclf.models.classical`: utterance statistics + an SVM) on the training split's windows, scores both on
 every split through the same whole-file evaluation, and weighs them on validation: ``p = (1 - w) p_net + w p_cls``
 with ``w = 0.5`` (the plain average) unless validation says the average falls short of the better member
 (:func:`choose_member_weight`); then the better member alone. The choice, every member's validation score and
-the weight go to ``members/members.json``; every later prediction (``predict``, ``serve``, ``evaluate``) reads
+the weight go to ``members/members.json``; with the probe, the rule is :func:`choose_members` (three members: the
+equal average of all, else the weakest dropped and tried again). Every later prediction (``predict``, ``serve``, ``evaluate``) reads
 them through :func:`run_probabilities` / :func:`load_mix`.
 
 The SVM's C is chosen by cross-validation inside the training split that keeps groups (speakers, devices) apart
 when the data has a group column, and files apart otherwise: a C that suits new speakers, not the training ones.
+The probe's logistic regression chooses its C on the same folds.
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError
-from ..models.classical import ClassicalMember, UtteranceStatistics, classical_available
+from ..models.classical import ClassicalMember, StoredMember, UtteranceStatistics, classical_available
+from ..models.pretrained import download
+from ..models.probe import (ABSENT_LOGIT, AUTO_PROBES, PROBE_BACKBONES, ProbeClassifier, ProbeFrontEnd, ProbeMember,
+                            cached_probe_path, load_probe_backbone, probe_onnx)
 from ..runs import RunDir
 from .evaluate import Probabilities, SplitResult, score, window_batches
 
-__all__ = ["ENSEMBLE_CHOICES", "MemberMix", "add_members", "check_ensemble", "choose_member_weight", "drop_members",
-           "load_mix", "read_members", "resolve_ensemble", "run_probabilities"]
+__all__ = ["ENSEMBLE_CHOICES", "MemberMix", "add_members", "check_ensemble", "check_probe", "choose_member_weight",
+           "choose_members", "drop_members", "load_mix", "read_members", "resolve_ensemble", "resolve_probe",
+           "run_probabilities"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,10 @@ ENSEMBLE_CHOICES = ("auto", "classical", "none")  # "none", not "off": YAML read
 MEMBERS_DIR = "members"
 MAX_TRAIN_WINDOWS = 6000  # an RBF SVM's fit grows with the square of its items: a few seconds at this size
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+# The probe's inverse regularisation: embeddings have hundreds of dimensions and a few hundred training windows,
+# so the grid reaches well below scikit-learn's default of 1.
+PROBE_C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+MEMBER_FILES = {"classical": "classical.onnx", "probe": "probe.onnx"}
 
 
 def check_ensemble(value: str) -> None:
@@ -50,19 +61,39 @@ def check_ensemble(value: str) -> None:
         raise ConfigError(f"train.ensemble={value!r}: expected {' | '.join(ENSEMBLE_CHOICES)}")
 
 
+def check_probe(value: str, download: bool = False) -> None:
+    """A valid ``train.probe``; a named backbone's checkpoint must be in the weights cache unless ``download``
+    (checked before a run folder is claimed, so a missing file leaves nothing behind)."""
+    if value not in ("auto", "none") and value not in PROBE_BACKBONES:
+        raise ConfigError(f"train.probe={value!r}: expected auto | none | {' | '.join(PROBE_BACKBONES)}")
+    if value in ("auto", "none") or download:
+        return
+    checkpoint, path = cached_probe_path(value)
+    if not path.is_file():
+        raise ConfigError(f"train.probe={value}: {path} not found; put {checkpoint.filename} there by hand (from "
+                          f"{checkpoint.url}), or set train.probe_download=true to download it once")
+
+
 def resolve_ensemble(cfg: Config, user: Config, input_kind: str, task: str) -> str:
     """``classical`` or ``none``. ``auto`` adds the classical member where zero-config chose the model (no
-    ``model.name`` given: a recipe or a named model trains that model alone, as it says) for single-label audio."""
+    ``model.name`` given: a recipe or a named model trains that model alone, as it says) for single-label audio.
+    A probe named in ``train.probe`` asks for the ensemble as ``classical`` does."""
     check_ensemble(cfg.train.ensemble)
+    check_probe(cfg.train.probe, download=True)  # the name only: whether its file is there is resolve_probe's
+    probe_named = cfg.train.probe not in ("auto", "none")
     if cfg.train.ensemble == "none":
+        if probe_named:
+            raise ConfigError(f"train.probe={cfg.train.probe}: the probe is an ensemble member, and "
+                              "train.ensemble=none; set train.ensemble=auto or train.probe=none")
         return "none"
     why_not = None if input_kind == "audio" else f"the inputs are {input_kind}, not audio"
     if why_not is None and task != "single_label":
         why_not = "the classical member is single-label only"
     missing = classical_available() if why_not is None else None
-    if cfg.train.ensemble == "classical":
+    if cfg.train.ensemble == "classical" or probe_named:
         if why_not or missing:
-            raise ConfigError(f"train.ensemble=classical: {why_not or missing}")
+            asked = "train.ensemble=classical" if cfg.train.ensemble == "classical" else f"train.probe={cfg.train.probe}"
+            raise ConfigError(f"{asked}: {why_not or missing}")
         return "classical"
     if user.model.get("name") is not None or why_not is not None:
         return "none"
@@ -72,25 +103,65 @@ def resolve_ensemble(cfg: Config, user: Config, input_kind: str, task: str) -> s
     return "classical"
 
 
+def resolve_probe(cfg: Config, ensemble: str) -> str:
+    """The probe's backbone name, or ``none``. ``auto`` takes the first of :data:`AUTO_PROBES` whose checkpoint is
+    in the weights cache and loads (a file that fails its checksum or does not load: one warning naming it, and
+    the next is tried); it never downloads. A named backbone must be there (or ``train.probe_download``)."""
+    if ensemble == "none" or cfg.train.probe == "none":
+        return "none"
+    if cfg.train.probe == "auto":
+        for name in AUTO_PROBES:
+            checkpoint, path = cached_probe_path(name)
+            if not path.is_file():
+                continue
+            problem = checkpoint.check(path)
+            try:
+                if problem is not None:
+                    raise ConfigError(f"not the published checkpoint ({problem})")
+                load_probe_backbone(name, path)
+            except ConfigError as exc:
+                log.warning("train.probe=auto: %s: skipped, no %s probe (%s); delete the file or replace it with "
+                            "the published one", path, name, exc)
+                continue
+            return name
+        return "none"
+    name = cfg.train.probe
+    check_probe(name, cfg.train.probe_download)
+    checkpoint, path = cached_probe_path(name)
+    if not path.is_file():
+        download(checkpoint, path)
+    problem = checkpoint.check(path)
+    if problem is not None:
+        raise ConfigError(f"train.probe={name}: {path} is not the published checkpoint ({problem}); delete it to "
+                          "download again")
+    load_probe_backbone(name, path)
+    return name
+
+
 @dataclass
 class MemberMix:
-    """The run's chosen predictor: the network's probabilities weighted ``1 - weight``, the classical member's
-    ``weight`` (0: the network alone, nothing loaded; 1: the classical member alone)."""
+    """The run's chosen predictor: the network's probabilities weighted ``1 - weight - probe_weight``, the
+    classical member's ``weight`` and the probe's ``probe_weight`` (0: that member is not used, nothing loaded)."""
 
     classical: ClassicalMember | None
     weight: float
     chosen: str
+    probe: ProbeMember | None = None
+    probe_weight: float = 0.0
 
     def __call__(self, net_probs: Probabilities) -> Probabilities:
-        if self.classical is None or self.weight == 0:
+        parts = [(member.probabilities, w) for member, w in ((self.classical, self.weight),
+                                                             (self.probe, self.probe_weight)) if member and w]
+        if not parts:
             return net_probs
-        classical, weight = self.classical, self.weight
+        net_weight = 1 - sum(w for _, w in parts)
+        if net_weight > 1e-9:  # a member kept alone, or without the network, never runs the network
+            parts.append((net_probs, net_weight))
 
         def mixed(windows) -> np.ndarray:
-            other = classical.probabilities(windows)
-            if weight == 1:
-                return other
-            return (1 - weight) * np.asarray(net_probs(windows), dtype=np.float64) + weight * other
+            if len(parts) == 1:
+                return parts[0][0](windows)
+            return sum(w * np.asarray(probs(windows), dtype=np.float64) for probs, w in parts)
 
         return mixed
 
@@ -116,10 +187,14 @@ def read_members(run_dir: str | Path) -> dict[str, Any] | None:
 def load_mix(run_dir: str | Path) -> MemberMix:
     """What :func:`add_members` chose for the run in ``run_dir`` (the network alone when it added nothing)."""
     info = read_members(run_dir)
-    if info is None or not info.get("weights", {}).get("classical"):
+    weights = (info or {}).get("weights", {})
+    if info is None or not any(weights.get(name) for name in MEMBER_FILES):
         return MemberMix(None, 0.0, "network")
-    member = ClassicalMember.load(Path(run_dir) / MEMBERS_DIR / "classical.onnx", info)
-    return MemberMix(member, float(info["weights"]["classical"]), info["chosen"])
+    loaded: dict[str, StoredMember | None] = {
+        name: member_type.load(Path(run_dir) / MEMBERS_DIR / MEMBER_FILES[name], info) if weights.get(name) else None
+        for name, member_type in (("classical", ClassicalMember), ("probe", ProbeMember))}
+    return MemberMix(loaded["classical"], float(weights.get("classical") or 0.0), info["chosen"], loaded["probe"],
+                     float(weights.get("probe") or 0.0))
 
 
 def run_probabilities(run_dir: str | Path, net_probs: Probabilities) -> Probabilities:
@@ -128,75 +203,135 @@ def run_probabilities(run_dir: str | Path, net_probs: Probabilities) -> Probabil
 
 
 def add_members(run: RunDir, inputs, results: dict[str, SplitResult], monitor: str, loss: str, seed: int,
-                message: Callable[[str], None] | None = None) -> tuple[dict[str, SplitResult], dict[str, Any]]:
-    """Fit the classical member, choose on validation, save ``members/`` and return the chosen predictor's
-    results per split and the summary's ``members`` entry (see the module's docstring)."""
+                message: Callable[[str], None] | None = None, probe: str = "none"
+                ) -> tuple[dict[str, SplitResult], dict[str, Any]]:
+    """Fit the classical member (and the probe on backbone ``probe`` unless ``none``), choose on validation, save
+    ``members/`` and return the chosen predictor's results per split and the summary's ``members`` entry (see
+    the module's docstring)."""
     started = time.perf_counter()
     task, classes = inputs.task, list(inputs.classes)
-    member, fit = _fit_classical(inputs, seed)
-    if member is None:
-        entry = {"members": [], "chosen": "network", "weights": {"network": 1.0, "classical": 0.0}, **fit}
+    fitted: dict[str, tuple[StoredMember, dict[str, Any]]] = {}
+    not_fitted: dict[str, str] = {}
+    for name, fit_member in (("classical", lambda: _fit_classical(inputs, seed)),
+                             ("probe", lambda: _fit_probe(inputs, seed, probe))):
+        if name == "probe" and probe == "none":
+            continue
+        member, fit = fit_member()
+        if member is None:
+            not_fitted[name] = fit["why"]
+        else:
+            fitted[name] = (member, fit)
+    if not fitted:
+        entry = {"members": [], "chosen": "network", "weights": {"network": 1.0, "classical": 0.0},
+                 "why": "; ".join(not_fitted.values())}
         drop_members(run.root)
         if message is not None:
-            message(f"members: the network alone; the classical member was not fitted: {fit['why']}")
+            message(f"members: the network alone; the classical member was not fitted: {not_fitted['classical']}")
         return results, entry
-    theirs = {split: inputs.evaluate(member.probabilities, split, loss) for split in results}
-    theirs = {split: result for split, result in theirs.items() if result is not None}
-    val_net, val_cls = results.get("val"), theirs.get("val")
-    entry: dict[str, Any] = {"decided_on": "accuracy", "members": [], "weights": {"network": 1.0, "classical": 0.0},
-                             "chosen": "network"}
-    if val_net is None or val_cls is None:
+    theirs = {name: {split: inputs.evaluate(member.probabilities, split, loss) for split in results}
+              for name, (member, _) in fitted.items()}
+    theirs = {name: {split: r for split, r in by_split.items() if r is not None} for name, by_split in theirs.items()}
+    val_net = results.get("val")
+    entry: dict[str, Any] = {"decided_on": "accuracy", "members": [],
+                             "weights": {"network": 1.0, **{name: 0.0 for name in fitted}}, "chosen": "network"}
+    weights = {"network": 1.0}
+    if val_net is None or any("val" not in by_split for by_split in theirs.values()):
         entry["why"] = "no validation split to choose on: the network alone"
-        weight = 0.0
-    else:
-        choice = choose_member_weight(val_net.targets, val_net.probs, val_cls.probs)
+    elif list(fitted) == ["classical"]:  # two members: the rule and the entry as before the probe
+        choice = choose_member_weight(val_net.targets, val_net.probs, theirs["classical"]["val"].probs)
         weight = choice.pop("weight")
+        weights = {"network": 1 - weight, "classical": weight}
         entry.update(weights={"network": round(1 - weight, 2), "classical": weight}, **choice)
-        entry["members"] = [{"name": "network", "val_score": choice["scores"]["network"]},
-                            {"name": "classical", "val_score": choice["scores"]["classical"], **fit}]
+    else:
+        choice = choose_members(val_net.targets, {"network": val_net.probs,
+                                                  **{name: by_split["val"].probs for name, by_split in theirs.items()}})
+        weights = choice["weights"]
+        entry.update(choice)
+    if "scores" in entry:
+        entry["members"] = [{"name": "network", "val_score": entry["scores"]["network"]}] + [
+            {"name": name, "val_score": entry["scores"][name], **fit} for name, (_, fit) in fitted.items()]
+    if not_fitted:
+        entry["not_fitted"] = not_fitted
     name = monitor if monitor in (val_net.metrics if val_net is not None else {}) else "accuracy"
     entry["monitor"] = name
-    for split, result in theirs.items():  # every member's score on every split: the report's table
-        (entry.setdefault("per_split", {}).setdefault("classical", {}))[split] = result.metrics.get(name)
-        entry["per_split"].setdefault("network", {})[split] = results[split].metrics.get(name)
+    for member_name, by_split in theirs.items():  # every member's score on every split: the report's table
+        for split, result in by_split.items():
+            (entry.setdefault("per_split", {}).setdefault(member_name, {}))[split] = result.metrics.get(name)
+            entry["per_split"].setdefault("network", {})[split] = results[split].metrics.get(name)
     entry.update(sample_rate=inputs.prepared.sample_rate, n_classes=len(classes), classes=classes,
                  features=UtteranceStatistics.__name__, seconds=round(time.perf_counter() - started, 1))
-    member.save(run.root / MEMBERS_DIR / "classical.onnx")
+    if "probe" in fitted:
+        entry["probe"] = {"backbone": probe, "checkpoint": cached_probe_path(probe)[0].filename}
+    drop_members(run.root)  # a member of an earlier fit (a resumed run) must not stay beside this choice
+    for member_name, (member, _) in fitted.items():
+        member.save(run.root / MEMBERS_DIR / MEMBER_FILES[member_name])
     _write_json(members_file(run.root), entry)
     if message is not None:
         message(describe_members(entry))
-    if weight == 0:
+    if weights.get("network", 0.0) >= 1.0:
         return results, entry
-    mixed = {split: _mixed(task, classes, results[split], theirs[split], weight, inputs.scored_groups(split), loss)
-             for split in results if split in theirs}
+    kept = {member_name: w for member_name, w in weights.items() if w}
+    mixed = {}
+    for split in results:
+        parts = {member_name: (results[split] if member_name == "network" else theirs[member_name].get(split))
+                 for member_name in kept}
+        if all(part is not None for part in parts.values()):
+            mixed[split] = _mixed(task, classes, parts, kept, inputs.scored_groups(split), loss)
     return {**results, **mixed}, entry
+
+
+def choose_members(targets: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Weights for any number of members from validation accuracy: the equal average of all members unless it
+    scores below the best single member by more than that member's standard error (sqrt(p(1 - p) / n)); then the
+    weakest member is dropped (the later one on a tie) and the average of the rest is tried, down to the best
+    member alone. With two members this is :func:`choose_member_weight`'s rule (why equal weights: there).
+
+    Returns ``weights`` (member -> weight, summing to 1), ``chosen`` (``ensemble`` for the average of all, a
+    member's name, or the kept names joined by ``+``), ``scores`` (each member's and ``average``: that of all),
+    ``tolerance``, ``tried`` (each average tried and its score) and ``why``."""
+    y = np.asarray(targets).astype(int)
+    names = list(probs)
+
+    def accuracy(p: np.ndarray) -> float:
+        return float((np.asarray(p).argmax(1) == y).mean())
+
+    scores = {name: accuracy(probs[name]) for name in names}
+    best = max(names, key=lambda name: scores[name])  # max keeps the first on a tie: the network
+    tolerance = math.sqrt(scores[best] * (1 - scores[best]) / max(1, len(y)))
+    kept, tried = list(names), []
+    while len(kept) > 1:
+        average = accuracy(sum(np.asarray(probs[name], dtype=np.float64) for name in kept) / len(kept))
+        tried.append({"members": list(kept), "score": average})
+        if average >= scores[best] - tolerance:
+            break
+        kept.remove(min(reversed(kept), key=lambda name: scores[name]))  # the weakest; the later one on a tie
+    scores["average"] = tried[0]["score"] if tried else scores[best]
+    weights = {name: (1 / len(kept) if name in kept else 0.0) for name in names}
+    chosen = "ensemble" if len(kept) == len(names) else "+".join(kept)
+    steps = "; ".join(f"average of {'+'.join(step['members'])} {step['score']:.3f}" for step in tried)
+    why = (f"validation accuracy: {', '.join(f'{name} {scores[name]:.3f}' for name in names)}; {steps} (an average "
+           f"is kept when within one standard error, {tolerance:.3f}, of the best member, else the weakest member "
+           f"is dropped) -> {chosen}")
+    return {"weights": weights, "chosen": chosen, "scores": scores, "tolerance": tolerance, "tried": tried,
+            "why": why}
 
 
 def choose_member_weight(targets: np.ndarray, net: np.ndarray, classical: np.ndarray) -> dict[str, Any]:
     """The classical member's weight from validation accuracy: 0.5 (the plain average) unless the average scores
     below the better member by more than that member's standard error (sqrt(p(1 - p) / n)); then the better
-    member alone (the network on a tie).
+    member alone (the network on a tie). :func:`choose_members` with two members.
 
     Why the plain average and a tolerance, not weights fitted on validation nor "the mix must score higher":
     validation holds a few dozen clips of one or two unseen speakers or sources, where one clip moves accuracy by
     1-2 points. On ESC-10 and the instruments with held-out sources, weights fitted there cost up to 7.5 test
     points, and "higher than both" dropped averages that gained 7-9 test points; equal weights are the robust
     choice with little validation data (Clemen 1989, "Combining forecasts"; the AutoGluon lesson)."""
-    y = np.asarray(targets).astype(int)
-
-    def accuracy(probs: np.ndarray) -> float:
-        return float((np.asarray(probs).argmax(1) == y).mean())
-
-    scores = {"network": accuracy(net), "classical": accuracy(classical), "average": accuracy((net + classical) / 2)}
-    best = "classical" if scores["classical"] > scores["network"] else "network"
-    tolerance = math.sqrt(scores[best] * (1 - scores[best]) / max(1, len(y)))
-    if scores["average"] >= scores[best] - tolerance:
-        weight, chosen = 0.5, "ensemble"
-    else:
-        weight, chosen = (1.0, "classical") if best == "classical" else (0.0, "network")
+    choice = choose_members(targets, {"network": net, "classical": classical})
+    scores, tolerance = choice["scores"], choice["tolerance"]
+    weight = choice["weights"]["classical"]
     why = (f"validation accuracy: network {scores['network']:.3f}, classical {scores['classical']:.3f}, average "
            f"{scores['average']:.3f} (kept when within one standard error, {tolerance:.3f}, of the better member)")
-    return {"weight": weight, "chosen": chosen, "scores": scores, "tolerance": tolerance, "why": why}
+    return {"weight": weight, "chosen": choice["chosen"], "scores": scores, "tolerance": tolerance, "why": why}
 
 
 def describe_members(entry: dict[str, Any]) -> str:
@@ -204,55 +339,84 @@ def describe_members(entry: dict[str, Any]) -> str:
     if not entry.get("members"):
         return f"members: network, classical; {entry.get('why', '')}"
     scores = entry["scores"]
-    kept = {"ensemble": "kept the average of both",
-            "classical": "kept the classical member alone (the average fell more than one standard error short)",
-            "network": "kept the network alone (the average fell more than one standard error short)"}[entry["chosen"]]
-    return (f"members (val accuracy): network {scores['network']:.3f} · classical {scores['classical']:.3f} · "
-            f"average {scores['average']:.3f} -> {kept}")
+    names = [member["name"] for member in entry["members"]]
+    probe = entry.get("probe", {}).get("backbone")
+    label = {name: (f"probe ({probe})" if name == "probe" and probe else name) for name in names}
+    chosen = entry["chosen"]
+    if chosen == "ensemble":
+        kept = "kept the average of both" if len(names) == 2 else f"kept the average of all {len(names)}"
+    elif "+" in chosen:
+        kept = f"kept the average of {' and '.join(label[n] for n in chosen.split('+'))} (the average of all fell " \
+               "more than one standard error short)"
+    else:
+        what = "the classical member" if chosen == "classical" else f"the {label[chosen]}"
+        short = "the average" if len(names) == 2 else "every average"
+        kept = f"kept {what} alone ({short} fell more than one standard error short)"
+    each = " · ".join(f"{label[name]} {scores[name]:.3f}" for name in names)
+    return f"members (val accuracy): {each} · average {scores['average']:.3f} -> {kept}"
 
 
-def _mixed(task: str, classes: list[str], net: SplitResult, cls: SplitResult, weight: float,
+def _mixed(task: str, classes: list[str], parts: dict[str, SplitResult], weights: dict[str, float],
            groups: dict[str, list[str]], loss: str) -> SplitResult:
-    if net.ids != cls.ids:  # both come from the same evaluation of the same files: a mismatch is a bug
+    first = next(iter(parts.values()))
+    if any(part.ids != first.ids for part in parts.values()):  # the same evaluation of the same files: else a bug
         raise RuntimeError("ensemble members scored different files")
-    probs = (1 - weight) * net.probs + weight * cls.probs
-    return SplitResult(score(task, net.targets, probs, classes, groups, loss), probs, net.targets, net.ids, net.groups)
+    probs = sum(weights[name] * part.probs for name, part in parts.items())
+    return SplitResult(score(task, first.targets, probs, classes, groups, loss), probs, first.targets, first.ids,
+                       first.groups)
+
+
+def _training_features(inputs, seed: int, featurize: Callable[[np.ndarray], np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, groups)``: ``featurize`` of the training split's windows (whole files cut as evaluation cuts them,
+    each window labelled with its file's class; at most :data:`MAX_TRAIN_WINDOWS`, drawn with ``seed``), and each
+    window's fold group (:func:`_fold_groups`)."""
+    dataset = inputs.dataset("train", train=False)
+    owners, features = [], []
+    for batch_owners, windows in window_batches(dataset, 64):
+        owners.append(batch_owners)
+        features.append(featurize(windows))
+    owners_all, x = np.concatenate(owners), np.concatenate(features).astype(np.float32)
+    if len(x) > MAX_TRAIN_WINDOWS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), MAX_TRAIN_WINDOWS, replace=False))
+        owners_all, x = owners_all[keep], x[keep]
+    return x, dataset.targets.numpy()[owners_all], _fold_groups(inputs, owners_all)
+
+
+def _grouped_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, grid: tuple[float, ...],
+               make: Callable[[float], Any]) -> tuple[float | None, dict[float, float], list]:
+    """``(best C, accuracy per C, folds)`` by GroupKFold (3 folds, fewer with fewer groups) over ``grid``;
+    ``(None, {}, [])`` when there are too few groups or classes to hold any out."""
+    from sklearn.model_selection import GroupKFold
+
+    n_folds = min(3, len(set(groups)))
+    if n_folds < 2 or len(set(y)) < 2:
+        return None, {}, []
+    folds = list(GroupKFold(n_splits=n_folds).split(x, y, groups))
+    c_scores: dict[float, float] = {}
+    for c in grid:
+        hits = []
+        for fit_rows, test_rows in folds:
+            if len(set(y[fit_rows])) < 2:
+                continue
+            model = make(c).fit(x[fit_rows], y[fit_rows])
+            hits.append(np.mean(model.predict(x[test_rows]) == y[test_rows]))
+        c_scores[c] = float(np.mean(hits)) if hits else 0.0
+    return max(grid, key=lambda c: c_scores[c]), c_scores, folds
 
 
 def _fit_classical(inputs, seed: int) -> tuple[ClassicalMember | None, dict[str, Any]]:
     """The SVM on the training split's windows (each window labelled with its file's class), C by grouped CV."""
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
     statistics = UtteranceStatistics(inputs.prepared.sample_rate)
-    dataset = inputs.dataset("train", train=False)  # whole files as windows, as evaluation cuts them
-    owners, features = [], []
-    for batch_owners, windows in window_batches(dataset, 64):
-        owners.append(batch_owners)
-        features.append(statistics(torch.from_numpy(windows)).numpy())
-    owners_all, x = np.concatenate(owners), np.concatenate(features).astype(np.float32)
-    if len(x) > MAX_TRAIN_WINDOWS:
-        keep = np.sort(np.random.default_rng(seed).choice(len(x), MAX_TRAIN_WINDOWS, replace=False))
-        owners_all, x = owners_all[keep], x[keep]
-    y = dataset.targets.numpy()[owners_all]
-    groups = _fold_groups(inputs, owners_all)
-    n_folds = min(3, len(set(groups)))
-    c_scores: dict[float, float] = {}
-    folds = []
-    if n_folds >= 2 and len(set(y)) > 1:
-        folds = list(GroupKFold(n_splits=n_folds).split(x, y, groups))
-        for c in C_GRID:
-            hits = []
-            for fit_rows, test_rows in folds:
-                if len(set(y[fit_rows])) < 2:
-                    continue
-                model = make_pipeline(StandardScaler(), SVC(C=c, gamma="scale")).fit(x[fit_rows], y[fit_rows])
-                hits.append(np.mean(model.predict(x[test_rows]) == y[test_rows]))
-            c_scores[c] = float(np.mean(hits)) if hits else 0.0
-    best_c = max(C_GRID, key=lambda c: c_scores.get(c, 0.0)) if c_scores else 1.0
+    x, y, groups = _training_features(inputs, seed, lambda windows: statistics(torch.from_numpy(windows)).numpy())
+    best_c, c_scores, folds = _grouped_c(x, y, groups, C_GRID,
+                                         lambda c: make_pipeline(StandardScaler(), SVC(C=c, gamma="scale")))
+    best_c = best_c if best_c is not None else 1.0
     # Probabilities by Platt scaling on the same grouped folds (SVC(probability=True) is deprecated in
     # scikit-learn 1.9); ensemble=False: one SVM on all the windows, the sigmoid fitted on its out-of-fold scores.
     calibrated = CalibratedClassifierCV(SVC(C=best_c, gamma="scale"), method="sigmoid",
@@ -267,6 +431,52 @@ def _fit_classical(inputs, seed: int) -> tuple[ClassicalMember | None, dict[str,
                              inputs.prepared.sample_rate, len(inputs.classes))
     return member, {"C": best_c, "cv_accuracy": c_scores, "cv_folds_by": _folds_by(inputs),
                     "train_windows": int(len(x))}
+
+
+def _fit_probe(inputs, seed: int, backbone_name: str) -> tuple[ProbeMember | None, dict[str, Any]]:
+    """Logistic regression on the frozen backbone's embeddings of the training windows, C by the same grouped CV;
+    stored as one ONNX graph (:class:`audioclf.models.probe.ProbeClassifier`)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    _, path = cached_probe_path(backbone_name)
+    backbone = load_probe_backbone(backbone_name, path)  # checked when the run started (resolve_probe)
+    front_end = ProbeFrontEnd(backbone_name, inputs.prepared.sample_rate)
+    no_head = ProbeClassifier(backbone, np.zeros(1), np.ones(1), np.zeros((1, 1)), np.zeros(1))
+
+    def embed(windows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return no_head.embedding(front_end(windows)).numpy()
+
+    x, y, groups = _training_features(inputs, seed, embed)
+    embedded = time.perf_counter() - started
+
+    def make(c: float):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+
+    best_c, c_scores, _ = _grouped_c(x, y, groups, PROBE_C_GRID, make)
+    best_c = best_c if best_c is not None else PROBE_C_GRID[len(PROBE_C_GRID) // 2]
+    if len(set(y)) < 2:
+        return None, {"why": "the training windows hold one class: nothing for a probe to separate"}
+    pipeline = make(best_c).fit(x, y)
+    scaler, regression = pipeline[0], pipeline[-1]
+    weight, bias = regression.coef_, regression.intercept_
+    if len(regression.classes_) == 2:  # binary: one logit w.x + b; softmax over (0, w.x + b) is its sigmoid
+        weight, bias = np.concatenate([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
+    # Every class of the run gets a column; a class no training window had gets a logit no other can lose to.
+    full_weight = np.zeros((len(inputs.classes), x.shape[1]))
+    full_bias = np.full(len(inputs.classes), ABSENT_LOGIT)
+    full_weight[regression.classes_] = weight
+    full_bias[regression.classes_] = bias
+    classifier = ProbeClassifier(backbone, scaler.mean_, scaler.scale_, full_weight, full_bias)
+    example = front_end(np.zeros((1, inputs.prepared.n_samples), dtype=np.float32))
+    member = ProbeMember(probe_onnx(classifier, example), backbone_name, inputs.prepared.sample_rate,
+                         len(inputs.classes))
+    return member, {"backbone": backbone_name, "C": best_c, "cv_accuracy": c_scores,
+                    "cv_folds_by": _folds_by(inputs), "train_windows": int(len(x)), "embedding_dim": int(x.shape[1]),
+                    "embedding_seconds": round(embedded, 1)}
 
 
 def _fold_groups(inputs, owners: np.ndarray) -> np.ndarray:

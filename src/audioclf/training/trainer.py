@@ -42,7 +42,7 @@ from .averaging import moving_average
 from .distributed import (World, all_gather, barrier, broadcast, init_distributed, mean_over_ranks, parallel_step,
                           peers_watched, rank_device, sharded, step_weights, sync_state, uneven_steps,
                           use_sync_batchnorm)
-from .members import add_members, check_ensemble, drop_members, resolve_ensemble
+from .members import add_members, check_ensemble, check_probe, drop_members, resolve_ensemble, resolve_probe
 from .loop import build_step, compile_for_training, train_loss_inflation, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .resume import check_resume_changes, check_resume_epochs
@@ -155,6 +155,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
                           "the whole student: unset one of them")
     check_training_settings(cfg.train)  # optimizer and scheduler names, before any data is read
     check_ensemble(cfg.train.ensemble)
+    check_probe(cfg.train.probe, cfg.train.probe_download)
     check_tracking(cfg.train.track)
     resolve_device(cfg.train.device)
     current = init_distributed(cfg.train.device)  # a single process unless started by torchrun
@@ -207,6 +208,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     inputs.complete_config(complexity["macs"])
     cfg = inputs.cfg
     cfg.train.ensemble = resolve_ensemble(cfg, user_cfg, inputs.kind, task)
+    cfg.train.probe = resolve_probe(cfg, cfg.train.ensemble)  # a backbone name or none: what config.yaml keeps
     monitor = cfg.train.monitor or inputs.default_monitor()
     optimizer = build_optimizer(
         parameter_groups(model, cfg.train.lr, cfg.train.backbone_lr), name=cfg.train.optimizer, lr=cfg.train.lr,
@@ -366,6 +368,9 @@ def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, c
     if train.ensemble == "classical":
         rows.append(("ensemble", f"+ a classical member (utterance statistics + SVM), kept alone or mixed only if "
                                  f"validation prefers it ({'set' if plain.ensemble != 'auto' else 'auto'})"))
+    if train.ensemble == "classical" and train.probe != "none":
+        rows.append(("probe", f"+ a linear probe on {train.probe}'s frozen AudioSet embeddings, weighed with the "
+                              f"others on validation ({'set' if plain.probe != 'auto' else 'auto: in the weights cache'})"))
     if checkpoint is not None:
         rows.append(("resume", f"continues after epoch {checkpoint['epoch']} (checkpoints/last.pt); the schedule, "
                                "optimizer and random state go on from there"))
@@ -565,7 +570,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
     members = None
     if inputs.cfg.train.ensemble == "classical":
         results, members = add_members(run, inputs, results, monitor, model_loss(model), inputs.cfg.seed,
-                                       reporter.message if reporter is not None else None)
+                                       reporter.message if reporter is not None else None, inputs.cfg.train.probe)
     else:  # a resumed run whose ensemble was turned off (none): no earlier member may still mix into predictions
         drop_members(run.root)
     for split, result in results.items():
