@@ -495,8 +495,10 @@ def _say_what_is_left_out(run_dir: str | Path, which: str) -> None:
         return
     weights = members.get("weights", {})
     left_out = [_LEFT_OUT[name] for name in _LEFT_OUT if weights.get(name)]
-    kept = "average of the network and the classical member" if members["chosen"] == "ensemble" and \
-        set(weights) <= {"network", "classical"} else f"{members['chosen']} ({', '.join(f'{k} {v:.2f}' for k, v in weights.items() if v)})"
+    if members["chosen"] == "ensemble" and set(weights) <= {"network", "classical"}:
+        kept = "average of the network and the classical member"
+    else:
+        kept = f"{members['chosen']} ({', '.join(f'{k} {v:.2f}' for k, v in weights.items() if v)})"
     log.warning("%s: the run's chosen predictor is the %s (%s); the ONNX file holds the network alone, without %s. "
                 "audioclf predict / serve / evaluate on the run use the %s", run_dir, kept,
                 members.get("why", ""), " and ".join(left_out), members["chosen"])
