@@ -366,6 +366,6 @@ def write_predictions_csv(path: str | Path, predictions: list[Prediction], class
         if pred.probs is None:
             writer.writerow([text(str(pred.path)), "", *[""] * len(classes), text(pred.error or "")])
         else:
-            writer.writerow([text(str(pred.path)), text(";".join(pred.labels) or "-"),
+            writer.writerow([text(str(pred.path)), text(";".join(pred.labels)) if pred.labels else "-",
                              *[f"{p:.6f}" for p in pred.probs], ""])
     atomic_write_text(Path(path), buffer.getvalue())
