@@ -242,3 +242,11 @@ def test_the_python_api_and_the_server_abstain_too(single_label_run):
         assert status == 200 and not result["abstained"] and len(result["labels"]) == 1
         status, result = request(f"http://127.0.0.1:{port}/predict?min_confidence=2", path.read_bytes(), "audio/wav")
         assert status == 400 and "min_confidence=2.0: expected a probability" in result["error"]
+
+
+def test_a_fresh_run_in_an_old_folder_drops_the_old_decisions(tmp_path):
+    from audioclf.runs import RunDir
+
+    write_decisions(tmp_path, Decisions(3.0, np.array([0.9])), ["a"])
+    RunDir(tmp_path).reset()  # what training does before writing a new run there
+    assert read_decisions(tmp_path, ["a"]).temperature == 1.0

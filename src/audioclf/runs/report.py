@@ -172,11 +172,13 @@ def _decisions_section(decisions: dict | None, task: str | None) -> list[str]:
     if decisions.get("why"):
         lines += [decisions["why"] + ".", ""]
     if decisions.get("calibrated"):
-        nll, ece = decisions.get("val_nll", {}), decisions.get("val_ece", {})
+        nll, ece = decisions.get("val_nll", {}), decisions.get("ece", {})
         lines += [f"Temperature scaling: T = {decisions['temperature']:.3f}, fitted on validation (NLL "
-                  f"{format_number(nll.get('before'))} -> {format_number(nll.get('after'))}, ECE "
-                  f"{format_number(ece.get('before'))} -> {format_number(ece.get('after'))}); every probability above "
+                  f"{format_number(nll.get('before'))} -> {format_number(nll.get('after'))}); every probability above "
                   "is calibrated.", ""]
+        if ece:
+            lines += [markdown_table(["ECE (15 bins)", *ece], [["before", *[v["before"] for v in ece.values()]],
+                                                               ["after", *[v["after"] for v in ece.values()]]]), ""]
     else:
         lines += ["No temperature scaling (train.calibrate=false); `ece` above is the model's own calibration.", ""]
     thresholds = decisions.get("thresholds")

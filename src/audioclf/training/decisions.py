@@ -43,10 +43,12 @@ def choose_decisions(task: str, classes: Sequence[str], results: dict[str, Split
         decisions.temperature = fit_temperature(task, val.targets, before)
         after = tempered(task, before, decisions.temperature)
         # the negative log-likelihood the temperature minimised (the task's loss, recomputed)
+        ece = M.METRICS["ece"].function(task)
         info.update(calibrated=True, val_nll={"before": evaluation_loss(task, before, val.targets),
                                               "after": evaluation_loss(task, after, val.targets)},
-                    val_ece={"before": M.METRICS["ece"].function(task)(val.targets, before),
-                             "after": M.METRICS["ece"].function(task)(val.targets, after)})
+                    ece={split: {"before": ece(r.targets, r.probs),
+                                 "after": ece(r.targets, decisions.calibrated(task, r.probs))}
+                         for split, r in results.items() if len(r.probs)})
     if task == "multi_label":
         # chosen on the calibrated probabilities: the thresholds apply to what predict outputs
         decisions.thresholds, fallbacks = choose_thresholds(val.targets, decisions.calibrated(task, val.probs),
