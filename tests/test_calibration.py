@@ -250,3 +250,16 @@ def test_a_fresh_run_in_an_old_folder_drops_the_old_decisions(tmp_path):
     write_decisions(tmp_path, Decisions(3.0, np.array([0.9])), ["a"])
     RunDir(tmp_path).reset()  # what training does before writing a new run there
     assert read_decisions(tmp_path, ["a"]).temperature == 1.0
+
+
+def test_rescoring_with_decisions_keeps_the_group_columns_first_scored():
+    from audioclf.training.decisions import apply_decisions
+    from audioclf.training.evaluate import SplitResult, score
+
+    targets, probs = rare_class_set(40, seed=3)
+    groups = {"device": ["a", "b"] * 20, "source": [f"s{i}" for i in range(40)]}  # one scored, one too many values
+    first = SplitResult(score("multi_label", targets, probs, "xyz", {"device": groups["device"]}), probs, targets,
+                        groups=groups)
+    again = apply_decisions(first, Decisions(1.0, np.array([0.5, 0.5, 0.2])), "multi_label", "xyz")
+    assert {k.split("/")[1] for k in again.metrics if k.startswith("per_group/")} == {"device"}
+    assert again.metrics["macro_f1"] > first.metrics["macro_f1"]  # the rare class now decided at 0.2

@@ -23,7 +23,10 @@ def apply_decisions(result: SplitResult, decisions: Decisions, task: str, classe
     """``result`` with its probabilities calibrated and its metrics recomputed at the decisions' thresholds."""
     probs = decisions.calibrated(task, result.probs)
     thresholds = decisions.thresholds if task == "multi_label" else None
-    metrics = score(task, result.targets, probs, classes, result.groups or None, loss, thresholds)
+    # per group over the same columns as first scored (inputs keep only those with a few values)
+    groups = {name: values for name, values in result.groups.items()
+              if any(key.startswith(f"per_group/{name}/") for key in result.metrics)}
+    metrics = score(task, result.targets, probs, classes, groups or None, loss, thresholds)
     return replace(result, probs=probs, metrics=metrics)
 
 
