@@ -67,7 +67,8 @@ def test_a_precision_or_recall_target_is_met_on_validation():
     assert low == pytest.approx(0.35)  # the most precision (3 of 4) at recall 1
     fixed, _ = choose_threshold(targets, scores, parse_threshold_rule("0.8"))
     assert fixed == 0.8
-    _, why = choose_threshold(np.array([0, 0, 1], bool), np.array([0.9, 0.8, 0.1]), parse_threshold_rule("precision=0.9"))
+    unreachable = parse_threshold_rule("precision=0.9")
+    _, why = choose_threshold(np.array([0, 0, 1], bool), np.array([0.9, 0.8, 0.1]), unreachable)
     assert why == "precision 0.9 not reached in validation; best F1"
 
 

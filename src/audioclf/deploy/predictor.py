@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..calibration import Decisions, check_min_confidence, read_decisions
 from ..data.audio import (check_header, clip_windows, kept_parts, recording_positions, stream_trimmed_audio,
                           stream_windows, window_starts)
-from ..calibration import Decisions, check_min_confidence, read_decisions
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError, NonFiniteOutputs
 from ..files import atomic_write_text, spreadsheet_text

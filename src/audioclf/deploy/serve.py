@@ -4,7 +4,8 @@ Built on FastAPI and uvicorn (Starlette's ASGI stack): a well-kept, widely deplo
 handling lets many uploads wait on the network while the model runs in worker threads, and whose requests and
 responses are plain JSON any program can use. The endpoints:
 
-* ``POST /predict`` (``?top_k=3&aggregate=mean&min_confidence=0.6``): an audio file (wav, flac, ogg, mp3) as the raw request body
+* ``POST /predict`` (``?top_k=3&aggregate=mean&min_confidence=0.6``): an audio file (wav, flac, ogg, mp3) as the
+  raw request body
   (``Content-Type: audio/...`` or ``application/octet-stream``; ``?name=`` names it) or as the ``file`` field
   of a form; or raw PCM
   (``?pcm=s16le|f32le&rate=16000&channels=1``). Returns the top-k classes, every class's probability and the
