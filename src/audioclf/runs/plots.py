@@ -148,7 +148,7 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Pat
         width = np.diff(bins["edges"]) / (len(curves) + 1)
         hist.bar(centres + (i - (len(curves) - 1) / 2) * width, bins["count"], width=width, label=label)
     ax.set(ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=title)
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="best")  # an under- or overconfident curve leaves a different corner free
     ax.grid(alpha=0.3)
     hist.set(xlabel="confidence (mean in each of 15 bins)", ylabel="items")
     hist.grid(alpha=0.3)
