@@ -215,7 +215,7 @@ def test_warnings_naming_labels_are_escaped_too(tmp_path):
 def test_a_formula_label_is_quoted_in_the_predictions_csv_only(tmp_path):
     classes = ['=HYPERLINK("http://evil.example")', "+1", "tone"]
     out = tmp_path / "predictions.csv"
-    write_predictions_csv(out, [Prediction("/clips/a.wav", np.array([0.8, 0.1, 0.1])),
+    write_predictions_csv(out, [Prediction("/clips/a.wav", np.array([0.8, 0.1, 0.1]), labels=(classes[0],)),
                                 Prediction("@clip.wav", None, error="-cannot decode")], classes)
     rows = list(csv.reader(io.StringIO(out.read_text())))
     assert rows[0] == ["path", "prediction", "'" + classes[0], "'+1", "tone", "error"]

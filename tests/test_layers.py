@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "audioclf"
 
 # Lowest first. A module may import its own layer and the layers listed before it.
 LAYERS = [
-    {"errors", "tasks", "files", "registry", "config", "metrics", "console", "ownership"},  # the ground floor
+    {"errors", "tasks", "files", "registry", "config", "metrics", "calibration", "console", "ownership"},  # the ground floor
     {"data"},
     {"features"},
     {"augment"},

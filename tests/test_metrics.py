@@ -292,7 +292,7 @@ def test_compute_metrics_single_label():
     values = M.compute_metrics("single_label", y, probs, groups=groups, class_names=list("abcdef"))
     assert values["accuracy"] == pytest.approx(M.accuracy(y, probs))
     assert values["log_loss"] == pytest.approx(skm.log_loss(y, y_proba=probs, labels=range(6)))
-    assert set(k for k in values if "/" not in k) == {"accuracy", "balanced_accuracy", "macro_f1", "log_loss"}
+    assert set(k for k in values if "/" not in k) == {"accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece"}
     odd = np.arange(40) % 2 == 1
     assert values["per_group/device/A/accuracy"] == pytest.approx(M.accuracy(y[odd], probs[odd]))
     assert values["per_group/device/S1/log_loss"] == pytest.approx(M.log_loss(y[~odd], probs[~odd]))
@@ -307,7 +307,7 @@ def test_compute_metrics_single_label():
 def test_compute_metrics_multi_label():
     t, s = multi_label_case(12)
     values = M.compute_metrics("multi_label", t.astype(np.float32), s, groups={"split": ["a"] * len(t)})
-    assert set(k for k in values if "/" not in k) == {"lwlrap", "mAP", "mAP_per_example", "pSR", "lrap", "micro_f1"}
+    assert set(k for k in values if "/" not in k) == {"lwlrap", "mAP", "mAP_per_example", "pSR", "lrap", "micro_f1", "macro_f1", "ece"}
     assert values["lwlrap"] == pytest.approx(skm.label_ranking_average_precision_score(t, s, sample_weight=t.sum(1)))
     assert values["lrap"] == pytest.approx(skm.label_ranking_average_precision_score(t, s))
     assert values["per_group/split/a/mAP"] == values["mAP"]

@@ -72,7 +72,13 @@ def _print_predictions(predictions, predictor, top_k: int, truth=None) -> None:
             continue
         ranked = ", ".join(f"{label} {p:.3f}" for label, p in predictor.top_k(pred.probs, top_k))
         known = f"  (true: {', '.join(truth[i])})" if truth is not None else ""
-        out.print(f"{pred.path}: {ranked}{known}")
+        if pred.abstained:
+            decided = "  -> abstained (below --min-confidence)"
+        elif predictor.task == "multi_label":  # the decisions at the run's thresholds, beside the ranking
+            decided = f"  -> {', '.join(pred.labels) or '-'}"
+        else:
+            decided = ""
+        out.print(f"{pred.path}: {ranked}{decided}{known}")
 
 
 def cmd_demo(args) -> None:
@@ -415,6 +421,7 @@ def cmd_predict(args) -> None:
 
     tta = check_tta(args.tta)  # before loading anything: a bad --tta is a one-line error
     predictor = load_predictor(args.run_dir, tta=tta)
+    predictor.min_confidence = args.min_confidence  # an ensemble decides with its first member's decisions
     if args.timeline:
         return _write_timeline(predictor, args)
     if args.ensemble:
@@ -429,6 +436,10 @@ def cmd_predict(args) -> None:
     if failed and args.strict:
         raise AudioclfError(f"{failed[0].path}: {failed[0].error}")
     _print_predictions(predictions, predictor, args.top_k)
+    abstained = sum(pred.abstained for pred in predictions)
+    if args.min_confidence is not None:  # on stderr: stdout stays the predictions a script reads
+        err.print(f"{abstained} of {len(predictions)} file(s) abstained (top probability below "
+                  f"{args.min_confidence:g})", highlight=False)
     if tta > 1:  # its cost, on stderr: stdout stays the predictions a script reads
         err.print(f"tta {tta}: {tta}x the compute (each window averaged over {tta} time-shifted copies); "
                   f"{seconds / max(1, len(predictions)):.3f} s per file", highlight=False)
@@ -681,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", type=int, default=1, metavar="N",
                          help="test-time augmentation: average each window over N time-shifted copies "
                               "(N times the compute; default 1 = off)")
+    predict.add_argument("--min-confidence", type=float, metavar="P",
+                         help="single-label: below this top probability (after the run's calibration) the file gets "
+                              "no label (an abstention, '-' in --csv); the count is printed")
     predict.set_defaults(func=cmd_predict)
 
     sweep = command("sweep", "many runs that differ in a few keys (grid, random or TPE search, on Optuna)",

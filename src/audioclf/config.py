@@ -20,6 +20,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .calibration import parse_threshold_rule
 from .errors import ConfigError
 from .registry import did_you_mean
 
@@ -141,6 +142,13 @@ class TrainConfig:
     # torch.compile the network (training.loop.compile_for_training): faster steps on a GPU after a compilation
     # of a minute or so at the start; off by default (CPU runs and short runs gain nothing).
     compile: bool = False
+    # Multi-label decisions (audioclf.calibration): each class's threshold chosen on validation: f1 (the best F1) |
+    # precision=P (the best recall at precision >= P) | recall=P (the best precision at recall >= P) | a number in
+    # (0, 1) for every class (0.5: the old fixed rule).
+    threshold: str = "f1"
+    # Temperature scaling (Guo et al. 2017): one scalar fitted on validation, applied by predict, serve, evaluate
+    # and the export's metadata; calibrates confidences, never changes a single-label argmax.
+    calibrate: bool = False
 
 
 @dataclass
@@ -463,6 +471,7 @@ def check_ranges(cfg: Config) -> None:
     for key, choices in _CHOICES.items():
         if config_value(cfg, key) not in choices:
             raise ConfigError(f"{key}={config_value(cfg, key)!r}: expected one of {', '.join(choices)}")
+    parse_threshold_rule(cfg.train.threshold)
     for key, (ok, expected) in _RANGES.items():
         if key.startswith(("features.", "model.")):
             continue  # with their mappings below

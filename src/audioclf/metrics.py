@@ -96,8 +96,9 @@ def _multilabel(targets: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return t.astype(bool, copy=False), s
 
 
-def binarize(scores: Any, threshold: float = 0.5) -> np.ndarray:
-    """Decisions ``score > threshold``.
+def binarize(scores: Any, threshold: Any = 0.5) -> np.ndarray:
+    """Decisions ``score > threshold``: the one multi-label decision rule (``threshold`` a number, or (C,) per-class
+    thresholds as a run chooses them on validation, :mod:`audioclf.calibration`).
 
     Strict on purpose: for scores in [0, 1] it equals ``np.round`` (round half to even sends
     0.5 to 0), which is how Darna Sequeiros (2018) turned sigmoid outputs into decisions on AudioSet.
@@ -305,7 +306,7 @@ def map_per_example(targets: Any, scores: Any, threshold: float = 0.5) -> float:
     in its code (its result would be nan) and is left out of the mean here.
     """
     t, s = _multilabel(targets, scores)
-    predicted = s > threshold
+    predicted = binarize(s, threshold)
     union = (predicted | t).sum(axis=1)
     overlap = (predicted & t).sum(axis=1)
     defined = union > 0
@@ -322,29 +323,92 @@ def psr(targets: Any, scores: Any, threshold: float = 0.5) -> float:
     """
     t, s = _multilabel(targets, scores)
     present = t.sum()
-    return float((t & (s > threshold)).sum() / present) if present else float("nan")
+    return float((t & binarize(s, threshold)).sum() / present) if present else float("nan")
 
 
 def multilabel_micro_f1(targets: Any, scores: Any, threshold: float = 0.5) -> float:
     """F1 of all (clip, class) decisions ``score > threshold`` pooled together; nan if nothing is positive."""
     t, s = _multilabel(targets, scores)
-    predicted = s > threshold
+    predicted = binarize(s, threshold)
     tp = (predicted & t).sum()
     denominator = predicted.sum() + t.sum()  # = 2 tp + fp + fn
     return float(2 * tp / denominator) if denominator else float("nan")
 
 
-def multilabel_macro_f1(targets: Any, scores: Any, threshold: float = 0.5) -> float:
+def multilabel_decision_counts(targets: Any, scores: Any, threshold: Any = 0.5) -> tuple[np.ndarray, ...]:
+    """Per class: true positives, predicted positives and actual positives of ``score > threshold``."""
+    t, s = _multilabel(targets, scores)
+    predicted = binarize(s, threshold)
+    return (predicted & t).sum(axis=0), predicted.sum(axis=0), t.sum(axis=0)
+
+
+def multilabel_per_class_f1(targets: Any, scores: Any, threshold: Any = 0.5) -> dict[str, np.ndarray]:
+    """(C,) F1, precision and recall of each class's decisions; nan where undefined (0/0)."""
+    tp, predicted, actual = (x.astype(np.float64) for x in multilabel_decision_counts(targets, scores, threshold))
+    nan = np.full(len(tp), np.nan)
+    return {"F1": np.divide(2 * tp, predicted + actual, out=nan.copy(), where=predicted + actual > 0),
+            "precision": np.divide(tp, predicted, out=nan.copy(), where=predicted > 0),
+            "recall": np.divide(tp, actual, out=nan.copy(), where=actual > 0)}
+
+
+def multilabel_macro_f1(targets: Any, scores: Any, threshold: Any = 0.5) -> float:
     """Mean per-class F1 of ``score > threshold``, over classes with a positive target or prediction.
 
     A class with neither has no defined F1 and is left out (scikit-learn: ``zero_division=nan``).
     """
-    t, s = _multilabel(targets, scores)
-    predicted = s > threshold
-    tp = (predicted & t).sum(axis=0)
-    denominator = predicted.sum(axis=0) + t.sum(axis=0)
-    f1 = np.divide(2.0 * tp, denominator, out=np.full(t.shape[1], np.nan), where=denominator > 0)
-    return _nanmean(f1)
+    return _nanmean(multilabel_per_class_f1(targets, scores, threshold)["F1"])
+
+
+# --- calibration ---------------------------------------------------------------------------------------
+ECE_BINS = 15
+
+
+def reliability_bins(confidence: Any, correct: Any, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Per bin of equal width over [0, 1], right-closed ((m-1)/M, m/M] as in Guo et al. (2017, "On calibration of
+    modern neural networks"; 0 falls in the first): item count, mean confidence and accuracy (nan where empty).
+    The reliability diagram's data and the ECE's."""
+    confidence, correct = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        sums = np.bincount(bins, weights=values, minlength=n_bins)
+        return np.divide(sums, counts, out=np.full(n_bins, np.nan), where=counts > 0)
+
+    return {"count": counts, "confidence": mean(confidence), "accuracy": mean(correct),
+            "edges": np.linspace(0.0, 1.0, n_bins + 1)}
+
+
+def calibration_points(task: str, targets: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The (confidence, correct) pairs a task's calibration is measured on. Single-label: top-label (the top
+    probability, and whether the top class is the true one). Multi-label: every (clip, class) probability is one
+    binary forecast, correct when that label is present (a pooled class-wise ECE: a multi-label clip has no
+    single top decision)."""
+    if task == "single_label":
+        y, pred, _ = _labels_and_predictions(targets, probs)
+        return _probabilities(probs, len(y)).max(axis=1), pred == y
+    t, s = _multilabel(targets, probs)
+    return s.ravel(), t.ravel()
+
+
+def _calibration_error(task: str, targets: Any, probs: Any, n_bins: int = ECE_BINS) -> float:
+    """Expected calibration error (Naeini et al. 2015): sum over bins of (share of items in the bin) x |accuracy -
+    mean confidence| there; nan without items."""
+    confidence, correct = calibration_points(task, targets, probs)
+    if not len(confidence):
+        return float("nan")
+    bins = reliability_bins(confidence, correct, n_bins)
+    return float(np.nansum(bins["count"] * np.abs(bins["accuracy"] - bins["confidence"])) / len(confidence))
+
+
+def expected_calibration_error(y_true: Any, probs: Any, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE of single-label probabilities (see :func:`calibration_points`)."""
+    return _calibration_error("single_label", y_true, probs, n_bins)
+
+
+def multilabel_calibration_error(targets: Any, scores: Any, n_bins: int = ECE_BINS) -> float:
+    """Pooled ECE of multi-label probabilities (see :func:`calibration_points`)."""
+    return _calibration_error("multi_label", targets, scores, n_bins)
 
 
 # --- groups and the logged summary -----------------------------------------------------------------
@@ -375,24 +439,32 @@ class MetricSpec:
     the order reports list metrics in."""
 
     name: str
-    fn: Callable[[Any, Any], float] | None  # None: a name the training loop logs itself (the loss)
+    # None: a name the training loop logs itself (the loss); a mapping: one function per task (same name, e.g.
+    # macro_f1 of single-label argmax and of multi-label thresholded decisions)
+    fn: Callable[[Any, Any], float] | Mapping[str, Callable[[Any, Any], float]] | None
     task: str | None  # None: every task
     higher_is_better: bool
     per_group: bool = False
     headline: bool = False
+    decides: bool = False  # multi-label: computed from thresholded decisions (takes the run's thresholds)
+
+    def function(self, task: str) -> Callable[[Any, Any], float] | None:
+        return self.fn.get(task) if isinstance(self.fn, Mapping) else self.fn
 
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("accuracy", accuracy, "single_label", True, per_group=True, headline=True),
     MetricSpec("balanced_accuracy", balanced_accuracy, "single_label", True),
-    MetricSpec("macro_f1", macro_f1, "single_label", True),
+    MetricSpec("macro_f1", {"single_label": macro_f1, "multi_label": multilabel_macro_f1}, None, True, decides=True),
     MetricSpec("log_loss", log_loss, "single_label", False, per_group=True, headline=True),
     MetricSpec("lwlrap", lwlrap, "multi_label", True, per_group=True, headline=True),
     MetricSpec("mAP", mean_average_precision, "multi_label", True, per_group=True, headline=True),
-    MetricSpec("mAP_per_example", map_per_example, "multi_label", True),
-    MetricSpec("pSR", psr, "multi_label", True),
+    MetricSpec("mAP_per_example", map_per_example, "multi_label", True, decides=True),
+    MetricSpec("pSR", psr, "multi_label", True, decides=True),
     MetricSpec("lrap", label_ranking_ap, "multi_label", True),
-    MetricSpec("micro_f1", multilabel_micro_f1, "multi_label", True),
+    MetricSpec("micro_f1", multilabel_micro_f1, "multi_label", True, decides=True),
+    MetricSpec("ece", {"single_label": expected_calibration_error, "multi_label": multilabel_calibration_error}, None,
+               False),
     MetricSpec("loss", None, None, False),
 )}
 # Names outside the table that are lower-is-better: other losses (task_loss, kd_loss ...) by their suffix,
@@ -402,7 +474,7 @@ _LOWER_IS_BETTER = {"error", "error_rate", "eer", "mse", "mae"}
 
 def _specs(task: str) -> list[MetricSpec]:
     check_task(task)
-    return [spec for spec in METRICS.values() if spec.task == task and spec.fn is not None]
+    return [spec for spec in METRICS.values() if spec.task in (task, None) and spec.function(task) is not None]
 
 
 def check_monitor(name: str, task: str) -> None:
@@ -466,27 +538,37 @@ def compute_metrics(
     probs: Any,
     groups: Mapping[str, Sequence[Any]] | None = None,
     class_names: Sequence[str] | None = None,
+    thresholds: Any = None,
 ) -> dict[str, float]:
     """Flat ``{name: float}`` of the task's metrics, plus ``per_group/<group>/<value>/<metric>``.
 
-    single_label: accuracy, balanced_accuracy, macro_f1, log_loss (per group: accuracy, log_loss).
-    multi_label: lwlrap, mAP, mAP_per_example, pSR, lrap, micro_f1 (per group: lwlrap, mAP).
+    single_label: accuracy, balanced_accuracy, macro_f1, log_loss, ece (per group: accuracy, log_loss).
+    multi_label: lwlrap, mAP, macro_f1, ece, mAP_per_example, pSR, lrap, micro_f1 (per group: lwlrap, mAP); the
+    decision metrics (``decides``) at ``thresholds`` ((C,) per class, as a run chose them; None: 0.5).
     ``class_names`` (optional) is checked against the number of columns of ``probs``.
     """
     specs = _specs(task)
     targets, probs = _as_numpy(targets), _as_numpy(probs)
     if class_names is not None and (probs.ndim != 2 or probs.shape[1] != len(class_names)):
         raise DataError(f"probs: expected {len(class_names)} columns (one per class name), got shape {probs.shape}")
-    values = {spec.name: float(spec.fn(targets, probs)) for spec in specs}
+
+    def fn(spec: MetricSpec) -> Callable[[Any, Any], float]:
+        if thresholds is not None and spec.decides and task == "multi_label":
+            return lambda t, p: spec.function(task)(t, p, np.asarray(thresholds, dtype=np.float64))
+        return spec.function(task)
+
+    values = {spec.name: float(fn(spec)(targets, probs)) for spec in specs}
     for group_name, group_values in (groups or {}).items():
         for spec in (s for s in specs if s.per_group):
-            for value, result in per_group(spec.fn, group_values, targets, probs).items():
+            for value, result in per_group(fn(spec), group_values, targets, probs).items():
                 values[f"per_group/{_key_part(group_name)}/{_key_part(value)}/{spec.name}"] = result
     return values
 
 
-def per_class_metrics(task: str, targets: Any, probs: Any, class_names: Sequence[str]) -> dict[str, float]:
-    """``per_class/<class>/<metric>``: accuracy (recall) per class, or AP and lwlrap per class."""
+def per_class_metrics(task: str, targets: Any, probs: Any, class_names: Sequence[str],
+                      thresholds: Any = None) -> dict[str, float]:
+    """``per_class/<class>/<metric>``: accuracy (recall) per class, or AP, lwlrap, and the F1, precision and recall
+    of the decisions at ``thresholds`` (None: 0.5) per class."""
     check_task(task)
     probs = _as_numpy(probs)
     if probs.ndim != 2 or probs.shape[1] != len(class_names):
@@ -494,7 +576,7 @@ def per_class_metrics(task: str, targets: Any, probs: Any, class_names: Sequence
     if task == "single_label":
         columns = {"accuracy": per_class_accuracy(targets, probs)}
     else:
-        columns = {"AP": average_precision_per_class(targets, probs), "lwlrap": lwlrap_per_class(targets, probs)[0]}
+        columns = {"AP": average_precision_per_class(targets, probs), "lwlrap": lwlrap_per_class(targets, probs)[0],
+                   **multilabel_per_class_f1(targets, probs, 0.5 if thresholds is None else thresholds)}
     return {f"per_class/{_key_part(name)}/{metric}": float(column[i])
             for metric, column in columns.items() for i, name in enumerate(class_names)}
-

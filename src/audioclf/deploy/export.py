@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..calibration import Decisions, read_decisions
 from ..errors import AudioclfError, ConfigError
 from ..features import FeatureConfig, dct_matrix, mel_filterbank, n_frames, pcen, utterance_normalize
 from ..files import atomic_write_bytes
@@ -282,10 +283,13 @@ class ExportGraph(nn.Module):
 def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate: int, clip_samples: int,
                    input_kind: str, with_frontend: bool, pad_mode: str = "tile", opset: int = MIN_OPSET,
                    input_shape: tuple[int, ...] = (), trim_silence: bool | str = False,
-                   source: dict[str, str] | None = None) -> dict[str, str]:
+                   source: dict[str, str] | None = None, decisions: Decisions | None = None) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (all values are strings; JSON where structured);
     ``source``: the ``run_id``, ``checkpoint`` (best/last) and ``checkpoint_sha256`` it was exported from (a
-    reader next to that run checks it is still the run's current checkpoint: ``RunDir.stale_reason``)."""
+    reader next to that run checks it is still the run's current checkpoint: ``RunDir.stale_reason``).
+    ``decisions``: the run's temperature and per-class thresholds, as metadata rather than folded into the graph:
+    the graph's output stays the network's logits (what the export is verified on); a reader computes
+    ``softmax(logits / T)`` or ``sigmoid(logits / T)`` and compares class c's probability with its threshold."""
     spec = model.spec()
     return {
         "producer": "audioclf",
@@ -302,6 +306,7 @@ def model_metadata(model: nn.Module, classes: list[str], task: str, sample_rate:
         "input_shape": json.dumps(list(input_shape)),  # without the batch axis
         "with_frontend": json.dumps(bool(with_frontend)),
         "opset": str(int(opset)),
+        "decisions": json.dumps((decisions or Decisions()).to_dict(classes)),
         **{key: str((source or {}).get(key) or "") for key in ("run_id", "checkpoint", "checkpoint_sha256")},
     }
 
@@ -316,7 +321,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return decode_metadata(session.get_modelmeta().custom_metadata_map, path)
 
 
-_OPTIONAL_METADATA = {"input_shape": "[]", "with_frontend": "false", "trim_silence": "false"}  # older exports
+_OPTIONAL_METADATA = {"input_shape": "[]", "with_frontend": "false", "trim_silence": "false",  # older exports
+                      "decisions": '{"temperature": 1.0, "thresholds": null}'}
 
 
 def decode_metadata(props: dict[str, str], path: str | Path = "<model>") -> dict[str, Any]:
@@ -327,7 +333,7 @@ def decode_metadata(props: dict[str, str], path: str | Path = "<model>") -> dict
     decoded = dict(props)
     for key, decode in (("classes", json.loads), ("task", str), ("sample_rate", int), ("clip_samples", int),
                         ("features", json.loads), ("input", str), ("input_shape", json.loads),
-                        ("with_frontend", json.loads), ("trim_silence", json.loads)):
+                        ("with_frontend", json.loads), ("trim_silence", json.loads), ("decisions", json.loads)):
         if key not in props and key not in _OPTIONAL_METADATA:
             raise AudioclfError(f"{path}: metadata key '{key}' is missing (a damaged or hand-edited file)")
         try:
@@ -335,6 +341,9 @@ def decode_metadata(props: dict[str, str], path: str | Path = "<model>") -> dict
         except ValueError:
             raise AudioclfError(f"{path}: metadata '{key}' = {props[key][:60]!r} is not valid") from None
     check_model_facts(decoded, f"{path}: metadata")
+    if not isinstance(decoded["decisions"], dict):
+        raise AudioclfError(f"{path}: metadata 'decisions': expected a JSON object")
+    Decisions.from_dict(decoded["decisions"], decoded["classes"], f"{path}: metadata 'decisions'")  # checked here
     if decoded["input"] not in ("waveform", "features"):
         raise AudioclfError(f"{path}: metadata 'input' = {decoded['input'][:60]!r}: expected waveform or features")
     if decoded["input"] == "features":  # the front-end the predictor runs before the model
@@ -428,6 +437,7 @@ def export_classifier(
     verify: bool = True,
     trim_silence: bool | str = False,
     source: dict[str, str] | None = None,
+    decisions: Decisions | None = None,
 ) -> Path:
     """Export an :class:`~audioclf.models.classifier.AudioClassifier` (eval mode) to ``out_path``, atomically."""
     opset = int(opset)
@@ -439,7 +449,7 @@ def export_classifier(
     model_bytes = graph_to_onnx_bytes(graph, example, opset)
     input_shape = tuple(example.shape[1:])
     metadata = model_metadata(model, classes, task, sample_rate, clip_samples, graph.input_kind,
-                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence, source)
+                              graph.frontend is not None, pad_mode, opset, input_shape, trim_silence, source, decisions)
     model_bytes = _with_metadata(model_bytes, metadata)
     if verify:
         # a batch of 3 also checks the dynamic batch axis
@@ -482,9 +492,11 @@ def export_onnx(
     with RunDir(run_dir).lock() if inside else contextlib.nullcontext():
         data = state.get("config", {}).get("data", {})
         source = {"run_id": state.get("run_id", ""), "checkpoint": which, "checkpoint_sha256": state["checkpoint_sha256"]}
+        # the decisions were chosen on the best checkpoint's validation probabilities
+        decisions = read_decisions(run_dir, state["classes"]) if which == "best" else None
         return export_classifier(model, out, state["classes"], state["task"], state["sample_rate"],
                                  state["clip_samples"], with_frontend, opset, data.get("pad_mode", "tile"), verify,
-                                 data.get("trim_silence") or False, source)
+                                 data.get("trim_silence") or False, source, decisions)
 
 
 def _say_what_is_left_out(run_dir: str | Path, which: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..calibration import Decisions
 from ..errors import AudioclfError
 from ..features import FeatureConfig, FrontEnd
 from ..runs import RunDir
@@ -80,6 +81,7 @@ class OnnxPredictor(WindowedPredictor):
         self.clip_samples: int = self.metadata["clip_samples"]
         self.pad_mode: str = self.metadata.get("pad_mode", "tile")
         self.trim_silence: bool | str = self.metadata["trim_silence"]
+        self.decisions = Decisions.from_dict(self.metadata["decisions"], self.classes, f"{self.path}: metadata")
         self.input_name: str = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()[0].shape[-1]  # an int, or a name for a dynamic axis
         if isinstance(outputs, int) and outputs != len(self.classes):

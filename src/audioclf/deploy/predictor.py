@@ -15,12 +15,13 @@ from abc import ABC, abstractmethod
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..calibration import Decisions, check_min_confidence, read_decisions
 from ..data.audio import (check_header, clip_windows, kept_parts, recording_positions, stream_trimmed_audio,
                           stream_windows, window_starts)
 from ..data.importers.folder import AUDIO_EXTENSIONS
@@ -39,12 +40,15 @@ class Prediction:
     path: str
     probs: np.ndarray | None  # (C,) or None when the file could not be read
     error: str | None = None
-    # The predicted labels: the most probable class (single-label) or every class at p >= 0.5 (multi-label).
+    # The predicted labels (the run's decisions, audioclf.calibration): the most probable class (single-label; none
+    # when it abstained, below min_confidence) or every class above its threshold (multi-label).
     labels: tuple[str, ...] = ()
+    abstained: bool = False  # single-label: the top probability was below min_confidence
 
     @property
     def label(self) -> str | None:
-        """The most probable predicted label (None when the file could not be read or none passed 0.5)."""
+        """The most probable predicted label (None when the file could not be read, none passed its threshold, or
+        the prediction abstained)."""
         return self.labels[0] if self.labels else None
 
 
@@ -125,6 +129,21 @@ class WindowedPredictor(ABC):
     trim_silence: bool | str = False
     max_seconds: float | None = None  # longer files are refused before decoding (None: audio.MAX_SECONDS)
     _tta: int = 1
+    # How probabilities become labels: the run's temperature and thresholds (set per instance: from_run, or the
+    # ONNX metadata); the defaults (T = 1, 0.5) for a model without them.
+    decisions: Decisions = Decisions()
+
+    @property
+    def min_confidence(self) -> float | None:
+        """Single-label: below this top probability, a prediction abstains (no label); None: never."""
+        return self.decisions.min_confidence
+
+    @min_confidence.setter
+    def min_confidence(self, value: float | None) -> None:
+        if value is not None and self.task != "single_label":
+            raise ConfigError(f"min_confidence={value!r}: a single-label setting; a {self.task.replace('_', '-')} "
+                              "model decides each class by its threshold (train.threshold)")
+        self.decisions = replace(self.decisions, min_confidence=check_min_confidence(value))
 
     @property
     def tta(self) -> int:
@@ -141,7 +160,12 @@ class WindowedPredictor(ABC):
 
     def predict_wave(self, wave: np.ndarray, aggregate: str = "mean", batch_size: int = 64) -> np.ndarray:
         """Class probabilities for one mono waveform at ``self.sample_rate``."""
-        return aggregate_windows(self.wave_window_probabilities(wave, batch_size), aggregate)
+        return self.recording_probabilities(self.wave_window_probabilities(wave, batch_size), aggregate)
+
+    def recording_probabilities(self, window_probs: np.ndarray, aggregate: str = "mean") -> np.ndarray:
+        """A recording's (C,) probabilities from its windows': aggregated, then calibrated (the temperature was
+        fitted on whole-file probabilities, as validation scores them)."""
+        return self.decisions.calibrated(self.task, aggregate_windows(window_probs, aggregate))
 
     def wave_window_probabilities(self, wave: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(K, C) probabilities of each clip-length window of one mono waveform (50 % overlap, in order)."""
@@ -187,6 +211,7 @@ class WindowedPredictor(ABC):
         ends = [min(start + self.clip_samples, n) for start in starts]
         if parts is not None:
             starts, ends = recording_positions(starts, parts), recording_positions(ends, parts, ends=True)
+        probs = self.decisions.calibrated(self.task, probs)  # each window read as a recording of its own
         return Timeline(np.asarray(starts) / self.sample_rate, self.clip_samples / self.sample_rate, probs,
                         list(self.classes), np.asarray(ends) / self.sample_rate)
 
@@ -200,21 +225,19 @@ class WindowedPredictor(ABC):
         results = []
         for path in expand_paths(paths):
             try:
-                probs = aggregate_windows(self.file_window_probabilities(path), aggregate)
+                probs = self.recording_probabilities(self.file_window_probabilities(path), aggregate)
             except AudioDecodeError as exc:
                 results.append(Prediction(str(path), None, exc.reason))
                 continue
             except NonFiniteOutputs as exc:  # reported as failed, as an unreadable file: never a `nan` row
                 results.append(Prediction(str(path), None, str(exc)))
                 continue
-            results.append(Prediction(str(path), probs, labels=self.labels_of(probs)))
+            results.append(decided(Prediction(str(path), probs), self))
         return results
 
     def labels_of(self, probs: np.ndarray) -> tuple[str, ...]:
-        """The predicted labels of one probability vector, most probable first."""
-        if self.task == "single_label":
-            return (self.classes[int(np.argmax(probs))],)
-        return tuple(self.classes[i] for i in np.argsort(-probs) if probs[i] >= 0.5)
+        """The predicted labels of one (calibrated) probability vector, most probable first (the run's decisions)."""
+        return self.decisions.labels(self.task, self.classes, probs)
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         return top_k(self.classes, probs, k)
@@ -247,8 +270,9 @@ class Predictor(WindowedPredictor):
         predictor = cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
                         data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False, tta)
         predictor.max_seconds = data.get("max_seconds")
-        if which == "best":  # the members were weighed against the best checkpoint
+        if which == "best":  # the members were weighed, the decisions chosen, against the best checkpoint
             predictor.mix = load_mix(run_dir)
+            predictor.decisions = read_decisions(run_dir, predictor.classes)
         return predictor
 
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
@@ -283,7 +307,7 @@ class EnsemblePredictor:
                 results.append(Prediction(unreadable.path, None, unreadable.error))
                 continue
             probs = np.mean([p.probs for p in predictions], axis=0)
-            results.append(Prediction(predictions[0].path, probs, labels=self.members[0].labels_of(probs)))
+            results.append(decided(Prediction(predictions[0].path, probs), self.members[0]))
         return results
 
     def labels_of(self, probs: np.ndarray) -> tuple[str, ...]:
@@ -291,6 +315,13 @@ class EnsemblePredictor:
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         return self.members[0].top_k(probs, k)
+
+
+def decided(prediction: Prediction, predictor: WindowedPredictor) -> Prediction:
+    """``prediction`` with the labels ``predictor``'s decisions give its probabilities (and whether it abstained)."""
+    prediction.labels, prediction.abstained = predictor.decisions.decide(predictor.task, predictor.classes,
+                                                                         prediction.probs)
+    return prediction
 
 
 def top_k(classes: list[str], probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
@@ -325,7 +356,8 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 
 
 def write_predictions_csv(path: str | Path, predictions: list[Prediction], classes: list[str]) -> None:
-    """One row per file: path, top label, one probability column per class; unreadable files have an error."""
+    """One row per file: path, the predicted labels (``;``-separated for multi-label; ``-`` for none: an abstention
+    or no class above its threshold), one probability column per class; unreadable files have an error."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     text = spreadsheet_text  # labels, file names and errors come from data: never a formula (see there)
@@ -334,6 +366,6 @@ def write_predictions_csv(path: str | Path, predictions: list[Prediction], class
         if pred.probs is None:
             writer.writerow([text(str(pred.path)), "", *[""] * len(classes), text(pred.error or "")])
         else:
-            writer.writerow([text(str(pred.path)), text(classes[int(np.argmax(pred.probs))]),
+            writer.writerow([text(str(pred.path)), text(";".join(pred.labels)) if pred.labels else "-",
                              *[f"{p:.6f}" for p in pred.probs], ""])
     atomic_write_text(Path(path), buffer.getvalue())

@@ -4,11 +4,14 @@ Built on FastAPI and uvicorn (Starlette's ASGI stack): a well-kept, widely deplo
 handling lets many uploads wait on the network while the model runs in worker threads, and whose requests and
 responses are plain JSON any program can use. The endpoints:
 
-* ``POST /predict`` (``?top_k=3&aggregate=mean``): an audio file (wav, flac, ogg, mp3) as the raw request body
+* ``POST /predict`` (``?top_k=3&aggregate=mean&min_confidence=0.6``): an audio file (wav, flac, ogg, mp3) as the
+  raw request body
   (``Content-Type: audio/...`` or ``application/octet-stream``; ``?name=`` names it) or as the ``file`` field
   of a form; or raw PCM
   (``?pcm=s16le|f32le&rate=16000&channels=1``). Returns the top-k classes, every class's probability and the
-  predicted labels (single-label: the most probable; multi-label: every class at p >= 0.5).
+  predicted labels with the run's decisions (temperature, thresholds: :mod:`audioclf.calibration`): single-label
+  the most probable, none (``"abstained": true``) below ``min_confidence``; multi-label every class above its
+  threshold.
 * ``POST /timeline``: the same inputs; every window's probabilities against time (a long recording).
 * ``GET /health``, ``GET /model`` (classes, sample rate, clip length, parameters and MACs, the run's metrics).
 * ``GET /``: the page (``static/index.html``: choose, drop or record a file; waveform, top-k bars, timeline heat
@@ -42,13 +45,14 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
+from ..calibration import check_min_confidence
 from ..data.audio import check_header, truncation
 from ..errors import AudioDecodeError, ConfigError, NonFiniteOutputs
 
@@ -410,18 +414,21 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
         return info
 
     @app.post("/predict")
-    async def predict(request: Request, top_k: int = 3, aggregate: str = "mean"):
-        from .predictor import aggregate_windows
-
+    async def predict(request: Request, top_k: int = 3, aggregate: str = "mean", min_confidence: float | None = None):
         if aggregate not in ("mean", "max"):
             raise HTTPProblem(400, f"aggregate={aggregate!r}: expected mean or max")
+        try:
+            decisions = replace(predictor.decisions, min_confidence=check_min_confidence(min_confidence))
+        except ConfigError as exc:
+            raise HTTPProblem(400, str(exc)) from None
         path, name = await upload(request)
         try:
             windows = await run(predictor.file_window_probabilities, path, name)
         finally:
             path.unlink(missing_ok=True)
-        probs = aggregate_windows(windows, aggregate)
-        return {"file": name, "windows": len(windows), "labels": list(predictor.labels_of(probs)),
+        probs = predictor.recording_probabilities(windows, aggregate)
+        labels, abstained = decisions.decide(predictor.task, predictor.classes, probs)
+        return {"file": name, "windows": len(windows), "labels": list(labels), "abstained": abstained,
                 "top_k": [{"label": label, "probability": p} for label, p in predictor.top_k(probs, max(1, top_k))],
                 "probabilities": {c: float(p) for c, p in zip(predictor.classes, probs)}}
 

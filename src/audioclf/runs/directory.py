@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..calibration import DECISIONS_FILE
 from ..config import check_section_ranges, read_yaml
 from ..data.audio import MAX_SAMPLE_RATE, MAX_SECONDS, MIN_SAMPLE_RATE
 from ..errors import AudioclfError, ConfigError, UnsafeFileError
@@ -219,8 +220,8 @@ class RunDir:
 
     def reset(self) -> None:
         """Before a fresh run writes here: remove what an earlier run in this folder left (checkpoints, summary,
-        report, plots, exports, quantization), so nothing of it can be read as this run's."""
-        for name in ("summary.json", "report.md", "metrics.jsonl", QUANTIZATION, "tracking.json"):
+        report, plots, exports, quantization, decisions), so nothing of it can be read as this run's."""
+        for name in ("summary.json", "report.md", "metrics.jsonl", QUANTIZATION, "tracking.json", DECISIONS_FILE):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "tensorboard", ignore_errors=True)  # event files of the earlier run's curves
         shutil.rmtree(self.root / "members", ignore_errors=True)  # an earlier run's ensemble members

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from ..files import atomic_write_bytes
-from ..metrics import higher_is_better
+from ..metrics import higher_is_better, reliability_bins
 
-__all__ = ["plot_comparison_curves", "plot_confusion", "plot_curves", "plot_effects", "plot_folds", "plot_timeline"]
+__all__ = ["plot_comparison_curves", "plot_confusion", "plot_curves", "plot_effects", "plot_folds", "plot_reliability",
+           "plot_timeline"]
 
 
 def _pyplot():
@@ -128,6 +129,29 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
                 if counts[i, j]:
                     color = "white" if normalized[i, j] > 0.5 else "black"
                     ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
+    return _save(fig, path)
+
+
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str,
+                     ylabel: str = "accuracy (top label)") -> Path:
+    """Reliability diagram: accuracy against mean confidence in the ECE's 15 bins, one line per ``curves`` entry
+    (label -> (confidence, correct) pairs, e.g. before and after temperature scaling), the diagonal being perfect
+    calibration; below, how many items each bin holds (an almost empty bin's point means little)."""
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    for i, (label, (confidence, correct)) in enumerate(curves.items()):
+        bins = reliability_bins(confidence, correct)
+        filled = bins["count"] > 0
+        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], marker="o", markersize=4, label=label)
+        centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
+        width = np.diff(bins["edges"]) / (len(curves) + 1)
+        hist.bar(centres + (i - (len(curves) - 1) / 2) * width, bins["count"], width=width, label=label)
+    ax.set(ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.legend(fontsize="small", loc="best")  # an under- or overconfident curve leaves a different corner free
+    ax.grid(alpha=0.3)
+    hist.set(xlabel="confidence (mean in each of 15 bins)", ylabel="items")
+    hist.grid(alpha=0.3)
     return _save(fig, path)
 
 

@@ -115,6 +115,7 @@ def build_report(run_dir: str | Path) -> str:
             out += [f"## Per class ({last})", "", _rows_table(per_class, "class"), ""]
 
     out += _members_section(summary.get("members"))
+    out += _decisions_section(summary.get("decisions"), summary.get("task"))
     distillation = summary.get("distillation")
     if distillation:
         teacher = distillation.get("teacher_metrics", {}).get("test", {})
@@ -172,6 +173,36 @@ def _members_section(members: dict | None) -> list[str]:
         lines += [markdown_table([f"member ({members.get('monitor', 'accuracy')})", *splits], rows), ""]
     lines += ["The metrics above are the kept predictor's. Validation chose it, so its validation score is optimistic; "
               "the test column is the fair comparison.", ""]
+    return lines
+
+
+def _decisions_section(decisions: dict | None, task: str | None) -> list[str]:
+    """How the run's probabilities become labels (audioclf.calibration): the temperature and, multi-label, the
+    threshold of each class, with the classes that fell back to 0.5 and why."""
+    if not decisions:
+        return []
+    lines = ["## Decisions", ""]
+    if decisions.get("why"):
+        lines += [decisions["why"] + ".", ""]
+    if decisions.get("calibrated"):
+        nll, ece = decisions.get("val_nll", {}), decisions.get("ece", {})
+        lines += [f"Temperature scaling: T = {decisions['temperature']:.3f}, fitted on validation (NLL "
+                  f"{format_number(nll.get('before'))} -> {format_number(nll.get('after'))}); every probability above "
+                  "is calibrated.", ""]
+        if ece:
+            lines += [markdown_table(["ECE (15 bins)", *ece], [["before", *[v["before"] for v in ece.values()]],
+                                                               ["after", *[v["after"] for v in ece.values()]]]), ""]
+    else:
+        lines += ["No temperature scaling (train.calibrate=false); `ece` above is the model's own calibration.", ""]
+    thresholds = decisions.get("thresholds")
+    if task == "multi_label" and thresholds:
+        fallbacks = decisions.get("fallbacks", {})
+        lines += [f"Per-class thresholds chosen on validation (rule `{decisions.get('rule', 'f1')}`; a class is "
+                  "predicted when its probability is above its threshold; the decision metrics above use them):", "",
+                  markdown_table(["class", "threshold", "note"],
+                                 [[name, t, fallbacks.get(name, "")] for name, t in thresholds.items()]), ""]
+        if fallbacks:
+            lines += [f"{len(fallbacks)} class(es) kept 0.5 or missed the target: see the notes.", ""]
     return lines
 
 

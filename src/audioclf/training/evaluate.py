@@ -148,12 +148,15 @@ def finite(probs: np.ndarray) -> np.ndarray:
 
 
 def score(task: str, targets: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-          groups: Mapping[str, Sequence[Any]] | None = None, loss: str = "task") -> dict[str, float]:
-    """The task's metrics (:func:`audioclf.metrics.compute_metrics`, per group when ``groups`` are given)
-    plus ``loss``: the model's training loss recomputed from the probabilities (``loss`` names its kind)."""
+          groups: Mapping[str, Sequence[Any]] | None = None, loss: str = "task",
+          thresholds: Any = None) -> dict[str, float]:
+    """The task's metrics (:func:`audioclf.metrics.compute_metrics`, per group when ``groups`` are given; the
+    multi-label decisions at ``thresholds``, None: 0.5) plus ``loss``: the model's training loss recomputed from the
+    probabilities (``loss`` names its kind)."""
     if len(probs) == 0:
         return {}
     finite(probs)
-    values = M.compute_metrics(task, targets, probs, groups=groups or None, class_names=list(classes))
+    values = M.compute_metrics(task, targets, probs, groups=groups or None, class_names=list(classes),
+                               thresholds=thresholds)
     values["loss"] = evaluation_loss(task, probs, targets, loss)
     return values

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from .. import metrics as M
+from ..calibration import write_decisions
 from ..config import Config, LimitsConfig, config_from_dict, explicit_values, merge_dicts
 from ..data.manifest import Manifest
 from ..errors import ConfigError, DataError, NonFiniteOutputs, TrainingDiverged
@@ -42,6 +43,7 @@ from .averaging import moving_average
 from .distributed import (World, all_gather, barrier, broadcast, init_distributed, mean_over_ranks, parallel_step,
                           peers_watched, rank_device, sharded, step_weights, sync_state, uneven_steps,
                           use_sync_batchnorm)
+from .decisions import choose_decisions, plot_run_reliability
 from .members import add_members, check_ensemble, check_probe, drop_members, resolve_ensemble, resolve_probe
 from .loop import build_step, compile_for_training, train_loss_inflation, train_one_epoch
 from .optim import build_optimizer, build_scheduler, check_training_settings
@@ -573,11 +575,16 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
                                        reporter.message if reporter is not None else None, inputs.cfg.train.probe)
     else:  # a resumed run whose ensemble was turned off (none): no earlier member may still mix into predictions
         drop_members(run.root)
+    uncalibrated = results
+    results, decisions = choose_decisions(task, classes, results, inputs.cfg.train.calibrate,
+                                          inputs.cfg.train.threshold, model_loss(model))
+    write_decisions(run.root, decisions, classes)
+    plot_run_reliability(task, uncalibrated, results, decisions, run.plots)
     for split, result in results.items():
         metrics[split] = result.metrics  # train: the same clips as training, without augmentation (overfitting)
         if split == "train":
             continue
-        per_class[split] = M.per_class_metrics(task, result.targets, result.probs, classes)
+        per_class[split] = M.per_class_metrics(task, result.targets, result.probs, classes, decisions.thresholds)
         if task == "single_label":
             matrix = M.confusion_matrix(result.targets, result.probs.argmax(1), len(classes))
             plot_confusion(matrix, classes, run.plots / f"confusion_{split}.png", f"Confusion matrix ({split})")
@@ -600,6 +607,7 @@ def finalize_run(run: RunDir, inputs: Inputs, monitor: str, complexity: dict[str
         "per_class": per_class,
         **({"split_groups": split_groups} if split_groups else {}),
         **({"members": members} if members else {}),
+        "decisions": decisions.to_dict(classes),
         **inputs.facts(),
         **(extra_summary or {}),
     }

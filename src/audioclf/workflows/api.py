@@ -80,15 +80,19 @@ class Run:
         return Predictor.from_run(self.root, device=device, tta=tta)
 
     def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean", device: str = "auto",
-                tta: int = 1) -> list:
+                tta: int = 1, min_confidence: float | None = None) -> list:
         """:class:`~audioclf.deploy.predictor.Prediction` per audio file (folders are expanded): ``.label``,
-        ``.labels``, ``.probs`` in :attr:`classes` order, or ``.error`` for a file that could not be read."""
-        return self.predictor(device, tta).predict(files, aggregate=aggregate)
+        ``.labels``, ``.probs`` in :attr:`classes` order, or ``.error`` for a file that could not be read.
+        ``min_confidence`` (single-label): below it a prediction abstains (``.abstained``, no label)."""
+        return self.predict_files([files] if isinstance(files, (str, Path)) else list(files), aggregate, device, tta,
+                                  min_confidence)
 
     def predict_files(self, paths: list[str | Path], aggregate: str = "mean", device: str = "auto",
-                      tta: int = 1) -> list:
+                      tta: int = 1, min_confidence: float | None = None) -> list:
         """:meth:`predict` for a list of files and folders (the name the predictors and ``predict`` use)."""
-        return self.predictor(device, tta).predict_files(paths, aggregate=aggregate)
+        predictor = self.predictor(device, tta)
+        predictor.min_confidence = min_confidence
+        return predictor.predict_files(paths, aggregate=aggregate)
 
     def top_k(self, probs, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most probable ``(class, probability)`` of one prediction's ``.probs``."""

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import metrics as M
+from ..calibration import read_decisions
 from ..config import config_from_dict
 from ..data.manifest import Manifest
 from ..errors import ConfigError, DataError, NonFiniteOutputs
 from ..models.registry import model_loss
 from ..runs import RunDir, load_model
+from ..training.decisions import apply_decisions
 from ..training.evaluate import SplitResult, model_probabilities
 from ..training.members import run_probabilities
 from ..training.inputs import inputs_for
@@ -59,6 +61,9 @@ def run_outputs(run_dir: str | Path, data: str | None = None, split: str | None 
         raise NonFiniteOutputs(f"{RunDir(run_dir).checkpoint(which)}: {exc}") from None
     if result is None:
         raise DataError(f"nothing to evaluate in {data or run_dir}: every file was skipped")
+    if which == "best":  # the decisions (temperature, thresholds) chosen on the best checkpoint's validation
+        classes = list(state["classes"])
+        result = apply_decisions(result, read_decisions(run_dir, classes), state["task"], classes, model_loss(model))
     seen = _seen_in_training(RunDir(run_dir), inputs) if data is not None else 0
     if seen:
         log.warning("%d of the %d evaluated files were in this run's training or validation split: their score is "
