@@ -281,3 +281,13 @@ def test_the_training_step_keys_fixed_masks_on_each_clips_waveform():
     step(Net(), wave[[3, 2, 1, 0]], targets[[3, 2, 1, 0]])
     torch.testing.assert_close(seen[1], seen[0][[3, 2, 1, 0]], rtol=0, atol=0)
     assert not torch.equal(seen[0], wave.reshape(4, 1, 8, 10))  # masked
+
+
+@cuda
+def test_fixed_per_item_masks_are_the_same_on_cuda_as_on_cpu():
+    """The key is read from the clip's bytes on the CPU: a run on the GPU masks each clip as one on the CPU does."""
+    waves, images = torch.randn(5, 400), torch.randn(5, 1, 40, 51)
+    module = SpecAugment.from_policy("LD", time_warp=0, fixed_per_item=True, seed=2)
+    gpu = module(images.cuda(), source=waves.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), module(images, source=waves), rtol=0, atol=0)
