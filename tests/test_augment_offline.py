@@ -1,5 +1,6 @@
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,65 @@ def test_invalid_arguments(manifest, tmp_path):
         augment_dataset(manifest, tmp_path / "a", SPECS, seed=-1)
     with pytest.raises(ConfigError, match=r"augment\[0\]: unknown augmentation"):
         augment_dataset(manifest, tmp_path / "a", [{"name": "reverb"}])
+
+
+@pytest.fixture
+def three_irs(tmp_path):
+    """Three impulse responses unlike each other (delays, tails), named so that sorted order is a, b, c."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "irs"
+    for k, name in enumerate(["a_mic.wav", "b_mic.wav", "c_mic.wav"]):
+        ir = np.zeros(200, dtype=np.float32)
+        ir[5 + 20 * k] = 1.0
+        ir[6 + 20 * k:] = (0.4 * rng.standard_normal(194 - 20 * k) * np.exp(-np.arange(194 - 20 * k) / (10 + 30 * k))
+                           ).astype(np.float32)
+        write_audio(folder / name, ir, 16000, subtype="FLOAT")
+    return [str(folder / name) for name in ["a_mic.wav", "b_mic.wav", "c_mic.wav"]]
+
+
+def _copies_match_ir_k(out, manifest, irs, drc_args):
+    """Whether every copy k of every source is that source convolved with IR k, then the (fixed) DRC, exactly."""
+    from audioclf.augment.waveform import DynamicRangeCompression, ImpulseResponse
+
+    convolve, drc = ImpulseResponse(ir_dir=irs), DynamicRangeCompression(**drc_args)
+    fixed = {"threshold_db": drc_args["min_threshold_db"], "ratio": drc_args["min_ratio"]}
+    matches = []
+    for source in manifest:
+        wave, sr = load_audio(source.path)
+        for copy in (item for item in out if item.groups["source_id"] == source.id):
+            k = int(copy.groups["variant"])
+            expected = drc.apply(convolve.apply(wave, sr, {"file": irs[k - 1]}), sr, fixed)
+            matches.append(np.allclose(load_audio(copy.path)[0], expected, rtol=0.0, atol=1e-6))
+    return matches
+
+
+def test_each_ir_gives_copy_k_the_clip_convolved_with_ir_k(manifest, tmp_path, three_irs):
+    """González Poy (2022) §4.2.2: every clip convolved with each of the 8 microphone IRs (15,000 x 8 copies)."""
+    drc_args = {"min_threshold_db": -20, "max_threshold_db": -20, "min_ratio": 4, "max_ratio": 4}
+    spec = {"name": "impulse_response", "ir_dir": str(Path(three_irs[0]).parent), "drc": drc_args, "p": 1.0}
+    out = augment_dataset(manifest, tmp_path / "each", [{**spec, "each": True}], n_variants=3, seed=2,
+                          keep_original=False, subtype="FLOAT", progress=False)
+    assert len(out) == 9
+    assert all(_copies_match_ir_k(out, manifest, three_irs, drc_args))
+    for copy in out:  # the record names IR k, so replay rebuilds the file
+        assert json.loads(copy.groups["augmentation"])[0]["params"]["file"] == three_irs[int(copy.groups["variant"]) - 1]
+    # a random pick (each: false) gives some clip some IR twice: the check above tells the two apart
+    drawn = augment_dataset(manifest, tmp_path / "drawn", [spec], n_variants=3, seed=2, keep_original=False,
+                            subtype="FLOAT", progress=False)
+    assert not all(_copies_match_ir_k(drawn, manifest, three_irs, drc_args))
+
+
+def test_each_ir_needs_one_variant_per_ir_p_1_and_offline_copies(manifest, tmp_path, three_irs):
+    from audioclf.config import config_from_dict
+    from audioclf.errors import ConfigError
+    from audioclf.training.inputs.audio import AudioInputs
+
+    spec = {"name": "impulse_response", "ir_dir": str(Path(three_irs[0]).parent), "each": True, "p": 1.0}
+    with pytest.raises(ConfigError, match=r"augment\[0\] \(impulse_response\).*3 impulse responses.*not 2"):
+        augment_dataset(manifest, tmp_path / "a", [spec], n_variants=2, progress=False)
+    assert not (tmp_path / "a").exists()  # refused before any file is written
+    with pytest.raises(ConfigError, match="each: every copy k is convolved with IR k, so p must be 1.0"):
+        augment_dataset(manifest, tmp_path / "a", [{**spec, "p": 0.5}], n_variants=3, progress=False)
+    cfg = config_from_dict({"data": {"path": "/data"}, "augment": {"waveform": [spec]}})
+    with pytest.raises(ConfigError, match=r"augment\.waveform.*no numbered copies: drop each"):
+        AudioInputs.check_config(cfg)

@@ -231,3 +231,63 @@ def test_cuda_matches_cpu_with_a_cpu_generator():
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)
     module = SpecAugment.from_policy("LD")  # global CUDA RNG
     assert module(x.cuda()).device.type == "cuda"
+
+
+def test_fixed_per_item_keeps_each_clips_masks_across_epochs_batches_and_order():
+    """González Poy (2022) §4.2.3 / §5.3 (1): the LD-masked spectrograms were made once and replaced the base data,
+    so each clip trains on one mask; the default redraws them every time (Park et al.)."""
+    torch.manual_seed(0)
+    waves = torch.randn(6, 400)
+    images = torch.randn(6, 1, 40, 51)
+    fixed = build_spec_augment({"policy": "LD", "time_warp": 0, "fixed_per_item": True}, seed=3)
+    first = fixed(images, source=waves)
+    # another epoch, another order, another batch: the same clip gets the same masks
+    order = torch.tensor([4, 1, 5, 0])
+    torch.testing.assert_close(fixed(images[order], source=waves[order]), first[order], rtol=0, atol=0)
+    torch.testing.assert_close(fixed(images[:1], source=waves[:1]), first[:1], rtol=0, atol=0)
+    masked = first != images  # every clip is masked somewhere, and not all alike
+    assert all(masked[i].any() for i in range(6)) and not all(torch.equal(masked[0], m) for m in masked[1:])
+    # the run's seed and the clip itself choose the masks
+    other_seed = build_spec_augment({"policy": "LD", "time_warp": 0, "fixed_per_item": True}, seed=4)
+    assert not torch.equal(other_seed(images, source=waves), first)
+    assert not torch.equal(fixed(images, source=waves + 1e-3), first)
+    # per-epoch redraw (the default): two passes differ
+    redraw = build_spec_augment({"policy": "LD", "time_warp": 0})
+    assert not torch.equal(redraw(images, source=waves), redraw(images, source=waves))
+    with pytest.raises(ConfigError, match="fixed_per_item: expected true or false"):
+        build_spec_augment({"policy": "LD", "fixed_per_item": "yes"})
+
+
+def test_the_training_step_keys_fixed_masks_on_each_clips_waveform():
+    from audioclf.config import config_from_dict
+    from audioclf.training.loop import build_step
+
+    seen = []
+
+    class Net(torch.nn.Module):
+        def features(self, wave):  # a (B, 1, 8, 10) "spectrogram" of the waveform
+            return wave.reshape(wave.shape[0], 1, 8, 10).clone()
+
+        def backbone(self, x):
+            seen.append(x.detach().clone())
+            return x.flatten(1)[:, :3]
+
+    cfg = config_from_dict({"data": {"path": "/data"}, "seed": 1,
+                            "augment": {"spec": {"policy": "LD", "time_warp": 0, "freq_width": 4, "time_width": 5,
+                                                 "fixed_per_item": True}, "mixup_alpha": 0.0}})
+    step = build_step(cfg, "single_label", 3)
+    wave, targets = torch.randn(4, 80), torch.tensor([0, 1, 2, 0])
+    step(Net(), wave, targets)
+    step(Net(), wave[[3, 2, 1, 0]], targets[[3, 2, 1, 0]])
+    torch.testing.assert_close(seen[1], seen[0][[3, 2, 1, 0]], rtol=0, atol=0)
+    assert not torch.equal(seen[0], wave.reshape(4, 1, 8, 10))  # masked
+
+
+@cuda
+def test_fixed_per_item_masks_are_the_same_on_cuda_as_on_cpu():
+    """The key is read from the clip's bytes on the CPU: a run on the GPU masks each clip as one on the CPU does."""
+    waves, images = torch.randn(5, 400), torch.randn(5, 1, 40, 51)
+    module = SpecAugment.from_policy("LD", time_warp=0, fixed_per_item=True, seed=2)
+    gpu = module(images.cuda(), source=waves.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), module(images, source=waves), rtol=0, atol=0)

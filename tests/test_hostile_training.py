@@ -48,6 +48,9 @@ def data(tmp_path_factory):
     ("data.add=[{train: 1.0}]", "data.add[0]={'train': 1.0}: expected"),
     ("data.add=[{path: nowhere.csv, train: -1}]", "data.add[0]: the shares train/val/test must be numbers >= 0"),
     ("data.add=[{path: nowhere.csv}]", "data.add[0]:"),
+    ("data.add=[{path: nowhere.csv, train: 1, made_with: 3}]", "data.add[0].made_with=3: expected the transform's"),
+    ("data.add=[{path: nowhere/manifest.csv, train: 1, made_with: {name: impulse_response, each: true}}]",
+     "data.add[0]: nowhere/augment_settings.json: cannot read how the copies were made"),
 ])
 def test_bad_values_are_one_line_before_any_audio_is_decoded(data, tmp_path, monkeypatch, capsys, override, message):
     from audioclf.data import dataset

@@ -118,7 +118,7 @@ def _with_fixture_copies(name: str, tmp_path) -> str:
     import_tau2022(tmp_path / "tau").filter(lambda item: item.split == "train").to_csv(tmp_path / "subset.csv")
     assert main(["augment", "--data", str(tmp_path / "subset.csv"), "--out", str(tmp_path / "copies"), "--variants",
                  "2", "--no-original", "--transform", f"{{name: impulse_response, ir_dir: {tmp_path / 'irs'}, "
-                 "drc: {}, p: 1.0}"]) == 0
+                 "drc: {}, each: true, p: 1.0}"]) == 0
     protocol = yaml.safe_load((sweeps_dir() / f"{name}.yaml").read_text())
     for label in ("ir_mixed", "ir_val_augmented"):
         protocol["sweep"]["params"]["augmentation"][label]["data.add"][0]["path"] = str(tmp_path / "copies" /

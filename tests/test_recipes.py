@@ -354,7 +354,8 @@ def test_dcase2022_by_location_is_todays_recipe_over_the_faithful_one():
     assert (ours.data.group, theirs.data.group) == ("location", None)
     assert list(theirs.data.fractions) == [0.7, 0.3, 0.0] and (ours.train.patience, theirs.train.patience) == (20, None)
     mine, faithful = ({s.name: s.config for s in plan_stages(cfg)} for cfg in (ours, theirs))
-    assert faithful["teacher"].data.add == [{"path": "mic_ir_copies/manifest.csv", "train": 0.3, "val": 0.7}]
+    assert faithful["teacher"].data.add == [{"path": "mic_ir_copies/manifest.csv", "train": 0.3, "val": 0.7,
+                                             "made_with": {"name": "impulse_response", "each": True}}]
     assert list(faithful["teacher"].data.fractions) == [1.0, 0.0, 0.0] and mine["teacher"].data.add == []
     for name in ("teacher", "student"):  # the stages differ in their data alone
         a, b = mine[name].to_dict(), faithful[name].to_dict()
@@ -371,3 +372,34 @@ def test_dcase2022_without_its_ir_copies_stops_before_the_baseline_trains(tmp_pa
     assert "stage teacher: data.add[0].path=mic_ir_copies/manifest.csv: not found" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "chain" / "baseline" / "summary.json").exists()
+
+
+def test_dcase2022_refuses_ir_copies_made_with_a_random_ir_per_copy(tmp_path, monkeypatch, capsys):
+    """§4.2.2: every clip convolved with each IR once; copies that drew an IR at random are not the thesis's
+    (the teacher's data.add says made_with each: true) and stop the chain before the baseline trains."""
+    from audioclf.data.audio import write_audio
+
+    root = layouts.tau2022(tmp_path / "tau")
+    monkeypatch.chdir(tmp_path)
+    for k in range(2):
+        write_audio(tmp_path / "irs" / f"ir{k}.wav", np.exp(-np.arange(200) / (20.0 + k)).astype(np.float32), 44100)
+    make = ["augment", "--data", str(root), "--format", "tau2022", "--split", "train", "--variants", "2",
+            "--no-original", "--out", "mic_ir_copies"]
+    drawn = "{name: impulse_response, ir_dir: irs, drc: {}, p: 1.0}"
+    assert main([*make, "--transform", drawn]) == 0
+    train = ["train", "dcase2022_task1", f"data.root={root}", f"out={tmp_path / 'chain'}", *FAST]
+    assert main(train) == 2
+    err = capsys.readouterr().err
+    assert "stage teacher: data.add[0]: the copies in" in err and "'each': True" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "chain" / "baseline" / "summary.json").exists()
+    # made with each: true, the same folder passes the check (remade: other settings are refused in one folder)
+    each = "{name: impulse_response, ir_dir: irs, drc: {}, each: true, p: 1.0}"
+    assert main([*make, "--transform", each, "--overwrite"]) == 0
+    from audioclf.config import load_config
+    from audioclf.data.prepare import check_made_with
+    from audioclf.workflows.stages import plan_stages
+
+    cfg = load_config("dcase2022_task1", [f"data.root={root}"])
+    teacher = {s.name: s.config for s in plan_stages(cfg)}["teacher"]
+    check_made_with(teacher.data.add[0], "teacher")

@@ -264,6 +264,22 @@ def test_asc_student_matches_report_table_5():
     assert tflite_int8_bytes(model) <= 128_000 and macs <= 30_000_000  # the DCASE 2022 limits
 
 
+def test_asc_student_identity_skips_are_the_other_reading_of_bloque_residual_sin_sc():
+    """§4.4: "bloque residual sin SC" read as the teacher's blocks without "SC" are (identity skips): same
+    parameters as the plain student, other outputs; anything else is refused."""
+    plain = create_model("asc_student", n_classes=10, input_shape=(1, 80, 51))
+    skips = create_model("asc_student", n_classes=10, input_shape=(1, 80, 51), skip="identity")
+    blocks = [b for b in skips.modules() if isinstance(b, ConvBlock2d)]
+    assert len(blocks) == 3 and all(b.skip == "identity" for b in blocks)
+    assert n_params(skips) == n_params(plain) and n_params(skips) + n_bn_stats(skips) == 57_856
+    skips.load_state_dict(plain.state_dict())  # same weights: the skips alone change the output
+    x = torch.randn(2, 1, 80, 51, generator=torch.Generator().manual_seed(0))
+    plain.eval(), skips.eval()
+    assert not torch.allclose(plain(x), skips(x))
+    with pytest.raises(ConfigError, match="asc_student: skip='projection'; expected none"):
+        create_model("asc_student", n_classes=10, input_shape=(1, 80, 51), skip="projection")
+
+
 def test_same_padding_matches_tensorflow_for_even_kernels():
     # TensorFlow "same" pads floor((k-1)/2) before and the rest after: for k=6 -> 2 before, 3 after.
     conv = SameConv2d(1, 1, (6, 5))

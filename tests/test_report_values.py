@@ -131,7 +131,11 @@ def _value(cfg: Config, spec: Any, key: str, system: str) -> Any:
 
 
 def _same(resolved: Any, stated: Any) -> bool:
-    """Numbers numerically, lists entry by entry, ``none`` as null, anything else as text."""
+    """Numbers numerically, lists entry by entry, mappings key by key (in any order), ``none`` as null, anything
+    else as text."""
+    if isinstance(stated, dict):
+        return isinstance(resolved, dict) and set(resolved) == set(stated) and all(
+            _same(resolved[key], value) for key, value in stated.items())
     if isinstance(stated, (list, tuple)):
         return isinstance(resolved, (list, tuple)) and len(resolved) == len(stated) and all(
             _same(r, s) for r, s in zip(resolved, stated))

@@ -124,6 +124,55 @@ def test_windows_are_random_by_default_as_the_report_and_redraw_quiet_redraws_pa
     assert files[0] == files[1]
 
 
+def _mixes_by_count(rows: list[dict[str, str]]) -> dict[str, Counter]:
+    by_count: dict[str, Counter] = {}
+    for row in rows:
+        by_count.setdefault(row["label"], Counter())[row["sexes"]] += 1
+    return by_count
+
+
+def test_sex_mixes_are_balanced_as_far_as_possible_as_the_report(librispeech, tmp_path):
+    """The report's figures of each count's sex mixes, "balanceados lo más posible": every mix of k speakers
+    (FF, FM, MM) equally often, in every prefix; uniform draws (ours before) follow the binomial instead."""
+    rows = _rows(_generate(librispeech, tmp_path / "balanced", n=72))  # 3 women, 3 men
+    assert _mixes_by_count(rows) == {"1": {"F": 12, "M": 12}, "2": {"FF": 8, "FM": 8, "MM": 8},
+                                     "3": {"FFF": 6, "FFM": 6, "FMM": 6, "MMM": 6}}
+    mixes = {"1": ["F", "M"], "2": ["FF", "FM", "MM"], "3": ["FFF", "FFM", "FMM", "MMM"]}
+    for end in range(1, len(rows) + 1):  # balanced in every prefix: each count's mixes differ by at most one
+        for count, seen in _mixes_by_count(rows[:end]).items():
+            made = [seen[mix] for mix in mixes[count]]
+            assert max(made) - min(made) <= 1, (end, count, seen)
+    for row in rows:  # the speakers drawn are of the sexes listed
+        assert row["sexes"] == "".join(sorted(SPEAKERS[s] for s in row["speakers"].split("|")))
+    uniform = _mixes_by_count(_rows(_generate(librispeech, tmp_path / "uniform", n=72, sexes="uniform")))
+    assert uniform["3"]["FFF"] + uniform["3"]["MMM"] < uniform["3"]["FFM"] + uniform["3"]["FMM"]
+    with pytest.raises(ConfigError, match="sexes='even'; expected one of balanced, uniform"):
+        _generate(librispeech, tmp_path / "bad", sexes="even")
+
+
+def test_the_cli_balances_sexes_from_speakers_txt_as_far_as_the_speakers_allow(tmp_path, capsys):
+    import json
+
+    import layouts
+    from audioclf.cli import main
+
+    root = layouts.librispeech_tones(tmp_path)  # SPEAKERS.TXT: two women, two men
+    base = ["synth", "speaker-count", "--source", str(root), "--n", "18", "--seconds", "0.2"]
+    assert main([*base, "--out", str(tmp_path / "mix")]) == 0
+    # three speakers out of two women and two men: FFF and MMM cannot be made, FFM and FMM alternate
+    assert _mixes_by_count(_rows(tmp_path / "mix" / "metadata.csv")) == {
+        "1": {"F": 3, "M": 3}, "2": {"FF": 2, "FM": 2, "MM": 2}, "3": {"FFM": 3, "FMM": 3}}
+    record = json.loads((tmp_path / "mix" / RECORD_NAME).read_text())
+    assert record["sexes"] == "balanced"
+    # a set made before sex mixes were balanced has no "sexes" in its record: it drew uniformly, and resumes so
+    (tmp_path / "mix" / RECORD_NAME).write_text(json.dumps({k: v for k, v in record.items() if k != "sexes"}))
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "mix")]) == 2
+    err = capsys.readouterr().err
+    assert "generated with sexes='uniform', not 'balanced'" in err and len(err.strip().splitlines()) == 1
+    assert main([*base, "--out", str(tmp_path / "mix"), "--sexes", "uniform"]) == 0
+
+
 def test_render_mixture_averages_windows_and_pads_short_waves():
     rng = np.random.default_rng(1)
     waves = [rng.standard_normal(500).astype(np.float32), rng.standard_normal(300).astype(np.float32),

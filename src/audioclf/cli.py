@@ -269,7 +269,8 @@ def cmd_synth(args) -> None:
             raise AudioclfError("give --n N (one set) or --report-sizes (100,000 / 10,000 / 10,000 per split)")
         csv_path = generate_speaker_count(source_manifest(args.source), args.out, max_speakers=args.max_speakers,
                                           n=n, seconds=args.seconds, sample_rate=args.sr, seed=args.seed,
-                                          window=args.window, silence_db=args.silence_db, overwrite=args.overwrite)
+                                          window=args.window, silence_db=args.silence_db, sexes=args.sexes,
+                                          overwrite=args.overwrite)
     else:
         from .data.synth.mixtures import make_multilabel_mixtures
 
@@ -617,6 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="speaker-count: random (as the reference project: each speaker's window "
                             "uniformly random, pauses included) or redraw_quiet (windows quieter than --silence-db "
                             "redrawn)")
+    synth.add_argument("--sexes", default="balanced",
+                       help="speaker-count: balanced (as the reference project: each count's sex mixes, e.g. FF, "
+                            "FM, MM, equally often, as far as the speakers allow) or uniform (speakers drawn "
+                            "uniformly, whatever their sex)")
     synth.add_argument("--silence-db", type=float, default=-20.0,
                        help="speaker-count, --window redraw_quiet: a window this many dB below its utterance's RMS "
                             "is a pause")

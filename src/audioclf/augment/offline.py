@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.audio import load_audio, write_audio
 from ..data.manifest import Item, Manifest
-from ..data.store import settings_json
+from ..data.store import AUGMENT_SETTINGS_FILE, settings_json
 from ..files import atomic_write_text
 from ..ownership import claim_folder
 from ..console import track
@@ -44,7 +44,7 @@ __all__ = ["augment_dataset", "item_rng", "GROUP_COLUMNS"]
 log = logging.getLogger(__name__)
 
 GROUP_COLUMNS = ("source_id", "augmentation", "variant")
-_SETTINGS = "augment_settings.json"
+_SETTINGS = AUGMENT_SETTINGS_FILE
 _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
@@ -110,7 +110,7 @@ def _augment_item(item: Item, outputs: list[_Output], compose: Compose, sample_r
     if missing:
         wave, sr = load_audio(item.path, sample_rate=sample_rate, mono=True)
         for out in missing:
-            augmented, applied = compose.call_with_params(wave, sr, item_rng(seed, item.id, out.variant))
+            augmented, applied = compose.call_with_params(wave, sr, item_rng(seed, item.id, out.variant), out.variant)
             if (subtype or "").upper() not in _FLOAT_SUBTYPES and np.abs(augmented).max(initial=0.0) > 1.0:
                 clipped += 1  # integer PCM clips at full scale
             write_audio(out.audio, augmented, sr, subtype=subtype)
@@ -153,6 +153,7 @@ def augment_dataset(
     compose.refuse_training_set_transforms("offline augmented copies")
     if isinstance(n_variants, bool) or not isinstance(n_variants, int) or n_variants < 1:
         raise ConfigError(f"n_variants: expected an integer >= 1, got {n_variants!r}")
+    compose.check_variants(n_variants, "offline augmented copies")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed: expected an integer >= 0, got {seed!r}")
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, int)

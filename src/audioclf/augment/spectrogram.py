@@ -9,10 +9,15 @@ duplicated half" mode, see :class:`audioclf.augment.batch.DuplicateAugmented`).
 
 The pure functions (:func:`mask_along_axis`, :func:`time_warp`, :func:`shift_frequency_axis`) take the
 random parameters as tensors, so they are testable exactly.
+
+:class:`SpecAugment` ``fixed_per_item=True`` draws each example's warp and masks from a key made of its input
+(the waveform the step passes as ``source``) and a seed instead: a clip that comes back unchanged each epoch
+keeps one set of masks, as offline masked copies made once would (González Poy 2022, §4.2.3 / §5.3 (1)).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -139,10 +144,24 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: 
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
+def keyed_uniforms(source: torch.Tensor, n: int, seed: int, device: torch.device) -> torch.Tensor:
+    """``(n, B)`` U[0, 1) draws on ``device``, each example's column a function of its own values in ``source``
+    (``(B, ...)``, bit for bit) and ``seed`` alone: the same input gives the same draws in any batch, epoch or
+    position. The key is a BLAKE2b digest of the example's float32 bytes (on the CPU: exact, whatever the device)."""
+    rows = source.detach().reshape(source.shape[0], -1).float().cpu().numpy()
+    out = torch.empty((rows.shape[0], n))
+    for i, row in enumerate(rows):
+        digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=int(seed).to_bytes(8, "little", signed=True))
+        out[i] = torch.rand(n, generator=torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little")
+                                                                        >> 1))
+    return out.t().contiguous().to(device)
+
+
 def _random_bands(batch: int, count: int, max_width: int, size: int, generator: torch.Generator | None,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per example ``count`` bands: width uniform in ``[0, max_width]``, start uniform in ``[0, size - width]``."""
-    u = _uniform((2, batch, count), generator, device)
+                  device: torch.device, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example ``count`` bands: width uniform in ``[0, max_width]``, start uniform in ``[0, size - width]``
+    (``u``: the ``(2, B, count)`` uniforms to use, else drawn from ``generator``)."""
+    u = _uniform((2, batch, count), generator, device) if u is None else u
     widths = (u[0] * (max_width + 1)).floor().long().clamp(max=max_width)
     starts = (u[1] * (size - widths + 1)).floor().long()
     starts = torch.minimum(starts, size - widths)
@@ -176,12 +195,19 @@ class SpecAugment(nn.Module):
 
     ``mask_value``: ``"mean"`` fills with each example's (and channel's) mean (right for un-normalised
     log-mels, where 0 dB is not "nothing"), or a number (0.0 for standardised features, as in the paper).
+    ``fixed_per_item``: draw each example's parameters from :func:`keyed_uniforms` of its ``source`` (``forward``'s
+    argument; ``x`` itself when None) and ``seed``, not from ``generator``: one mask per clip for the whole run
+    (the default, False, draws new masks every time, as Park et al. do).
     """
 
     def __init__(self, time_warp: int = 0, freq_masks: int = 2, freq_width: int = 27, time_masks: int = 2,
                  time_width: int = 100, time_width_ratio: float = 1.0, mask_value: float | str = "mean",
-                 generator: torch.Generator | None = None):
+                 fixed_per_item: bool = False, seed: int = 0, generator: torch.Generator | None = None):
         super().__init__()
+        if not isinstance(fixed_per_item, bool):
+            raise ValueError(f"fixed_per_item: expected true or false, got {fixed_per_item!r}")
+        self.fixed_per_item = fixed_per_item
+        self.seed = _nonneg_int("seed", seed)
         self.time_warp = _nonneg_int("time_warp", time_warp)
         self.freq_masks = _nonneg_int("freq_masks", freq_masks)
         self.freq_width = _nonneg_int("freq_width", freq_width)
@@ -209,7 +235,8 @@ class SpecAugment(nn.Module):
     def extra_repr(self) -> str:
         return (f"time_warp={self.time_warp}, freq_masks={self.freq_masks}, freq_width={self.freq_width}, "
                 f"time_masks={self.time_masks}, time_width={self.time_width}, "
-                f"time_width_ratio={self.time_width_ratio}, mask_value={self.mask_value!r}")
+                f"time_width_ratio={self.time_width_ratio}, mask_value={self.mask_value!r}"
+                + (f", fixed_per_item=True, seed={self.seed}" if self.fixed_per_item else ""))
 
     def max_widths(self, n_freq: int, n_time: int) -> tuple[int, int, int]:
         """``(W', F', T')``: warp distance and mask widths after clamping to an ``n_freq x n_time`` image."""
@@ -218,23 +245,36 @@ class SpecAugment(nn.Module):
         time = min(self.time_width, int(math.floor(self.time_width_ratio * n_time)), n_time)
         return warp, freq, time
 
-    def forward(self, x: torch.Tensor, apply_to: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, apply_to: torch.Tensor | None = None,
+                source: torch.Tensor | None = None) -> torch.Tensor:
+        """``source``: the ``(B, ...)`` inputs ``x`` was computed from (the waveforms), which ``fixed_per_item``
+        keys each example's masks on (``x`` itself when None)."""
         _check_image(x)
         if not self.training or x.shape[0] == 0:
             return x
         batch, n_freq, n_time = x.shape[0], x.shape[-2], x.shape[-1]
         warp, freq, time = self.max_widths(n_freq, n_time)
+        keyed = None
+        if self.fixed_per_item:  # every draw of this call comes from the example's key: 2 warp + 2 per mask
+            keyed = keyed_uniforms(x if source is None else source, 2 + 2 * (self.freq_masks + self.time_masks),
+                                   self.seed, x.device)
+
+        def take(start: int, count: int) -> torch.Tensor:  # (2, B, count) of the keyed draws, as _random_bands takes
+            return keyed[start:start + 2 * count].reshape(2, count, batch).transpose(1, 2)
+
         out = x
         if warp > 0:
-            u = _uniform((2, batch), self.generator, x.device)
+            u = _uniform((2, batch), self.generator, x.device) if keyed is None else keyed[:2]
             centers = (warp + 1 + (u[0] * (n_time - 2 - 2 * warp)).floor()).clamp(max=n_time - 2 - warp)
             out = time_warp(out, centers, (2.0 * u[1] - 1.0) * warp)
         value = out.mean(dim=(-2, -1), keepdim=True) if self.mask_value == "mean" else self.mask_value
         if self.freq_masks and freq > 0:
-            starts, widths = _random_bands(batch, self.freq_masks, freq, n_freq, self.generator, x.device)
+            u = None if keyed is None else take(2, self.freq_masks)
+            starts, widths = _random_bands(batch, self.freq_masks, freq, n_freq, self.generator, x.device, u)
             out = mask_along_axis(out, starts, widths, -2, value)
         if self.time_masks and time > 0:
-            starts, widths = _random_bands(batch, self.time_masks, time, n_time, self.generator, x.device)
+            u = None if keyed is None else take(2 + 2 * self.freq_masks, self.time_masks)
+            starts, widths = _random_bands(batch, self.time_masks, time, n_time, self.generator, x.device, u)
             out = mask_along_axis(out, starts, widths, -1, value)
         return _select(out, x, apply_to)
 
@@ -269,7 +309,8 @@ class MelBandShift(nn.Module):
     def extra_repr(self) -> str:
         return f"max_shift={self.max_shift}, max_stretch={self.max_stretch}, p={self.p}"
 
-    def forward(self, x: torch.Tensor, apply_to: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, apply_to: torch.Tensor | None = None,
+                source: torch.Tensor | None = None) -> torch.Tensor:
         _check_image(x)
         if not self.training or x.shape[0] == 0:
             return x
@@ -283,26 +324,28 @@ class MelBandShift(nn.Module):
 class SpecAugmentChain(nn.ModuleList):
     """Spectrogram augmentations in order, passing ``apply_to`` to each."""
 
-    def forward(self, x: torch.Tensor, apply_to: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, apply_to: torch.Tensor | None = None,
+                source: torch.Tensor | None = None) -> torch.Tensor:
         for module in self:
-            x = module(x, apply_to=apply_to)
+            x = module(x, apply_to=apply_to, source=source)
         return x
 
 
 _SPEC_ARGS = ["policy", "time_warp", "freq_masks", "freq_width", "time_masks", "time_width", "time_width_ratio",
-              "mask_value", "band_shift"]
+              "mask_value", "fixed_per_item", "band_shift"]
 _BAND_ARGS = ["max_shift", "max_stretch", "p"]
 
 
-def build_spec_augment(spec: Mapping[str, Any] | str | None,
-                       generator: torch.Generator | None = None) -> nn.Module | None:
+def build_spec_augment(spec: Mapping[str, Any] | str | None, generator: torch.Generator | None = None,
+                       seed: int = 0) -> nn.Module | None:
     """A spectrogram augmentation module from config, or None.
 
     ``spec``: None / ``"none"`` (no augmentation), a policy name (``"LD"``), or a mapping with an
     optional ``policy`` plus :class:`SpecAugment` arguments overriding it (``{"policy": "LD",
     "mask_value": 0.0}``; without ``policy`` the class defaults apply), and optionally ``band_shift``:
     ``true`` or :class:`MelBandShift` arguments, which appends a mel-band shift (a
-    :class:`SpecAugmentChain` is returned then). Unknown keys/values raise :class:`ConfigError`.
+    :class:`SpecAugmentChain` is returned then). ``seed`` (the run's) salts ``fixed_per_item``'s keys. Unknown
+    keys/values raise :class:`ConfigError`.
     """
     if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
         return None
@@ -318,7 +361,8 @@ def build_spec_augment(spec: Mapping[str, Any] | str | None,
     if policy is not None and policy not in POLICIES:
         raise ConfigError(f"spec_augment.policy: unknown policy '{policy}'{did_you_mean(str(policy), list(POLICIES))}")
     try:
-        module: nn.Module = SpecAugment(**{**(POLICIES[policy] if policy else {}), **args}, generator=generator)
+        module: nn.Module = SpecAugment(**{**(POLICIES[policy] if policy else {}), **args}, seed=seed,
+                                        generator=generator)
     except ValueError as exc:
         raise ConfigError(f"spec_augment: {exc}") from None
     band = spec.get("band_shift")

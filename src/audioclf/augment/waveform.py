@@ -200,14 +200,24 @@ class WaveformTransform(ABC):
     def apply(self, wave: np.ndarray, sr: int, params: Mapping[str, Any]) -> np.ndarray:
         """Deterministic: transform ``wave`` with ``params``; returns a new float32 array, same length."""
 
-    def call_with_params(self, wave: np.ndarray, sr: int,
-                         rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any] | None]:
-        """Like ``__call__`` but also returns the drawn parameters (None when the transform was skipped)."""
+    def call_with_params(self, wave: np.ndarray, sr: int, rng: np.random.Generator,
+                         variant: int | None = None) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """Like ``__call__`` but also returns the drawn parameters (None when the transform was skipped).
+
+        ``variant``: the number (1..) of the offline copy being made, for :meth:`variant_parameters`."""
         wave = _check_call(wave, sr, rng)
         if not rng.random() < self.p:
             return wave, None
-        params = self.randomize_parameters(wave, int(sr), rng)
+        params = self.variant_parameters(self.randomize_parameters(wave, int(sr), rng), variant)
         return np.asarray(self.apply(wave, int(sr), params), dtype=np.float32), params
+
+    def variant_parameters(self, params: dict[str, Any], variant: int | None) -> dict[str, Any]:
+        """``params`` with what the copy's number fixes (impulse_response ``each``: copy k takes IR k)."""
+        return params
+
+    def check_variants(self, n_variants: int | None) -> None:
+        """ValueError when the transform cannot make ``n_variants`` numbered copies (None: augmentation on the
+        fly, which numbers no copies)."""
 
     def __call__(self, wave: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
         return self.call_with_params(wave, sr, rng)[0]
@@ -256,13 +266,23 @@ class Compose:
                 raise ConfigError(f"augment[{index}] ({transform.name}): mixes in the training set's own audio, "
                                   f"so it works only when training on audio files, not in {where}")
 
-    def call_with_params(self, wave: np.ndarray, sr: int,
-                         rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The augmented wave and one record ``{"index", "name", "params"}`` per transform that applied."""
+    def check_variants(self, n_variants: int | None, where: str) -> None:
+        """ConfigError when a transform cannot make ``n_variants`` numbered copies in ``where`` (None: on the fly,
+        where nothing is numbered: impulse_response ``each`` is refused there)."""
+        for index, transform in enumerate(self.transforms):
+            try:
+                transform.check_variants(n_variants)
+            except ValueError as exc:
+                raise ConfigError(f"augment[{index}] ({transform.name}) in {where}: {exc}") from None
+
+    def call_with_params(self, wave: np.ndarray, sr: int, rng: np.random.Generator,
+                         variant: int | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The augmented wave and one record ``{"index", "name", "params"}`` per transform that applied
+        (``variant``: the offline copy's number, see :meth:`WaveformTransform.call_with_params`)."""
         wave = _check_call(wave, sr, rng)
         records: list[dict[str, Any]] = []
         for index, transform in enumerate(self.transforms):
-            wave, params = transform.call_with_params(wave, sr, rng)
+            wave, params = transform.call_with_params(wave, sr, rng, variant)
             if params is not None:
                 records.append({"index": index, "name": transform.name, "params": params})
         return wave, records
@@ -761,12 +781,20 @@ class ImpulseResponse(WaveformTransform):
     sound) or at 0 (``align="start"``). Level is kept: the output is rescaled to the input's RMS.
     ``drc``: optional arguments of :class:`DynamicRangeCompression` (``p`` excluded) applied after the
     convolution, as the DCASE device simulation does ("IR then device-specific DRC").
+    ``each``: offline copies only (``audioclf augment``): copy k of every clip uses the k-th IR (sorted
+    paths) instead of a random one, so N IRs and N variants give every clip convolved with each IR once, as
+    González Poy (2022, §4.2.2) made its 8 microphone copies; needs ``p`` 1 and as many variants as IRs.
     Params: ``{"file"}`` plus ``{"drc": {...}}`` when ``drc`` is set.
     """
 
     def __init__(self, ir_dir: str | Sequence[str], align: str = "peak", drc: Mapping[str, Any] | None = None,
-                 p: float = 0.5):
+                 each: bool = False, p: float = 0.5):
         super().__init__(p)
+        if not isinstance(each, bool):
+            raise ValueError(f"each: expected true or false, got {each!r}")
+        if each and self.p != 1.0:
+            raise ValueError(f"each: every copy k is convolved with IR k, so p must be 1.0, got {p!r}")
+        self.each = each
         self.ir_dir = ir_dir if isinstance(ir_dir, (str, Path)) else [str(d) for d in ir_dir]
         self._bank = _AudioBank(find_audio_files(ir_dir, "ir_dir"))
         self.align = _choice("align", align, _ALIGNS)
@@ -791,6 +819,25 @@ class ImpulseResponse(WaveformTransform):
         if self._drc is not None:
             params["drc"] = self._drc.randomize_parameters(wave, sr, rng)
         return params
+
+    def check_variants(self, n_variants):
+        if not self.each:
+            return
+        if n_variants is None:
+            raise ValueError("each: true picks IR k for offline copy k (audioclf augment); on the fly there are "
+                             "no numbered copies: drop each")
+        if n_variants != len(self.files):
+            raise ValueError(f"each: {len(self.files)} impulse responses in {self.ir_dir}, so make "
+                             f"{len(self.files)} variants (one per IR), not {n_variants}")
+
+    def variant_parameters(self, params, variant):
+        if not self.each:
+            return params
+        if variant is None or not 1 <= int(variant) <= len(self.files):
+            raise ConfigError(f"impulse_response each: copy {variant} has no IR of its own ({len(self.files)} IRs; "
+                              "each needs numbered offline copies, one per IR)")
+        # randomize_parameters still drew a file, so the DRC settings come from the same stream as a random pick's
+        return {**params, "file": self.files[int(variant) - 1]}
 
     def apply(self, wave, sr, params):
         out = _convolve_same(wave, self._bank.get(params["file"], sr), self.align)

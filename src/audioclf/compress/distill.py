@@ -238,7 +238,7 @@ def distillation_step(
         if spec_augment is None:
             return model(inputs)
         spec_augment.train()
-        return model.backbone(spec_augment(model.features(inputs), apply_to=apply_to))
+        return model.backbone(spec_augment(model.features(inputs), apply_to=apply_to, source=inputs))
 
     def step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, apply_to=None) -> dict[str, torch.Tensor]:
         targets, teacher_logits = teacher_and_targets(inputs, targets)
@@ -327,7 +327,7 @@ class Distillation:
         if cfg.augment.mixup_alpha:
             raise ConfigError(f"augment.mixup_alpha={cfg.augment.mixup_alpha}: MixUp is not supported by distill "
                               "(set it to 0; waveform augmentation and SpecAugment are)")
-        spec_augment = build_spec_augment(cfg.augment.spec) if cfg.augment.spec is not None else None
+        spec_augment = build_spec_augment(cfg.augment.spec, seed=cfg.seed) if cfg.augment.spec is not None else None
         self.teacher = self.teacher.to(device)
         self.used_cache = _inputs_are_fixed(inputs.prepared, cfg) if self.cache is None else self.cache
         if not self.used_cache:

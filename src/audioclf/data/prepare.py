@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import json
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from .audio import AudioInfo, audio_info, check_header
 from .dataset import Skipped, decode_manifest
 from .importers import get_importer, load_manifest
 from .manifest import Manifest
+from .store import AUGMENT_SETTINGS_FILE
 from .integrity import (
     check_classes,
     check_decoded,
@@ -287,9 +289,10 @@ def _added(entries: list[dict[str, Any]], main: Manifest, audio_root: str | None
     items = []
     for k, entry in enumerate(entries):
         where = f"data.add[{k}]"
-        if not isinstance(entry, dict) or "path" not in entry or set(entry) - {"path", *_SHARES}:
+        if not isinstance(entry, dict) or "path" not in entry or set(entry) - {"path", "made_with", *_SHARES}:
             raise ConfigError(f"{where}={entry!r}: expected {{path: CSV or folder, train: share, val: share, "
-                              "test: share}}")
+                              "test: share, made_with: transform arguments}}")
+        check_made_with(entry, where)
         shares = [entry.get(name, 0.0) for name in _SHARES]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in shares) \
                 or sum(shares) <= 0:
@@ -312,6 +315,28 @@ def _added(entries: list[dict[str, Any]], main: Manifest, audio_root: str | None
         items += [dataclasses.replace(item, id=f"add{k}:{item.id}", split=str(split))
                   for item, split in zip(extra, splits)]
     return items
+
+
+def check_made_with(entry: dict[str, Any], where: str) -> None:
+    """``data.add``'s ``made_with: {name: impulse_response, each: true}``: the copies under ``path`` must have been
+    made (``audioclf augment``, its ``augment_settings.json``) by a transform with those arguments, so a recipe
+    that states how its copies were made refuses copies made otherwise (e.g. a random IR per copy)."""
+    wanted = entry.get("made_with")
+    if wanted is None:
+        return
+    if not isinstance(wanted, dict) or "name" not in wanted:
+        raise ConfigError(f"{where}.made_with={wanted!r}: expected the transform's arguments, e.g. "
+                          "{name: impulse_response, each: true}")
+    folder = Path(entry["path"])
+    settings_file = (folder if folder.is_dir() else folder.parent) / AUGMENT_SETTINGS_FILE
+    try:
+        chain = json.loads(settings_file.read_text(encoding="utf-8"))["augment"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{where}: {settings_file}: cannot read how the copies were made ({exc}); make them with "
+                        "audioclf augment") from None
+    if not any(isinstance(spec, dict) and all(spec.get(k) == v for k, v in wanted.items()) for spec in chain):
+        raise DataError(f"{where}: the copies in {settings_file.parent} were made with {chain}, not with "
+                        f"{wanted} as the recipe states; remake them (the recipe's comments give the command)")
 
 
 def subset_args(subset: Any, key: str = "data.train_subset") -> dict[str, Any]:

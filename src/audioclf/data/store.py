@@ -49,6 +49,11 @@ def _json_default(value: Any) -> Any:
     raise DataError(f"cache settings: cannot encode {type(value).__name__} value {value!r} as JSON")
 
 
+# What `audioclf augment` (augment.offline) writes beside its copies: its seed, rate and transform chain, read back by
+# data.add's made_with check.
+AUGMENT_SETTINGS_FILE = "augment_settings.json"
+
+
 def settings_json(settings: dict[str, Any]) -> str:
     """Canonical JSON (sorted keys, no spaces): equal settings give equal text whatever the dict order."""
     return json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)

@@ -259,13 +259,18 @@ def asc_student(
     filters: int = 32,
     activation: str = "elu",
     dropout: float = 0.2,
+    skip: str = "none",
 ) -> ASCResNet:
     """Student of González Poy (2022), Table 5, a plain ("linear") CNN: stem Conv ``filters`` @ (6, 5) + BN; MaxPool
     (2, 2), block; MaxPool (5, 2), block; block -- each block two 3x3 conv + BN + activation without skip;
     output Conv 1x1 + BN, GAP, Dense. 57,856 Keras parameters and ~26.1 MMACs on 80 x 51 log-mels (the
-    thesis's final input), within the DCASE limits of 128K INT8 parameters and 30 MMACs."""
+    thesis's final input), within the DCASE limits of 128K INT8 parameters and 30 MMACs.
+    ``skip="identity"``: the other reading of "bloque residual sin SC" (§4.4), an identity skip in each block as
+    in the teacher's blocks without "SC"; same parameters (README, S4 "Counting" weighs the two)."""
     if int(filters) != filters or filters < 1:
         raise ConfigError(f"asc_student: filters={filters}; expected a positive int")
-    stages = tuple((int(filters), kernels, skip, pool) for _, kernels, skip, pool in STUDENT_STAGES)
+    if skip not in ("none", "identity"):
+        raise ConfigError(f"asc_student: skip={skip!r}; expected none (a plain CNN) or identity")
+    stages = tuple((int(filters), kernels, skip, pool) for _, kernels, _, pool in STUDENT_STAGES)
     return ASCResNet(input_shape[0], n_classes, int(filters), (6, 5), stages, activation,
                      _check_rate("asc_student", dropout))

@@ -48,7 +48,7 @@ def augmented_step(loss_fn: nn.Module, task: str, n_classes: int, spec_augment: 
         x = model.features(wave)
         if spec_augment is not None:
             spec_augment.train()
-            x = spec_augment(x, apply_to=apply_to)
+            x = spec_augment(x, apply_to=apply_to, source=wave)
         if mixup_alpha and mixup_on == "features":
             x, targets = mixup(x, targets, mixup_alpha, task, n_classes, apply_to=apply_to)
         logits = model.backbone(x)
@@ -61,7 +61,7 @@ def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
     """The training step: plain supervised, or with on-device SpecAugment / MixUp from ``cfg.augment``."""
     loss_fn = build_loss(task, label_smoothing=cfg.train.label_smoothing or 0.0, kind=loss)
     aug = cfg.augment
-    spec_augment = build_spec_augment(aug.spec)
+    spec_augment = build_spec_augment(aug.spec, seed=cfg.seed)
     if spec_augment is None and not aug.mixup_alpha:
         return supervised_step(loss_fn)
     return augmented_step(loss_fn, task, n_classes, spec_augment, aug.mixup_alpha or 0.0, aug.mixup_on)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, apply_overrides, config_from_dict
+from ..data.prepare import check_made_with
 from ..console import format_number, markdown_table
 from ..errors import ConfigError, DataError
 from ..files import atomic_write_text
@@ -73,6 +74,8 @@ def _check_added_files(stages: list[Stage]) -> None:
             if path and not Path(path).exists():
                 raise DataError(f"stage {stage.name}: data.add[{k}].path={path}: not found (make it first, e.g. with "
                                 "audioclf augment; the recipe's comments say how)")
+            if path:
+                check_made_with(entry, f"stage {stage.name}: data.add[{k}]")
 
 
 def plan_stages(cfg: Config) -> list[Stage]:

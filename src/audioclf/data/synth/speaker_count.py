@@ -12,6 +12,15 @@ it a window of ``seconds``:
   so every counted speaker speaks. Its first draw is the random window's, so the two differ only where
   that draw was a pause.
 
+Who speaks (``sexes``):
+
+* ``"balanced"`` (the default, as that project: its figures of each count's sex mixes, "los datos han sido
+  balanceados lo más posible"): the ``k``-speaker mixtures cycle through the sex mixes of ``k`` speakers (all
+  women ... all men) that the split's speakers can fill, so each mix is equally frequent in every prefix, and
+  the speakers are drawn at random within each sex (LibriSpeech's ``SPEAKERS.TXT`` gives the sex);
+* ``"uniform"`` (our earlier draw): ``k`` speakers drawn uniformly, so the mixes follow the binomial (with
+  LibriSpeech's near 50/50 speakers, FM twice as frequent as FF or MM).
+
 The windows are averaged, ``(x_1 + ... + x_n) / n``, as in that project, and written as 16-bit WAV.
 
 Files are named as in that project, ``Audio_Train12.wav`` / ``Audio_Validation3.wav`` / ``Audio_Test7.wav``
@@ -58,6 +67,7 @@ from .mixtures import (
 __all__ = [
     "REPORT_SIZES",
     "WINDOWS",
+    "SEX_DRAWS",
     "SPLIT_FILE_NAMES",
     "SpeakerPool",
     "MixturePlan",
@@ -74,6 +84,8 @@ log = logging.getLogger(__name__)
 REPORT_SIZES: dict[str, int] = {"train": 100_000, "val": 10_000, "test": 10_000}
 # How a speaker's window is drawn: that project's uniformly random one, or ours that redraws pauses (see above).
 WINDOWS: tuple[str, ...] = ("random", "redraw_quiet")
+# Who speaks in a mixture: sex mixes balanced as that project did, or speakers drawn uniformly (see above).
+SEX_DRAWS: tuple[str, ...] = ("balanced", "uniform")
 # "Audio_<Conjunto><k>.wav" with Conjunto in Train, Validation, Test (that project's naming).
 SPLIT_FILE_NAMES: dict[str | None, str] = {None: "", "train": "Train", "val": "Validation", "test": "Test"}
 # Random-stream tag per split, so mixture i of "train" and mixture i of "val" differ.
@@ -139,12 +151,40 @@ def speaker_pools(items: Sequence[Item], seconds: float | None = None) -> list[S
     return pools
 
 
-def plan_mixture(pools: Sequence[SpeakerPool], split: str | None, index: int, seed: int,
-                 max_speakers: int) -> MixturePlan:
-    """Mixture ``index`` of ``split``: ``1 + index mod max_speakers`` distinct speakers, one utterance each."""
+def by_sex(pools: Sequence[SpeakerPool]) -> tuple[list[SpeakerPool], list[SpeakerPool]]:
+    """``(women, men)``: the pools of each sex, in their order."""
+    return [pool for pool in pools if pool.sex == "F"], [pool for pool in pools if pool.sex == "M"]
+
+
+def sex_mixes(women: int, men: int, count: int) -> list[tuple[int, int]]:
+    """The ``(women, men)`` mixes of ``count`` speakers that ``women`` and ``men`` speakers can fill, all women
+    first (3 speakers from 2 women and 5 men: FFM, FMM, MMM)."""
+    return [(f, count - f) for f in range(count, -1, -1) if f <= women and count - f <= men]
+
+
+def _balanced_draw(sexes: tuple[list[SpeakerPool], list[SpeakerPool]], count: int, turn: int,
+                   rng: np.random.Generator) -> list[SpeakerPool]:
+    """``count`` speakers of the sex mix whose turn it is (``turn`` cycles through :func:`sex_mixes`), each sex's
+    speakers drawn at random, in random order."""
+    mixes = sex_mixes(len(sexes[0]), len(sexes[1]), count)
+    chosen: list[SpeakerPool] = []
+    for members, k in zip(sexes, mixes[turn % len(mixes)]):
+        chosen += [members[int(p)] for p in rng.choice(len(members), size=k, replace=False)] if k else []
+    return [chosen[int(i)] for i in rng.permutation(count)]
+
+
+def plan_mixture(pools: Sequence[SpeakerPool], split: str | None, index: int, seed: int, max_speakers: int,
+                 sexes: str = "balanced",
+                 split_by_sex: tuple[list[SpeakerPool], list[SpeakerPool]] | None = None) -> MixturePlan:
+    """Mixture ``index`` of ``split``: ``1 + index mod max_speakers`` distinct speakers, one utterance each; with
+    ``sexes="balanced"`` the ``index // max_speakers``-th mixture of that count takes the next sex mix in turn
+    (``split_by_sex``: :func:`by_sex` of ``pools``, made once for a whole set)."""
     rng = item_rng(seed, _SPLIT_STREAM[split], index, 0)  # stream 0: the plan; 1: the windows
     count = 1 + index % max_speakers
-    chosen = [pools[int(p)] for p in rng.choice(len(pools), size=count, replace=False)]
+    if sexes == "balanced":
+        chosen = _balanced_draw(split_by_sex or by_sex(pools), count, index // max_speakers, rng)
+    else:
+        chosen = [pools[int(p)] for p in rng.choice(len(pools), size=count, replace=False)]
     utterances = tuple(pool.utterances[int(rng.integers(len(pool.utterances)))] for pool in chosen)
     return MixturePlan(split, index, f"Audio_{SPLIT_FILE_NAMES[split]}{index}.wav",
                        tuple(pool.id for pool in chosen), "".join(pool.sex for pool in chosen), utterances)
@@ -236,6 +276,7 @@ def generate_speaker_count(
     window: str = "random",
     silence_db: float = -20.0,
     max_tries: int = 10,
+    sexes: str = "balanced",
     progress: bool = True,
     on_item: OnItem | None = None,
     overwrite: bool = False,
@@ -247,7 +288,8 @@ def generate_speaker_count(
     split, e.g. :data:`REPORT_SIZES` ``{"train": 100000, "val": 10000, "test": 10000}`` (files
     ``Audio_Train<i>.wav`` ..., speakers of a split drawn from the items of that split only).
     ``window``: ``"random"`` (that project's windows) or ``"redraw_quiet"`` (pauses quieter than ``silence_db``
-    below the utterance redrawn, up to ``max_tries`` times); see the module docstring.
+    below the utterance redrawn, up to ``max_tries`` times); ``sexes``: ``"balanced"`` (that project's sex mixes)
+    or ``"uniform"``; see the module docstring.
     ``on_item(path, written)`` is called after each mixture (progress hooks, tests).
     The same arguments give byte-identical files; rerunning after an interruption completes the set.
     ``out_dir`` must be new, empty or an earlier synthetic set (``overwrite``: deleted and made afresh).
@@ -258,6 +300,8 @@ def generate_speaker_count(
         raise ConfigError(f"max_speakers={max_speakers!r}; expected a positive int")
     if window not in WINDOWS:
         raise ConfigError(f"window={window!r}; expected one of {', '.join(WINDOWS)}")
+    if sexes not in SEX_DRAWS:
+        raise ConfigError(f"sexes={sexes!r}; expected one of {', '.join(SEX_DRAWS)}")
     if not silence_db < 0:
         raise ConfigError(f"silence_db={silence_db}; expected a negative level in dB (relative to the utterance)")
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
@@ -273,17 +317,20 @@ def generate_speaker_count(
                             f"at least {max_speakers}")
 
     out = claim_folder(out_dir, "synth", overwrite, key="out_dir")  # never into a folder of the user's
-    # Sets made before windows could be random were redraw_quiet ones, and their records have no "window".
-    check_generation_record(out, first=("window",), older={"window": "redraw_quiet"}, settings={
+    # Sets made before windows could be random were redraw_quiet ones, and their records have no "window"; those
+    # made before sex mixes were balanced drew speakers uniformly, and have no "sexes".
+    check_generation_record(out, first=("window", "sexes"), older={"window": "redraw_quiet", "sexes": "uniform"},
+                            settings={
         "kind": "speaker_count", "version": 1, "seed": int(seed), "max_speakers": max_speakers,
         "seconds": float(seconds), "sample_rate": int(sample_rate),
         # The pause test's settings shape only redrawn windows: a random set resumes whatever they are.
-        "window": window,
+        "window": window, "sexes": sexes,
         **({"silence_db": float(silence_db), "max_tries": max_tries} if window == "redraw_quiet" else {}),
         "source": source_fingerprint((item.id, item.groups.get("speaker", ""), item.groups.get("sex", ""),
                                       item.split or "") for item in source),
     })
-    plans = [plan_mixture(pools[split], split, i, seed, max_speakers)
+    split_by_sex = {split: by_sex(members) for split, members in pools.items()}
+    plans = [plan_mixture(pools[split], split, i, seed, max_speakers, sexes, split_by_sex[split])
              for split, count in sizes.items() for i in range(count)]
     jobs = [MixtureJob(out / "audio" / plan.fname,
                        lambda plan=plan: _render(plan, seed, sample_rate, n_samples, window, silence_db, max_tries))

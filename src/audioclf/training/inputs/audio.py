@@ -76,7 +76,7 @@ class AudioInputs(Inputs):
         if aug.waveform:
             from ...augment.waveform import build_waveform_augment
 
-            build_waveform_augment(aug.waveform)
+            build_waveform_augment(aug.waveform).check_variants(None, "augment.waveform (drawn afresh each epoch)")
         if aug.spec is not None:
             from ...augment.spectrogram import build_spec_augment
 
