@@ -32,6 +32,7 @@ from ..training.evaluate import finite
 from ..training.losses import probabilities
 from ..training.members import MemberMix, load_mix
 from ..training.state import resolve_device
+from .events import Event, decision_thresholds, events_config, timeline_events
 
 
 @dataclass
@@ -125,6 +126,8 @@ class WindowedPredictor(ABC):
     trim_silence: bool | str = False
     max_seconds: float | None = None  # longer files are refused before decoding (None: audio.MAX_SECONDS)
     _tta: int = 1
+    # How events() turns windows into events: the run's config section ``events`` (None: its defaults).
+    event_settings = None
 
     @property
     def tta(self) -> int:
@@ -190,6 +193,17 @@ class WindowedPredictor(ABC):
         return Timeline(np.asarray(starts) / self.sample_rate, self.clip_samples / self.sample_rate, probs,
                         list(self.classes), np.asarray(ends) / self.sample_rate)
 
+    def decision_thresholds(self) -> np.ndarray:
+        """Each class's decision threshold (:func:`~audioclf.deploy.events.decision_thresholds`)."""
+        return decision_thresholds(self.classes)
+
+    def events(self, path: str | Path, name: str | None = None, settings=None, batch_size: int = 64,
+               score=None) -> list[Event]:
+        """The sound events of a recording (:mod:`audioclf.deploy.events`) from its :meth:`timeline`, with
+        ``settings`` (an ``EventsConfig``; default :attr:`event_settings`); ``name``: the filename they carry."""
+        return timeline_events(name or Path(path).name, self.timeline(path, batch_size, score),
+                               settings or self.event_settings, self.decision_thresholds())
+
     def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean") -> list[Prediction]:
         """:meth:`predict_files` for one file or folder, or several: the call a run
         (:class:`audioclf.workflows.api.Run`) answers too, with the same predictions."""
@@ -247,6 +261,7 @@ class Predictor(WindowedPredictor):
         predictor = cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
                         data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False, tta)
         predictor.max_seconds = data.get("max_seconds")
+        predictor.event_settings = events_config(state.get("config", {}).get("events"))
         if which == "best":  # the members were weighed against the best checkpoint
             predictor.mix = load_mix(run_dir)
         return predictor

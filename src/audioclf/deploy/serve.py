@@ -10,6 +10,8 @@ responses are plain JSON any program can use. The endpoints:
   (``?pcm=s16le|f32le&rate=16000&channels=1``). Returns the top-k classes, every class's probability and the
   predicted labels (single-label: the most probable; multi-label: every class at p >= 0.5).
 * ``POST /timeline``: the same inputs; every window's probabilities against time (a long recording).
+* ``POST /events``: the same inputs; the recording's sound events (``predict --events``: onset, offset, label,
+  peak probability; the run's ``events`` settings, :mod:`audioclf.deploy.events`).
 * ``GET /health``, ``GET /model`` (classes, sample rate, clip length, parameters and MACs, the run's metrics).
 * ``GET /``: the page (``static/index.html``: choose, drop or record a file; waveform, top-k bars, timeline heat
   map; no network access beyond this server).
@@ -433,6 +435,15 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
         finally:
             path.unlink(missing_ok=True)
         return {"file": name, **result.to_dict()}
+
+    @app.post("/events")
+    async def events(request: Request):
+        path, name = await upload(request)
+        try:
+            found = await run(lambda p, batch, score: predictor.events(p, name, None, batch, score), path, name)
+        finally:
+            path.unlink(missing_ok=True)
+        return {"file": name, "events": [event.to_dict() for event in found]}
 
     @app.get("/")
     async def page():
