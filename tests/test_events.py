@@ -225,3 +225,17 @@ def test_synth_mixtures_refuse_an_unknown_placement(tmp_path):
     source = load_manifest(make_demo_dataset(tmp_path / "src", n_per_class=1, seconds=0.5, seed=3))
     with pytest.raises(ConfigError, match="placement='middle'"):
         make_multilabel_mixtures(source, tmp_path / "mix", n=1, placement="middle", progress=False)
+
+
+def test_the_timeline_picture_draws_events_as_boxes_on_their_rows(tmp_path, monkeypatch):
+    from audioclf.runs import plots
+
+    drawn = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, *a: (drawn.extend(
+        (round(p.get_x(), 2), round(p.get_width(), 2), round(p.get_y() + 0.42)) for p in fig.axes[0].patches),
+        real_save(fig, path, *a))[1])
+    probs = np.full((6, 2), 0.1)
+    plots.plot_timeline(STARTS[:6], 1.0, probs, ["dog", "cat"], tmp_path / "t.png", "t",
+                        [("cat", 0.75, 2.25), ("cow", 0, 1)])
+    assert drawn == [(0.75, 1.5, 1)] and (tmp_path / "t.png").stat().st_size > 0  # cat's row; no row for cow

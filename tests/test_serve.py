@@ -189,6 +189,11 @@ def test_events_answer_as_predict_events_writes(server, trained, tmp_path):
     assert [(r[3], float(r[1]), float(r[2])) for r in rows[1:]] == \
         [(e["event_label"], e["onset"], e["offset"]) for e in expected]
     assert {r[0] for r in rows[1:]} == {"long.wav"}
+    # with --timeline OUT.png: the same events from the same windows, drawn on the heat map
+    again, picture = tmp_path / "again.csv", tmp_path / "timeline.png"
+    assert main(["predict", str(run), str(path), "--timeline", str(picture), "--events", str(again)]) == 0
+    assert again.read_text() == out.read_text() and picture.stat().st_size > 0
+    assert main(["predict", str(run), str(path), "--events", str(tmp_path / "events.txt")]) == 2
     assert request(f"{server}/events", b"", "audio/wav")[0] == 400  # bad input as on /predict
     assert request(f"{server}/health") == (200, {"status": "ok"})
 

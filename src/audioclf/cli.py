@@ -410,7 +410,9 @@ def cmd_config(args) -> None:
 
 
 def _write_timeline(predictor, args) -> int:
-    """``predict --timeline OUT.csv|OUT.png`` on one recording."""
+    """``predict --timeline OUT.csv|OUT.png`` on one recording (with ``--events``: its events too, drawn on the
+    picture)."""
+    from .deploy.events import timeline_events, write_events_csv
     from .deploy.predictor import expand_paths
 
     paths = expand_paths(args.paths)
@@ -418,16 +420,29 @@ def _write_timeline(predictor, args) -> int:
     if len(paths) != 1 or suffix not in (".csv", ".png") or args.ensemble:
         raise AudioclfError("--timeline OUT.csv|OUT.png: one recording (no --ensemble); "
                             f"got {len(paths)} file(s) and {args.timeline}")
+    events_path = _events_csv(args) if args.events else None
     timeline = predictor.timeline(paths[0])
+    events = None
+    if events_path:
+        events = timeline_events(paths[0].name, timeline, predictor.event_settings, predictor.decision_thresholds())
+        write_events_csv(events, events_path)
+        out.print(f"wrote {args.events} ({len(events)} events)", highlight=False)
     if suffix == ".csv":
         timeline.to_csv(args.timeline)
     else:
         from .runs.plots import plot_timeline
 
         plot_timeline(timeline.starts, timeline.window, timeline.probs, timeline.classes, Path(args.timeline),
-                      f"{paths[0].name}: {len(timeline.starts)} windows of {timeline.window:g} s")
+                      f"{paths[0].name}: {len(timeline.starts)} windows of {timeline.window:g} s",
+                      [(e.label, e.onset, e.offset) for e in events or []])
     out.print(f"wrote {args.timeline} ({len(timeline.starts)} windows of {timeline.window:g} s)")
     return EXIT_OK
+
+
+def _events_csv(args) -> str:
+    if args.ensemble or Path(args.events).suffix.lower() != ".csv":
+        raise AudioclfError(f"--events OUT.csv: a .csv file, without --ensemble; got {args.events}")
+    return args.events
 
 
 def _write_events(predictor, args) -> int:
@@ -435,10 +450,9 @@ def _write_events(predictor, args) -> int:
     from .deploy.events import write_events_csv
     from .deploy.predictor import expand_paths
 
-    if args.ensemble or Path(args.events).suffix.lower() != ".csv":
-        raise AudioclfError(f"--events OUT.csv: a .csv file, without --ensemble; got {args.events}")
+    out_path = _events_csv(args)  # checked before any recording is scored
     events = [event for path in expand_paths(args.paths) for event in predictor.events(path)]
-    write_events_csv(events, args.events)
+    write_events_csv(events, out_path)
     out.print(f"wrote {args.events} ({len(events)} events)", highlight=False)
     return EXIT_OK
 
