@@ -143,12 +143,12 @@ class TrainConfig:
     compile: bool = False
 
 
+# Window probabilities -> events (predict --events, POST /events; deploy.events). An event starts where a class's
+# (median-filtered) probability reaches high and lasts while it stays at or above low (hysteresis).
 @dataclass
 class EventsConfig:
-    # Window probabilities -> events (predict --events, POST /events; deploy.events). An event starts where a
-    # class's (median-filtered) probability reaches high and lasts while it stays at or above low (hysteresis).
-    high: float | None = None  # null: the class's decision threshold (0.5 unless the run stores its own)
-    low: float | None = None  # null: 0.6 x high (a dip below high but above low does not end the event)
+    high: float | None = None  # start threshold; null: the class's decision threshold (0.5 unless the run stores one)
+    low: float | None = None  # continue threshold; null: 0.6 x high (a dip to it does not end an event)
     median_windows: int = 1  # median filter over this many windows per class before thresholding (odd; 1: off)
     min_duration: float = 0.0  # events shorter than this many seconds are dropped (after merging)
     max_gap: float = 0.0  # events of one class less than this many seconds apart are merged into one

@@ -147,8 +147,8 @@ def _number(value) -> float | None:
 def evaluate_strong_labels(predictor, labels_csv: str | Path, audio_root: str | Path | None = None,
                            settings: EventsConfig | None = None, strict: bool = False) -> dict:
     """A predictor's events on the recordings a strong-label file names (resolved under ``audio_root``, default
-    the file's folder, then its audio/), scored by :func:`score_events`; each recording's timeline is computed once. A recording
-    that is missing or cannot be decoded is a reported skip (``strict``: an error naming it)."""
+    the file's folder, then its audio/), scored by :func:`score_events`; each recording's timeline is computed
+    once. A recording that is missing or cannot be decoded is a reported skip (``strict``: an error naming it)."""
     truth = read_strong_labels(labels_csv, predictor.classes)
     settings = settings or predictor.event_settings or EventsConfig()
     thresholds = predictor.decision_thresholds()
