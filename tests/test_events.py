@@ -105,6 +105,13 @@ def test_a_runs_stored_events_section_is_checked_as_a_config():
     assert events_config(None) == EventsConfig()
     with pytest.raises(ConfigError, match="events.min_duration"):
         events_config({"min_duration": -2})
+    # --events-set: overrides on top of the run's section, each checked
+    assert events_config({"median_windows": 5}, ["events.max_gap=1", "events.median_windows=3"]) == \
+        EventsConfig(median_windows=3, max_gap=1.0)
+    with pytest.raises(ConfigError, match="events.median_window"):
+        events_config(None, ["events.median_window=3"])  # a misspelt key, named
+    with pytest.raises(ConfigError, match="expected events.KEY=VALUE"):
+        events_config(None, ["train.epochs=3"])
 
 
 def test_config_list_shows_the_events_keys(capsys):

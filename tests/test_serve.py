@@ -194,6 +194,9 @@ def test_events_answer_as_predict_events_writes(server, trained, tmp_path):
     assert main(["predict", str(run), str(path), "--timeline", str(picture), "--events", str(again)]) == 0
     assert again.read_text() == out.read_text() and picture.stat().st_size > 0
     assert main(["predict", str(run), str(path), "--events", str(tmp_path / "events.txt")]) == 2
+    merged = tmp_path / "merged.csv"  # --events-set over the run's settings: no event shorter than 6 s
+    assert main(["predict", str(run), str(path), "--events", str(merged), "--events-set", "events.min_duration=6"]) == 0
+    assert merged.read_text().splitlines() == ["filename,onset,offset,event_label,peak_probability"]
     assert request(f"{server}/events", b"", "audio/wav")[0] == 400  # bad input as on /predict
     assert request(f"{server}/health") == (200, {"status": "ok"})
 

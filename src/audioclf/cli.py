@@ -165,7 +165,9 @@ def _evaluate_events(args) -> None:
     from .deploy.predictor import Predictor
     from .files import atomic_write_text
 
-    result = evaluate_strong_labels(Predictor.from_run(args.run_dir), args.strong, args.audio_root, strict=args.strict)
+    predictor = Predictor.from_run(args.run_dir)
+    _set_event_settings(predictor, args.events_set)
+    result = evaluate_strong_labels(predictor, args.strong, args.audio_root, strict=args.strict)
     for entry in result["skipped"]:
         out.print(Text.assemble(("skipped", "yellow"), f" {entry['path']}: {entry['reason']}"))
     out.print(f"events on {result['files']} recordings ({result['ground_truth_events']} labelled, "
@@ -439,6 +441,14 @@ def _write_timeline(predictor, args) -> int:
     return EXIT_OK
 
 
+def _set_event_settings(predictor, overrides: list[str]) -> None:
+    """``--events-set events.KEY=VALUE`` over the run's own ``events`` settings."""
+    from .deploy.events import events_config
+
+    if overrides:
+        predictor.event_settings = events_config(predictor.event_settings, overrides)
+
+
 def _events_csv(args) -> str:
     if args.ensemble or Path(args.events).suffix.lower() != ".csv":
         raise AudioclfError(f"--events OUT.csv: a .csv file, without --ensemble; got {args.events}")
@@ -463,6 +473,7 @@ def cmd_predict(args) -> None:
 
     tta = check_tta(args.tta)  # before loading anything: a bad --tta is a one-line error
     predictor = load_predictor(args.run_dir, tta=tta)
+    _set_event_settings(predictor, args.events_set)
     if args.timeline:
         return _write_timeline(predictor, args)
     if args.events:
@@ -617,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--strong", metavar="LABELS.csv", help="score the run's sound events against strong labels "
                           "(filename,onset,offset,event_label; recordings under --audio-root, default its folder): "
                           "event F1, PSDS1, PSDS2 (psds_eval)")
+    evaluate.add_argument("--events-set", action="append", default=[], metavar="events.KEY=VALUE",
+                          help="with --strong: change one of the run's events settings (repeatable)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     ensemble = command("ensemble", "average several runs' probabilities and compare with each")
@@ -733,6 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "against time, as a CSV (OUT.csv) or a heat map (OUT.png)")
     predict.add_argument("--events", metavar="OUT.csv", help="each recording's sound events (onset, offset, class, "
                          "peak probability; DCASE columns), with the run's events.* settings")
+    predict.add_argument("--events-set", action="append", default=[], metavar="events.KEY=VALUE",
+                         help="change one of the run's events settings (repeatable; audioclf config --list events)")
     predict.add_argument("--ensemble", action="append", metavar="RUN", help="average the probabilities with this "
                          "run's (or .onnx file's), each with its own preprocessing (repeatable)")
     predict.add_argument("--tta", type=int, default=1, metavar="N",

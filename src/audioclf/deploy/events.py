@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import EventsConfig, config_from_dict
+from ..config import EventsConfig, apply_overrides, config_from_dict
 from ..errors import ConfigError
 from ..files import atomic_write_text
 
@@ -55,12 +55,15 @@ def decision_thresholds(classes: list[str], per_class: dict[str, float] | None =
     return np.array([float(per_class.get(name, default)) for name in classes], dtype=np.float64)
 
 
-def events_config(values: dict | EventsConfig | None = None) -> EventsConfig:
-    """The ``events`` settings from a run's config section (or overrides), checked like any config: a
-    one-line :class:`ConfigError` naming the key."""
+def events_config(values: dict | EventsConfig | None = None, overrides: list[str] | tuple = ()) -> EventsConfig:
+    """The ``events`` settings from a run's config section, with ``events.KEY=VALUE`` overrides on top, checked
+    like any config: a one-line :class:`ConfigError` naming the key."""
     if isinstance(values, EventsConfig):
         values = dataclasses.asdict(values)
-    return config_from_dict({"events": dict(values or {})}).events
+    for item in overrides:
+        if not item.strip().startswith("events."):
+            raise ConfigError(f"'{item}': expected events.KEY=VALUE (e.g. events.min_duration=0.5)")
+    return config_from_dict(apply_overrides({"events": dict(values or {})}, list(overrides))).events
 
 
 def median_filter_windows(probs: np.ndarray, width: int) -> np.ndarray:
