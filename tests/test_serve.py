@@ -210,12 +210,14 @@ def test_evaluate_strong_scores_the_runs_events(trained, tmp_path, capsys):
     truth = tmp_path / "strong.csv"
     truth.write_text("filename,onset,offset,event_label\n"
                      + "".join(f"long.wav,{i}.0,{i + 1}.0,{sorted(data.rglob('*.wav'))[::3][i].parent.name}\n"
-                               for i in range(5)))
+                               for i in range(5))
+                     + f"gone.wav,0,1,{classes[0]}\n")  # a recording that is not there: a reported skip
     assert main(["evaluate", str(run), "--strong", str(truth), "--json", str(tmp_path / "scores.json")]) == 0
     text = capsys.readouterr().out
-    assert "event_f1" in text and "psds1" in text and "psds2" in text
+    assert "event_f1" in text and "psds1" in text and "psds2" in text and "skipped" in text and "gone.wav" in text
     scores = json.loads((tmp_path / "scores.json").read_text())
-    assert scores["files"] == 1 and scores["ground_truth_events"] == 5
+    assert scores["files"] == 1 and scores["ground_truth_events"] == 5 and len(scores["skipped"]) == 1
+    assert main(["evaluate", str(run), "--strong", str(truth), "--strict"]) == 2  # --strict: the skip is an error
     assert 0 <= scores["event_f1"] <= 1 and 0 <= scores["psds1"] <= 1 and set(scores["event_f1_per_class"]) <= set(classes)
     truth.write_text("filename,onset,offset,event_label\nlong.wav,0,1,no_such_class\n")
     assert main(["evaluate", str(run), "--strong", str(truth)]) != 0
