@@ -9,6 +9,9 @@ extra), the reference code of the Polyphonic Sound Detection Score (Bilen et al.
   each), with DCASE 2021-2023's two scenarios: tight localisation (dtc = gtc = 0.7, no cross-triggers) and
   reaction over localisation (dtc = gtc = 0.1, cttc = 0.3, alpha_ct = 0.5); alpha_st = 1, max eFPR 100 an hour.
 
+psds_eval 0.5.3, its latest release, predates pandas 3 and numpy 2: two of its functions (the step curve, the area
+under it) are carried below with a one-line port each, and nothing else of the score is ours.
+
 sed_eval (Mesaros et al. 2016; segment- and collar-based F1) and sed_scores_eval are not used: both are source
 distributions only (sed_scores_eval compiles Cython), and sed_eval needs dcase_util, which pulls librosa,
 pydot-ng, validators, python-magic and more, so neither installs from the locked wheels.
