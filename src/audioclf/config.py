@@ -125,7 +125,7 @@ class TrainConfig:
     # cnn10, cnn14) asks for that backbone (and for the ensemble): an error when its file is not in the cache,
     # unless probe_download is true (then fetched once and checked, as model.weights=pretrained). "none": no probe.
     probe: str = "auto"
-    probe_download: bool = False
+    probe_download: bool = False  # fetch a missing probe checkpoint once (and check it) instead of an error
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
     # A hard wall-clock cap on this invocation, in minutes (null: none): checked between batches; the epoch it cuts
     # short is validated and kept, and the best checkpoint is scored on test as at a normal end (training.wall_time).
