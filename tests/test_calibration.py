@@ -168,8 +168,12 @@ def test_predict_and_evaluate_use_the_stored_thresholds(multilabel_run, tmp_path
     chosen = evaluate_run(run, device="cpu")["metrics"]
     # every class always on (threshold 0): every file gets every label; evaluate's decisions follow
     write_decisions(run, Decisions(1.0, np.zeros(len(classes))), classes)
-    predictions = Predictor.from_run(run, device="cpu").predict_files(files)
+    predictor = Predictor.from_run(run, device="cpu")
+    predictions = predictor.predict_files(files)
     assert all(set(p.labels) == set(classes) for p in predictions)
+    # events start at the same stored thresholds: every class is an event over the whole file
+    assert predictor.decision_thresholds().tolist() == [0.0] * len(classes)
+    assert {e.label for e in predictor.events(files[0])} == set(classes)
     all_on = evaluate_run(run, device="cpu")["metrics"]
     assert all_on["pSR"] == 1.0 and all_on["micro_f1"] != chosen["micro_f1"]
     assert all_on["lwlrap"] == pytest.approx(chosen["lwlrap"], rel=0.05)  # a ranking metric: T only, no thresholds

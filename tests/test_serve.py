@@ -23,7 +23,8 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
 TINY = ["train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=32", "features.n_fft=512",
-        "features.hop_length=320", "train.epochs=2", "train.num_workers=0"]
+        "features.hop_length=320", "train.epochs=2", "train.num_workers=0",
+        "events.median_windows=3", "events.high=0.1"]  # an event threshold a 2-epoch model reaches
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,70 @@ def test_predict_and_timeline_score_the_same_windows_of_a_5_s_file(server, train
     assert 0.25 < timeline["starts"][0] <= 0.5 and 4.5 <= timeline["ends"][-1] < 4.75
     steps = np.diff(timeline["starts"])  # half a window apart; the last window ends where the sound does
     assert np.allclose(steps[:-1], 0.5) and 0 < steps[-1] <= 0.5 and timeline["window_seconds"] == 1.0
+
+
+def _long_recording(data) -> np.ndarray:
+    """Five demo clips of different classes one after another: a 5 s recording whose classes change in time."""
+    return np.concatenate([load_audio(f)[0] for f in sorted(data.rglob("*.wav"))[::3][:5]])
+
+
+def test_events_answer_as_predict_events_writes(server, trained, tmp_path):
+    import csv
+
+    from audioclf.config import EventsConfig
+
+    run, data = trained
+    path = tmp_path / "long.wav"
+    write_audio(path, _long_recording(data), 16000)
+    status, result = request(f"{server}/events?name=long.wav", path.read_bytes(), "audio/wav")
+    assert status == 200, result
+    predictor = Predictor.from_run(run, device="cpu")
+    assert predictor.event_settings == EventsConfig(high=0.1, median_windows=3)  # the run's events section (TINY)
+    expected = [e.to_dict() for e in predictor.events(path, "long.wav")]
+    assert expected and result["file"] == "long.wav"
+    assert [(e["event_label"], e["onset"], e["offset"]) for e in result["events"]] == \
+        [(e["event_label"], e["onset"], e["offset"]) for e in expected]
+    assert all(0 <= e["onset"] < e["offset"] <= 5.0 and 0.1 <= e["peak_probability"] <= 1 for e in result["events"])
+    out = tmp_path / "events.csv"
+    assert main(["predict", str(run), str(path), "--events", str(out)]) == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0] == ["filename", "onset", "offset", "event_label", "peak_probability"]
+    assert [(r[3], float(r[1]), float(r[2])) for r in rows[1:]] == \
+        [(e["event_label"], e["onset"], e["offset"]) for e in expected]
+    assert {r[0] for r in rows[1:]} == {"long.wav"}
+    # with --timeline OUT.png: the same events from the same windows, drawn on the heat map
+    again, picture = tmp_path / "again.csv", tmp_path / "timeline.png"
+    assert main(["predict", str(run), str(path), "--timeline", str(picture), "--events", str(again)]) == 0
+    assert again.read_text() == out.read_text() and picture.stat().st_size > 0
+    assert main(["predict", str(run), str(path), "--events", str(tmp_path / "events.txt")]) == 2
+    merged = tmp_path / "merged.csv"  # --events-set over the run's settings: no event shorter than 6 s
+    assert main(["predict", str(run), str(path), "--events", str(merged), "--events-set", "events.min_duration=6"]) == 0
+    assert merged.read_text().splitlines() == ["filename,onset,offset,event_label,peak_probability"]
+    assert request(f"{server}/events", b"", "audio/wav")[0] == 400  # bad input as on /predict
+    assert request(f"{server}/health") == (200, {"status": "ok"})
+
+
+def test_evaluate_strong_scores_the_runs_events(trained, tmp_path, capsys):
+    import json
+
+    run, data = trained
+    classes = Predictor.from_run(run).classes
+    write_audio(tmp_path / "long.wav", _long_recording(data), 16000)
+    truth = tmp_path / "strong.csv"
+    truth.write_text("filename,onset,offset,event_label\n"
+                     + "".join(f"long.wav,{i}.0,{i + 1}.0,{sorted(data.rglob('*.wav'))[::3][i].parent.name}\n"
+                               for i in range(5))
+                     + f"gone.wav,0,1,{classes[0]}\n")  # a recording that is not there: a reported skip
+    assert main(["evaluate", str(run), "--strong", str(truth), "--json", str(tmp_path / "scores.json")]) == 0
+    text = capsys.readouterr().out
+    assert "event_f1" in text and "psds1" in text and "psds2" in text and "skipped" in text and "gone.wav" in text
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["files"] == 1 and scores["ground_truth_events"] == 5 and len(scores["skipped"]) == 1
+    assert main(["evaluate", str(run), "--strong", str(truth), "--strict"]) == 2  # --strict: the skip is an error
+    assert 0 <= scores["event_f1"] <= 1 and 0 <= scores["psds1"] <= 1 and set(scores["event_f1_per_class"]) <= set(classes)
+    truth.write_text("filename,onset,offset,event_label\nlong.wav,0,1,no_such_class\n")
+    assert main(["evaluate", str(run), "--strong", str(truth)]) != 0
+    assert "line 2: unknown event_label 'no_such_class'" in capsys.readouterr().err
 
 
 def _truncated(wave: np.ndarray) -> bytes:

@@ -165,11 +165,34 @@ def cmd_describe(args) -> None:
         out.print(line, highlight=False)
 
 
+def _evaluate_events(args) -> None:
+    """``evaluate RUN --strong labels.csv``: the run's events scored against strong labels."""
+    from .deploy.event_scores import evaluate_strong_labels
+    from .deploy.predictor import Predictor
+    from .files import atomic_write_text
+
+    predictor = Predictor.from_run(args.run_dir)
+    _set_event_settings(predictor, args.events_set)
+    result = evaluate_strong_labels(predictor, args.strong, args.audio_root, strict=args.strict)
+    for entry in result["skipped"]:
+        out.print(Text.assemble(("skipped", "yellow"), f" {entry['path']}: {entry['reason']}"))
+    out.print(f"events on {result['files']} recordings ({result['ground_truth_events']} labelled, "
+              f"{result['detected_events']} detected, {result['classes_scored']} classes):", highlight=False)
+    for key in ("event_f1", "psds1", "psds2"):
+        value = result[key]
+        out.print(f"  {key:<9} {'n/a' if value is None else f'{value:.4f}'}", highlight=False)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+        out.print(f"wrote {args.json}", highlight=False)
+
+
 def cmd_evaluate(args) -> None:
     from .console import per_group_table, results_table
     from .files import atomic_write_text
     from .workflows.evaluation import evaluate_run
 
+    if args.strong:
+        return _evaluate_events(args)
     result = evaluate_run(args.run_dir, data=args.data, split=args.split, strict=args.strict,
                           audio_root=args.audio_root)
     source = (f"the run's {args.split or 'test'} split" if args.data is None
@@ -278,7 +301,7 @@ def cmd_synth(args) -> None:
             raise AudioclfError("give --n N, the number of mixtures")
         csv_path = make_multilabel_mixtures(source_manifest(args.source), args.out, n=args.n,
                                             max_events=args.max_events, seed=args.seed, seconds=args.seconds,
-                                            sample_rate=args.sr, overwrite=args.overwrite)
+                                            sample_rate=args.sr, overwrite=args.overwrite, placement=args.placement)
     out.print(f"wrote {csv_path}")
 
 
@@ -396,7 +419,9 @@ def cmd_config(args) -> None:
 
 
 def _write_timeline(predictor, args) -> int:
-    """``predict --timeline OUT.csv|OUT.png`` on one recording."""
+    """``predict --timeline OUT.csv|OUT.png`` on one recording (with ``--events``: its events too, drawn on the
+    picture)."""
+    from .deploy.events import timeline_events, write_events_csv
     from .deploy.predictor import expand_paths
 
     paths = expand_paths(args.paths)
@@ -404,15 +429,48 @@ def _write_timeline(predictor, args) -> int:
     if len(paths) != 1 or suffix not in (".csv", ".png") or args.ensemble:
         raise AudioclfError("--timeline OUT.csv|OUT.png: one recording (no --ensemble); "
                             f"got {len(paths)} file(s) and {args.timeline}")
+    events_path = _events_csv(args) if args.events else None
     timeline = predictor.timeline(paths[0])
+    events = None
+    if events_path:
+        events = timeline_events(paths[0].name, timeline, predictor.event_settings, predictor.decision_thresholds())
+        write_events_csv(events, events_path)
+        out.print(f"wrote {args.events} ({len(events)} events)", highlight=False)
     if suffix == ".csv":
         timeline.to_csv(args.timeline)
     else:
         from .runs.plots import plot_timeline
 
         plot_timeline(timeline.starts, timeline.window, timeline.probs, timeline.classes, Path(args.timeline),
-                      f"{paths[0].name}: {len(timeline.starts)} windows of {timeline.window:g} s")
+                      f"{paths[0].name}: {len(timeline.starts)} windows of {timeline.window:g} s",
+                      [(e.label, e.onset, e.offset) for e in events or []])
     out.print(f"wrote {args.timeline} ({len(timeline.starts)} windows of {timeline.window:g} s)")
+    return EXIT_OK
+
+
+def _set_event_settings(predictor, overrides: list[str]) -> None:
+    """``--events-set events.KEY=VALUE`` over the run's own ``events`` settings."""
+    from .deploy.events import events_config
+
+    if overrides:
+        predictor.event_settings = events_config(predictor.event_settings, overrides)
+
+
+def _events_csv(args) -> str:
+    if args.ensemble or Path(args.events).suffix.lower() != ".csv":
+        raise AudioclfError(f"--events OUT.csv: a .csv file, without --ensemble; got {args.events}")
+    return args.events
+
+
+def _write_events(predictor, args) -> int:
+    """``predict --events OUT.csv``: the sound events of each recording, in the DCASE columns."""
+    from .deploy.events import write_events_csv
+    from .deploy.predictor import expand_paths
+
+    out_path = _events_csv(args)  # checked before any recording is scored
+    events = [event for path in expand_paths(args.paths) for event in predictor.events(path)]
+    write_events_csv(events, out_path)
+    out.print(f"wrote {args.events} ({len(events)} events)", highlight=False)
     return EXIT_OK
 
 
@@ -423,8 +481,11 @@ def cmd_predict(args) -> None:
     tta = check_tta(args.tta)  # before loading anything: a bad --tta is a one-line error
     predictor = load_predictor(args.run_dir, tta=tta)
     predictor.min_confidence = args.min_confidence  # an ensemble decides with its first member's decisions
+    _set_event_settings(predictor, args.events_set)
     if args.timeline:
         return _write_timeline(predictor, args)
+    if args.events:
+        return _write_events(predictor, args)
     if args.ensemble:
         from .deploy.predictor import EnsemblePredictor
 
@@ -576,6 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", help="only items of this split (train/val/test)")
     evaluate.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of a skip")
     evaluate.add_argument("--json", help="also write the results to this JSON file")
+    evaluate.add_argument("--strong", metavar="LABELS.csv", help="score the run's sound events against strong labels "
+                          "(filename,onset,offset,event_label; recordings under --audio-root, default its folder): "
+                          "event F1, PSDS1, PSDS2 (psds_eval)")
+    evaluate.add_argument("--events-set", action="append", default=[], metavar="events.KEY=VALUE",
+                          help="with --strong: change one of the run's events settings (repeatable)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     ensemble = command("ensemble", "average several runs' probabilities and compare with each")
@@ -626,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="speaker-count, --window redraw_quiet: a window this many dB below its utterance's RMS "
                             "is a pause")
     synth.add_argument("--max-events", type=int, default=3, help="mixtures: most sound events in a mixture")
+    synth.add_argument("--placement", default="tile", help="mixtures: tile (every source fills the mixture) or events "
+                       "(each at a random time, silence around it); strong_labels.csv says where each sits")
     synth.add_argument("--seconds", type=float, default=1.0, help="length of each mixture")
     synth.add_argument("--sr", type=int, default=16000, help="sample rate of the mixtures (Hz)")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
@@ -692,6 +760,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write --csv in this sample submission's columns and row order (FSD2019)")
     predict.add_argument("--timeline", metavar="OUT", help="one long recording: every window's probabilities "
                          "against time, as a CSV (OUT.csv) or a heat map (OUT.png)")
+    predict.add_argument("--events", metavar="OUT.csv", help="each recording's sound events (onset, offset, class, "
+                         "peak probability; DCASE columns), with the run's events.* settings")
+    predict.add_argument("--events-set", action="append", default=[], metavar="events.KEY=VALUE",
+                         help="change one of the run's events settings (repeatable; audioclf config --list events)")
     predict.add_argument("--ensemble", action="append", metavar="RUN", help="average the probabilities with this "
                          "run's (or .onnx file's), each with its own preprocessing (repeatable)")
     predict.add_argument("--tta", type=int, default=1, metavar="N",

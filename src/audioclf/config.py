@@ -126,7 +126,7 @@ class TrainConfig:
     # cnn10, cnn14) asks for that backbone (and for the ensemble): an error when its file is not in the cache,
     # unless probe_download is true (then fetched once and checked, as model.weights=pretrained). "none": no probe.
     probe: str = "auto"
-    probe_download: bool = False
+    probe_download: bool = False  # fetch a missing probe checkpoint once (and check it) instead of an error
     time_budget: str | None = None  # e.g. 10m: try a few settings within it, keep the best (workflows.search)
     # A hard wall-clock cap on this invocation, in minutes (null: none): checked between batches; the epoch it cuts
     # short is validated and kept, and the best checkpoint is scored on test as at a normal end (training.wall_time).
@@ -151,6 +151,17 @@ class TrainConfig:
     calibrate: bool = False
 
 
+# Window probabilities -> events (predict --events, POST /events; deploy.events). An event starts where a class's
+# (median-filtered) probability reaches high and lasts while it stays at or above low (hysteresis).
+@dataclass
+class EventsConfig:
+    high: float | None = None  # start threshold; null: the class's decision threshold (0.5 unless the run stores one)
+    low: float | None = None  # continue threshold; null: 0.6 x high (a dip to it does not end an event)
+    median_windows: int = 1  # median filter over this many windows per class before thresholding (odd; 1: off)
+    min_duration: float = 0.0  # events shorter than this many seconds are dropped (after merging)
+    max_gap: float = 0.0  # events of one class less than this many seconds apart are merged into one
+
+
 @dataclass
 class Config:
     seed: int = 0  # one seed for splits, initialisation, crops and augmentation: same seed, same run
@@ -167,6 +178,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -414,6 +426,12 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.max_minutes": (_positive, "null (no cap) or a positive number of minutes"),
     "augment.mixup_alpha": (lambda v: math.isfinite(v) and v >= 0, "null or a number >= 0 (0: off)"),
     "limits.max_params": (lambda v: v >= 1, "null or a positive integer"),
+    "events.high": (lambda v: math.isfinite(v) and 0 < v <= 1, "null or a probability 0 < x <= 1"),
+    "events.low": (lambda v: math.isfinite(v) and 0 < v <= 1, "null or a probability 0 < x <= 1"),
+    "events.median_windows": (lambda v: v == int(v) and int(v) % 2 == 1 and 1 <= v <= 1001,
+                              "an odd number of windows 1..1001 (1: off)"),
+    "events.min_duration": (lambda v: math.isfinite(v) and v >= 0, "a number of seconds >= 0"),
+    "events.max_gap": (lambda v: math.isfinite(v) and v >= 0, "a number of seconds >= 0"),
     "limits.max_macs": (_positive, "null or a positive number"),
 }
 
@@ -483,6 +501,10 @@ def check_ranges(cfg: Config) -> None:
         problem = _mapping_problem(section, mapping) if isinstance(mapping, dict) else None
         if problem:
             raise ConfigError(problem)
+    high, low = cfg.events.high, cfg.events.low
+    if _is_number(high) and _is_number(low) and low > high:
+        raise ConfigError(f"events.low={low!r}: expected at most events.high={high!r} (low continues an event "
+                          "that high started)")
     features = cfg.features if isinstance(cfg.features, dict) else {}
     n_fft, n_mels = features.get("n_fft"), features.get("n_mels")
     if _is_number(n_fft) and _is_number(n_mels) and n_mels > n_fft // 2 + 1:

@@ -33,6 +33,7 @@ from ..training.evaluate import finite
 from ..training.losses import probabilities
 from ..training.members import MemberMix, load_mix
 from ..training.state import resolve_device
+from .events import Event, decision_thresholds, events_config, timeline_events
 
 
 @dataclass
@@ -144,6 +145,8 @@ class WindowedPredictor(ABC):
             raise ConfigError(f"min_confidence={value!r}: a single-label setting; a {self.task.replace('_', '-')} "
                               "model decides each class by its threshold (train.threshold)")
         self.decisions = replace(self.decisions, min_confidence=check_min_confidence(value))
+    # How events() turns windows into events: the run's config section ``events`` (None: its defaults).
+    event_settings = None
 
     @property
     def tta(self) -> int:
@@ -215,6 +218,18 @@ class WindowedPredictor(ABC):
         return Timeline(np.asarray(starts) / self.sample_rate, self.clip_samples / self.sample_rate, probs,
                         list(self.classes), np.asarray(ends) / self.sample_rate)
 
+    def decision_thresholds(self) -> np.ndarray:
+        """Each class's decision threshold: the run's, chosen on validation (``decisions.json``), else 0.5."""
+        return decision_thresholds(self.classes, dict(zip(self.classes, self.decisions.threshold_array(
+            len(self.classes)).tolist())))
+
+    def events(self, path: str | Path, name: str | None = None, settings=None, batch_size: int = 64,
+               score=None) -> list[Event]:
+        """The sound events of a recording (:mod:`audioclf.deploy.events`) from its :meth:`timeline`, with
+        ``settings`` (an ``EventsConfig``; default :attr:`event_settings`); ``name``: the filename they carry."""
+        return timeline_events(name or Path(path).name, self.timeline(path, batch_size, score),
+                               settings or self.event_settings, self.decision_thresholds())
+
     def predict(self, files: list[str | Path] | str | Path, aggregate: str = "mean") -> list[Prediction]:
         """:meth:`predict_files` for one file or folder, or several: the call a run
         (:class:`audioclf.workflows.api.Run`) answers too, with the same predictions."""
@@ -270,6 +285,7 @@ class Predictor(WindowedPredictor):
         predictor = cls(model, state["classes"], state["task"], state["sample_rate"], state["clip_samples"],
                         data.get("pad_mode", "tile"), torch_device, data.get("trim_silence") or False, tta)
         predictor.max_seconds = data.get("max_seconds")
+        predictor.event_settings = events_config(state.get("config", {}).get("events"))
         if which == "best":  # the members were weighed, the decisions chosen, against the best checkpoint
             predictor.mix = load_mix(run_dir)
             predictor.decisions = read_decisions(run_dir, predictor.classes)

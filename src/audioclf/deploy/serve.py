@@ -13,6 +13,8 @@ responses are plain JSON any program can use. The endpoints:
   the most probable, none (``"abstained": true``) below ``min_confidence``; multi-label every class above its
   threshold.
 * ``POST /timeline``: the same inputs; every window's probabilities against time (a long recording).
+* ``POST /events``: the same inputs; the recording's sound events (``predict --events``: onset, offset, label,
+  peak probability; the run's ``events`` settings, :mod:`audioclf.deploy.events`).
 * ``GET /health``, ``GET /model`` (classes, sample rate, clip length, parameters and MACs, the run's metrics).
 * ``GET /``: the page (``static/index.html``: choose, drop or record a file; waveform, top-k bars, timeline heat
   map; no network access beyond this server).
@@ -440,6 +442,15 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
         finally:
             path.unlink(missing_ok=True)
         return {"file": name, **result.to_dict()}
+
+    @app.post("/events")
+    async def events(request: Request):
+        path, name = await upload(request)
+        try:
+            found = await run(lambda p, batch, score: predictor.events(p, name, None, batch, score), path, name)
+        finally:
+            path.unlink(missing_ok=True)
+        return {"file": name, "events": [event.to_dict() for event in found]}
 
     @app.get("/")
     async def page():

@@ -217,9 +217,10 @@ MAX_TIMELINE_CLASSES = 20  # more classes (AudioSet's 527): the ones that come c
 
 
 def plot_timeline(starts: np.ndarray, window: float, probs: np.ndarray, classes: list[str], path: Path,
-                  title: str) -> Path:
+                  title: str, events: list[tuple[str, float, float]] | None = None) -> Path:
     """A long recording as a heat map: one row per class, one column per window (its centre time), the colour its
-    probability; with many classes only the :data:`MAX_TIMELINE_CLASSES` whose highest probability is largest."""
+    probability; with many classes only the :data:`MAX_TIMELINE_CLASSES` whose highest probability is largest.
+    ``events``: ``(class, onset, offset)`` drawn as boxes on their class's row (``predict --events``)."""
     plt = _pyplot()
     rows = np.argsort(-probs.max(axis=0))[:MAX_TIMELINE_CLASSES] if len(classes) > MAX_TIMELINE_CLASSES \
         else np.arange(len(classes))
@@ -229,6 +230,11 @@ def plot_timeline(starts: np.ndarray, window: float, probs: np.ndarray, classes:
     image = ax.imshow(probs[:, rows].T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest",
                       extent=(centres[0] - half_step, centres[-1] + half_step, len(rows) - 0.5, -0.5))
     ax.set_yticks(range(len(rows)), [classes[i] for i in rows], fontsize=8)
+    row_of = {classes[i]: r for r, i in enumerate(rows)}
+    for label, onset, offset in events or []:
+        if label in row_of:  # an event of a class not shown (AudioSet's many) has no row
+            ax.add_patch(plt.Rectangle((onset, row_of[label] - 0.42), offset - onset, 0.84, fill=False,
+                                       edgecolor="#00e5ff", linewidth=1.6))
     ax.set(xlabel="time (s, window centres)", title=title)
     fig.colorbar(image, ax=ax, label="probability", fraction=0.03, pad=0.01)
     return _save(fig, path)

@@ -31,7 +31,7 @@ import soundfile as sf
 from ...console import track
 from ...errors import ConfigError, DataError
 from ...ownership import claim_folder
-from ..audio import fix_length, load_audio, write_audio
+from ..audio import fix_length, load_audio, trim_silence_by_length, write_audio
 from ..manifest import Item, Manifest
 from ...files import atomic_write_text
 
@@ -194,15 +194,46 @@ def _plan_multilabel(index: int, seed: int, by_class: dict[str, list[Item]], cla
     return _MultiLabelPlan(f"mix_{index:06d}.wav", tuple(classes[c] for c in chosen), sources)
 
 
-def _render_multilabel(plan: _MultiLabelPlan, index: int, seed: int, sample_rate: int, n_samples: int) -> np.ndarray:
+PLACEMENTS = ("tile", "events")
+
+
+def _placed_sources(plan: _MultiLabelPlan, index: int, seed: int, sample_rate: int, n_samples: int,
+                    placement: str) -> list[tuple[int, np.ndarray]]:
+    """Each source of a mixture as ``(first sample, wave)``. ``tile``: filling the whole mixture. ``events``:
+    its leading and trailing silence cut, at most the mixture's length, at a random start (silence around it)."""
     rng = item_rng(seed, 1, index)
-    waves = []
+    placed = []
     for item in plan.sources:
         wave, _ = load_audio(item.path, sample_rate)
-        # FSD2019 recipe: short clips are tiled, long ones give their loudest of 3 random windows, so a
-        # short event in a long clip is not cropped away.
-        waves.append(fix_length(wave, n_samples, mode="tile", crop="max_energy", k=3, rng=rng))
-    return (np.sum(waves, axis=0, dtype=np.float64) / len(waves)).astype(np.float32)
+        if placement == "tile":
+            # FSD2019 recipe: short clips are tiled, long ones give their loudest of 3 random windows, so a
+            # short event in a long clip is not cropped away.
+            placed.append((0, fix_length(wave, n_samples, mode="tile", crop="max_energy", k=3, rng=rng)))
+            continue
+        wave = trim_silence_by_length(wave, sample_rate, edges_only=True)  # the label is where the sound is
+        if len(wave) > n_samples:
+            wave = fix_length(wave, n_samples, mode="pad", crop="max_energy", k=3, rng=rng)
+        placed.append((int(rng.integers(0, n_samples - len(wave) + 1)), wave))
+    return placed
+
+
+def _render_multilabel(plan: _MultiLabelPlan, index: int, seed: int, sample_rate: int, n_samples: int,
+                       placement: str = "tile") -> np.ndarray:
+    mixture = np.zeros(n_samples, dtype=np.float64)
+    placed = _placed_sources(plan, index, seed, sample_rate, n_samples, placement)
+    for start, wave in placed:
+        mixture[start : start + len(wave)] += wave
+    return (mixture / len(placed)).astype(np.float32)
+
+
+def _strong_rows(plan: _MultiLabelPlan, index: int, seed: int, sample_rate: int, n_samples: int,
+                 placement: str) -> list[tuple]:
+    """``filename,onset,offset,event_label`` of a mixture's sources (a tiled source spans the whole mixture)."""
+    if placement == "tile":
+        return [(plan.fname, "0.000", f"{n_samples / sample_rate:.3f}", label) for label in plan.labels]
+    placed = _placed_sources(plan, index, seed, sample_rate, n_samples, placement)
+    return [(plan.fname, f"{start / sample_rate:.3f}", f"{(start + len(wave)) / sample_rate:.3f}", label)
+            for (start, wave), label in zip(placed, plan.labels)]
 
 
 def make_multilabel_mixtures(
@@ -216,6 +247,7 @@ def make_multilabel_mixtures(
     progress: bool = True,
     on_item: OnItem | None = None,
     overwrite: bool = False,
+    placement: str = "tile",
 ) -> Path:
     """Turn a single-label set into a multi-label one: ``n`` mixtures of 1..``max_events`` clips of distinct
     classes, averaged (sum / k), each ``seconds`` long at ``sample_rate``.
@@ -228,8 +260,14 @@ def make_multilabel_mixtures(
     ``seed`` and resumable (see the module docstring). To keep splits apart, call it once per split with
     ``source.subset(split)`` and a folder per split. ``out_dir`` must be new, empty or an earlier set of
     this function (``overwrite``: deleted and made afresh), see :mod:`audioclf.ownership`.
+
+    ``placement``: ``tile`` (every source fills the mixture, as above) or ``events`` (each source, its silent
+    edges cut, sits at a random time with silence around it: sound events to detect). Either way
+    ``out_dir/strong_labels.csv`` says where each source sits: ``filename,onset,offset,event_label`` (DCASE).
     """
     n, n_samples = check_count(n), mixture_samples(seconds, sample_rate)
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"placement={placement!r}; expected one of {', '.join(PLACEMENTS)}")
     if source.task != "single_label":
         raise DataError(f"make_multilabel_mixtures needs a single-label source; this one is {source.task}")
     by_class: dict[str, list[Item]] = {}
@@ -243,11 +281,17 @@ def make_multilabel_mixtures(
         "kind": "multilabel_mixtures", "version": 1, "seed": int(seed), "max_events": max_events,
         "seconds": float(seconds), "sample_rate": int(sample_rate),
         "source": source_fingerprint((item.id, item.labels[0]) for item in source),
+        **({} if placement == "tile" else {"placement": placement}),  # tile: the records of earlier versions
     })
     plans = [_plan_multilabel(i, seed, by_class, classes, max_events) for i in range(n)]
     jobs = [MixtureJob(out / "audio" / plan.fname,
-                       lambda plan=plan, i=i: _render_multilabel(plan, i, seed, sample_rate, n_samples))
+                       lambda plan=plan, i=i: _render_multilabel(plan, i, seed, sample_rate, n_samples, placement))
             for i, plan in enumerate(plans)]
     write_mixture_files(jobs, sample_rate, n_samples, progress, "multi-label mixtures", on_item)
+    # Placement is drawn again from each mixture's own random stream (the sources decoded again), so a resumed
+    # run writes the same labels without keeping the audio of every mixture in memory.
+    write_csv(out / "strong_labels.csv", ("filename", "onset", "offset", "event_label"),
+              [row for i, plan in enumerate(plans) for row in _strong_rows(plan, i, seed, sample_rate, n_samples,
+                                                                             placement)])
     rows = [(plan.fname, ",".join(plan.labels), "|".join(item.id for item in plan.sources)) for plan in plans]
     return write_csv(out / "labels.csv", ("fname", "labels", "sources"), rows)
