@@ -8,9 +8,9 @@ labels flipped, for the label-issue check to come) and ``truth.json``. Faults, e
 copied into the test split:
 
 * exact: the file copied byte for byte;
-* near: gain (-6 dB), resampled (to 11.025 kHz, or half a rate under 16 kHz), trimmed (10 % off the start, 5 %
+* near: gain (-6 dB), resampled (to 11.025 kHz, or 16 kHz from 11.025 kHz), trimmed (10 % off the start, 5 %
   off the end), re-encoded (OGG Vorbis, and MP3 where libsndfile writes it);
-* a group (speaker) leaked: half of one test group's rows moved to train.
+* a group (speaker) leaked: half of one test group's rows moved to train (where a group has two test rows).
 
 Then prints the doctor's precision and recall per fault kind (pairs for duplicates, values for group leaks), and
 ``--compare`` the similarity of the planted near copies against the best other clip under each fingerprint
@@ -49,7 +49,7 @@ def _near_copy(kind: str, src: str, dst_stem: Path) -> Path:
     if kind == "gain":
         out, wave = dst_stem.with_suffix(".flac"), wave * 0.5
     elif kind == "resampled":
-        new_rate = 11025 if rate >= 16000 else rate // 2
+        new_rate = 11025 if rate != 11025 else 16000
         out, wave, rate = dst_stem.with_suffix(".flac"), resample(wave, rate, new_rate), new_rate
     elif kind == "trimmed":
         out, wave = dst_stem.with_suffix(".flac"), wave[int(0.10 * len(wave)):len(wave) - int(0.05 * len(wave))]
@@ -74,7 +74,10 @@ def plant_faults(source: str | Path, out: str | Path, seed: int = 0, n_exact: in
     derived.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = _read_rows(source)
-    groups_in_test = sorted({r["group"] for r in rows if r["split"] == "test"})
+    sizes: dict[str, int] = {}
+    for r in rows:
+        sizes[r["group"]] = sizes.get(r["group"], 0) + (r["split"] == "test")
+    groups_in_test = sorted(group for group, n in sizes.items() if n >= 2)  # a group of one cannot be split
     train = [i for i, r in enumerate(rows) if r["split"] == "train"]
     picked = [int(i) for i in rng.choice(train, n_exact + n_near * len(NEAR_KINDS), replace=False)]
     truth: dict = {"exact": [], "near": {kind: [] for kind in NEAR_KINDS}, "group_leak": []}
@@ -92,11 +95,12 @@ def plant_faults(source: str | Path, out: str | Path, seed: int = 0, n_exact: in
         added.append({**rows[i], "fname": str(copy), "split": "test", "group": f"planted_near_{n}"})
         truth["near"][kind].append([src, str(copy)])
     # A test group moved half into train: the group (speaker) is then in both splits.
-    leaked = str(rng.choice(groups_in_test))
-    members = [r for r in rows if r["group"] == leaked]
-    for r in members[: max(1, len(members) // 2)]:
-        r["split"] = "train"
-    truth["group_leak"].append(leaked)
+    if groups_in_test:  # a set whose groups are single clips has none to leak
+        leaked = str(rng.choice(groups_in_test))
+        members = [r for r in rows if r["group"] == leaked]
+        for r in members[: len(members) // 2]:
+            r["split"] = "train"
+        truth["group_leak"].append(leaked)
     rows = rows + added
     columns = list(rows[0])
     _write(out / "labels.csv", rows, columns)
@@ -111,7 +115,7 @@ def plant_faults(source: str | Path, out: str | Path, seed: int = 0, n_exact: in
     _write(out / "labels_flipped.csv", flipped_rows, columns)
     truth["flipped"] = flipped
     rest = sorted({r["fname"] for r in rows[: len(rows) - len(added)]} - {rows[i]["fname"] for i in picked})
-    truth["others"] = [str(p) for p in rng.choice(rest, min(200, len(rest)), replace=False)]  # hard negatives
+    truth["others"] = [str(p) for p in rng.choice(rest, min(60, len(rest)), replace=False)]  # hard negatives
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
 
@@ -142,7 +146,8 @@ def score(truth: dict, result) -> dict[str, dict[str, float]]:
         table[f"near:{kind}"] = {"recall": len(planted & found_near) / max(1, len(planted)), "planted": len(planted)}
     table["near"] = _pr(every_near, found_near)
     leaks = {value for f in result.findings if f.kind == "group_leak" for value in f.values}
-    table["group_leak"] = _pr(set(truth["group_leak"]), leaks)
+    if truth["group_leak"]:
+        table["group_leak"] = _pr(set(truth["group_leak"]), leaks)
     return table
 
 

@@ -15,7 +15,6 @@ from audioclf.cli import main
 from audioclf.config import load_config
 from audioclf.data.audio import write_audio
 from audioclf.data.fingerprint import aligned_similarity, fingerprint
-from audioclf.errors import ConfigError
 from audioclf.workflows.doctor import doctor_data
 from layouts import write_table
 
@@ -23,14 +22,15 @@ RATE = 8000
 HEADER = ("fname", "labels", "split", "speaker")
 
 
-def clip(seed: int, seconds: float = 1.0) -> np.ndarray:
-    """Ten notes of random pitch and level over a noise floor: every seed a different clip."""
+def clip(seed: int, seconds: float = 1.0, rate: int = RATE) -> np.ndarray:
+    """Ten notes of random pitch and level, each faded in and out, over a noise floor: every seed a different clip
+    (abrupt steps would be unlike recorded sound, and lossy codecs smear them)."""
     rng = np.random.default_rng(seed)
-    n = int(seconds * RATE)
+    n = int(seconds * rate)
     per = -(-n // 10)
     pitch = np.repeat(rng.uniform(150.0, 3000.0, 10), per)[:n]
-    level = np.repeat(rng.uniform(0.02, 0.3, 10), per)[:n]
-    wave = level * np.sin(2 * np.pi * np.cumsum(pitch) / RATE) + 0.01 * rng.standard_normal(n)
+    level = (np.repeat(rng.uniform(0.02, 0.3, 10), per) * np.tile(np.hanning(per), 10))[:n]
+    wave = level * np.sin(2 * np.pi * np.cumsum(pitch) / rate) + 0.002 * rng.standard_normal(n)
     return wave.astype(np.float32)
 
 
@@ -147,17 +147,6 @@ def test_fix_writes_a_manifest_without_the_later_copies_and_says_why(tmp_path, c
     assert kept == {row[0] for row in rows} - {"copy_test.wav", "copy_rain.wav"}
     assert main(["doctor", "--data", str(fixed)]) == 0  # the cleaned manifest loads, and is clean
     assert "no findings" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("target, expected", [("missing/cleaned.csv", "does not exist"), (".", "a folder is there"),
-                                              ("cleaned.txt", "name it .csv")])
-def test_a_bad_fix_path_is_a_one_line_error_before_any_work(tmp_path, capsys, target, expected):
-    csv_path = write_table(tmp_path / "meta.csv", HEADER, [("nothing.wav", "dog", "train", "s0")])
-    assert main(["doctor", "--data", str(csv_path), "--fix", str(tmp_path / target)]) != 0
-    err = capsys.readouterr().err.strip()
-    assert expected in err and "\n" not in err and "Traceback" not in err
-    with pytest.raises(ConfigError):
-        doctor_data(load_config(None, [f"data.path={csv_path}"]), None, tmp_path / target)
 
 
 TINY = ["train.epochs=1", "train.batch_size=8", "data.clip_seconds=1.0", "features.n_mels=16", "features.n_fft=256",

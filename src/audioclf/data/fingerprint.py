@@ -33,13 +33,13 @@ __all__ = ["ALIGNED_COSINE", "CANDIDATE_COSINE", "Fingerprint", "aligned_similar
 
 RATE, N_FFT, HOP, N_BANDS = 8000, 400, 80, 32
 FMIN, FMAX = 60.0, 3800.0  # under the 4 kHz Nyquist of the 8 kHz copy, where resampling filters roll off
-FLOOR_DB = 80.0  # levels floored this far below the loudest band level
+FLOOR_DB = 50.0  # levels floored this far below the loudest band level: lossy codecs rework what lies under it
 SILENT_DB = 40.0  # frames this far below the loudest are silence: trimming them changes nothing
 MAX_FRAMES = 600  # 6 s of frames kept per clip for the alignment (memory: 38 KB a clip)
 # Measured on planted copies of the speech set (benchmarks/plant_faults.py --compare): copies scored >= 0.996
 # pooled and >= 0.984 aligned; the best other clip up to 0.984 pooled but 0.936 aligned.
 CANDIDATE_COSINE = 0.98
-ALIGNED_COSINE = 0.95
+ALIGNED_COSINE = 0.97
 TOP_K = 5  # candidates checked per clip, the most similar first: the alignment cost stays n x TOP_K
 MIN_OVERLAP = 0.5  # share of the shorter clip that must overlap at a shift
 
