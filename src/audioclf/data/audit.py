@@ -75,7 +75,8 @@ def pcm_hash(wave: np.ndarray) -> str:
     """The hash of the canonical PCM (module docstring) of a decoded wave (1-D, or channels-last 2-D)."""
     mono = to_mono(wave) if wave.ndim == 2 else wave
     # x 32768, as 16-bit WAV and FLAC store samples: a float file and its 16-bit copy then hash alike.
-    pcm = np.clip(np.round(mono.astype(np.float64) * 32768.0), -32768, 32767).astype("<i2")
+    # float32 holds k / 32768 exactly, so no wider copy is needed.
+    pcm = np.rint(np.clip(np.asarray(mono, dtype=np.float32) * np.float32(32768.0), -32768, 32767)).astype("<i2")
     return hashlib.blake2b(pcm.tobytes(), digest_size=16).hexdigest()
 
 
