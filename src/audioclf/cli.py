@@ -144,31 +144,31 @@ def cmd_shard(args) -> None:
     out.print(f"train from them: audioclf train --data {args.out}  (or torchrun ... -m audioclf train --data ...)")
 
 
-def cmd_describe(args) -> None:
+def _data_config(args):
+    """The config of ``describe`` and ``doctor``: CONFIG and overrides, ``--data`` and ``--strict``."""
     from .config import load_config
-    from .workflows.describe import console_summary, describe_data
 
     config, overrides = _split_positionals(args.args)
     if args.data:
         overrides = [f"data.path={args.data}", *overrides]
     if args.strict:
         overrides.append("data.strict=true")
+    return load_config(config, overrides)
+
+
+def cmd_describe(args) -> None:
+    from .workflows.describe import console_summary, describe_data
+
     columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else []
-    description = describe_data(load_config(config, overrides), args.out, columns, stage=args.stage)
+    description = describe_data(_data_config(args), args.out, columns, stage=args.stage)
     for line in console_summary(description):
         out.print(line, highlight=False)
 
 
 def cmd_doctor(args) -> None:
-    from .config import load_config
     from .workflows.doctor import console_lines, doctor_data
 
-    config, overrides = _split_positionals(args.args)
-    if args.data:
-        overrides = [f"data.path={args.data}", *overrides]
-    if args.strict:
-        overrides.append("data.strict=true")
-    result = doctor_data(load_config(config, overrides), args.out, args.fix, stage=args.stage)
+    result = doctor_data(_data_config(args), args.out, args.fix, stage=args.stage)
     for line in console_lines(result):
         out.print(line, highlight=False)
 

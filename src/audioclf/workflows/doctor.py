@@ -113,7 +113,7 @@ def doctor_markdown(result: DoctorResult, cfg: Config, summary, stage: str | Non
     lines.append(markdown_table(["kind", "findings"], [[kind, n] for kind, n in counts.items()])
                  if counts else "No findings.")
     if result.dropped:
-        lines += ["", f"## Rows dropped by --fix ({len(result.dropped)})", "",
+        lines += ["", f"## Rows --fix drops ({len(result.dropped)})", "",
                   *(f"- `{path}`: {why}" for path, why in result.dropped.items())]
     lines += ["", "## Class counts per split", "", "![class counts](class_counts.png)", "",
               markdown_table(["class", *splits], [[name, *(summary.class_counts[s][name] for s in splits)]
