@@ -6,8 +6,8 @@ smooths what that changes). Two things are kept:
 
 * a pooled vector: per band, the mean and the spread of the level over the non-silent frames, with the clip's
   mean level taken out (a gain change adds a constant in dB, so it cancels; trimmed silence is not counted);
-* the frame sequence (silent ends cut; of a longer clip, its loudest :data:`MAX_FRAMES`): the band levels floored :data:`FLOOR_DB`
-  under the loudest (lossy codecs rework what lies below), each band centred over time, kept in float16.
+* the frame sequence (silent ends cut; of a longer clip, its loudest :data:`MAX_FRAMES`): the band levels
+  floored :data:`FLOOR_DB` under a loud frame (lossy codecs rework what lies below), each band centred over time, kept in float16.
 
 Pairs are found in two steps. The pooled vectors' cosine similarity over all pairs (an n x 64 matrix product:
 10,000 clips cost a few seconds) keeps each clip's :data:`TOP_K` most similar partners at or above
@@ -40,11 +40,12 @@ __all__ = ["ALIGNED_COSINE", "CANDIDATE_COSINE", "Fingerprint", "aligned_similar
 
 RATE, N_FFT, HOP, N_BANDS = 8000, 400, 80, 32
 FMIN, FMAX = 60.0, 3800.0  # under the 4 kHz Nyquist of the 8 kHz copy, where resampling filters roll off
-FLOOR_DB = 50.0  # levels floored this far below the loudest band level: lossy codecs rework what lies under it
-SILENT_DB = 40.0  # frames this far below the loudest are silence: trimming them changes nothing
+REFERENCE_PERCENTILE = 90.0  # the loud frame levels are judged against
+FLOOR_DB = 40.0  # levels floored this far below it: lossy codecs rework what lies under it
+SILENT_DB = 40.0  # frames this far below it are silence: trimming them changes nothing
 MAX_FRAMES = 600  # 6 s of frames kept per clip for the alignment (memory: 38 KB a clip)
 # From the measurements in the module docstring.
-CANDIDATE_COSINE = 0.98
+CANDIDATE_COSINE = 0.95  # only bounds the work (with TOP_K): the alignment decides
 ALIGNED_COSINE = 0.99
 TOP_K = 5  # candidates checked per clip, the most similar first: the alignment cost stays n x TOP_K
 MIN_OVERLAP = 0.5  # share of the shorter clip that must overlap at a shift
@@ -91,9 +92,12 @@ def _unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def fingerprint(wave: np.ndarray, rate: int) -> Fingerprint:
     """The fingerprint of a mono wave at ``rate`` Hz (module docstring)."""
     levels = _log_mel(wave, rate)
-    levels = np.maximum(levels, levels.max() - FLOOR_DB)  # digital silence (-100 dB) would swamp the variance
     loudness = 10.0 * np.log10(np.mean(10.0 ** (levels / 10.0), axis=1) + 1e-10)
-    active = loudness >= loudness.max() - SILENT_DB
+    # Levels are judged against a loud frame, not the loudest: trimming a note's attack (the loudest 1 %) then
+    # leaves the reference, the floor and the non-silent frames where they were.
+    reference = float(np.percentile(loudness, REFERENCE_PERCENTILE))
+    levels = np.maximum(levels, reference - FLOOR_DB)  # digital silence (-100 dB) would swamp the variance
+    active = loudness >= reference - SILENT_DB
     used = levels[active]
     pooled = np.concatenate([used.mean(axis=0) - used.mean(), used.std(axis=0)])
     where = np.flatnonzero(active)
