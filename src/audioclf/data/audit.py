@@ -94,13 +94,16 @@ def clip_facts(path: str, max_seconds: float | None = None) -> ClipFacts:
 
 
 def _dc_offset(mono: np.ndarray, rate: int) -> float:
-    """The median of the means of 50-ms frames: a converter's offset is in every frame, while the lopsided
-    waveform of a loud note (a bass drum, a saxophone) moves the mean of its own frames only."""
+    """The offset both the whole clip's mean and the median of its 50-ms frames' means agree on (the smaller):
+    a converter's offset is in both, while a lopsided loud note (a bass drum) moves the mean of its own frames
+    only, and a rumble under 20 Hz (a helicopter's rotor) moves single frames' means but not the whole mean."""
     frame = max(1, rate // 20)
     n = len(mono) // frame
+    whole = float(np.mean(mono))
     if n == 0:
-        return float(np.mean(mono))
-    return float(np.median(mono[:n * frame].reshape(n, frame).mean(axis=1)))
+        return whole
+    median = float(np.median(mono[:n * frame].reshape(n, frame).mean(axis=1)))
+    return min(whole, median, key=abs)
 
 
 def skipped_finding(path: str, reason: str) -> Finding:
