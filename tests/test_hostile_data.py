@@ -269,3 +269,39 @@ def test_an_m4a_without_pyav_is_skipped_with_the_install_hint(tmp_path, monkeypa
     prepared = _prepare(root)
     assert [s.to_dict() for s in prepared.skipped] == [
         {"path": str(clip), "reason": "decoding .m4a files needs PyAV: pip install 'audioclf[formats]'"}]
+
+
+# --- audioclf doctor on hostile data: bad files are findings, bad arguments one-line errors -----------------------
+def _doctor_cli(capsys, *args) -> tuple[int, str, str]:
+    from audioclf.cli import main
+
+    code = main(["doctor", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def test_doctor_reports_a_corrupt_and_an_empty_file_and_checks_the_rest(tmp_path, capsys):
+    rows = [f"{name}/{name}{i}.wav,{name},{split}" for name in ("noise", "tone")
+            for i, split in enumerate(("train", "train", "val", "test"))]
+    _folder(tmp_path)
+    (tmp_path / "noise" / "noise0.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage" * 4)
+    (tmp_path / "tone" / "tone0.wav").write_bytes(b"")
+    code, out, err = _doctor_cli(capsys, "--data", _csv(tmp_path / "meta.csv", rows), "--out", tmp_path / "report")
+    assert code == 0 and "Traceback" not in err
+    assert "1 undecodable, 1 empty" in out and "noise0.wav" in out and "tone0.wav" in out
+
+
+def test_doctor_refuses_an_unknown_split_value_naming_the_row(tmp_path, capsys):
+    _folder(tmp_path)
+    rows = ["noise/noise0.wav,noise,train", "tone/tone0.wav,tone,tset"]
+    code, _, err = _doctor_cli(capsys, "--data", _csv(tmp_path / "meta.csv", rows))
+    assert code != 0 and "line 3" in err and "'tset'" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("target, expected", [("missing/cleaned.csv", "does not exist"), (".", "a folder is there"),
+                                              ("cleaned.txt", "name it .csv")])
+def test_doctor_refuses_a_bad_fix_path_in_one_line_before_any_work(tmp_path, capsys, target, expected):
+    rows = ["noise/noise0.wav,noise,train"]  # no audio at all: the path is refused before the data is read
+    code, _, err = _doctor_cli(capsys, "--data", _csv(tmp_path / "meta.csv", rows), "--fix", tmp_path / target)
+    assert code != 0 and expected in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.csv"]

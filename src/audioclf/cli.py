@@ -150,17 +150,23 @@ def cmd_shard(args) -> None:
     out.print(f"train from them: audioclf train --data {args.out}  (or torchrun ... -m audioclf train --data ...)")
 
 
-def cmd_describe(args) -> None:
+def _data_config(args):
+    """The config of ``describe`` and ``doctor``: CONFIG and overrides, ``--data`` and ``--strict``."""
     from .config import load_config
-    from .workflows.describe import console_summary, describe_data
 
     config, overrides = _split_positionals(args.args)
     if args.data:
         overrides = [f"data.path={args.data}", *overrides]
     if args.strict:
         overrides.append("data.strict=true")
+    return load_config(config, overrides)
+
+
+def cmd_describe(args) -> None:
+    from .workflows.describe import console_summary, describe_data
+
     columns = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else []
-    description = describe_data(load_config(config, overrides), args.out, columns, stage=args.stage)
+    description = describe_data(_data_config(args), args.out, columns, stage=args.stage)
     for line in console_summary(description):
         out.print(line, highlight=False)
 
@@ -184,6 +190,14 @@ def _evaluate_events(args) -> None:
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
         out.print(f"wrote {args.json}", highlight=False)
+
+
+def cmd_doctor(args) -> None:
+    from .workflows.doctor import console_lines, doctor_data
+
+    result = doctor_data(_data_config(args), args.out, args.fix, stage=args.stage)
+    for line in console_lines(result):
+        out.print(line, highlight=False)
 
 
 def cmd_evaluate(args) -> None:
@@ -628,6 +642,18 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--stage", metavar="NAME", help="a recipe in stages: the data of this stage (default: the first)")
     describe.add_argument("--strict", action="store_true", help="an unreadable audio file is an error instead of a skip")
     describe.set_defaults(func=cmd_describe)
+
+    doctor = command("doctor", "check the data before training: undecodable, silent or clipped audio, exact and near "
+                     "duplicates, leaks between splits, conflicting labels, groups in two splits")
+    doctor.add_argument("args", nargs="*", metavar="[CONFIG] [key=value]",
+                        help="config or recipe and overrides, as for train (data.*: the items and how they are split)")
+    doctor.add_argument("--data", help="folder with one sub-folder per class, or a CSV (fname,labels[,split,...])")
+    doctor.add_argument("--out", help="folder for doctor.md and its PNGs")
+    doctor.add_argument("--fix", metavar="OUT.csv", help="write a cleaned manifest: the later copy of each leaking or "
+                                                         "conflicting duplicate dropped (audio untouched)")
+    doctor.add_argument("--stage", metavar="NAME", help="a recipe in stages: the data of this stage (default: the first)")
+    doctor.add_argument("--strict", action="store_true", help="an unreadable audio file is an error instead of a finding")
+    doctor.set_defaults(func=cmd_doctor)
 
     evaluate = command("evaluate", "evaluate a run on its test split or on other data")
     evaluate.add_argument("run_dir", help=run_dir_help)

@@ -59,6 +59,9 @@ class DataConfig:
     # copies of one source (source_id column) stay on one side; [] = none.
     add: list[dict[str, Any]] = field(default_factory=list)
     strict: bool = False  # a bad audio file is an error instead of a reported skip
+    # Before training, the quick form of `audioclf doctor`: exact duplicates (decoded audio) across splits or
+    # labels, and groups in two splits, one line in the run header and report.md; false: skipped.
+    doctor: bool = True
     cache_dir: str | None = None  # persist decoded + resampled waveforms between runs
     max_seconds: float = 3600.0  # longer files are skipped (checked from the header, before decoding)
     memory_gb: float = 4.0  # decoded audio above this goes to a disk cache, memory-mapped (larger-than-RAM data)

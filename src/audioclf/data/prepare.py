@@ -24,7 +24,9 @@ import torch
 from ..config import Config
 from ..errors import AudioDecodeError, ConfigError, DataError
 from .audio import AudioInfo, audio_info, check_header
+from .audit import Finding, pcm_hash
 from .dataset import Skipped, decode_manifest
+from .duplicates import quick_findings
 from .importers import get_importer, load_manifest
 from .manifest import Manifest
 from .store import AUGMENT_SETTINGS_FILE
@@ -117,6 +119,7 @@ class PreparedData:
     skipped: list[Skipped]
     sample_rate: int
     clip_seconds: float
+    findings: list[Finding] | None = None  # data.doctor's quick checks (None: not run)
 
     @property
     def n_samples(self) -> int:
@@ -203,7 +206,10 @@ def prepare_data(cfg: Config, manifest: Manifest | None = None, progress: bool =
     if training:
         check_splits(usable)
     clip_seconds = data.clip_seconds or infer_clip_seconds([len(w) / sample_rate for w in waves.values()])
-    return PreparedData(usable, waves, skipped, sample_rate, clip_seconds)
+    # The quick checks reuse the audio decoded for training: hashing it costs a pass over memory, no decoding.
+    findings = quick_findings(usable, {item.id: pcm_hash(waves[item.id]) for item in usable}, group_column(data)) \
+        if training and data.doctor else None
+    return PreparedData(usable, waves, skipped, sample_rate, clip_seconds, findings)
 
 
 @dataclass

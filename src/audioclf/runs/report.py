@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..console import format_number, markdown_table
+from ..data.duplicates import findings_line
 from ..files import atomic_write_text, spreadsheet_text
 from ..metrics import higher_is_better, ordered_metric_names, primary_metric, shown_metric_names
 from .diagnostics import diagnose, group_list
@@ -136,6 +137,10 @@ def build_report(run_dir: str | Path) -> str:
     plots = sorted(p.name for p in run.plots.glob("*.png")) if run.plots.exists() else []
     if plots:
         out += ["## Plots", ""] + [f"![{Path(name).stem}](plots/{name})" for name in plots] + [""]
+    checked = summary.get("data_check")
+    if checked is not None:  # data.doctor's quick checks before training
+        out += ["## Data check", "", findings_line([f["kind"] for f in checked]), ""] + [f"- {f['kind']}: {f['message']}" for f in checked]
+        out += [""] if checked else []
     skipped = summary.get("skipped", [])
     if skipped:
         out += [f"## Skipped files ({len(skipped)})", ""] + [f"- `{s['path']}`: {s['reason']}" for s in skipped] + [""]

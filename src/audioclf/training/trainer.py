@@ -281,6 +281,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     # Files skipped when the data was first read: a resumed run reads the usable ones only, so it carries the list.
     skipped = checkpoint.get("skipped", []) if checkpoint is not None else inputs.skipped()
     extra_summary["skipped"] = skipped
+    if inputs.data_check() is not None:
+        extra_summary["data_check"] = inputs.data_check()
     # Stamped into every checkpoint, the summary and what is derived from them (exports, quantization), so a
     # reader can tell an artifact of an earlier run in the same folder from this one's.
     run_id = checkpoint.get("run_id", "unknown") if checkpoint is not None else uuid.uuid4().hex[:12]

@@ -17,6 +17,7 @@ import torch
 
 from ...config import Config, fill_unset
 from ...data.audio import PAD_MODES, TRIM_MODES, window_starts
+from ...data.duplicates import findings_line
 from ...data.device_clips import DeviceClips, device_clips_fit
 from ...data.dataset import Skipped, StreamedRecordings, WaveformDataset, targets_for
 from ...data.importers import load_manifest
@@ -151,6 +152,10 @@ class AudioInputs(Inputs):
     def skipped(self) -> list[dict[str, str]]:
         return [entry.to_dict() for entry in self.prepared.skipped]
 
+    def data_check(self) -> list[dict[str, Any]] | None:
+        findings = self.prepared.findings
+        return None if findings is None else [finding.to_dict() for finding in findings]
+
     def default_monitor(self) -> str:
         return primary_metric(self.task)
 
@@ -196,6 +201,7 @@ class AudioInputs(Inputs):
             ("split", f"{data.split}: train {counts['train']} / val {counts['val']} / test {counts['test']}{kept}"),
             ("group columns", groups),
             ("silence trim", f"{self.cfg.data.trim_silence} ({source(data.trim_silence, 'zero-config default')})"),
+            *([("data check", findings_line([f.kind for f in prepared.findings]))] if prepared.findings is not None else []),
         ]
 
     def groups_per_split(self) -> dict[str, dict[str, int]]:

@@ -75,6 +75,11 @@ class Inputs(ABC):
         """Files that could not be read (``{"path", "reason"}``), listed in summary.json."""
         return []
 
+    def data_check(self) -> list[dict[str, Any]] | None:
+        """The findings of the quick data checks before training (``data.doctor``), for the header and summary.json;
+        None where they were not run."""
+        return None
+
     def default_monitor(self) -> str:
         """The validation metric that picks the best epoch when ``train.monitor`` is not set."""
         return str(self.defaults["train.monitor"])

@@ -1,0 +1,144 @@
+"""``audioclf doctor``: what is wrong with the data before a number is trusted: bad audio, duplicates, leaks.
+
+The items and splits are those ``audioclf train`` (and ``audioclf describe``) would use with the same ``data.*``
+keys. Every readable file is decoded once (:func:`~audioclf.data.audit.clip_facts`); the checks are in the data
+layer (:mod:`~audioclf.data.audit`, :mod:`~audioclf.data.duplicates`). Writes ``doctor.md`` with the class counts
+and duration pictures of ``describe`` into a folder, and with ``fix`` a cleaned manifest without the later copy of
+each leaking or conflicting duplicate (the audio is never touched).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config
+from ..console import markdown_table, track
+from ..data.audit import ClipFacts, Finding, audio_findings, clip_facts, skipped_finding
+from ..data.duplicates import DuplicateSet, duplicate_findings, exact_duplicates, group_leaks, near_duplicates, rows_to_drop
+from ..data.prepare import group_column, split_from_headers
+from ..data.summary import summarize
+from ..errors import AudioDecodeError, ConfigError
+from ..files import atomic_write_text
+from ..runs.data_plots import plot_audio, plot_class_counts
+from .describe import _stage_config
+
+__all__ = ["DoctorResult", "check_fix_path", "doctor_data"]
+
+log = logging.getLogger(__name__)
+
+# The order findings are reported in: what makes a score wrong first, then what makes audio useless.
+ORDER = ("leak", "conflict", "group_leak", "undecodable", "empty", "silent", "clipped", "dc_offset",
+         "odd_sample_rate", "mixed_channels", "duration_outlier", "exact_duplicate", "near_duplicate")
+
+
+@dataclass
+class DoctorResult:
+    findings: list[Finding]
+    n_items: int
+    markdown: Path | None = None
+    fixed: Path | None = None  # the cleaned manifest
+    dropped: dict[str, str] = field(default_factory=dict)  # item path -> why
+    sets: list[DuplicateSet] = field(default_factory=list)  # every exact and near duplicate set
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(ORDER, 0)
+        for finding in self.findings:
+            counts[finding.kind] += 1
+        return {kind: n for kind, n in counts.items() if n}
+
+
+def check_fix_path(fix: str | Path) -> Path:
+    """The ``--fix`` target, checked before any work: a CSV path in an existing folder, not a folder."""
+    fix = Path(fix)
+    if fix.is_dir():
+        raise ConfigError(f"--fix {fix}: a folder is there; give the path of the CSV to write")
+    if not fix.parent.is_dir():
+        raise ConfigError(f"--fix {fix}: folder {fix.parent} does not exist")
+    if fix.suffix.lower() != ".csv":
+        raise ConfigError(f"--fix {fix}: the cleaned manifest is a CSV; name it .csv")
+    return fix
+
+
+def doctor_data(cfg: Config, out: str | Path | None = None, fix: str | Path | None = None,
+                stage: str | None = None, progress: bool = True) -> DoctorResult:
+    """Check ``cfg.data`` (module docstring); ``out``: folder for ``doctor.md`` and its pictures; ``fix``: path
+    of the cleaned manifest CSV (written atomically)."""
+    fix = check_fix_path(fix) if fix is not None else None
+    out = Path(out) if out is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: a file is there; doctor writes a folder (doctor.md and PNGs)")
+    cfg, stage = _stage_config(cfg, stage)
+    headers = split_from_headers(cfg)
+    manifest = headers.manifest
+    findings = [skipped_finding(entry.path, entry.reason) for entry in headers.skipped]
+    facts: dict[str, ClipFacts] = {}
+    for item in track(list(manifest), len(manifest), "decoding audio", progress):
+        try:
+            facts[item.id] = clip_facts(item.path, cfg.data.max_seconds)
+        except AudioDecodeError as exc:  # the header read, the samples did not
+            if cfg.data.strict:
+                raise
+            findings.append(skipped_finding(exc.path, exc.reason))
+    by_path = {manifest_item.path: facts[manifest_item.id] for manifest_item in manifest if manifest_item.id in facts}
+    findings += audio_findings(by_path)
+    hashes = {key: f.pcm_hash for key, f in facts.items()}
+    sets = exact_duplicates(list(manifest), hashes)
+    sets += near_duplicates(list(manifest), {key: f.fingerprint for key, f in facts.items()}, hashes)
+    fix_command = f"audioclf doctor --data {cfg.data.path} --fix cleaned.csv"
+    findings += duplicate_findings(sets, fix_command) + group_leaks(manifest, group_column(cfg.data))
+    findings.sort(key=lambda finding: ORDER.index(finding.kind))
+    result = DoctorResult(findings, len(manifest), sets=sets)
+    drops = rows_to_drop(sets)
+    if fix is not None:
+        manifest.with_items([item for item in manifest if item.id not in drops]).to_csv(fix)
+        result.fixed = fix
+    result.dropped = {item.path: drops[item.id] for item in manifest if item.id in drops}
+    if out is not None:
+        summary = summarize(manifest, headers.infos)
+        plot_class_counts(summary, out / "class_counts.png")
+        plot_audio(summary, out / "audio.png")
+        result.markdown = atomic_write_text(out / "doctor.md", doctor_markdown(result, cfg, summary, stage))
+    return result
+
+
+def doctor_markdown(result: DoctorResult, cfg: Config, summary, stage: str | None = None) -> str:
+    splits = summary.splits
+    lines = [f"# Data doctor: {cfg.data.path}{f' (stage {stage})' if stage else ''}", "",
+             f"{result.n_items} items ({' / '.join(f'{s} {summary.items[s]}' for s in splits)}), "
+             f"{len(summary.classes)} classes, split as `audioclf train` splits them (data.split={cfg.data.split}, "
+             f"seed {cfg.seed}).", "", "## Findings", ""]
+    counts = result.counts()
+    lines.append(markdown_table(["kind", "findings"], [[kind, n] for kind, n in counts.items()])
+                 if counts else "No findings.")
+    if result.dropped:
+        lines += ["", f"## Rows --fix drops ({len(result.dropped)})", "",
+                  *(f"- `{path}`: {why}" for path, why in result.dropped.items())]
+    lines += ["", "## Class counts per split", "", "![class counts](class_counts.png)", "",
+              markdown_table(["class", *splits], [[name, *(summary.class_counts[s][name] for s in splits)]
+                                                  for name in summary.classes]),
+              "", "## Durations", "", "![durations and sample rates](audio.png)", ""]
+    for kind in counts:
+        lines += [f"## {kind.replace('_', ' ')}", ""]
+        for finding in (f for f in result.findings if f.kind == kind):
+            lines.append(f"- {finding.message}" + (f"  \n  fix: `{finding.fix}`" if finding.fix.startswith("audioclf")
+                                                   else f"  \n  fix: {finding.fix}" if finding.fix else ""))
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def console_lines(result: DoctorResult) -> list[str]:
+    """A few lines for the terminal: the counts per kind, the first findings, what was written."""
+    counts = result.counts()
+    lines = [f"{result.n_items} items checked: " + (", ".join(f"{n} {kind}" for kind, n in counts.items())
+                                                    or "no findings")]
+    lines += [f"  {f.kind}: {f.message}" for f in result.findings[:10]]
+    if len(result.findings) > 10:
+        lines.append(f"  ... {len(result.findings) - 10} more in doctor.md")
+    if result.fixed is not None:
+        lines.append(f"wrote {result.fixed}: {len(result.dropped)} row(s) dropped" +
+                     "".join(f"\n  dropped {path}: {why}" for path, why in list(result.dropped.items())[:10]))
+    if result.markdown is not None:
+        lines.append(f"wrote {result.markdown}")
+    return lines
