@@ -44,6 +44,7 @@ from .distributed import (World, all_gather, barrier, broadcast, init_distribute
                           use_sync_batchnorm)
 from .members import add_members, check_ensemble, check_probe, drop_members, resolve_ensemble, resolve_probe
 from .loop import build_step, compile_for_training, train_loss_inflation, train_one_epoch
+from .losses import check_training_loss
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .resume import check_resume_changes, check_resume_epochs
 from .tracking import Trackers, check_tracking
@@ -154,6 +155,7 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
         raise ConfigError("train.frozen_embeddings trains only a head on fixed embeddings; distillation trains "
                           "the whole student: unset one of them")
     check_training_settings(cfg.train)  # optimizer and scheduler names, before any data is read
+    check_training_loss(cfg.train.loss)
     check_ensemble(cfg.train.ensemble)
     check_probe(cfg.train.probe, cfg.train.probe_download)
     check_tracking(cfg.train.track)
