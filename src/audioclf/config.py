@@ -102,6 +102,13 @@ class TrainConfig:
     # Validation's loss stays the task's.
     loss: str = "task"
     gce_q: float = 0.7
+    # Noisy labels (training.noisy): before training, confident learning (cleanlab, on out-of-fold probabilities of
+    # a quick grouped k-fold model, noisy_folds folds) flags likely wrong training labels among noisy_items (null:
+    # the whole training split; <group column>=<value>, e.g. source=noisy: those files), then none | drop (them) |
+    # relabel (to the suggested class) | weight (each noisy-part file's loss by its label quality). Single-label.
+    noisy: str = "none"
+    noisy_items: str | None = None
+    noisy_folds: int = 5
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     # Which epoch's weights the run keeps, scores on val and test and deploys: best (by train.monitor) | last (the
@@ -405,6 +412,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.momentum": (_unit, "a number 0 <= x < 1"),
     "train.label_smoothing": (_unit, "null or a number 0 <= x < 1"),
     "train.gce_q": (lambda v: math.isfinite(v) and 0 < v <= 1, "a number 0 < q <= 1"),
+    "train.noisy_folds": (_within(2, 100), "2..100 folds"),
     "train.num_workers": (_within(0, 256), "0..256 (0: load in the main process)"),
     "train.grad_clip": (_positive, "null (off) or a positive number"),
     "train.min_delta": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
