@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--fraction", type=float)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="key=value for every training run (e.g. train.max_minutes=5)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.what == "issues":
         print(json.dumps(measure_issues(args.dataset, args.out, args.fraction or 0.1, args.folds)))
     else:
