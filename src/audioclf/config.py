@@ -101,14 +101,14 @@ class TrainConfig:
     # cross-entropy for noisy labels (Zhang & Sabuncu 2018) with exponent gce_q (-> 0: cross-entropy, 1: MAE).
     # Validation's loss stays the task's.
     loss: str = "task"
-    gce_q: float = 0.7
+    gce_q: float = 0.7  # train.loss=gce's exponent q, 0 < q <= 1 (Zhang & Sabuncu's 0.7)
     # Noisy labels (training.noisy): before training, confident learning (cleanlab, on out-of-fold probabilities of
     # a quick grouped k-fold model, noisy_folds folds) flags likely wrong training labels among noisy_items (null:
     # the whole training split; <group column>=<value>, e.g. source=noisy: those files), then none | drop (them) |
     # relabel (to the suggested class) | weight (each noisy-part file's loss by its label quality). Single-label.
     noisy: str = "none"
-    noisy_items: str | None = None
-    noisy_folds: int = 5
+    noisy_items: str | None = None  # null: the whole training split is the noisy part; or <group column>=<value>
+    noisy_folds: int = 5  # folds of the out-of-fold model that feeds confident learning
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     # Which epoch's weights the run keeps, scores on val and test and deploys: best (by train.monitor) | last (the
