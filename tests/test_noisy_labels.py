@@ -154,6 +154,13 @@ def test_a_run_with_noisy_drop_records_it_in_the_header_config_summary_and_snaps
     entry = summary["noisy_labels"]
     snapshot = _read(next(root.glob("manifest*.csv")))
     assert sum(row["split"] == "train" for row in snapshot) == 60 - entry["changed"] and entry["changed"] > 0
+    # Resumed, the run goes on with the files it kept: its already-cleaned snapshot is not flagged again.
+    audioclf.train(out, out=root, resume=True, quiet=True, data={"group": "none"},
+                   train={"epochs": 2, "batch_size": 16, "noisy": "drop", "loss": "gce", "ensemble": "none"},
+                   augment={"mixup_alpha": 0.0}, features={"n_mels": 32, "n_fft": 512, "hop_length": 320})
+    resumed = json.loads((root / "summary.json").read_text())
+    assert resumed["noisy_labels"] == entry and resumed["best_epoch"] in (1, 2)
+    assert _read(next(root.glob("manifest*.csv"))) == snapshot
 
 
 @pytest.mark.parametrize("train, message", [
