@@ -79,11 +79,13 @@ def measure_training(dataset: Path, out: Path, fraction: float, overrides: list[
     results = {}
     for name, extra in (("plain", {}), ("noisy=drop", {"train": {"noisy": "drop"}}),
                         ("loss=gce", {"train": {"loss": "gce"}})):
-        sections = apply_overrides(extra, overrides)
-        run = audioclf.train(manifest, out=out / name.replace("=", "_"), quiet=True, **sections).root
-        summary = json.loads((Path(run) / "summary.json").read_text())
-        results[name] = summary["test"]["accuracy"]
-        print(name, results[name], (summary.get("noisy_labels") or {}).get("message", ""), flush=True)
+        run = out / name.replace("=", "_")
+        if not (run / "summary.json").exists():  # a run an earlier call finished is read, not trained again
+            audioclf.train(manifest, out=run, quiet=True, **apply_overrides(extra, overrides))
+        summary = json.loads((run / "summary.json").read_text())
+        results[name] = summary["metrics"]["test"]["accuracy"]
+        print(name, results[name], f"best epoch {summary['best_epoch']}", summary.get("stopped", ""),
+              (summary.get("noisy_labels") or {}).get("message", ""), flush=True)
     return results
 
 
