@@ -5,7 +5,7 @@
 training rows moved to another class (drawn uniformly from the others, seeded), ``fname`` made absolute so the
 audio stays where it is; the copy goes wherever ``out`` says (never into the shared set).
 
-    python benchmarks/noisy_labels.py issues DATASET_DIR --out /tmp/noisy [--fraction 0.1]
+    python benchmarks/noisy_labels.py issues DATASET_DIR --out /tmp/noisy [--fraction 0.1] [key=value ...]
     python benchmarks/noisy_labels.py train DATASET_DIR --out /tmp/noisy [--fraction 0.2] [key=value ...]
 
 ``issues`` prints the label issues' precision and recall against the flipped rows; ``train`` trains plain,
@@ -54,13 +54,14 @@ def precision_recall(found: set[str], truth: set[str]) -> tuple[float, float]:
     return hits / max(1, len(found)), hits / max(1, len(truth))
 
 
-def measure_issues(dataset: Path, out: Path, fraction: float, folds: int) -> dict[str, float]:
-    from audioclf.config import config_from_dict
+def measure_issues(dataset: Path, out: Path, fraction: float, folds: int, overrides: list[str]) -> dict[str, float]:
+    from audioclf.config import apply_overrides, config_from_dict
     from audioclf.training.inputs import inputs_for
     from audioclf.training.label_issues import find_label_issues
 
     flipped = flip_labels(dataset / "labels.csv", out / f"flipped_{fraction:g}.csv", fraction)
-    inputs = inputs_for(config_from_dict({"data": {"path": str(out / f"flipped_{fraction:g}.csv")}}))
+    inputs = inputs_for(config_from_dict(apply_overrides({"data": {"path": str(out / f"flipped_{fraction:g}.csv")}},
+                                                         overrides)))
     inputs.prepare()
     issues = find_label_issues(inputs, folds=folds)
     by_id = {item.id: item.path for item in inputs.prepared.split("train")}
@@ -96,10 +97,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fraction", type=float)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("overrides", nargs="*", help="key=value for every training run (e.g. train.max_minutes=5)")
+    parser.add_argument("overrides", nargs="*", help="key=value for the data (e.g. data.group=group) and every training run")
     args = parser.parse_intermixed_args()
     if args.what == "issues":
-        print(json.dumps(measure_issues(args.dataset, args.out, args.fraction or 0.1, args.folds)))
+        print(json.dumps(measure_issues(args.dataset, args.out, args.fraction or 0.1, args.folds, args.overrides)))
     else:
         print(json.dumps(measure_training(args.dataset, args.out, args.fraction or 0.2, args.overrides)))
 

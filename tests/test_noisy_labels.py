@@ -152,6 +152,7 @@ def test_a_run_with_noisy_drop_records_it_in_the_header_config_summary_and_snaps
     assert config["train"]["noisy"] == "drop" and config["train"]["loss"] == "gce"
     summary = json.loads((root / "summary.json").read_text())
     entry = summary["noisy_labels"]
+    assert entry["message"].removeprefix("noisy labels: ") in (root / "report.md").read_text()
     snapshot = _read(next(root.glob("manifest*.csv")))
     assert sum(row["split"] == "train" for row in snapshot) == 60 - entry["changed"] and entry["changed"] > 0
     # Resumed, the run goes on with the files it kept: its already-cleaned snapshot is not flagged again.
