@@ -61,8 +61,6 @@ def handle_noisy_labels(inputs, train, seed: int) -> dict[str, Any] | None:
     summary's ``noisy_labels`` entry (with ``message``: the run header's line), or None for ``none``."""
     if train.noisy == "none":
         return None
-    if inputs.kind != "audio":
-        raise ConfigError(f"train.noisy={train.noisy}: audio runs only (the inputs are {inputs.kind})")
     mask = noisy_part(inputs, train.noisy_items)
     issues = find_label_issues(inputs, train.noisy_folds, seed)
     flagged = issues.flagged & mask

@@ -164,6 +164,8 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
     resolve_device(cfg.train.device)
     current = init_distributed(cfg.train.device)  # a single process unless started by torchrun
     inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
+    if cfg.train.noisy != "none" and inputs.kind != "audio":  # before a run folder is claimed
+        raise ConfigError(f"train.noisy={cfg.train.noisy}: audio runs only (the inputs are {inputs.kind})")
     cfg = copy.copy(cfg)
     # One folder and one decision for all ranks (a default name has the time in it; files may differ by node).
     cfg.out, resume = broadcast((str(cfg.out or default_run_dir(inputs.cfg.model["name"])), resume), current)
