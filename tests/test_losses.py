@@ -108,3 +108,78 @@ def test_errors():
         build_loss("single_label")(_logits(), torch.zeros(6))
     with pytest.raises(DataError, match="expected \\(6, 4\\)"):
         build_loss("multi_label")(_logits(), torch.zeros(6))
+
+
+# --- generalised cross-entropy (train.loss=gce), Zhang & Sabuncu 2018 -------------------------------------------
+
+def test_gce_by_hand_on_two_classes():
+    logits = torch.tensor([[0.0, np.log(3.0)]] * 2, dtype=torch.float64)  # softmax (0.25, 0.75)
+    loss = build_loss("single_label", training_loss="gce", gce_q=0.5)
+    # (1 - p^q) / q: label 1 -> 2 (1 - sqrt(0.75)), label 0 -> 2 (1 - sqrt(0.25)) = 1
+    assert loss(logits[:1], torch.tensor([1])).item() == pytest.approx(2 * (1 - np.sqrt(0.75)), rel=1e-12)
+    assert loss(logits[:1], torch.tensor([0])).item() == pytest.approx(1.0, rel=1e-12)
+    assert loss(logits, torch.tensor([1, 0])).item() == pytest.approx((2 * (1 - np.sqrt(0.75)) + 1) / 2, rel=1e-12)
+
+
+def test_gce_limits_are_cross_entropy_and_mae():
+    logits = _logits()
+    y = torch.tensor([0, 3, 1, 1, 2, 0])
+    p = softmax(logits.numpy(), axis=1)
+    ce = build_loss("single_label")(logits, y).item()
+    near_zero = build_loss("single_label", training_loss="gce", gce_q=1e-6)(logits, y).item()
+    assert near_zero == pytest.approx(ce, rel=1e-4)
+    mae = build_loss("single_label", training_loss="gce", gce_q=1.0)(logits, y).item()
+    one_hot = np.eye(4)[y.numpy()]
+    assert mae == pytest.approx(np.mean(1 - p[np.arange(6), y.numpy()]), rel=1e-12)
+    assert mae == pytest.approx(np.mean(np.abs(one_hot - p).sum(axis=1)) / 2, rel=1e-12)  # half the L1 distance
+
+
+def test_gce_soft_targets_are_linear_and_smoothing_is_the_task_s():
+    logits = _logits()
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 4, 6), rng.integers(0, 4, 6)
+    q = 0.7
+    per_class = (1 - softmax(logits.numpy(), axis=1) ** q) / q
+    targets = 0.3 * np.eye(4)[a] + 0.7 * np.eye(4)[b]
+    loss = build_loss("single_label", training_loss="gce", gce_q=q)
+    assert loss(logits, torch.from_numpy(targets)).item() == pytest.approx(np.mean((targets * per_class).sum(1)))
+    smoothed = build_loss("single_label", label_smoothing=0.1, training_loss="gce", gce_q=q)
+    expected = np.mean(((0.9 * np.eye(4)[a] + 0.1 / 4) * per_class).sum(1))
+    assert smoothed(logits, torch.from_numpy(a)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_gce_multi_label_is_per_class_binary_gce():
+    logits = _logits()
+    targets = (np.random.default_rng(2).random((6, 4)) < 0.4).astype(np.float64)
+    q = 0.7
+    p = expit(logits.numpy())
+    expected = np.mean(targets * (1 - p ** q) / q + (1 - targets) * (1 - (1 - p) ** q) / q)
+    loss = build_loss("multi_label", training_loss="gce", gce_q=q)
+    assert loss(logits, torch.from_numpy(targets)).item() == pytest.approx(expected, rel=1e-12)
+    bce = build_loss("multi_label")(logits, torch.from_numpy(targets)).item()
+    near_zero = build_loss("multi_label", training_loss="gce", gce_q=1e-6)(logits, torch.from_numpy(targets)).item()
+    assert near_zero == pytest.approx(bce, rel=1e-4)
+
+
+def test_gce_weighs_an_unlikely_label_less_than_cross_entropy():
+    # The reason to use it: the gradient on a confidently contradicted label is CE's times p_y^q.
+    logits = torch.tensor([[4.0, 0.0, 0.0]], requires_grad=True)
+    build_loss("single_label", training_loss="gce", gce_q=0.7)(logits, torch.tensor([2])).backward()
+    gce_grad = logits.grad.norm().item()
+    logits.grad = None
+    build_loss("single_label")(logits, torch.tensor([2])).backward()
+    p = torch.softmax(logits.detach(), -1)[0, 2].item()
+    assert gce_grad == pytest.approx(logits.grad.norm().item() * p ** 0.7, rel=1e-5)
+
+
+def test_bad_gce_settings_are_one_line_config_errors():
+    from audioclf.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="train.loss='focal': expected task | gce"):
+        build_loss("single_label", training_loss="focal")
+    with pytest.raises(ConfigError, match="train.gce_q"):
+        build_loss("single_label", training_loss="gce", gce_q=0.0)
+    with pytest.raises(ConfigError, match="train.gce_q"):
+        config_from_dict({"train": {"gce_q": 1.5}})
+    with pytest.raises(ConfigError, match="train.loss=gce: this model trains with its own bipolar_mse loss"):
+        build_loss("multi_label", kind="bipolar_mse", training_loss="gce")

@@ -17,6 +17,7 @@ from audioclf.errors import ConfigError
 from audioclf.models.classical import FRAME_FEATURES, ClassicalMember, UtteranceStatistics, frame_sizes
 from audioclf.deploy.predictor import Predictor
 from audioclf.training.members import MemberMix, _to_onnx, choose_member_weight, load_mix
+from separable import separable_clips
 
 SR = 16000
 
@@ -101,26 +102,9 @@ def test_the_average_is_kept_unless_validation_says_it_falls_short(net_right, ne
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """Four classes that clip statistics separate at once: white noise, low-passed noise, a low and a high tone
-    in noise, at random levels (20 one-second clips each)."""
-    import soundfile as sf
-    from scipy.signal import lfilter
-
+    """Four classes that clip statistics separate at once (20 one-second clips each: tests/separable.py)."""
     root = tmp_path_factory.mktemp("members") / "clips"
-    rng = np.random.default_rng(2)
-    t = np.arange(SR) / SR
-    makers = {
-        "white": lambda: rng.normal(size=SR),
-        "rumble": lambda: lfilter([0.05], [1, -0.95], rng.normal(size=SR)),
-        "low_tone": lambda: np.sin(2 * np.pi * rng.uniform(300, 400) * t) + 0.1 * rng.normal(size=SR),
-        "high_tone": lambda: np.sin(2 * np.pi * rng.uniform(3000, 3500) * t) + 0.1 * rng.normal(size=SR),
-    }
-    for name, make in makers.items():
-        (root / name).mkdir(parents=True)
-        for i in range(20):
-            wave = make()
-            wave = wave / np.abs(wave).max() * rng.uniform(0.1, 0.9)
-            sf.write(root / name / f"{name}_{i:02d}.wav", wave.astype(np.float32), SR)
+    separable_clips(root)
     return root
 
 

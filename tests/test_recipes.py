@@ -306,6 +306,11 @@ def test_dcase_balanced_subset_is_a_config_key(tmp_path):
         {"name": "noisy", "data": {"options": {"subset": "noisy", "val_fraction": 0.0, "noisy_val_fraction": 0.2}},
          "train": {"epochs": 15}},
         {"name": "curated", "data": {"options": {"subset": "curated", "val_fraction": 0.2}}, "init_from": "@noisy"}]}),
+    ("fsd2019_noisy_robust", "fsd2019", {"stages": [
+        {"name": "noisy", "data": {"options": {"subset": "noisy", "val_fraction": 0.0, "noisy_val_fraction": 0.2},
+                                   "trim_silence": "fixed"},
+         "train": {"epochs": 15, "lr": 0.001, "loss": "gce"}, "augment": {"duplicate": False, "spec": "none"}},
+        {"name": "curated", "data": {"options": {"subset": "curated", "val_fraction": 0.2}}, "init_from": "@noisy"}]}),
     ("audioset_embeddings_heldout", "audioset_embeddings", {"data.options": {"train_set": "balanced", "stream": "auto",
                                                                              "val_set": "split"}}),
 ])
@@ -403,3 +408,21 @@ def test_dcase2022_refuses_ir_copies_made_with_a_random_ir_per_copy(tmp_path, mo
     cfg = load_config("dcase2022_task1", [f"data.root={root}"])
     teacher = {s.name: s.config for s in plan_stages(cfg)}["teacher"]
     check_made_with(teacher.data.add[0], "teacher")
+
+
+def test_fsd2019_noisy_robust_pretrains_with_the_generalised_cross_entropy_and_fine_tunes_with_bce(tmp_path, capsys):
+    import audioclf
+    from audioclf.config import load_config
+
+    root = layouts.fsd2019_kaggle(tmp_path / "fsd")
+    recipe = load_config("fsd2019_noisy_robust").to_dict()
+    for stage in recipe["stages"]:  # the recipe's stages, 1 epoch each
+        stage.setdefault("train", {}).update(epochs=1, batch_size=8, patience=None)
+    recipe["stages"][0]["data"]["options"]["noisy_val_fraction"] = 0.5
+    audioclf.train(root, recipe, out=tmp_path / "run")
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("generalised cross-entropy, q=0.7") == 1  # the noisy stage's header only
+    noisy = RunDir(tmp_path / "run" / "noisy").read_config()
+    curated = RunDir(tmp_path / "run" / "curated").read_config()
+    assert (noisy["train"]["loss"], curated["train"]["loss"]) == ("gce", "task")
+    assert _summary(tmp_path / "run" / "noisy")["task"] == "multi_label"

@@ -101,6 +101,18 @@ class TrainConfig:
     scheduler: str | None = None  # audio: cosine with a short linear warm-up
     scheduler_args: dict[str, Any] = field(default_factory=dict)  # the scheduler's own settings, e.g. {warmup_epochs: 2}
     label_smoothing: float | None = None  # audio single-label: 0.1; multi-label and embeddings: 0
+    # The training loss: task (cross-entropy / BCE, or what the model registers) | gce, the generalised
+    # cross-entropy for noisy labels (Zhang & Sabuncu 2018) with exponent gce_q (-> 0: cross-entropy, 1: MAE).
+    # Validation's loss stays the task's.
+    loss: str = "task"
+    gce_q: float = 0.7  # train.loss=gce's exponent q, 0 < q <= 1 (Zhang & Sabuncu's 0.7)
+    # Noisy labels (training.noisy): before training, confident learning (cleanlab, on out-of-fold probabilities of
+    # a quick grouped k-fold model, noisy_folds folds) flags likely wrong training labels among noisy_items (null:
+    # the whole training split; <group column>=<value>, e.g. source=noisy: those files), then none | drop (them) |
+    # relabel (to the suggested class) | weight (each noisy-part file's loss by its label quality). Single-label.
+    noisy: str = "none"
+    noisy_items: str | None = None  # null: the whole training split is the noisy part; or <group column>=<value>
+    noisy_folds: int = 5  # folds of the out-of-fold model that feeds confident learning
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     # Which epoch's weights the run keeps, scores on val and test and deploys: best (by train.monitor) | last (the
@@ -422,6 +434,8 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "null or a number >= 0"),
     "train.momentum": (_unit, "a number 0 <= x < 1"),
     "train.label_smoothing": (_unit, "null or a number 0 <= x < 1"),
+    "train.gce_q": (lambda v: math.isfinite(v) and 0 < v <= 1, "a number 0 < q <= 1"),
+    "train.noisy_folds": (_within(2, 100), "2..100 folds"),
     "train.num_workers": (_within(0, 256), "0..256 (0: load in the main process)"),
     "train.grad_clip": (_positive, "null (off) or a positive number"),
     "train.min_delta": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),

@@ -87,6 +87,8 @@ def build_report(run_dir: str | Path) -> str:
              ["best epoch (monitor)", f"{summary.get('best_epoch')} ({summary.get('monitor')})"]]
     if summary.get("stopped"):  # a time cap or a diverging epoch ended it before train.epochs
         facts.append(["stopped", summary["stopped"]])
+    if summary.get("noisy_labels"):  # train.noisy: what confident learning changed before training
+        facts.append(["noisy labels", summary["noisy_labels"]["message"].removeprefix("noisy labels: ")])
     groups = summary.get("split_groups")
     if groups:  # which speakers (devices ...) each split holds: what a validation/test gap is about
         facts.append([f"{groups['column']} per split (kept apart)",

@@ -5,6 +5,8 @@
 * ``multi_label``: sigmoid binary cross-entropy on (N, C) float targets (FSD2019, AudioSet), averaged
   over items and classes like Keras' ``binary_crossentropy``;
 * ``bipolar_mse`` (a model asks for it at registration): the bipolar coding of Darna Sequeiros (2018).
+* ``train.loss=gce``, for noisy labels: the generalised cross-entropy of Zhang & Sabuncu (2018), single- or
+  multi-label (:class:`GeneralizedCrossEntropyLoss`).
 
 Models return logits and the losses apply the softmax / sigmoid themselves: the fused log-softmax and
 ``binary_cross_entropy_with_logits`` are numerically stable where ``log(softmax(x))`` is not.
@@ -21,7 +23,11 @@ from ..errors import ConfigError, DataError
 from ..models.registry import LOSSES
 from ..tasks import check_task
 
-__all__ = ["SingleLabelLoss", "MultiLabelLoss", "BipolarMSELoss", "build_loss", "evaluation_loss", "probabilities"]
+__all__ = ["SingleLabelLoss", "MultiLabelLoss", "BipolarMSELoss", "GeneralizedCrossEntropyLoss", "TRAINING_LOSSES",
+           "build_loss", "check_training_loss", "evaluation_loss", "probabilities"]
+
+# train.loss: "task" trains with the loss the task and the model's registration ask for; "gce" replaces it.
+TRAINING_LOSSES = ("task", "gce")
 
 
 def _check_smoothing(label_smoothing: float) -> float:
@@ -100,6 +106,61 @@ class BipolarMSELoss(nn.Module):
         return F.mse_loss(outputs, targets * 2 - 1)
 
 
+class GeneralizedCrossEntropyLoss(nn.Module):
+    """The generalised cross-entropy L_q = (1 - p^q) / q of Zhang & Sabuncu (2018, "Generalized Cross Entropy Loss
+    for Training Deep Neural Networks with Noisy Labels"), mean over items: q -> 0 gives the cross-entropy, q = 1
+    the mean absolute error 1 - p_y (half the L1 distance between the one-hot target and the softmax).
+
+    Why it resists wrong labels: its gradient is the cross-entropy's times p_y^q, so an item the network already
+    finds unlikely under its given label (often a wrong label) pulls far less than under cross-entropy, while the
+    training still converges faster than with MAE alone.
+
+    Single-label: the softmax p; targets are class indices or probability rows y (MixUp), the loss
+    ``sum_c y_c (1 - p_c^q) / q`` (linear in y as the cross-entropy is). Multi-label: each class a binary
+    problem on the sigmoid, ``y (1 - p^q) / q + (1 - y) (1 - (1 - p)^q) / q``, mean over items and classes.
+    ``label_smoothing`` smooths the targets as the task's own loss does."""
+
+    def __init__(self, task: str, q: float = 0.7, label_smoothing: float = 0.0):
+        super().__init__()
+        check_task(task)
+        if not 0 < q <= 1:
+            raise ConfigError(f"train.gce_q={q}; expected 0 < q <= 1 (q -> 0: cross-entropy, 1: MAE)")
+        self.task, self.q, self.label_smoothing = task, float(q), _check_smoothing(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        q, eps = self.q, self.label_smoothing
+        if self.task == "multi_label":
+            if targets.shape != logits.shape:
+                raise DataError(f"gce loss: targets of shape {tuple(targets.shape)}; expected {tuple(logits.shape)}")
+            y = targets.to(logits.dtype) * (1 - eps) + eps / 2
+            # p^q as exp(q log p): log-sigmoid is stable where log(sigmoid(x)) underflows
+            positive = (1 - torch.exp(q * F.logsigmoid(logits))) / q
+            negative = (1 - torch.exp(q * F.logsigmoid(-logits))) / q
+            return (y * positive + (1 - y) * negative).mean()
+        if logits.ndim != 2:
+            raise DataError(f"gce loss: logits of shape {tuple(logits.shape)}; expected (N, C)")
+        if targets.ndim == 1:
+            if targets.is_floating_point() or targets.shape[0] != logits.shape[0]:
+                raise DataError(f"gce loss: {tuple(targets.shape)} targets for {logits.shape[0]} logits rows; "
+                                "expected (N,) integer class indices")
+            y = F.one_hot(targets.long(), logits.shape[1]).to(logits.dtype)
+        elif targets.shape == logits.shape:
+            y = targets.to(logits.dtype)
+        else:
+            raise DataError(f"gce loss: targets of shape {tuple(targets.shape)}; expected (N,) or {tuple(logits.shape)}")
+        y = y * (1 - eps) + eps / logits.shape[1]
+        per_class = (1 - torch.exp(q * torch.log_softmax(logits, dim=-1))) / q
+        return (y * per_class).sum(dim=-1).mean()
+
+
+def check_training_loss(name: str, kind: str = "task") -> None:
+    """A valid ``train.loss`` for a model whose registration asks for ``kind``."""
+    if name not in TRAINING_LOSSES:
+        raise ConfigError(f"train.loss={name!r}: expected {' | '.join(TRAINING_LOSSES)}")
+    if name == "gce" and kind != "task":
+        raise ConfigError(f"train.loss=gce: this model trains with its own {kind} loss; set train.loss=task")
+
+
 def _check_kind(task: str, kind: str) -> None:
     check_task(task)
     if kind not in LOSSES:
@@ -108,10 +169,15 @@ def _check_kind(task: str, kind: str) -> None:
         raise ConfigError("the bipolar loss is for multi-label tasks (one ±1 output per class)")
 
 
-def build_loss(task: str, label_smoothing: float = 0.0, kind: str = "task") -> nn.Module:
+def build_loss(task: str, label_smoothing: float = 0.0, kind: str = "task", training_loss: str = "task",
+               gce_q: float = 0.7) -> nn.Module:
     """The training loss ``loss(logits, targets) -> scalar mean`` for ``task``; ``kind`` is what the model's
-    registration asks for (``"task"``: cross-entropy or BCE; ``"bipolar_mse"``)."""
+    registration asks for (``"task"``: cross-entropy or BCE; ``"bipolar_mse"``), ``training_loss`` what
+    ``train.loss`` asks for (``"gce"``: :class:`GeneralizedCrossEntropyLoss` with ``q = gce_q``)."""
     _check_kind(task, kind)
+    check_training_loss(training_loss, kind)
+    if training_loss == "gce":
+        return GeneralizedCrossEntropyLoss(task, gce_q, label_smoothing)
     if kind == "bipolar_mse":
         return BipolarMSELoss(label_smoothing)
     if task == "single_label":

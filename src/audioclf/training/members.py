@@ -371,25 +371,33 @@ def _training_features(inputs, seed: int, featurize: Callable[[np.ndarray], np.n
     """``(x, y, groups)``: ``featurize`` of the training split's windows (whole files cut as evaluation cuts them,
     each window labelled with its file's class; at most :data:`MAX_TRAIN_WINDOWS`, drawn with ``seed``), and each
     window's fold group (:func:`_fold_groups`)."""
+    x, y, groups, _ = _training_windows(inputs, seed, featurize, MAX_TRAIN_WINDOWS)
+    return x, y, groups
+
+
+def _training_windows(inputs, seed: int, featurize: Callable[[np.ndarray], np.ndarray], max_windows: int | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_training_features` plus each window's file (its index in the training split); ``max_windows``
+    None keeps every window (every file then has at least one)."""
     dataset = inputs.dataset("train", train=False)
     owners, features = [], []
     for batch_owners, windows in window_batches(dataset, 64):
         owners.append(batch_owners)
         features.append(featurize(windows))
     owners_all, x = np.concatenate(owners), np.concatenate(features).astype(np.float32)
-    if len(x) > MAX_TRAIN_WINDOWS:
-        keep = np.sort(np.random.default_rng(seed).choice(len(x), MAX_TRAIN_WINDOWS, replace=False))
+    if max_windows is not None and len(x) > max_windows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), max_windows, replace=False))
         owners_all, x = owners_all[keep], x[keep]
-    return x, dataset.targets.numpy()[owners_all], _fold_groups(inputs, owners_all)
+    return x, dataset.targets.numpy()[owners_all], _fold_groups(inputs, owners_all), owners_all
 
 
 def _grouped_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray, grid: tuple[float, ...],
-               make: Callable[[float], Any]) -> tuple[float | None, dict[float, float], list]:
-    """``(best C, accuracy per C, folds)`` by GroupKFold (3 folds, fewer with fewer groups) over ``grid``;
-    ``(None, {}, [])`` when there are too few groups or classes to hold any out."""
+               make: Callable[[float], Any], max_folds: int = 3) -> tuple[float | None, dict[float, float], list]:
+    """``(best C, accuracy per C, folds)`` by GroupKFold (``max_folds`` folds, fewer with fewer groups) over
+    ``grid``; ``(None, {}, [])`` when there are too few groups or classes to hold any out."""
     from sklearn.model_selection import GroupKFold
 
-    n_folds = min(3, len(set(groups)))
+    n_folds = min(max_folds, len(set(groups)))
     if n_folds < 2 or len(set(y)) < 2:
         return None, {}, []
     folds = list(GroupKFold(n_splits=n_folds).split(x, y, groups))

@@ -46,6 +46,8 @@ from .distributed import (World, all_gather, barrier, broadcast, init_distribute
 from .decisions import choose_decisions, plot_run_reliability
 from .members import add_members, check_ensemble, check_probe, drop_members, resolve_ensemble, resolve_probe
 from .loop import build_step, compile_for_training, train_loss_inflation, train_one_epoch
+from .losses import check_training_loss
+from .noisy import check_noisy, handle_noisy_labels
 from .optim import build_optimizer, build_scheduler, check_training_settings
 from .resume import check_resume_changes, check_resume_epochs
 from .tracking import Trackers, check_tracking
@@ -156,12 +158,16 @@ def train(cfg: Config, resume: bool = False, manifest: Manifest | None = None, r
         raise ConfigError("train.frozen_embeddings trains only a head on fixed embeddings; distillation trains "
                           "the whole student: unset one of them")
     check_training_settings(cfg.train)  # optimizer and scheduler names, before any data is read
+    check_training_loss(cfg.train.loss)
+    check_noisy(cfg.train)
     check_ensemble(cfg.train.ensemble)
     check_probe(cfg.train.probe, cfg.train.probe_download)
     check_tracking(cfg.train.track)
     resolve_device(cfg.train.device)
     current = init_distributed(cfg.train.device)  # a single process unless started by torchrun
     inputs = inputs_for(cfg)  # the input's defaults filled in; a key it cannot honour is refused here
+    if cfg.train.noisy != "none" and inputs.kind != "audio":  # before a run folder is claimed
+        raise ConfigError(f"train.noisy={cfg.train.noisy}: audio runs only (the inputs are {inputs.kind})")
     cfg = copy.copy(cfg)
     # One folder and one decision for all ranks (a default name has the time in it; files may differ by node).
     cfg.out, resume = broadcast((str(cfg.out or default_run_dir(inputs.cfg.model["name"])), resume), current)
@@ -199,6 +205,11 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         raise DataError("the train split is empty (check the split column or data.fractions)")
     if inputs.count("val") == 0:
         raise DataError("the validation split is empty (add val rows or set data.split)")
+    # A resumed drop/relabel run's snapshot is already the changed manifest: flagging it again would flag others.
+    if checkpoint is not None and cfg.train.noisy in ("drop", "relabel"):
+        noisy = checkpoint.get("noisy_labels")
+    else:
+        noisy = handle_noisy_labels(inputs, cfg.train, cfg.seed)
     task, classes = inputs.task, inputs.classes
 
     device = rank_device(resolve_device(cfg.train.device), current)
@@ -256,7 +267,7 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     # Once the starting weights are in place (a refused init_from file says so alone); a dry run's comes with
     # its estimate, after the timed steps.
     if reporter is not None and not dry_run:
-        reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint))
+        reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint, noisy=noisy))
     trackers = Trackers(cfg.train.track, run.root, resolved, resumed=checkpoint is not None, inner=reporter) \
         if cfg.train.track and current.main and not dry_run else None
     reporter = trackers or reporter
@@ -274,7 +285,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
         estimate = time_first_steps(inputs.trained_part(model), loader, step, optimizer, device, clock, amp=amp,
                                     scaler=scaler, grad_clip=cfg.train.grad_clip)
         if reporter is not None:
-            reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint, estimate))
+            reporter.message(_header(user_cfg, cfg, inputs, model, complexity, device, run, checkpoint, estimate,
+                                     noisy=noisy))
             reporter.message(_groups_per_split(inputs))
             reporter.message(f"dry run: nothing trained, nothing written (the run would write {run.root})")
         return run.root
@@ -289,6 +301,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     extra_summary["run_id"] = run_id
     base_state = {"spec": model.spec(), "task": task, "classes": classes, "config": resolved, "skipped": skipped,
                   "run_id": run_id, **inputs.facts()}
+    if noisy is not None:
+        extra_summary["noisy_labels"] = base_state["noisy_labels"] = noisy
     if current.active:  # each rank its own dropout / SpecAugment draws (the same ones for the same world size)
         torch.manual_seed(cfg.seed * 1000 + current.rank)
     if checkpoint is not None:
@@ -357,7 +371,8 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
 
 
 def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, complexity: dict[str, Any],
-            device: torch.device, run: RunDir, checkpoint: dict[str, Any] | None, estimate: str | None = None) -> str:
+            device: torch.device, run: RunDir, checkpoint: dict[str, Any] | None, estimate: str | None = None,
+            noisy: dict[str, Any] | None = None) -> str:
     """What this run will do and where each value came from ("set" by the config, or chosen from the data)."""
     train, plain = cfg.train, user.train
     rows = inputs.describe(user)
@@ -369,6 +384,10 @@ def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, c
                    f"batch {train.batch_size}, {train.optimizer} lr {train.lr:g}, {train.scheduler}, "
                    f"early stopping after {train.patience} epochs without a better val {cfg.train.monitor or inputs.default_monitor()}"),
     ]
+    if train.loss == "gce":
+        rows.append(("loss", f"generalised cross-entropy, q={train.gce_q:g} (set): for noisy labels"))
+    if noisy is not None:
+        rows.append(("noisy labels", noisy["message"].removeprefix("noisy labels: ")))
     if train.ensemble == "classical":
         rows.append(("ensemble", f"+ a classical member (utterance statistics + SVM), kept alone or mixed only if "
                                  f"validation prefers it ({'set' if plain.ensemble != 'auto' else 'auto'})"))

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ...config import Config, fill_unset
@@ -54,6 +55,8 @@ class AudioInputs(Inputs):
     defaults = {"model.name": "small_cnn", "train.batch_size": 32, "data.trim_silence": "edges"}
 
     prepared: PreparedData
+    # Training file id -> its loss weight (train.noisy=weight, training.noisy); None: every file counts 1.
+    loss_weights: dict[str, float] | None = None
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
@@ -218,6 +221,9 @@ class AudioInputs(Inputs):
         cfg, prepared = self.cfg, self.prepared
         subset = prepared.split(split)
         targets = targets_for(subset, self.classes, self.task)
+        if train and self.loss_weights is not None:
+            targets = weighted_targets(targets, [self.loss_weights.get(item.id, 1.0) for item in subset],
+                                       len(self.classes))
         if getattr(self, "streamed", False):
             return StreamedRecordings([item.path for item in subset], targets, prepared.n_samples,
                                       prepared.sample_rate, cfg.data.pad_mode, cfg.data.trim_silence,
@@ -297,6 +303,13 @@ class AudioInputs(Inputs):
         subset = self.prepared.split(split)
         groups = {name: subset.group_values(name) for name in subset.group_names}
         return {name: values for name, values in groups.items() if 2 <= len(set(values)) <= MAX_GROUP_VALUES}
+
+
+def weighted_targets(indices: np.ndarray, weights: list[float], n_classes: int) -> np.ndarray:
+    """Single-label class indices as one-hot rows scaled by each item's weight: the cross-entropy (and the
+    generalised one) are linear in the target row, so an item's loss counts ``weight`` times, through MixUp too.
+    With label smoothing, the smoothing's share of the row is not weighted."""
+    return (np.eye(n_classes, dtype=np.float32)[indices] * np.asarray(weights, dtype=np.float32)[:, None])
 
 
 def feature_config(cfg: Config, sample_rate: int) -> FeatureConfig:
