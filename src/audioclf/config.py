@@ -97,6 +97,12 @@ class TrainConfig:
     scheduler: str | None = None  # audio: cosine with a short linear warm-up
     scheduler_args: dict[str, Any] = field(default_factory=dict)  # the scheduler's own settings, e.g. {warmup_epochs: 2}
     label_smoothing: float | None = None  # audio single-label: 0.1; multi-label and embeddings: 0
+    # Class imbalance (audioclf.data.balance): sampler (class-balanced draws) | loss (class weights) | none | auto (zero-config:
+    # on when the training split's largest class has more than 5x the items of its smallest; config.yaml records
+    # what it chose).
+    balance: str = "auto"
+    balance_weights: str = "effective"  # train.balance=loss: inverse (1/n) or effective (number of samples, Cui et al.)
+    balance_beta: float = 0.999  # the effective number's beta, 0 < beta < 1
     monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     # Which epoch's weights the run keeps, scores on val and test and deploys: best (by train.monitor) | last (the
@@ -392,6 +398,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "null or a number >= 0"),
     "train.momentum": (_unit, "a number 0 <= x < 1"),
     "train.label_smoothing": (_unit, "null or a number 0 <= x < 1"),
+    "train.balance_beta": (lambda v: math.isfinite(v) and 0 < v < 1, "a number 0 < beta < 1"),
     "train.num_workers": (_within(0, 256), "0..256 (0: load in the main process)"),
     "train.grad_clip": (_positive, "null (off) or a positive number"),
     "train.min_delta": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
@@ -446,7 +453,10 @@ _MAPPINGS = ("features", "model", "train.scheduler_args")  # free-form sections:
 
 
 # The keys that take one of a few words, checked with the ranges.
-_CHOICES: dict[str, tuple[str, ...]] = {"train.keep": ("best", "last")}
+BALANCE_CHOICES = ("auto", "none", "sampler", "loss")
+BALANCE_WEIGHTS = ("inverse", "effective")
+_CHOICES: dict[str, tuple[str, ...]] = {"train.keep": ("best", "last"), "train.balance": BALANCE_CHOICES,
+                                        "train.balance_weights": BALANCE_WEIGHTS}
 
 
 def check_ranges(cfg: Config) -> None:
