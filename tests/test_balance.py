@@ -173,14 +173,21 @@ def test_the_monitor_is_scikit_learns_balanced_accuracy_on_imbalanced_data():
 
 
 # --- bad values --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("override, key", [("train.balance=yes", "train.balance"),
-                                           ("train.balance_weights=sqrt", "train.balance_weights"),
-                                           ("train.balance_beta=1.0", "train.balance_beta"),
-                                           ("train.balance_beta=0", "train.balance_beta")])
-def test_bad_balance_settings_are_one_line_config_errors(override, key):
+@pytest.mark.parametrize("override, expected", [
+    ("train.balance=always", "train.balance='always': expected one of auto, none, sampler, loss"),
+    ("train.balance_weights=sqrt", "train.balance_weights='sqrt': expected one of inverse, effective"),
+    ("train.balance_beta=1.0", "train.balance_beta=1.0: expected a number 0 < beta < 1"),
+    ("train.balance_beta=0", "train.balance_beta=0.0: expected a number 0 < beta < 1")])
+def test_bad_balance_settings_are_one_line_config_errors(override, expected):
     with pytest.raises(ConfigError) as error:
         load_config(None, [override])
-    assert key in str(error.value) and "\n" not in str(error.value)
+    assert str(error.value) == expected
+
+
+def test_good_balance_settings_load():
+    cfg = load_config(None, ["train.balance=loss", "train.balance_weights=inverse", "train.balance_beta=0.99"])
+    assert (cfg.train.balance, cfg.train.balance_weights, cfg.train.balance_beta) == ("loss", "inverse", 0.99)
+    assert load_config(None, []).train.balance == "auto"  # zero-config
 
 
 def test_the_loss_refuses_bad_class_weights():
