@@ -217,3 +217,19 @@ def test_drop_to_imbalance_names_what_it_cannot_do():
         drop_to_imbalance(_manifest(), {"c": 0.5})
     with pytest.raises(DataError, match="keep fraction 0"):
         drop_to_imbalance(_manifest(), {"a": 0})
+
+
+def test_a_run_from_before_train_balance_resumes_unbalanced(tmp_path, monkeypatch):
+    """Its config.yaml has no balance key: resuming must not turn zero-config's balancing on half-way."""
+    import yaml
+
+    from audioclf.runs import RunDir
+    from audioclf.training.trainer import train
+
+    config, _ = _short_run(tmp_path, monkeypatch, _imbalanced_csv(tmp_path, rare_train=1))
+    assert config["train"]["balance"] == AUTO_BALANCE
+    run = RunDir(tmp_path / "run")
+    del config["train"]["balance"]
+    run.config.write_text(yaml.safe_dump(config))
+    train(load_config(None, [f"out={run.root}", "train.epochs=2"]), resume=True)
+    assert run.read_config()["train"]["balance"] == "none"
