@@ -233,3 +233,17 @@ def test_a_run_from_before_train_balance_resumes_unbalanced(tmp_path, monkeypatc
     run.config.write_text(yaml.safe_dump(config))
     train(load_config(None, [f"out={run.root}", "train.epochs=2"]), resume=True)
     assert run.read_config()["train"]["balance"] == "none"
+
+
+def test_the_sampler_finds_each_index_target_through_the_training_set_wrappers():
+    from types import SimpleNamespace
+
+    from audioclf.augment.batch import DuplicateAugmented
+    from audioclf.training.inputs.audio import item_targets
+
+    clips = type("Clips", (), {"targets": torch.tensor([0, 1, 1]), "__len__": lambda self: 3})()
+    # augment.duplicate=GROUP=VALUE: only item 0 gets an augmented copy, which follows the originals
+    np.testing.assert_array_equal(item_targets(DuplicateAugmented(clips, flag=True, only=[0])), [0, 1, 1, 0])
+    # frozen embeddings: one row per window, each with its file's target
+    windows = SimpleNamespace(targets=torch.tensor([2, 0]), owner=torch.tensor([0, 0, 1]))
+    np.testing.assert_array_equal(item_targets(windows), [2, 2, 0])
