@@ -103,7 +103,9 @@ class TrainConfig:
     balance: str = "auto"
     balance_weights: str = "effective"  # train.balance=loss: inverse (1/n) or effective (number of samples, Cui et al.)
     balance_beta: float = 0.999  # the effective number's beta, 0 < beta < 1
-    monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
+    # metric for best checkpoint / early stopping (default: the input's, see training.inputs; single-label audio with
+    # imbalanced classes: balanced_accuracy)
+    monitor: str | None = None
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     # Which epoch's weights the run keeps, scores on val and test and deploys: best (by train.monitor) | last (the
     # final epoch's, for protocols that quote values "al final" of N epochs: a sweep over epochs then does not
