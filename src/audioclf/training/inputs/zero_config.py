@@ -31,8 +31,10 @@ MIN_EPOCHS, MAX_EPOCHS = 15, 200
 # 6 minutes there and seconds on a GPU; a budget in MACs rather than seconds gives the same epochs on every
 # machine, so a seed reproduces a run anywhere.
 COMPUTE_BUDGET_MACS = 7.2e12
-# What train.balance=auto turns on for an imbalanced training split (see README, "Imbalanced classes": measured
-# against loss weights and no balancing on Arabic speech commands with two words cut to 1/8 of their items).
+# What train.balance=auto turns on for an imbalanced training split: on Arabic speech commands with two words cut to
+# 1/8 of their training clips (README, "Imbalanced classes"; two seeds) the sampler gave test balanced accuracy
+# 0.762/0.778 and macro-F1 0.748/0.770, loss weights 0.750/0.734 and 0.742/0.719, no balancing 0.708/0.705 and
+# 0.650/0.648 (both rare words never recognised).
 AUTO_BALANCE = "sampler"
 
 
