@@ -75,6 +75,7 @@ def test_a_zero_config_run_writes_every_choice_to_its_config(tmp_path, monkeypat
                                    "features.n_mels=32", "features.n_fft=512", "features.hop_length=320"]))
     config = RunDir(run).read_config()
     assert config["train"]["epochs"] == 2
+    assert config["train"]["balance"] == "none"  # the demo's classes are balanced: auto resolves to none
     for key in AUTO_KEYS:
         section, name = key.split(".")
         assert config[section][name] is not None, key
@@ -92,6 +93,7 @@ def test_the_recipes_keep_their_own_settings(recipe):
 
     cfg = load_config(recipe)
     assert [key for key in AUTO_KEYS if config_value(cfg, key) is None] == []
+    assert cfg.train.balance == "none"  # not zero-config's auto: the references trained without balancing
 
 
 def test_predict_prepares_audio_as_training_did(tmp_path):

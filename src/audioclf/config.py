@@ -113,7 +113,15 @@ class TrainConfig:
     noisy: str = "none"
     noisy_items: str | None = None  # null: the whole training split is the noisy part; or <group column>=<value>
     noisy_folds: int = 5  # folds of the out-of-fold model that feeds confident learning
-    monitor: str | None = None  # metric for best checkpoint / early stopping (default: the input's; see training.inputs)
+    # Class imbalance (audioclf.data.balance): sampler (class-balanced draws) | loss (class weights) | none | auto (zero-config:
+    # on when the training split's largest class has more than 5x the items of its smallest; config.yaml records
+    # what it chose).
+    balance: str = "auto"
+    balance_weights: str = "effective"  # train.balance=loss: inverse (1/n) or effective (number of samples, Cui et al.)
+    balance_beta: float = 0.999  # the effective number's beta, 0 < beta < 1
+    # metric for best checkpoint / early stopping (default: the input's, see training.inputs; single-label audio with
+    # imbalanced classes: balanced_accuracy)
+    monitor: str | None = None
     patience: int | str | None = "auto"  # early stopping, in epochs; auto: set with the epochs (>= 10); null: off
     # Which epoch's weights the run keeps, scores on val and test and deploys: best (by train.monitor) | last (the
     # final epoch's, for protocols that quote values "al final" of N epochs: a sweep over epochs then does not
@@ -436,6 +444,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.label_smoothing": (_unit, "null or a number 0 <= x < 1"),
     "train.gce_q": (lambda v: math.isfinite(v) and 0 < v <= 1, "a number 0 < q <= 1"),
     "train.noisy_folds": (_within(2, 100), "2..100 folds"),
+    "train.balance_beta": (lambda v: math.isfinite(v) and 0 < v < 1, "a number 0 < beta < 1"),
     "train.num_workers": (_within(0, 256), "0..256 (0: load in the main process)"),
     "train.grad_clip": (_positive, "null (off) or a positive number"),
     "train.min_delta": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
@@ -496,7 +505,10 @@ _MAPPINGS = ("features", "model", "train.scheduler_args")  # free-form sections:
 
 
 # The keys that take one of a few words, checked with the ranges.
-_CHOICES: dict[str, tuple[str, ...]] = {"train.keep": ("best", "last")}
+BALANCE_CHOICES = ("auto", "none", "sampler", "loss")
+BALANCE_WEIGHTS = ("inverse", "effective")
+_CHOICES: dict[str, tuple[str, ...]] = {"train.keep": ("best", "last"), "train.balance": BALANCE_CHOICES,
+                                        "train.balance_weights": BALANCE_WEIGHTS}
 
 
 def check_ranges(cfg: Config) -> None:

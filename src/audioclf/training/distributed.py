@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..data.balance import ClassBalancedOrder
 from ..data.prepare import EpochShuffle, RankBatches
 from ..errors import AudioclfError, ConfigError
 
@@ -194,11 +195,13 @@ def loss_weight(local_items: int, global_items: int, current: World) -> float:
     return current.size * local_items / global_items
 
 
-def epoch_batches(n_items: int, batch_size: int, seed: int) -> RankBatches:
+def epoch_batches(n_items: int, batch_size: int, seed: int, weights=None) -> RankBatches:
     """This process's batches of an epoch over ``n_items`` in a fresh order per epoch (``set_epoch``): the whole
-    batches for a single process, its share of each under torchrun."""
+    batches for a single process, its share of each under torchrun. ``weights`` (one per item): the order is
+    drawn with replacement in proportion to them instead (``train.balance=sampler``)."""
     current = world()
-    return RankBatches(EpochShuffle(n_items, seed), batch_size, current.rank, current.size)
+    order = EpochShuffle(n_items, seed) if weights is None else ClassBalancedOrder(weights, seed)
+    return RankBatches(order, batch_size, current.rank, current.size)
 
 
 def step_weights(loader, current: World):

@@ -57,10 +57,11 @@ def augmented_step(loss_fn: nn.Module, task: str, n_classes: int, spec_augment: 
     return step
 
 
-def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task"):
-    """The training step: plain supervised, or with on-device SpecAugment / MixUp from ``cfg.augment``."""
+def build_step(cfg: Config, task: str, n_classes: int, loss: str = "task", class_weights=None):
+    """The training step: plain supervised, or with on-device SpecAugment / MixUp from ``cfg.augment``;
+    ``class_weights`` (``train.balance=loss``) weight the loss per class."""
     loss_fn = build_loss(task, label_smoothing=cfg.train.label_smoothing or 0.0, kind=loss,
-                         training_loss=cfg.train.loss, gce_q=cfg.train.gce_q)
+                         training_loss=cfg.train.loss, gce_q=cfg.train.gce_q, class_weights=class_weights)
     aug = cfg.augment
     spec_augment = build_spec_augment(aug.spec, seed=cfg.seed)
     if spec_augment is None and not aug.mixup_alpha:

@@ -10,9 +10,16 @@
 
 Models return logits and the losses apply the softmax / sigmoid themselves: the fused log-softmax and
 ``binary_cross_entropy_with_logits`` are numerically stable where ``log(softmax(x))`` is not.
+
+``class_weights`` (``train.balance=loss``, :func:`audioclf.data.balance.class_weights`, mean 1 over the classes):
+single-label, each item's loss is multiplied by its class's weight (MixUp's rows: the weights of the classes mixed,
+in their proportions), label smoothing applied to the targets first; multi-label, each class column's loss by its
+weight. Both stay means over items (Cui et al. 2019): a batch of only common items still has a smaller loss.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -36,13 +43,32 @@ def _check_smoothing(label_smoothing: float) -> float:
     return float(label_smoothing)
 
 
+def _class_weights(weights: Sequence[float] | None) -> torch.Tensor | None:
+    if weights is None:
+        return None
+    tensor = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    if tensor.ndim != 1 or not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any()):
+        raise ConfigError("class weights of the loss: expected one finite weight >= 0 per class")
+    return tensor
+
+
+def _column_weighted(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (N, C) per-element losses, each class column multiplied by its weight first."""
+    if weights is None:
+        return values.mean()
+    if weights.shape[0] != values.shape[1]:
+        raise DataError(f"loss: {weights.shape[0]} class weights for {values.shape[1]} classes")
+    return (values * weights.to(values.device, values.dtype)).mean()
+
+
 class SingleLabelLoss(nn.Module):
     """Mean softmax cross-entropy; ``label_smoothing`` mixes the targets with the uniform distribution
-    (``(1 - eps) * y + eps / C``), for index and probability targets alike."""
+    (``(1 - eps) * y + eps / C``), for index and probability targets alike. ``class_weights``: see the module."""
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None):
         super().__init__()
         self.label_smoothing = _check_smoothing(label_smoothing)
+        self.class_weights = _class_weights(class_weights)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if logits.ndim != 2:
@@ -52,23 +78,37 @@ class SingleLabelLoss(nn.Module):
                 raise DataError("single_label loss: (N,) targets must be integer class indices")
             if targets.shape[0] != logits.shape[0]:
                 raise DataError(f"single_label loss: {targets.shape[0]} targets for {logits.shape[0]} logits rows")
-            return F.cross_entropy(logits, targets.long(), label_smoothing=self.label_smoothing)
+            if self.class_weights is None:
+                return F.cross_entropy(logits, targets.long(), label_smoothing=self.label_smoothing)
+            targets = F.one_hot(targets.long(), logits.shape[1]).to(logits.dtype)
         if targets.shape != logits.shape:
             raise DataError(
                 f"single_label loss: targets of shape {tuple(targets.shape)}; expected (N,) class indices "
                 f"or (N, C) probabilities matching logits {tuple(logits.shape)}"
             )
-        # torch applies the same (1 - eps) * y + eps / C smoothing to probability targets.
-        return F.cross_entropy(logits, targets.to(logits.dtype), label_smoothing=self.label_smoothing)
+        targets = targets.to(logits.dtype)
+        if self.class_weights is None:
+            # torch applies the same (1 - eps) * y + eps / C smoothing to probability targets.
+            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        # Not F.cross_entropy(weight=...): it divides index targets' loss by the batch's weight sum but probability
+        # targets' by N, and weights the smoothing's share per class; here both are the same per-item weighting.
+        weights = self.class_weights.to(logits.device, logits.dtype)
+        if weights.shape[0] != logits.shape[1]:
+            raise DataError(f"single_label loss: {weights.shape[0]} class weights for {logits.shape[1]} classes")
+        item_weight = targets @ weights  # one-hot: its class's weight; MixUp: the mix of the two
+        smoothed = targets * (1 - self.label_smoothing) + self.label_smoothing / logits.shape[1]
+        per_item = -(smoothed * F.log_softmax(logits, dim=1)).sum(dim=1)
+        return (item_weight * per_item).mean()
 
 
 class MultiLabelLoss(nn.Module):
     """Mean sigmoid binary cross-entropy over items and classes; ``label_smoothing`` pulls each 0/1
-    target towards 1/2 (``(1 - eps) * y + eps / 2``)."""
+    target towards 1/2 (``(1 - eps) * y + eps / 2``); ``class_weights`` multiply each class column."""
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None):
         super().__init__()
         self.label_smoothing = _check_smoothing(label_smoothing)
+        self.class_weights = _class_weights(class_weights)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.shape != logits.shape:
@@ -79,7 +119,10 @@ class MultiLabelLoss(nn.Module):
         targets = targets.to(logits.dtype)
         if self.label_smoothing:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
-        return F.binary_cross_entropy_with_logits(logits, targets)
+        if self.class_weights is None:
+            return F.binary_cross_entropy_with_logits(logits, targets)
+        return _column_weighted(F.binary_cross_entropy_with_logits(logits, targets, reduction="none"),
+                                self.class_weights)
 
 
 class BipolarMSELoss(nn.Module):
@@ -92,9 +135,10 @@ class BipolarMSELoss(nn.Module):
     ``label_smoothing`` pulls them towards 1/2 as in :class:`MultiLabelLoss`.
     """
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None):
         super().__init__()
         self.label_smoothing = _check_smoothing(label_smoothing)
+        self.class_weights = _class_weights(class_weights)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.shape != logits.shape:
@@ -103,7 +147,7 @@ class BipolarMSELoss(nn.Module):
         targets = targets.to(outputs.dtype)
         if self.label_smoothing:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
-        return F.mse_loss(outputs, targets * 2 - 1)
+        return _column_weighted((outputs - (targets * 2 - 1)) ** 2, self.class_weights)
 
 
 class GeneralizedCrossEntropyLoss(nn.Module):
@@ -170,19 +214,23 @@ def _check_kind(task: str, kind: str) -> None:
 
 
 def build_loss(task: str, label_smoothing: float = 0.0, kind: str = "task", training_loss: str = "task",
-               gce_q: float = 0.7) -> nn.Module:
+               gce_q: float = 0.7, class_weights: Sequence[float] | None = None) -> nn.Module:
     """The training loss ``loss(logits, targets) -> scalar mean`` for ``task``; ``kind`` is what the model's
     registration asks for (``"task"``: cross-entropy or BCE; ``"bipolar_mse"``), ``training_loss`` what
-    ``train.loss`` asks for (``"gce"``: :class:`GeneralizedCrossEntropyLoss` with ``q = gce_q``)."""
+    ``train.loss`` asks for (``"gce"``: :class:`GeneralizedCrossEntropyLoss` with ``q = gce_q``);
+    ``class_weights``: one per class (``train.balance=loss``) or None."""
     _check_kind(task, kind)
     check_training_loss(training_loss, kind)
     if training_loss == "gce":
+        if class_weights is not None:  # GCE's weighting of items by p^q and per-class weights are not combined here
+            raise ConfigError("train.loss=gce with train.balance=loss: not combined; use train.balance=sampler "
+                              "(class-balanced draws) with gce")
         return GeneralizedCrossEntropyLoss(task, gce_q, label_smoothing)
     if kind == "bipolar_mse":
-        return BipolarMSELoss(label_smoothing)
+        return BipolarMSELoss(label_smoothing, class_weights)
     if task == "single_label":
-        return SingleLabelLoss(label_smoothing)
-    return MultiLabelLoss(label_smoothing)
+        return SingleLabelLoss(label_smoothing, class_weights)
+    return MultiLabelLoss(label_smoothing, class_weights)
 
 
 def evaluation_loss(task: str, probs: np.ndarray, targets: np.ndarray, kind: str = "task") -> float:

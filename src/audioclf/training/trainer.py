@@ -126,6 +126,7 @@ def _resumed(cfg: Config, run: RunDir) -> tuple[Config, dict[str, Any] | None, M
     else:
         checkpoint = run.load_checkpoint("last")
     stored, given = run.read_config(), explicit_values(cfg)
+    stored.setdefault("train", {}).setdefault("balance", "none")  # runs from before train.balance had none
     check_resume_changes(stored, given, run.root)  # config.yaml must keep saying what the run trained on
     # A run folder can come from anyone: the cache folder its config.yaml names is written to only when the
     # caller names it again (cross-validation, searches and sweeps do, for their own <out>/.cache).
@@ -234,7 +235,10 @@ def _train(cfg: Config, run: RunDir, inputs: Inputs, resume: bool, manifest: Man
     scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" and not bf16 else None
     train_set = inputs.train_set()
     if objective is None:
-        step = build_step(cfg, task, len(classes), model_loss(model))
+        step = build_step(cfg, task, len(classes), model_loss(model), inputs.loss_class_weights())
+    elif cfg.train.balance == "loss":  # the objective brings its own loss
+        raise ConfigError("train.balance=loss weights the supervised loss; this objective has its own (distillation): "
+                          "use train.balance=sampler or none")
     else:
         train_set, step = objective.setup(cfg, inputs, train_set, device)
 
@@ -388,6 +392,8 @@ def _header(user: Config, cfg: Config, inputs: Inputs, model: AudioClassifier, c
         rows.append(("loss", f"generalised cross-entropy, q={train.gce_q:g} (set): for noisy labels"))
     if noisy is not None:
         rows.append(("noisy labels", noisy["message"].removeprefix("noisy labels: ")))
+    if inputs.balance_note:
+        rows.append(("balance", inputs.balance_note))
     if train.ensemble == "classical":
         rows.append(("ensemble", f"+ a classical member (utterance statistics + SVM), kept alone or mixed only if "
                                  f"validation prefers it ({'set' if plain.ensemble != 'auto' else 'auto'})"))

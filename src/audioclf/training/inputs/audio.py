@@ -18,8 +18,9 @@ import torch
 
 from ...config import Config, fill_unset
 from ...data.audio import PAD_MODES, TRIM_MODES, window_starts
-from ...data.duplicates import findings_line
+from ...data.balance import item_weights
 from ...data.device_clips import DeviceClips, device_clips_fit
+from ...data.duplicates import findings_line
 from ...data.dataset import Skipped, StreamedRecordings, WaveformDataset, targets_for
 from ...data.importers import load_manifest
 from ...data.manifest import Item, Manifest
@@ -35,7 +36,7 @@ from ..averaging import ema_decay_for
 from ..distributed import epoch_batches
 from ..evaluate import Probabilities, SplitResult, predict_batches, predict_whole_files, score
 from .base import Inputs
-from .zero_config import audio_defaults, patience_for, plan_epochs, warmup_epochs
+from .zero_config import audio_defaults, imbalanced, patience_for, plan_epochs, warmup_epochs
 
 __all__ = ["AudioInputs", "build_classifier", "fit_standardizer"]
 
@@ -160,7 +161,14 @@ class AudioInputs(Inputs):
         return None if findings is None else [finding.to_dict() for finding in findings]
 
     def default_monitor(self) -> str:
+        """Accuracy (multi-label: lwlrap); on an imbalanced single-label training split balanced accuracy, which
+        a model cannot raise by favouring the common classes."""
+        if self.task == "single_label" and imbalanced(self.train_class_counts()):
+            return "balanced_accuracy"
         return primary_metric(self.task)
+
+    def train_class_counts(self) -> np.ndarray | None:
+        return np.array(list(self.prepared.split("train").class_counts().values()), dtype=np.int64)
 
     def facts(self) -> dict[str, Any]:
         return {"input_kind": self.kind, "sample_rate": self.prepared.sample_rate,
@@ -260,7 +268,8 @@ class AudioInputs(Inputs):
         return self.dataset("train", train=True)
 
     def train_loader(self, train_set, device):
-        sampler = epoch_batches(len(train_set), self.cfg.train.batch_size, self.cfg.seed)
+        sampler = epoch_batches(len(train_set), self.cfg.train.batch_size, self.cfg.seed,
+                                weights=self.sampling_weights(train_set))
         if device_clips_fit(train_set, device, self.cfg.data.device_cache):  # crops cut on the device itself
             loader = DeviceClips(train_set, sampler, device)
             log.info("training audio held on %s (%.2f GB): clips are cropped there", device, loader.nbytes / 1e9)
@@ -273,6 +282,13 @@ class AudioInputs(Inputs):
             train_set.set_epoch(epoch)
 
         return loader, set_epoch
+
+    def sampling_weights(self, train_set) -> np.ndarray | None:
+        """Per-item draw weights of ``train_set`` with ``train.balance=sampler`` (:func:`item_weights` of its
+        targets), else None (a plain shuffle)."""
+        if self.cfg.train.balance != "sampler":
+            return None
+        return item_weights(item_targets(train_set), len(self.classes))
 
     # --- evaluation -------------------------------------------------------------------------------
     def evaluate(self, probs_fn: Probabilities, split: str, loss: str = "task") -> SplitResult | None:
@@ -310,6 +326,20 @@ def weighted_targets(indices: np.ndarray, weights: list[float], n_classes: int) 
     generalised one) are linear in the target row, so an item's loss counts ``weight`` times, through MixUp too.
     With label smoothing, the smoothing's share of the row is not weighted."""
     return (np.eye(n_classes, dtype=np.float32)[indices] * np.asarray(weights, dtype=np.float32)[:, None])
+
+
+def item_targets(dataset) -> np.ndarray:
+    """The target of each index of a training set, through the wrappers around the clips: DuplicateAugmented
+    (its augmented copies follow the originals), a distillation teacher cache (same indices); frozen embeddings'
+    windows take their file's target."""
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None:
+        targets = item_targets(inner)
+        copies = getattr(dataset, "copies", None)
+        return targets if copies is None else np.concatenate([targets, targets[np.asarray(copies, dtype=np.int64)]])
+    targets = np.asarray(dataset.targets)
+    owner = getattr(dataset, "owner", None)
+    return targets if owner is None else targets[np.asarray(owner)]
 
 
 def feature_config(cfg: Config, sample_rate: int) -> FeatureConfig:

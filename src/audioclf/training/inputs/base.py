@@ -7,15 +7,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ...config import Config, config_value, fill_unset
+from ...data.balance import class_weights
 from ...data.manifest import Manifest
 from ...errors import ConfigError
 from ...models.classifier import AudioClassifier
 from ...models.registry import check_model_args
 from ...runs import RunDir
 from ..evaluate import Probabilities, SplitResult, model_probabilities
+from .zero_config import balance_for
 
 __all__ = ["Inputs"]
 
@@ -32,6 +35,7 @@ class Inputs(ABC):
 
     task: str
     classes: list[str]
+    balance_note: str | None = None  # the run header's line on train.balance, once resolved
 
     def __init__(self, cfg: Config):
         self.cfg = self.with_defaults(cfg)
@@ -118,8 +122,29 @@ class Inputs(ABC):
     def complete_config(self, macs_per_item: int) -> None:
         """Settle what depends on the model's cost (``macs_per_item``: MACs of one inference), e.g. the
         number of epochs of a zero-config run, and ``train.patience: auto``; ``self.cfg`` is final afterwards."""
+        self.resolve_balance()
         if self.cfg.train.patience == "auto":
             self.cfg.train.patience = self.auto_patience(self.cfg.train.epochs)
+
+    def train_class_counts(self) -> np.ndarray | None:
+        """(C,) training items per class, or None where they are not known before training (streams)."""
+        return None
+
+    def resolve_balance(self) -> None:
+        """``train.balance: auto`` settled from the training counts (what config.yaml records); sampler or loss
+        refused where the counts are unknown."""
+        counts, setting = self.train_class_counts(), self.cfg.train.balance
+        if counts is None and setting in ("sampler", "loss"):
+            raise ConfigError(f"train.balance={setting}: runs on {self.description} do not know their class counts "
+                              "before training; use train.balance=none")
+        self.cfg.train.balance, self.balance_note = balance_for(setting, counts)
+
+    def loss_class_weights(self) -> np.ndarray | None:
+        """The loss's class weights with ``train.balance=loss`` (:func:`~audioclf.data.balance.class_weights`)."""
+        if self.cfg.train.balance != "loss":
+            return None
+        train = self.cfg.train
+        return class_weights(self.train_class_counts(), train.balance_weights, train.balance_beta)
 
     def auto_patience(self, epochs: int) -> int:
         """``train.patience: auto`` for a run of ``epochs``."""

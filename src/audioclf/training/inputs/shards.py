@@ -115,6 +115,9 @@ class ShardInputs(AudioInputs):
     def count(self, split: str) -> int:
         return sum(self.train_counts) if split == "train" else len(self.prepared.split(split))
 
+    def train_class_counts(self) -> None:
+        return None  # the shards' index counts items per shard, not per class: unknown until streamed
+
     def skipped(self) -> list[dict[str, str]]:
         """Damaged shard data met while streaming in this process (reported as warnings when met)."""
         problems = self._stream.problems if getattr(self, "_stream", None) is not None else []
