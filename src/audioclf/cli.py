@@ -195,7 +195,7 @@ def _evaluate_events(args) -> None:
 def cmd_doctor(args) -> None:
     from .workflows.doctor import console_lines, doctor_data
 
-    result = doctor_data(_data_config(args), args.out, args.fix, stage=args.stage)
+    result = doctor_data(_data_config(args), args.out, args.fix, stage=args.stage, labels=not args.no_labels)
     for line in console_lines(result):
         out.print(line, highlight=False)
 
@@ -651,6 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--out", help="folder for doctor.md and its PNGs")
     doctor.add_argument("--fix", metavar="OUT.csv", help="write a cleaned manifest: the later copy of each leaking or "
                                                          "conflicting duplicate dropped (audio untouched)")
+    doctor.add_argument("--no-labels", action="store_true", help="skip the label-issue search (confident learning "
+                        "on out-of-fold predictions: it prepares the data and fits k small models)")
     doctor.add_argument("--stage", metavar="NAME", help="a recipe in stages: the data of this stage (default: the first)")
     doctor.add_argument("--strict", action="store_true", help="an unreadable audio file is an error instead of a finding")
     doctor.set_defaults(func=cmd_doctor)

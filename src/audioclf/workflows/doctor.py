@@ -2,7 +2,9 @@
 
 The items and splits are those ``audioclf train`` (and ``audioclf describe``) would use with the same ``data.*``
 keys. Every readable file is decoded once (:func:`~audioclf.data.audit.clip_facts`); the checks are in the data
-layer (:mod:`~audioclf.data.audit`, :mod:`~audioclf.data.duplicates`). Writes ``doctor.md`` with the class counts
+layer (:mod:`~audioclf.data.audit`, :mod:`~audioclf.data.duplicates`). Likely label errors in the training split
+come from confident learning on out-of-fold probabilities (:mod:`~audioclf.training.label_issues`, cleanlab;
+single-label audio; ``labels=False`` skips it, as it prepares the data and fits k small models). Writes ``doctor.md`` with the class counts
 and duration pictures of ``describe`` into a folder, and with ``fix`` a cleaned manifest without the later copy of
 each leaking or conflicting duplicate (the audio is never touched).
 """
@@ -19,9 +21,11 @@ from ..data.audit import ClipFacts, Finding, audio_findings, clip_facts, skipped
 from ..data.duplicates import DuplicateSet, duplicate_findings, exact_duplicates, group_leaks, near_duplicates, rows_to_drop
 from ..data.prepare import group_column, split_from_headers
 from ..data.summary import summarize
-from ..errors import AudioDecodeError, ConfigError
+from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
 from ..runs.data_plots import plot_audio, plot_class_counts
+from ..training.inputs import inputs_for
+from ..training.label_issues import DEFAULT_FOLDS, find_label_issues
 from .describe import _stage_config
 
 __all__ = ["DoctorResult", "check_fix_path", "doctor_data"]
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # The order findings are reported in: what makes a score wrong first, then what makes audio useless.
 ORDER = ("leak", "conflict", "group_leak", "undecodable", "empty", "silent", "clipped", "dc_offset",
-         "odd_sample_rate", "mixed_channels", "duration_outlier", "exact_duplicate", "near_duplicate")
+         "odd_sample_rate", "mixed_channels", "duration_outlier", "label_issue", "exact_duplicate", "near_duplicate")
 
 
 @dataclass
@@ -41,6 +45,7 @@ class DoctorResult:
     fixed: Path | None = None  # the cleaned manifest
     dropped: dict[str, str] = field(default_factory=dict)  # item path -> why
     sets: list[DuplicateSet] = field(default_factory=list)  # every exact and near duplicate set
+    labels_note: str = ""  # how label issues were looked for, or why they were not
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(ORDER, 0)
@@ -62,9 +67,9 @@ def check_fix_path(fix: str | Path) -> Path:
 
 
 def doctor_data(cfg: Config, out: str | Path | None = None, fix: str | Path | None = None,
-                stage: str | None = None, progress: bool = True) -> DoctorResult:
+                stage: str | None = None, progress: bool = True, labels: bool = True) -> DoctorResult:
     """Check ``cfg.data`` (module docstring); ``out``: folder for ``doctor.md`` and its pictures; ``fix``: path
-    of the cleaned manifest CSV (written atomically)."""
+    of the cleaned manifest CSV (written atomically); ``labels``: look for likely label errors too."""
     fix = check_fix_path(fix) if fix is not None else None
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and not out.is_dir():
@@ -88,8 +93,12 @@ def doctor_data(cfg: Config, out: str | Path | None = None, fix: str | Path | No
     sets += near_duplicates(list(manifest), {key: f.fingerprint for key, f in facts.items()}, hashes)
     fix_command = f"audioclf doctor --data {cfg.data.path} --fix cleaned.csv"
     findings += duplicate_findings(sets, fix_command) + group_leaks(manifest, group_column(cfg.data))
+    note = "not looked for (--no-labels)"
+    if labels:
+        found, note = label_issue_findings(cfg)
+        findings += found
     findings.sort(key=lambda finding: ORDER.index(finding.kind))
-    result = DoctorResult(findings, len(manifest), sets=sets)
+    result = DoctorResult(findings, len(manifest), sets=sets, labels_note=note)
     drops = rows_to_drop(sets)
     if fix is not None:
         manifest.with_items([item for item in manifest if item.id not in drops]).to_csv(fix)
@@ -103,6 +112,26 @@ def doctor_data(cfg: Config, out: str | Path | None = None, fix: str | Path | No
     return result
 
 
+def label_issue_findings(cfg: Config) -> tuple[list[Finding], str]:
+    """The training split's likely label errors, most doubtful first, and a note on how they were found (or why
+    not: multi-label data, too few files per class or group; the rest of the doctor's checks still run)."""
+    try:
+        inputs = inputs_for(cfg)
+        if inputs.kind != "audio":
+            return [], f"not looked for: the inputs are {inputs.kind}, not audio"
+        inputs.prepare()
+        issues = find_label_issues(inputs, min(DEFAULT_FOLDS, cfg.train.noisy_folds), cfg.seed)
+    except (ConfigError, DataError) as exc:
+        return [], f"not looked for: {str(exc).splitlines()[0]}"
+    paths = {item.id: item.path for item in inputs.prepared.split("train")}
+    found = [Finding("label_issue", f"{paths[issue.id]}: labelled '{issue.given}', the out-of-fold model says "
+                                    f"'{issue.suggested}' (label quality {issue.quality:.3f})", [paths[issue.id]],
+                     "listen; fix the label in the CSV, or train with train.noisy=drop|relabel")
+             for issue in issues.ranked()]
+    return found, (f"confident learning (cleanlab) on out-of-fold probabilities of {issues.folds} folds by "
+                   f"{issues.folds_by}: {len(found)} of {len(issues.ids)} training labels doubted")
+
+
 def doctor_markdown(result: DoctorResult, cfg: Config, summary, stage: str | None = None) -> str:
     splits = summary.splits
     lines = [f"# Data doctor: {cfg.data.path}{f' (stage {stage})' if stage else ''}", "",
@@ -112,6 +141,7 @@ def doctor_markdown(result: DoctorResult, cfg: Config, summary, stage: str | Non
     counts = result.counts()
     lines.append(markdown_table(["kind", "findings"], [[kind, n] for kind, n in counts.items()])
                  if counts else "No findings.")
+    lines += ["", f"Label issues: {result.labels_note}."]
     if result.dropped:
         lines += ["", f"## Rows --fix drops ({len(result.dropped)})", "",
                   *(f"- `{path}`: {why}" for path, why in result.dropped.items())]
@@ -133,6 +163,7 @@ def console_lines(result: DoctorResult) -> list[str]:
     counts = result.counts()
     lines = [f"{result.n_items} items checked: " + (", ".join(f"{n} {kind}" for kind, n in counts.items())
                                                     or "no findings")]
+    lines.append(f"label issues: {result.labels_note}")
     lines += [f"  {f.kind}: {f.message}" for f in result.findings[:10]]
     if len(result.findings) > 10:
         lines.append(f"  ... {len(result.findings) - 10} more in doctor.md")
