@@ -29,6 +29,7 @@ def test_summarize_folds_mean_and_sample_std():
     assert table["accuracy"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_cv_on_predefined_folds_reports_mean_and_std(tmp_path, capsys):
     data = make_demo_dataset(tmp_path / "data", n_per_class=6, seconds=1.0, seed=4)
     rows = [{"fname": str(p.relative_to(data)), "labels": p.parent.name, "fold": 1 + i % 3}

@@ -125,6 +125,7 @@ def test_a_stray_world_size_is_a_one_line_error(capsys, data, tmp_path, monkeypa
 
 
 # --- two processes ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
     args = ["train", "--data", str(data), "train.epochs=2", *PLAIN]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0

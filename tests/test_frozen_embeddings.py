@@ -77,6 +77,7 @@ def test_the_head_learns(frozen_run):
     assert summary["metrics"]["val"]["accuracy"] >= 2 * chance
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_second_run_reads_the_cache(frozen_run, demo, weights, tmp_path, monkeypatch):
     _, cache = frozen_run
     files = sorted((cache / "embeddings").glob("*.npz"))
@@ -92,6 +93,7 @@ def test_a_second_run_reads_the_cache(frozen_run, demo, weights, tmp_path, monke
     assert RunDir(out).read_summary()["best_epoch"] >= 1
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_damaged_cache_file_is_extracted_again(frozen_run, demo, weights, tmp_path):
     _, cache = frozen_run
     copy = tmp_path / "cache"

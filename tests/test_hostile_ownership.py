@@ -93,6 +93,7 @@ def test_a_run_without_a_marker_is_not_overwritten_but_still_resumes(data, tmp_p
 
 
 # --- 2. a crafted sweep database cannot choose a trial's folder ----------------------------------------------
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_crafted_sweep_database_cannot_steer_a_trial_outside_or_into_another_run(data, tmp_path):
     root, elsewhere = tmp_path / "sweep", tmp_path / "elsewhere"
     sweep(load_sweep(None, ["train.lr=0.001"], [f"data.path={data}", *TINY]), root)

@@ -130,6 +130,7 @@ def test_predict_applies_the_runs_silence_removal_and_windows_as_its_evaluation_
     assert np.abs(untrimmed.predict_files([tmp_path / "eval" / "gap.wav"])[0].probs - predicted).max() > 1e-4
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_gtzan_recipe_reports_accuracy_and_confusion(tmp_path):
     root = layouts.gtzan(tmp_path / "g", per_genre=10)
     run = tmp_path / "run"
@@ -141,6 +142,7 @@ def test_gtzan_recipe_reports_accuracy_and_confusion(tmp_path):
     assert summary["metrics"]["test"]["accuracy"] == pytest.approx(np.trace(confusion) / 3)
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_dcase2022_recipe_runs_the_whole_chain(tmp_path):
     root = layouts.tau2022(tmp_path / "tau")
     out = tmp_path / "chain"

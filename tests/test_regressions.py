@@ -82,6 +82,7 @@ def _stage_recipe(tmp_path: Path, data: Path) -> Path:
     return recipe
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_bug3_resume_continues_every_stage(audio_folder, tmp_path):
     """`train <recipe with stages> --resume` retrained every stage from scratch."""
     recipe, out = _stage_recipe(tmp_path, audio_folder), tmp_path / "stages"
@@ -95,6 +96,7 @@ def test_bug3_resume_continues_every_stage(audio_folder, tmp_path):
     assert [r["epoch"] for r in _records(out / "second")] == [1, 2]
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_bug3_resume_continues_every_fold(audio_folder, tmp_path):
     """`--resume` was not passed to cross-validation either."""
     out = tmp_path / "cv"

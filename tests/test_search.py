@@ -29,6 +29,7 @@ def test_bad_durations_are_one_line_errors(text):
         parse_duration(text)
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_search_keeps_the_best_trial(tmp_path):
     from audioclf.config import load_config
     from audioclf.workflows.search import search

@@ -38,6 +38,7 @@ def complete(root) -> list[optuna.trial.FrozenTrial]:
     return [t for t in trials_of(root) if t.state == optuna.trial.TrialState.COMPLETE]
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_grid_sweep_runs_every_combination_once_and_compares_them(data, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["sweep", *GRID, "--out", str(out), f"data.path={data}", *TINY]) == 0
@@ -134,6 +135,7 @@ def test_a_range_cannot_be_a_grid_axis():
         _grid(SweepSpec(base={}, params={"train.lr": {"low": 0.1, "high": 0.2}}))
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_compare_puts_runs_side_by_side_and_ranks_on_validation(data, tmp_path, capsys):
     runs = []
     for seed in (1, 2):
@@ -230,6 +232,7 @@ def test_a_sweep_key_can_set_one_stage_of_a_staged_recipe():
         _check_trials(bad, [{"stages.nope.train.lr": 0.1}])
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_tpe_with_pruning_stops_trials_that_fall_behind(data, tmp_path, monkeypatch):
     # Which trials the median pruner stops depends on the curves; here it stops every trial after the second,
     # at its first report, so what the sweep does with a pruned trial is what is tested.

@@ -20,6 +20,7 @@ def data(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("tracking") / "data", n_per_class=3, seconds=1.0, seed=5)
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_run_goes_to_mlflow_and_tensorboard_with_its_own_numbers(data, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
