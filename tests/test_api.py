@@ -13,6 +13,7 @@ from audioclf.errors import ConfigError
 from audioclf.workflows import api
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_the_module_examples_run():
     results = doctest.testmod(api, optionflags=doctest.ELLIPSIS)
     assert results.attempted >= 5 and results.failed == 0

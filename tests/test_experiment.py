@@ -245,6 +245,7 @@ def test_bad_augmentation_settings_are_config_errors(folder_data, tmp_path):
             train(load_config(None, [f"data.path={folder_data}", f"out={tmp_path / 'x'}", *TINY, bad]))
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_transfer_backbone_with_freezing_and_its_own_learning_rate(folder_data, tmp_path):
     """A pretrained-style backbone from a local weights file, frozen but the last stages, two LRs."""
     import torch
@@ -324,6 +325,7 @@ def test_long_files_are_evaluated_on_all_their_windows(tmp_path):
     assert LastQuarterDetector()(centre[0][0][None]).argmax().item() == 0
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_data_larger_than_the_memory_budget_is_memory_mapped_from_disk(folder_data, trained_run, tmp_path,
                                                                        monkeypatch):
     from audioclf.data import dataset as dataset_module

@@ -113,6 +113,7 @@ def test_case_variants_and_rare_classes_are_reported(tmp_path, caplog):
     assert "fewer than 3 items" in caplog.text and "TONE (1)" in caplog.text
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_larger_than_memory_data_is_mapped_through_one_open_file(tmp_path):
     """1,200 items memory-mapped from the disk cache under a limit of 256 open files (one mapping per item
     used to fail with 'Too many open files')."""

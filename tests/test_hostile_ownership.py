@@ -80,6 +80,7 @@ def test_sweep_overwrite_never_deletes_a_folder_audioclf_did_not_mark(data, tmp_
     assert _untouched(out, files) and sorted(p.name for p in out.iterdir()) == ["app", "thesis.txt"]
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_run_without_a_marker_is_not_overwritten_but_still_resumes(data, tmp_path, capsys):
     out = tmp_path / "old"
     args = ["train", "--data", str(data), "--out", str(out), *TINY]
@@ -195,6 +196,7 @@ def test_export_replaces_only_an_onnx_model_audioclf_exported(trained, tmp_path,
 
 
 # --- 5. a received run folder cannot choose where --resume writes its cache ----------------------------------
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_resume_ignores_a_cache_dir_named_only_by_the_run_folder(data, tmp_path):
     out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
     run({}, overrides=[f"data.path={data}", f"out={out}", *TINY])

@@ -118,6 +118,7 @@ def test_a_stale_lock_and_temp_files_from_a_killed_run_are_cleaned(data, tmp_pat
     assert not list(out.rglob(".*.tmp-*")) and not (out / ".lock").exists()
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_resume_tolerates_a_torn_metrics_line_and_keeps_the_skipped_list(data, tmp_path):
     bad = data / sorted(p.name for p in data.iterdir() if p.is_dir())[0] / "zz-broken.wav"
     bad.write_text("not audio")
@@ -154,6 +155,7 @@ def test_an_unforeseen_failure_is_still_one_line_with_a_hint(data, tmp_path, mon
         main(["-v", "train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY])
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_retrained_folder_keeps_nothing_of_the_earlier_run(data, tmp_path):
     pytest.importorskip("onnxruntime")
     from audioclf.deploy.export import export_onnx, read_metadata
@@ -192,6 +194,7 @@ def test_export_into_a_run_folder_in_use_is_refused(data, tmp_path):
     assert export_onnx(out).exists() and not (out / ".lock").exists()
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_non_empty_out_needs_resume_or_overwrite(data, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), *TINY, "train.epochs=1"]
@@ -212,6 +215,7 @@ def test_overwrite_never_deletes_a_folder_audioclf_did_not_write(data, tmp_path,
     assert "it is not deleted" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_resuming_with_more_epochs_continues_the_learning_rate_instead_of_jumping(data, tmp_path):
     out = tmp_path / "run"
     cosine = ["train.scheduler=cosine", "train.ema=0", "train.patience=null"]

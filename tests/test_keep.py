@@ -50,6 +50,7 @@ def test_keep_is_a_documented_choice(capsys):
     assert "train.keep='final': expected one of best, last" in err
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_score_train_logs_the_training_split_scored_as_validation_is(data, tmp_path):
     """train.score_train: every epoch's metrics.jsonl line scores the training split in eval mode (the training
     curves the speaker-counting report quotes); the kept last epoch's values are the run's final train scores."""

@@ -282,6 +282,7 @@ def test_dcase_teacher_stage_uses_the_falling_sigmoid_schedule():
     assert stages["baseline"].config.train.scheduler == "none"
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_dcase_balanced_subset_is_a_config_key(tmp_path):
     from collections import Counter
 

@@ -50,6 +50,7 @@ def test_bug1_train_on_an_embedding_folder_without_a_recipe(embedding_folder, tm
     assert "batch_size: 128" in config and "monitor: mAP" in config  # the embeddings' own defaults
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_bug2_embedding_runs_honour_or_refuse_every_key(embedding_folder, tmp_path):
     """Label smoothing, MixUp, SpecAugment and backbone_lr were silently ignored on embeddings."""
     common = ["train", "--data", str(embedding_folder), "train.epochs=1", "model.name=embedding_mlp_s5",

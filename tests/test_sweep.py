@@ -183,6 +183,7 @@ def test_a_worker_on_another_machine_joins_through_the_shared_storage(data, tmp_
     assert (second / "sweep.yaml").exists() and json.loads((second / "sweep.json").read_text())["trials"]
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_a_trial_that_cannot_run_is_recorded_and_the_sweep_goes_on(data, tmp_path):
     out = tmp_path / "sweep"
     # small_cnn with 1000 channels is over the parameter limit: refused before training, the other trial runs.
@@ -261,6 +262,7 @@ def _take_all(url: str, out) -> None:
     out.put(taken)
 
 
+@pytest.mark.slow  # an end-to-end run of several seconds: make test-slow (CI runs it)
 def test_workers_racing_for_queued_trials_on_sqlite_take_each_once(tmp_path):
     """Python's sqlite3 reads a trial's state outside a transaction: without the claim lock 4 processes took 72-77
     trials of 60 here (the CI failure: two workers both ran trial 0)."""
