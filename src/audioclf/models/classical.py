@@ -18,6 +18,7 @@ a member reads a graph of numbers, never a pickle that could run code.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..files import atomic_write_bytes
 from ..features import Spectrogram, dct_matrix, mel_filterbank, power_to_db
 
 __all__ = ["ClassicalMember", "StoredMember", "UtteranceStatistics", "classical_available", "frame_sizes"]
@@ -104,7 +106,7 @@ def classical_available() -> str | None:
     return None
 
 
-class StoredMember:
+class StoredMember(ABC):
     """An ensemble member whose classifier is a stored ONNX graph: ``features`` (torch, per subclass) ->
     the graph -> probabilities. ``probabilities`` takes the same (B, N) windows as the CNN, so every member scores
     exactly the same windows."""
@@ -122,8 +124,9 @@ class StoredMember:
         outputs = [o.name for o in self.session.get_outputs()]
         self._probs_output = next((name for name in outputs if "prob" in name), outputs[-1])
 
+    @abstractmethod
     def features(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
-        raise NotImplementedError
+        """(B, N) windows -> the stored graph's input."""
 
     def probabilities(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
         return self.probabilities_of(self.features(windows))
@@ -137,13 +140,12 @@ class StoredMember:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")  # never a half-written member
-        partial.write_bytes(self.onnx_bytes)
-        partial.replace(path)
+        atomic_write_bytes(path, self.onnx_bytes)  # never a half-written member
 
     @classmethod
+    @abstractmethod
     def from_info(cls, onnx_bytes: bytes, info: dict[str, Any]) -> "StoredMember":
-        raise NotImplementedError
+        """The member of a stored graph, with the settings ``members.json`` recorded for it."""
 
     @classmethod
     def load(cls, path: Path, info: dict[str, Any]):

@@ -33,6 +33,7 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError
+from ..files import atomic_write_text
 from ..models.classical import ClassicalMember, StoredMember, UtteranceStatistics, classical_available
 from ..models.pretrained import download
 from ..models.probe import (ABSENT_LOGIT, AUTO_PROBES, PROBE_BACKBONES, ProbeClassifier, ProbeFrontEnd, ProbeMember,
@@ -265,7 +266,8 @@ def add_members(run: RunDir, inputs, results: dict[str, SplitResult], monitor: s
     drop_members(run.root)  # a member of an earlier fit (a resumed run) must not stay beside this choice
     for member_name, (member, _) in fitted.items():
         member.save(run.root / MEMBERS_DIR / MEMBER_FILES[member_name])
-    _write_json(members_file(run.root), entry)
+    members_file(run.root).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(members_file(run.root), json.dumps(entry, indent=2) + "\n")
     if message is not None:
         message(describe_members(entry))
     if weights.get("network", 0.0) >= 1.0:
@@ -530,10 +532,3 @@ def _scatter_classes(model, present: list[int], n_classes: int):
     graph.output.remove(probs)
     graph.output.append(helper.make_tensor_value_info("probabilities_all", onnx.TensorProto.FLOAT, [None, n_classes]))
     return model
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    partial.replace(path)
