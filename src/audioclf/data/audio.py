@@ -32,6 +32,7 @@ __all__ = [
     "AudioInfo",
     "SilenceParams",
     "audio_info",
+    "check_decoded",
     "check_header",
     "fix_length",
     "kept_parts",
@@ -214,7 +215,7 @@ def _checked_info(path: PathLike, max_seconds: float | None) -> tuple[AudioInfo,
 MAX_ABS_SAMPLE = 256.0
 
 
-def _check_decoded(path: PathLike, wave: np.ndarray) -> None:
+def check_decoded(path: PathLike, wave: np.ndarray) -> None:
     if not np.isfinite(wave).all():
         # Float WAVs can carry NaN/inf; they would poison every later feature and gradient.
         raise AudioDecodeError(path, "contains NaN or infinite samples")
@@ -308,7 +309,7 @@ def _decoded_blocks(path: PathLike, checked: tuple[AudioInfo, float, int], block
         if decoded > max_frames:
             raise AudioDecodeError(path, f"longer than data.max_seconds={max_seconds:g} s although its "
                                          f"header says {info.duration:.0f} s")
-        _check_decoded(path, block)
+        check_decoded(path, block)
         yield block
     if decoded == 0:
         raise AudioDecodeError(path, "no audio samples")

@@ -1,0 +1,112 @@
+"""Scoring a live stream: samples arriving in chunks of any size and rate -> each window's probabilities as soon
+as its last sample has arrived.
+
+Used by ``audioclf predict RUN -`` (a pipe on stdin) and the server's live microphone mode. Memory does not grow
+with the stream: the samples are resampled to the model's rate by soxr's streaming resampler (which keeps its own
+filter state between chunks) and written into a ring buffer one clip long; a window is read out of the ring the
+moment it is complete, before the samples it needs are overwritten.
+
+Windows are a clip long and ``hop`` apart (default half a clip, as :func:`audioclf.data.audio.clip_windows` cuts a
+file); a shorter hop answers sooner at more compute. Unlike a file, a stream cannot be silence-trimmed in two
+passes (the loudest frame is not known yet), so every window is scored as it comes, silence included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+from ..data.audio import fix_length, to_mono
+from ..errors import ConfigError
+from ..training.evaluate import finite
+
+
+@dataclass(frozen=True)
+class LiveWindow:
+    """One scored window: where it sits in the stream (seconds from its first sample) and its calibrated
+    probabilities and decided labels (the run's decisions)."""
+
+    start: float
+    end: float
+    probabilities: np.ndarray
+    labels: tuple[str, ...]
+
+
+class LiveStream:
+    """Feed :meth:`push` blocks of samples at ``input_rate`` (float32, ``(n,)`` or ``(n, channels)``, e.g. from
+    :class:`audioclf.data.pcm.PcmDecoder`); it returns the windows each block completed, scored by ``predictor``
+    (a :class:`audioclf.deploy.predictor.WindowedPredictor`). :meth:`close` scores what is left at the end."""
+
+    def __init__(self, predictor, input_rate: int, hop_seconds: float | None = None):
+        self.predictor = predictor
+        self.rate, self.clip = predictor.sample_rate, predictor.clip_samples
+        self.hop = self.clip // 2 if hop_seconds is None else round(float(hop_seconds) * self.rate)
+        if not 1 <= self.hop <= self.clip:
+            raise ConfigError(f"hop={hop_seconds!r} s: expected more than 0 and at most the clip "
+                              f"({self.clip / self.rate:g} s)")
+        self._resampler = (None if input_rate == self.rate else
+                           soxr.ResampleStream(input_rate, self.rate, 1, dtype="float32", quality="HQ"))
+        self._ring = np.zeros(self.clip, np.float32)
+        self.received = 0  # samples at the model's rate written so far
+        self._next_end = self.clip  # the sample count at which the next window is complete
+        self._closed = False
+
+    def push(self, samples: np.ndarray) -> list[LiveWindow]:
+        """Add a block of samples; the windows it completed, scored (often none: a window needs ``hop`` samples)."""
+        if self._closed:
+            raise ConfigError("the stream was closed: no more samples can be added")
+        mono = np.ascontiguousarray(to_mono(np.asarray(samples, dtype=np.float32)), dtype=np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        return self._score(self._write(mono))
+
+    def close(self) -> list[LiveWindow]:
+        """The stream ended: the resampler's last samples, then a last window ending at the stream's end when
+        samples arrived after the last window (as a file's last window ends at its end), or, for a stream
+        shorter than a clip, that stream padded like a short training clip."""
+        if self._closed:
+            return []
+        tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True) if self._resampler else []
+        windows = self._write(np.asarray(tail, np.float32))
+        self._closed = True
+        if self.received == 0:
+            return self._score(windows)
+        if self.received < self.clip:
+            short = fix_length(self._ring[: self.received], self.clip, mode=self.predictor.pad_mode, crop="center")
+            windows.append((0, self.received, short.astype(np.float32)))
+        elif self.received > self._next_end - self.hop:  # samples after the last complete window
+            windows.append((self.received - self.clip, self.received, self._window(self.received)))
+        return self._score(windows)
+
+    def _write(self, samples: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Write into the ring piece by piece, cutting out each window as soon as its last sample is in."""
+        windows, done = [], 0
+        while done < len(samples):
+            room = self._next_end - self.received  # samples until the next window is complete (>= 1)
+            piece = samples[done : done + room]
+            at = self.received % self.clip
+            first = min(len(piece), self.clip - at)
+            self._ring[at : at + first] = piece[:first]
+            self._ring[: len(piece) - first] = piece[first:]
+            self.received += len(piece)
+            done += len(piece)
+            if self.received == self._next_end:
+                windows.append((self.received - self.clip, self.received, self._window(self.received)))
+                self._next_end += self.hop
+        return windows
+
+    def _window(self, end: int) -> np.ndarray:
+        """The clip ending at sample ``end`` (one of the last ``clip`` written), in order."""
+        return np.roll(self._ring, -(end % self.clip)).copy()
+
+    def _score(self, windows: list[tuple[int, int, np.ndarray]]) -> list[LiveWindow]:
+        if not windows:
+            return []
+        predictor = self.predictor
+        probs = finite(np.asarray(predictor.window_probabilities(np.stack([w for _, _, w in windows])),
+                                  dtype=np.float64))
+        probs = predictor.decisions.calibrated(predictor.task, probs)  # each window read as a recording
+        return [LiveWindow(start / self.rate, end / self.rate, p, predictor.labels_of(p))
+                for (start, end, _), p in zip(windows, probs)]
