@@ -267,6 +267,24 @@ def test_the_python_api_and_the_server_abstain_too(single_label_run):
         assert status == 400 and "min_confidence=2.0: expected a probability" in result["error"]
 
 
+def test_a_multilabel_f1_monitor_is_at_the_thresholds_chosen_on_each_validation_pass(tmp_path):
+    from audioclf.calibration import choose_thresholds
+    from audioclf.workflows.evaluation import run_outputs
+
+    data = make_demo_dataset(tmp_path / "data", n_per_class=4, seconds=1.0, multi_label=True, seed=4)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY, "train.monitor=macro_f1",
+                 "train.ensemble=none", "train.keep=last"]) == 0
+    last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    val = run_outputs(run, data=str(run / "manifest.csv"), split="val", device="cpu").result  # the kept epoch's
+    classes = json.loads((run / "summary.json").read_text())["classes"]
+    chosen, _ = choose_thresholds(val.targets, val.probs, classes)
+    # the monitored value is the F1 of the decisions chosen on that pass, which 0.5 does not reach here
+    assert last["val/macro_f1"] == pytest.approx(M.multilabel_macro_f1(val.targets, val.probs, chosen), abs=1e-9)
+    assert last["val/macro_f1"] > M.multilabel_macro_f1(val.targets, val.probs, 0.5) + 1e-6
+    assert last["val/lwlrap"] == pytest.approx(M.lwlrap(val.targets, val.probs), abs=1e-9)  # no threshold: as before
+
+
 def test_min_confidence_on_a_multilabel_model_is_refused_not_ignored(multilabel_run, capsys):
     pytest.importorskip("fastapi")
     from audioclf.deploy.predictor import Predictor
