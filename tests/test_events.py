@@ -179,6 +179,9 @@ def test_decision_thresholds_default_and_per_class():
     ("a.wav,0.5,x,dog", "offset='x'"),
     ("a.wav,0.5,1.0,cow", "unknown event_label 'cow'"),
     ("a.wav,0.5,1.0,", "empty filename or event_label"),
+    ("a.wav,1.0,1.0,dog", "onset 1 s is not before offset 1 s"), ("a.wav,0,NaN,dog", "offset='NaN'"),
+    ("a.wav,-1,2,dog", "onset='-1'"), ("a.wav,0,inf,dog", "offset='inf'"),
+    ("a.wav,0.5", "2 of 4 columns; missing offset,event_label"),
 ])
 def test_hostile_strong_labels_are_one_line_errors_naming_the_line(tmp_path, row, message):
     path = tmp_path / "strong.csv"
@@ -186,6 +189,23 @@ def test_hostile_strong_labels_are_one_line_errors_naming_the_line(tmp_path, row
     with pytest.raises(DataError) as info:
         read_strong_labels(path, ["dog", "cat"])
     assert message in str(info.value) and "line 3" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file; expected a header like 'filename,onset,offset,event_label'"),
+    (b"\n\n", "empty file; expected a header like 'filename,onset,offset,event_label'"),
+    (b"filename,onset,offset,event_label\n", "no events (a header and no rows)"),
+    (b"\xff\xfe\x00garbage\x00", "not a UTF-8 text file"),
+    (b"fname,start,end,label\na.wav,0,1,dog\n", "missing filename,onset,offset,event_label"),
+])
+def test_hostile_strong_label_files_are_one_line_errors_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "strong.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        read_strong_labels(path, ["dog"])
+    assert str(info.value).startswith(str(path)) and message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="cannot read"):
+        read_strong_labels(tmp_path / "gone.csv")
 
 
 def test_strong_labels_read_dcase_tsv_and_name_a_missing_column(tmp_path):
