@@ -158,6 +158,24 @@ def test_a_multilabel_run_stores_its_decisions_and_reports_them(multilabel_run):
     assert (run / "plots" / "reliability.png").stat().st_size > 0 and "plots/reliability.png" in report
 
 
+def test_a_multilabel_ensemble_decides_at_thresholds_chosen_on_validation(multilabel_run):
+    # (before the tests below rewrite this run's decisions.json)
+    from audioclf.workflows.evaluation import ensemble_runs, evaluate_run
+
+    run, _ = multilabel_run
+    saved = json.loads((run / "decisions.json").read_text())
+    alone = evaluate_run(run, device="cpu")["metrics"]
+    # A run averaged with itself is the run: its average's validation pass chooses the run's own thresholds, and
+    # the average and each member are scored at them, not at 0.5.
+    result = ensemble_runs([run, run], device="cpu")
+    chosen = result["decisions"]
+    assert chosen["chosen_on"] == "val" and chosen["rule"] == saved["rule"]
+    assert chosen["thresholds"] == pytest.approx(saved["thresholds"], abs=1e-4)
+    for metrics in (result["ensemble"], result["members"][str(run)]):
+        for name in ("macro_f1", "micro_f1", "pSR", "lwlrap"):
+            assert metrics[name] == pytest.approx(alone[name], abs=1e-6), name
+
+
 def test_predict_and_evaluate_use_the_stored_thresholds(multilabel_run, tmp_path, capsys):
     from audioclf.deploy.predictor import Predictor
     from audioclf.workflows.evaluation import evaluate_run
@@ -247,6 +265,43 @@ def test_the_python_api_and_the_server_abstain_too(single_label_run):
         assert status == 200 and not result["abstained"] and len(result["labels"]) == 1
         status, result = request(f"http://127.0.0.1:{port}/predict?min_confidence=2", path.read_bytes(), "audio/wav")
         assert status == 400 and "min_confidence=2.0: expected a probability" in result["error"]
+
+
+def test_a_multilabel_f1_monitor_is_at_the_thresholds_chosen_on_each_validation_pass(tmp_path):
+    from audioclf.calibration import choose_thresholds
+    from audioclf.workflows.evaluation import run_outputs
+
+    data = make_demo_dataset(tmp_path / "data", n_per_class=4, seconds=1.0, multi_label=True, seed=4)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY, "train.monitor=macro_f1",
+                 "train.ensemble=none", "train.keep=last"]) == 0
+    last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    val = run_outputs(run, data=str(run / "manifest.csv"), split="val", device="cpu").result  # the kept epoch's
+    classes = json.loads((run / "summary.json").read_text())["classes"]
+    chosen, _ = choose_thresholds(val.targets, val.probs, classes)
+    # the monitored value is the F1 of the decisions chosen on that pass, which 0.5 does not reach here
+    assert last["val/macro_f1"] == pytest.approx(M.multilabel_macro_f1(val.targets, val.probs, chosen), abs=1e-9)
+    assert last["val/macro_f1"] > M.multilabel_macro_f1(val.targets, val.probs, 0.5) + 1e-6
+    assert last["val/lwlrap"] == pytest.approx(M.lwlrap(val.targets, val.probs), abs=1e-9)  # no threshold: as before
+
+
+def test_min_confidence_on_a_multilabel_model_is_refused_not_ignored(multilabel_run, capsys):
+    pytest.importorskip("fastapi")
+    from audioclf.deploy.predictor import Predictor
+    from audioclf.deploy.serve import ServeLimits, create_app, model_info
+    from servers import serving
+    from test_serve import request
+
+    run, data = multilabel_run
+    path = sorted((data.parent / "audio").glob("*.wav"))[0]
+    assert main(["predict", str(run), str(path), "--min-confidence", "0.5"]) == 2
+    assert "min_confidence=0.5: a single-label setting" in capsys.readouterr().err
+    predictor = Predictor.from_run(run, device="cpu")
+    with serving(create_app(predictor, model_info(run, predictor), ServeLimits())) as port:
+        status, result = request(f"http://127.0.0.1:{port}/predict?min_confidence=0.5", path.read_bytes(), "audio/wav")
+        assert status == 400 and "a single-label setting" in result["error"] and "\n" not in result["error"]
+        status, result = request(f"http://127.0.0.1:{port}/predict", path.read_bytes(), "audio/wav")
+        assert status == 200  # the server keeps serving
 
 
 def test_a_fresh_run_in_an_old_folder_drops_the_old_decisions(tmp_path):

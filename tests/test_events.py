@@ -13,6 +13,7 @@ from audioclf.config import EventsConfig, load_config
 from audioclf.data.strong_labels import StrongLabel, read_strong_labels
 from audioclf.deploy.events import (Event, decision_thresholds, detect_events, events_config, events_csv_text,
                                     median_filter_windows, write_events_csv)
+from audioclf.deploy.predictor import WindowedPredictor
 from audioclf.errors import ConfigError, DataError
 
 # Windows 1 s long, 0.5 s apart: window k covers [0.5 k, 0.5 k + 1]; its stretch (nearest its centre) is
@@ -70,6 +71,48 @@ def test_max_gap_merges_and_min_duration_drops():
                                                                                    ("dog", 3.25, 4.75)]
 
 
+def test_the_energy_gate_keeps_events_out_of_quiet_windows():
+    probs = np.full((12, 1), 0.9)  # a single-label model names its class everywhere, silence included
+    levels = np.full(12, -200.0)
+    levels[4:7] = -10.0
+    levels[8] = -45.0  # 35 dB below the loudest window: quiet, but not silence at -40
+    gate = detect_events("a.wav", STARTS, ENDS, probs, ["dog"], EventsConfig(), levels=levels)
+    assert spans(gate) == [("dog", 2.25, 3.75), ("dog", 4.25, 4.75)]  # windows 4-6 and 8
+    strict = detect_events("a.wav", STARTS, ENDS, probs, ["dog"], EventsConfig(min_level_db=-20), levels=levels)
+    assert spans(strict) == [("dog", 2.25, 3.75)]
+    assert spans(events_of(probs, min_level_db=None)) == [("dog", 0.0, 6.5)]  # no gate: the whole recording
+    assert spans(detect_events("a.wav", STARTS, ENDS, probs, ["dog"], EventsConfig(min_level_db=None),
+                               levels=levels)) == [("dog", 0.0, 6.5)]
+
+
+class Namer(WindowedPredictor):
+    """A single-label stand-in that names the tone in every window, silence included."""
+
+    classes, task, sample_rate, clip_samples = ["tone", "other"], "single_label", 8000, 8000
+
+    def window_probabilities(self, windows):
+        return np.tile(np.array([[0.9, 0.1]], np.float32), (len(windows), 1))
+
+
+def test_a_tone_in_silence_is_one_event_where_the_tone_is_not_the_whole_recording(tmp_path):
+    sr = 8000
+    wave = np.zeros(10 * sr, np.float32)
+    t = np.arange(2 * sr) / sr
+    wave[4 * sr : 6 * sr] = 0.5 * np.sin(2 * np.pi * 440 * t)  # a tone from 4 to 6 s, digital silence around it
+    path = tmp_path / "tone.wav"
+    sf.write(path, wave, sr)
+    predictor = Namer()
+    timeline = predictor.timeline(path)
+    assert len(timeline.levels) == len(timeline.starts) == 19
+    loudest = int(np.argmax(timeline.levels))
+    assert timeline.levels[loudest] == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.1)  # a 0.5 sine's RMS
+    assert timeline.levels[0] == pytest.approx(-200.0)  # digital silence, floored
+    assert timeline.to_dict()["levels_db"][loudest] == pytest.approx(timeline.levels[loudest], abs=0.01)
+    gated = predictor.events(path)  # the default gate: -40 dB below the loudest window
+    assert spans(gated) == [("tone", 3.75, 6.25)]  # windows 7-11 overlap the tone; each stands for its centre ± 0.25 s
+    assert spans(predictor.events(path, settings=EventsConfig(min_level_db=None))) == [("tone", 0.0, 10.0)]
+
+
 def test_classes_are_detected_apart_and_sorted_by_onset():
     probs = np.zeros((6, 2))
     probs[3:5, 0] = 0.8
@@ -92,7 +135,8 @@ def test_events_csv_is_the_dcase_columns_plus_the_peak(tmp_path):
     (["events.high=1.5"], "events.high"), (["events.low=0"], "events.low"),
     (["events.median_windows=4"], "events.median_windows"), (["events.min_duration=-1"], "events.min_duration"),
     (["events.max_gap=nan"], "events.max_gap"), (["events.low=0.5", "events.high=0.4"], "events.low"),
-    (["events.median_windows=wide"], "events.median_windows"),
+    (["events.median_windows=wide"], "events.median_windows"), (["events.min_level_db=6"], "events.min_level_db"),
+    (["events.min_level_db=-inf"], "events.min_level_db"),
 ])
 def test_bad_events_settings_are_one_line_errors_naming_the_key(overrides, key):
     with pytest.raises(ConfigError) as info:
@@ -117,7 +161,8 @@ def test_a_runs_stored_events_section_is_checked_as_a_config():
 def test_config_list_shows_the_events_keys(capsys):
     assert main(["config", "--list"]) in (0, None)
     text = capsys.readouterr().out
-    for key in ("events.high", "events.low", "events.median_windows", "events.min_duration", "events.max_gap"):
+    for key in ("events.high", "events.low", "events.median_windows", "events.min_duration", "events.max_gap",
+                "events.min_level_db"):
         assert key in text
 
 
@@ -134,6 +179,9 @@ def test_decision_thresholds_default_and_per_class():
     ("a.wav,0.5,x,dog", "offset='x'"),
     ("a.wav,0.5,1.0,cow", "unknown event_label 'cow'"),
     ("a.wav,0.5,1.0,", "empty filename or event_label"),
+    ("a.wav,1.0,1.0,dog", "onset 1 s is not before offset 1 s"), ("a.wav,0,NaN,dog", "offset='NaN'"),
+    ("a.wav,-1,2,dog", "onset='-1'"), ("a.wav,0,inf,dog", "offset='inf'"),
+    ("a.wav,0.5", "2 of 4 columns; missing offset,event_label"),
 ])
 def test_hostile_strong_labels_are_one_line_errors_naming_the_line(tmp_path, row, message):
     path = tmp_path / "strong.csv"
@@ -141,6 +189,23 @@ def test_hostile_strong_labels_are_one_line_errors_naming_the_line(tmp_path, row
     with pytest.raises(DataError) as info:
         read_strong_labels(path, ["dog", "cat"])
     assert message in str(info.value) and "line 3" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file; expected a header like 'filename,onset,offset,event_label'"),
+    (b"\n\n", "empty file; expected a header like 'filename,onset,offset,event_label'"),
+    (b"filename,onset,offset,event_label\n", "no events (a header and no rows)"),
+    (b"\xff\xfe\x00garbage\x00", "not a UTF-8 text file"),
+    (b"fname,start,end,label\na.wav,0,1,dog\n", "missing filename,onset,offset,event_label"),
+])
+def test_hostile_strong_label_files_are_one_line_errors_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "strong.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        read_strong_labels(path, ["dog"])
+    assert str(info.value).startswith(str(path)) and message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="cannot read"):
+        read_strong_labels(tmp_path / "gone.csv")
 
 
 def test_strong_labels_read_dcase_tsv_and_name_a_missing_column(tmp_path):

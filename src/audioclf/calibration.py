@@ -222,7 +222,13 @@ class Decisions:
         return cls(temperature, thresholds, None, info)
 
 
-def check_min_confidence(value: float | None) -> float | None:
+def check_min_confidence(value: float | None, task: str = "single_label") -> float | None:
+    """``value`` as a probability (None: never abstain); a one-line ConfigError when it is not one, or when
+    ``task`` is not single-label (a multi-label model decides each class by its threshold: ignoring the setting
+    would answer as if it applied)."""
+    if value is not None and task != "single_label":
+        raise ConfigError(f"min_confidence={value!r}: a single-label setting; a {task.replace('_', '-')} "
+                          "model decides each class by its threshold (train.threshold)")
     if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
         raise ConfigError(f"min_confidence={value!r}: expected a probability in [0, 1]")
     return None if value is None else float(value)

@@ -183,6 +183,9 @@ class EventsConfig:
     median_windows: int = 1  # median filter over this many windows per class before thresholding (odd; 1: off)
     min_duration: float = 0.0  # events shorter than this many seconds are dropped (after merging)
     max_gap: float = 0.0  # events of one class less than this many seconds apart are merged into one
+    # Energy gate: a window more than this many dB below the recording's loudest window cannot start or continue an
+    # event (a single-label model must name something even in silence). -40: data.trim_silence's silence; null: off.
+    min_level_db: float | None = -40.0
 
 
 @dataclass
@@ -458,6 +461,8 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
                               "an odd number of windows 1..1001 (1: off)"),
     "events.min_duration": (lambda v: math.isfinite(v) and v >= 0, "a number of seconds >= 0"),
     "events.max_gap": (lambda v: math.isfinite(v) and v >= 0, "a number of seconds >= 0"),
+    "events.min_level_db": (lambda v: math.isfinite(v) and v <= 0,
+                            "null (off) or a level in dB relative to the loudest window, <= 0"),
     "limits.max_macs": (_positive, "null or a positive number"),
 }
 

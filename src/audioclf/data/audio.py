@@ -538,6 +538,13 @@ def _frame_rms_db(sums: _SquareSums, frame_length: int, hop_length: int) -> np.n
     return 20.0 * np.log10(np.maximum(rms, 1e-20))
 
 
+def window_levels_db(windows: np.ndarray) -> np.ndarray:
+    """(B, n) windows -> each one's RMS level in dB re full scale (digital silence: -200 dB),
+    from the windows a stream already cut: measured on the samples the model scored, with no second decode."""
+    mean_square = np.mean(np.square(np.asarray(windows), dtype=np.float64), axis=-1)
+    return 10.0 * np.log10(np.maximum(mean_square, 1e-20))
+
+
 def _rms_step(frame_length: int, hop_length: int) -> int:
     """The largest step dividing every frame edge (centre - half, centre - half + frame_length)."""
     half = frame_length // 2

@@ -32,11 +32,12 @@ def _seconds(text: str, where: str, column: str) -> float:
 
 
 def read_strong_labels(path: str | Path, classes: list[str] | None = None) -> list[StrongLabel]:
-    """The events of a strong-label file; a one-line :class:`DataError` naming the file and line for a missing
-    column, a time that is not a finite number >= 0, an onset not before its offset, or (with ``classes``) a
-    label the model does not know."""
+    """The events of a strong-label file; a one-line :class:`DataError` naming the file (and line) for an empty or
+    unreadable file, a missing column, a truncated row, a time that is not a finite number >= 0, an onset not
+    before its offset, or (with ``classes``) a label the model does not know."""
     path = Path(path)
-    header, rows = read_table(path)  # the CSV importer's reader: BOM, tabs (DCASE .tsv), line numbers
+    # the CSV importer's reader: BOM, tabs (DCASE .tsv), line numbers
+    header, rows = read_table(path, expected=f"'{','.join(COLUMNS)}'")
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise DataError(f"{path}: strong labels need the columns {','.join(COLUMNS)}; missing {','.join(missing)}")
@@ -45,7 +46,10 @@ def read_strong_labels(path: str | Path, classes: list[str] | None = None) -> li
     labels = []
     for line, row in rows:
         where = f"{path} line {line}"
-        cell = {name: (row[i].strip() if i < len(row) else "") for name, i in index.items()}
+        short = [name for name, i in index.items() if i >= len(row)]
+        if short:  # a truncated row: its missing cells named, not read as empty values
+            raise DataError(f"{where}: {len(row)} of {len(header)} columns; missing {','.join(short)}")
+        cell = {name: row[i].strip() for name, i in index.items()}
         if not cell["filename"] or not cell["event_label"]:
             raise DataError(f"{where}: empty filename or event_label")
         onset, offset = _seconds(cell["onset"], where, "onset"), _seconds(cell["offset"], where, "offset")

@@ -6,6 +6,12 @@ hysteresis: an event is a run of windows at or above ``low`` that reaches ``high
 the two thresholds does not split it, and a bump that never reaches ``high`` does not start one). Events of a
 class less than ``max_gap`` seconds apart are merged, then those shorter than ``min_duration`` are dropped.
 
+Energy gate: a window whose level (RMS, dB) is more than ``min_level_db`` below the recording's loudest window
+can neither start nor continue an event. A single-label model has to name some class in every window, silence
+included, and those names were most of the false events on mixtures of sources in silence. The gate is relative
+(not an absolute dBFS floor) so it does not depend on the recording's gain, and -40 dB is the silence
+``data.trim_silence`` cuts (its level against the loudest frame).
+
 Time: each window stands for the stretch of the recording nearer its centre than any other window's (half a
 hop either side), so events are as precise as the hop, not as long as the window.
 """
@@ -91,11 +97,21 @@ def _runs(active: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1))
 
 
+def loud_windows(levels, min_level_db: float | None) -> np.ndarray | None:
+    """Which windows pass the energy gate: level (dB) at least ``min_level_db`` relative to the loudest window;
+    None when there is no gate (unset, or no levels measured)."""
+    if min_level_db is None or levels is None:
+        return None
+    levels = np.asarray(levels, dtype=np.float64)
+    return levels >= levels.max() + min_level_db if len(levels) else np.zeros(0, dtype=bool)
+
+
 def detect_events(filename: str, starts, ends, probs, classes: list[str], settings: EventsConfig | None = None,
-                  thresholds: np.ndarray | None = None) -> list[Event]:
+                  thresholds: np.ndarray | None = None, levels=None) -> list[Event]:
     """Events of one recording from its windows (``starts``/``ends`` in seconds, (K, C) ``probs``), sorted by
     onset. ``thresholds``: each class's decision threshold (:func:`decision_thresholds`), used as the start
-    threshold unless ``settings.high`` is set."""
+    threshold unless ``settings.high`` is set. ``levels``: each window's level in dB, for the energy gate
+    (``settings.min_level_db``; None: no gate)."""
     settings = settings or EventsConfig()
     starts, ends = np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)
     probs = np.asarray(probs, dtype=np.float64).reshape(len(starts), len(classes))
@@ -107,10 +123,12 @@ def detect_events(filename: str, starts, ends, probs, classes: list[str], settin
     lows = np.minimum(lows, highs)  # per-class highs below a fixed low: the low never exceeds the start
     smoothed = median_filter_windows(probs, settings.median_windows)
     span_starts, span_ends = _window_spans(starts, ends)
+    loud = loud_windows(levels, settings.min_level_db)
     events = []
     for c, name in enumerate(classes):
         found: list[list[float]] = []  # [onset, offset, peak]
-        for first, last in _runs(smoothed[:, c] >= lows[c]):
+        active = smoothed[:, c] >= lows[c]
+        for first, last in _runs(active if loud is None else active & loud):
             peak = smoothed[first : last + 1, c].max()
             if peak < highs[c]:
                 continue  # never reached the start threshold
@@ -128,7 +146,7 @@ def timeline_events(filename: str, timeline, settings: EventsConfig | None = Non
                     thresholds: np.ndarray | None = None) -> list[Event]:
     """:func:`detect_events` on a :class:`~audioclf.deploy.predictor.Timeline`."""
     return detect_events(filename, timeline.starts, timeline.ends, timeline.probs, timeline.classes, settings,
-                         thresholds)
+                         thresholds, timeline.levels)
 
 
 def events_csv_text(events: list[Event]) -> str:

@@ -23,7 +23,7 @@ import torch
 
 from ..calibration import Decisions, check_min_confidence, read_decisions
 from ..data.audio import (check_header, clip_windows, kept_parts, recording_positions, stream_trimmed_audio,
-                          stream_windows, window_starts)
+                          stream_windows, window_levels_db, window_starts)
 from ..data.importers.folder import AUDIO_EXTENSIONS
 from ..errors import AudioDecodeError, ConfigError, DataError, NonFiniteOutputs
 from ..files import atomic_write_text, spreadsheet_text
@@ -65,10 +65,12 @@ class Timeline:
     # Where each window ends in the recording (default start + window): a window that spans silence cut by
     # ``data.trim_silence`` covers more of the recording, one of a file shorter than a clip less.
     ends: np.ndarray | None = None
+    levels: np.ndarray | None = None  # (K,) each window's RMS level in dB re full scale (the events' energy gate)
 
     def __post_init__(self) -> None:
         self.starts = np.asarray(self.starts, dtype=np.float64)
         self.ends = self.starts + self.window if self.ends is None else np.asarray(self.ends, dtype=np.float64)
+        self.levels = None if self.levels is None else np.asarray(self.levels, dtype=np.float64)
 
     def to_csv(self, path: str | Path) -> Path:
         """``start_s,end_s,<class>...``: one row per window."""
@@ -82,7 +84,15 @@ class Timeline:
     def to_dict(self) -> dict:
         return {"window_seconds": self.window, "classes": self.classes, "starts": [round(float(s), 4) for s in self.starts],
                 "ends": [round(float(e), 4) for e in self.ends],
-                "probabilities": [[round(float(p), 6) for p in row] for row in self.probs]}
+                "probabilities": [[round(float(p), 6) for p in row] for row in self.probs],
+                **({} if self.levels is None else {"levels_db": [round(float(v), 2) for v in self.levels]})}
+
+
+def _measured(batches, levels: list):
+    """``batches`` of windows passed on as they are, each one's window levels appended to ``levels``."""
+    for batch in batches:
+        levels.append(window_levels_db(batch))
+        yield batch
 
 
 def check_tta(tta) -> int:
@@ -141,10 +151,7 @@ class WindowedPredictor(ABC):
 
     @min_confidence.setter
     def min_confidence(self, value: float | None) -> None:
-        if value is not None and self.task != "single_label":
-            raise ConfigError(f"min_confidence={value!r}: a single-label setting; a {self.task.replace('_', '-')} "
-                              "model decides each class by its threshold (train.threshold)")
-        self.decisions = replace(self.decisions, min_confidence=check_min_confidence(value))
+        self.decisions = replace(self.decisions, min_confidence=check_min_confidence(value, self.task))
     # How events() turns windows into events: the run's config section ``events`` (None: its defaults).
     event_settings = None
 
@@ -186,13 +193,16 @@ class WindowedPredictor(ABC):
         blocks = stream_trimmed_audio(path, self.sample_rate, self.trim_silence, self.max_seconds)
         return self._score_stream(blocks, batch_size, score)
 
-    def _score_stream(self, blocks, batch_size: int, score=None) -> np.ndarray:
+    def _score_stream(self, blocks, batch_size: int, score=None, levels: list | None = None) -> np.ndarray:
+        """``levels``: when a list, each batch's window levels (dB) are appended to it as the windows pass."""
         score = score or self.window_probabilities
+        batches = stream_windows(blocks, self.clip_samples, self.pad_mode, batch_size)
+        if levels is not None:
+            batches = _measured(batches, levels)
         # Each batch's probabilities copied out of the tensor they came in: holding thousands of small tensors
         # made between the forward passes' large temporaries kept the heap from shrinking (+100 MB per hour).
         return finite(np.concatenate([np.array(averaged_over_shifts(batch, score, self.tta), dtype=np.float64)
-                                      for batch in stream_windows(blocks, self.clip_samples, self.pad_mode,
-                                                                  batch_size)]))
+                                      for batch in batches]))
 
     def timeline(self, path: str | Path, batch_size: int = 64, score=None) -> "Timeline":
         """Every window's probabilities against the recording's time, for a long recording: the very windows of
@@ -201,8 +211,9 @@ class WindowedPredictor(ABC):
         info = check_header(path, self.max_seconds)
         parts = kept_parts(path, self.sample_rate, self.trim_silence, self.max_seconds)
         blocks = stream_trimmed_audio(path, self.sample_rate, self.trim_silence, self.max_seconds, parts=parts)
+        levels: list[np.ndarray] = []
         try:
-            probs = self._score_stream(blocks, batch_size, score)
+            probs = self._score_stream(blocks, batch_size, score, levels)
         except NonFiniteOutputs as exc:
             raise NonFiniteOutputs(f"{path}: {exc}") from None
         n = round(info.n_samples * self.sample_rate / info.sample_rate) if parts is None else sum(b - a for a, b in parts)
@@ -216,7 +227,7 @@ class WindowedPredictor(ABC):
             starts, ends = recording_positions(starts, parts), recording_positions(ends, parts, ends=True)
         probs = self.decisions.calibrated(self.task, probs)  # each window read as a recording of its own
         return Timeline(np.asarray(starts) / self.sample_rate, self.clip_samples / self.sample_rate, probs,
-                        list(self.classes), np.asarray(ends) / self.sample_rate)
+                        list(self.classes), np.asarray(ends) / self.sample_rate, np.concatenate(levels))
 
     def decision_thresholds(self) -> np.ndarray:
         """Each class's decision threshold: the run's, chosen on validation (``decisions.json``), else 0.5."""

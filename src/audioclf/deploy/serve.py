@@ -420,7 +420,9 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
         if aggregate not in ("mean", "max"):
             raise HTTPProblem(400, f"aggregate={aggregate!r}: expected mean or max")
         try:
-            decisions = replace(predictor.decisions, min_confidence=check_min_confidence(min_confidence))
+            # a multi-label model has no use for it: a 400, not a setting silently ignored
+            chosen = check_min_confidence(min_confidence, predictor.task)
+            decisions = replace(predictor.decisions, min_confidence=chosen)
         except ConfigError as exc:
             raise HTTPProblem(400, str(exc)) from None
         path, name = await upload(request)

@@ -15,7 +15,7 @@ from ..data.manifest import Manifest
 from ..errors import ConfigError, DataError, NonFiniteOutputs
 from ..models.registry import model_loss
 from ..runs import RunDir, load_model
-from ..training.decisions import apply_decisions
+from ..training.decisions import apply_decisions, choose_decisions
 from ..training.evaluate import SplitResult, model_probabilities
 from ..training.members import run_probabilities
 from ..training.inputs import inputs_for
@@ -96,36 +96,62 @@ def ensemble_runs(run_dirs: list[str | Path], data: str | None = None, split: st
     """Average the members' probabilities (an average ensemble, as FSD2019 solutions did) on the same items.
 
     Without ``data`` the first run's split (default test) is used for every member. Items a member could
-    not read are left out for all, so every number compares the same items.
+    not read are left out for all, so every number compares the same items. Each member is scored at its own
+    decisions; a multi-label average decides at thresholds chosen on the first run's validation split, averaged
+    the same way, by the first run's rule (``train.threshold``) (``decisions`` in the result, as a run stores them).
     """
     if len(run_dirs) < 2:
         raise ConfigError("an ensemble needs at least two run directories")
     weights = list(weights) if weights is not None else [1.0] * len(run_dirs)
     if len(weights) != len(run_dirs) or min(weights) < 0 or sum(weights) <= 0:
         raise ConfigError(f"ensemble weights {weights}: expected {len(run_dirs)} non-negative numbers")
+    first = RunDir(run_dirs[0]).require()
+    own_items = str(first.manifest) if first.manifest.exists() else None  # audio runs: every member on its items
     if data is None:
-        split = split or "test"
-        first = RunDir(run_dirs[0]).require()
-        if first.manifest.exists():  # audio runs: every member on the first one's items
-            data = str(first.manifest)
+        split, data = split or "test", own_items
     outputs = [run_outputs(r, data, split, device=device) for r in run_dirs]
     task, classes = outputs[0].task, outputs[0].classes
     for run_dir, out in zip(run_dirs, outputs):
         if out.task != task or out.classes != classes:
             raise ConfigError(f"{run_dir}: its classes/task differ from {run_dirs[0]}; ensembles need the same classes")
-    # Items a member could not read are left out for all, in one order (sorted ids).
+    averaged = _averaged(outputs, weights)
+    # each member at its own decisions (run_outputs calibrated its probabilities; its thresholds apply to those)
+    members = {str(run_dir): M.compute_metrics(task, averaged.targets, probs, groups=averaged.groups or None,
+                                               class_names=classes,
+                                               thresholds=read_decisions(run_dir, classes).thresholds)
+               for run_dir, probs in zip(run_dirs, _aligned_probs(outputs, averaged.ids))}
+    result = {"task": task, "classes": classes, "n_items": len(averaged.ids), "members": members,
+              "ensemble": averaged.metrics, "weights": weights}
+    if task == "multi_label":
+        val = None
+        try:  # the average's own validation pass: the members on the first run's validation items
+            val = _averaged([run_outputs(r, own_items, "val", device=device) for r in run_dirs], weights)
+        except DataError as exc:  # no validation split (or nothing readable in it): 0.5, said in the decisions
+            log.warning("ensemble: no validation items to choose thresholds on (%s): 0.5 for every class", exc)
+        threshold = read_decisions(run_dirs[0], classes).info.get("rule", "f1")  # the rule its thresholds came by
+        scored = {"test": averaged, **({"val": val} if val is not None else {})}
+        rescored, decisions = choose_decisions(task, classes, scored, calibrate=False, threshold=threshold)
+        result["ensemble"], result["decisions"] = rescored["test"].metrics, decisions.to_dict(classes)
+    return result
+
+
+def _aligned_probs(outputs: list[RunOutputs], ids: list[str]) -> list:
+    """Each member's probabilities of the items ``ids``, in that order."""
+    rows = [{item_id: i for i, item_id in enumerate(out.result.ids)} for out in outputs]
+    return [out.result.probs[[row[item_id] for item_id in ids]] for out, row in zip(outputs, rows)]
+
+
+def _averaged(outputs: list[RunOutputs], weights: list[float]) -> SplitResult:
+    """The weighted mean of the members' probabilities on the items all of them read (in one order: sorted ids),
+    scored at 0.5 (multi-label: :func:`choose_decisions` rescores it at chosen thresholds)."""
     common = sorted(set.intersection(*(set(out.result.ids) for out in outputs)))
-    aligned = []
-    for out in outputs:
-        row = {item_id: i for i, item_id in enumerate(out.result.ids)}
-        aligned.append([row[item_id] for item_id in common])
-    first, rows = outputs[0], aligned[0]
+    if not common:
+        raise DataError("the ensemble's members read no item in common")
+    first = outputs[0]
+    row = {item_id: i for i, item_id in enumerate(first.result.ids)}
+    rows = [row[item_id] for item_id in common]
     targets = first.result.targets[rows]
-    groups = {name: [values[i] for i in rows] for name, values in first.result.groups.items()} or None
-    members = {str(run_dir): M.compute_metrics(task, targets, out.result.probs[keep], groups=groups,
-                                               class_names=classes)
-               for run_dir, out, keep in zip(run_dirs, outputs, aligned)}
-    mean = sum(w * out.result.probs[keep] for w, out, keep in zip(weights, outputs, aligned)) / sum(weights)
-    ensemble = M.compute_metrics(task, targets, mean, groups=groups, class_names=classes)
-    return {"task": task, "classes": classes, "n_items": len(common), "members": members, "ensemble": ensemble,
-            "weights": weights}
+    groups = {name: [values[i] for i in rows] for name, values in first.result.groups.items()}
+    mean = sum(w * probs for w, probs in zip(weights, _aligned_probs(outputs, common))) / sum(weights)
+    metrics = M.compute_metrics(first.task, targets, mean, groups=groups or None, class_names=first.classes)
+    return SplitResult(metrics, mean, targets, common, groups)

@@ -100,8 +100,9 @@ def import_csv(path: str | Path, audio_root: str | Path | None = None,
     return Manifest(items, classes=classes)
 
 
-def read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header (stripped names) and the non-blank rows with their 1-based line numbers."""
+def read_table(path: Path, expected: str = "'fname,labels'") -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header (stripped names) and the non-blank rows with their 1-based line numbers; ``expected``: the header
+    an empty file's error asks for."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
     except OSError as exc:
@@ -114,7 +115,7 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     lines = csv_rows(text, path, delimiter)
     header = next(lines, (1, None))[1]
     if not header or not any(cell.strip() for cell in header):
-        raise DataError(f"{path}: line 1: empty file; expected a header like 'fname,labels'")
+        raise DataError(f"{path}: line 1: empty file; expected a header like {expected}")
     header = [cell.strip() for cell in header]
     rows = []
     for line, row in lines:

@@ -17,6 +17,7 @@ from ...errors import ConfigError
 from ...models.classifier import AudioClassifier
 from ...models.registry import check_model_args
 from ...runs import RunDir
+from ..decisions import choose_decisions
 from ..evaluate import Probabilities, SplitResult, model_probabilities
 from .zero_config import balance_for
 
@@ -175,8 +176,21 @@ class Inputs(ABC):
 
     # --- evaluation -------------------------------------------------------------------------------
     def validate(self, model: AudioClassifier, device, amp: bool, loss: str = "task") -> dict[str, float]:
-        """The validation metrics of ``model`` after an epoch."""
-        return self.evaluate(model_probabilities(model, self.task, device, amp), "val", loss).metrics
+        """The validation metrics of ``model`` after an epoch (see :meth:`monitored`)."""
+        return self.monitored(self.evaluate(model_probabilities(model, self.task, device, amp), "val", loss), loss)
+
+    def monitored(self, val: SplitResult, loss: str = "task") -> dict[str, float]:
+        """An epoch's validation metrics as the best epoch is chosen on them. Multi-label decision metrics
+        (macro_f1, micro_f1, pSR, mAP_per_example) at thresholds chosen on this very pass by ``train.threshold``:
+        the run's decisions are chosen that way on the kept epoch's validation, so monitoring F1 at a fixed 0.5
+        would pick the epoch by decisions predict never makes. (Temperature scaling is monotone per class, so
+        thresholds chosen before it make the same decisions as those chosen after.) A fixed rule keeps its
+        threshold: the audioset_embeddings recipe monitors mAP_per_example at 0.5, as its thesis rounded outputs.
+        The ranking metrics (lwlrap, mAP: the default monitors) have no threshold and do not change."""
+        if self.task != "multi_label":
+            return val.metrics
+        rescored, _ = choose_decisions(self.task, self.classes, {"val": val}, False, self.cfg.train.threshold, loss)
+        return rescored["val"].metrics
 
     @abstractmethod
     def evaluate(self, probs_fn: Probabilities, split: str, loss: str = "task") -> SplitResult | None:

@@ -25,7 +25,7 @@ from ...errors import ConfigError
 from ...files import atomic_write
 from ...models.backbones import TransferClassifier
 from ...models.classifier import AudioClassifier
-from ..evaluate import model_probabilities, predict_whole_files, score, window_batches
+from ..evaluate import SplitResult, model_probabilities, predict_whole_files, score, window_batches
 from .audio import AudioInputs
 from .zero_config import audio_defaults
 
@@ -145,7 +145,9 @@ class FrozenEmbeddingInputs(AudioInputs):
     def validate(self, model: AudioClassifier, device, amp: bool, loss: str = "task") -> dict[str, float]:
         head_probs = model_probabilities(model.backbone.probe(), self.task, device, amp)
         probs, targets = predict_whole_files(head_probs, self._val.per_file(), max_windows=1024)
-        return score(self.task, targets, probs, self.classes, self.scored_groups("val"), loss)
+        groups = self.scored_groups("val")
+        return self.monitored(SplitResult(score(self.task, targets, probs, self.classes, groups, loss), probs, targets,
+                                          groups=groups), loss)
 
     # --- extraction -------------------------------------------------------------------------------
     def _embeddings(self, split: str, model: AudioClassifier, device) -> WindowEmbeddings:
