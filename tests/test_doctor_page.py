@@ -37,7 +37,7 @@ def planted(tmp_path_factory):
     rows = [[str(p), name, "train" if i < 8 else "val" if i < 10 else "test", f"{name}{i}"]
             for name, files in paths.items() for i, p in enumerate(files)]
     rows[0][1], rows[13][1] = "rumble", "white"  # two training labels flipped
-    rows[3][3] = rows[20][3] = "shared"  # a speaker in train and val
+    rows[3][3] = rows[5][3] = rows[20][3] = "shared"  # a speaker in train (twice) and val
     shutil.copyfile(paths["low_tone"][1], root / "copy.wav")  # low_tone_01 (train), again in test
     wave, rate = load_audio(paths["high_tone"][2])
     write_audio(root / "quiet.flac", 0.5 * wave, rate)  # high_tone_02 at half the gain, labelled white
@@ -68,6 +68,9 @@ def test_the_page_is_written_beside_doctor_md_and_holds_every_resource(planted):
     assert result.html == root / "report" / "doctor.html" and result.markdown.parent == result.html.parent
     assert {f.kind for f in result.findings} >= PLANTED
     assert page.count('class="finding"') == len(result.findings)
+    group_leak = page.split('data-kind="group_leak"')[1].split('class="finding"')[0]
+    assert "white_03.wav (train, white)" in group_leak and "rumble_08.wav (val, rumble)" in group_leak  # one a split
+    assert "white_05.wav (train" not in group_leak
     assert all(f'<a href="#{kind}">' in page and f'id="{kind}"' in page for kind in PLANTED)  # counts link to boxes
     sources = re.findall(r'\ssrc="([^"]*)"', page)
     assert sources and all(s.startswith(("data:image/png;base64,", "data:audio/wav;base64,")) for s in sources)

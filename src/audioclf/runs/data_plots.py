@@ -168,16 +168,15 @@ def plot_columns(summary: DataSummary, path: Path) -> Path:
 
 
 
-def spectrogram_thumbnail(log_mel: np.ndarray, size: tuple[int, int] = (300, 80)) -> bytes:
-    """A small PNG (``size`` pixels, width x height) of a log-mel spectrogram (mels, frames), low bands at the
-    bottom, no axes: a glance at the clip (silence, clipping's smear, a tone, a copy's likeness), not a plot."""
+def spectrogram_thumbnail(log_mel: np.ndarray, db_range: tuple[float, float],
+                          size: tuple[int, int] = (300, 80)) -> bytes:
+    """A small PNG (``size`` pixels, width x height) of a log-mel spectrogram (mels, frames) in dB, low bands at the
+    bottom, no axes: a glance at the clip, not a plot. ``db_range``: the dB mapped to black and to the brightest
+    colour, one scale for every thumbnail, so a silent clip looks dark and a quieter copy looks quieter."""
     plt = _pyplot()
     fig = plt.figure(figsize=(size[0] / 100, size[1] / 100))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    values = np.asarray(log_mel, dtype=float)
-    # The clip's own range: a silent clip still shows its noise floor's texture, not one flat colour.
-    low, high = float(values.min()), float(values.max())
-    ax.imshow(values, origin="lower", aspect="auto", cmap="magma", interpolation="nearest", vmin=low,
-              vmax=max(high, low + 1e-6))
+    ax.imshow(np.asarray(log_mel, dtype=float), origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+              vmin=db_range[0], vmax=db_range[1])
     ax.set_axis_off()
     return _png_bytes(fig, tight=False, dpi=100)

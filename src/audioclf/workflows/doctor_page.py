@@ -32,8 +32,11 @@ DEFAULT_PLAYERS = 30
 EXCERPT_SECONDS, EXCERPT_RATE = 5.0, 16000
 FILES_PER_FINDING = 2  # a duplicate pair, a group seen in two splits; one file for the other kinds
 NO_AUDIO = ("undecodable", "empty")  # findings about files that did not decode: nothing to play
-# The thumbnails' log-mel: the front-end's defaults (64 mels, 20 ms hop at 16 kHz), whatever the run's features.
-THUMBNAIL_FEATURES = FeatureConfig(sample_rate=EXCERPT_RATE)
+# The thumbnails' log-mel: the front-end's defaults (64 mels, 20 ms hop at 16 kHz), whatever the run's features,
+# in absolute dB (no top_db relative to each clip's peak), drawn from -70 dB (black: a clip at -80 dBFS stays
+# dark) to +30 dB (a full-scale tone's peak in these mels, measured), so levels compare across thumbnails.
+THUMBNAIL_FEATURES = FeatureConfig(sample_rate=EXCERPT_RATE, top_db=None)
+THUMBNAIL_DB = (-70.0, 30.0)
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 16px 24px; color: #222; }
@@ -73,7 +76,7 @@ def _data_uri(kind: str, data: bytes) -> str:
 def _thumbnail(front_end: FrontEnd, wave: np.ndarray) -> bytes:
     with torch.no_grad():
         log_mel = front_end(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))[0, 0].numpy()
-    return spectrogram_thumbnail(log_mel)
+    return spectrogram_thumbnail(log_mel, THUMBNAIL_DB)
 
 
 def _shown_paths(finding, items: Mapping[str, Item]) -> list[str]:
