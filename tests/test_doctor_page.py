@@ -155,3 +155,22 @@ def test_in_chromium_every_finding_plays_and_shows_its_spectrogram(planted, tmp_
     assert all(width > 0 for _, width in widths) and {w for c, w in widths if c == "thumb"} == {300}
     assert requests == [moved.as_uri()] and dialogs == [] and overflow == 0
     assert (tmp_path / "doctor.png").stat().st_size > 50_000
+
+
+def test_a_file_gone_since_the_check_is_a_caption_not_a_crash(tmp_path, monkeypatch):
+    from audioclf.errors import AudioDecodeError
+    from audioclf.workflows import doctor_page
+
+    rows = clean_rows(tmp_path)
+    write_audio(tmp_path / "quiet.wav", 1e-4 * clip(300), 8000)
+    csv_path = write_table(tmp_path / "meta.csv", HEADER, [*rows, ("quiet.wav", "dog", "train", "q")])
+
+    def gone(path, *args):  # deleted or replaced between the doctor's decode and the page's
+        raise AudioDecodeError(path, "file not found")
+
+    monkeypatch.setattr(doctor_page, "audio_excerpt", gone)
+    result = doctor_data(load_config(None, [f"data.path={csv_path}"]), tmp_path / "report", progress=False,
+                         labels=False)
+    page = result.html.read_text()
+    assert [f.kind for f in result.findings] == ["silent"] and "<audio" not in page
+    assert "quiet.wav (train, dog)<br>not playable: file not found" in page
