@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -615,3 +616,27 @@ def test_samples_far_outside_the_audio_range_are_refused_naming_the_file(tmp_pat
     wave[3000] = 1.9  # a float file clipping above full scale is still audio
     sf.write(path, wave, 16000, subtype="FLOAT")
     assert load_audio(path)[0].max() == pytest.approx(1.9)
+
+
+def test_audio_excerpt_is_the_files_start_resampled_and_decodes_no_further(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, 0.3 * np.random.default_rng(3).standard_normal((120 * 8000, 2)), 8000)  # 2 min, stereo, 8 kHz
+    blocks = []
+    decoded = audio._decoded_blocks
+
+    def counted(*args):
+        for block in decoded(*args):
+            blocks.append(len(block))
+            yield block
+
+    monkeypatch.setattr(audio, "_decoded_blocks", counted)
+    excerpt = audio.audio_excerpt(path, 5.0, 16000)
+    assert excerpt.shape == (80000,) and excerpt.dtype == np.float32
+    assert sum(blocks) <= 2 * 65536 < 120 * 8000  # a block and the one read ahead, not two minutes
+    whole, _ = load_audio(path, sample_rate=16000)
+    np.testing.assert_allclose(excerpt, whole[:80000], rtol=0, atol=1e-6)
+    short = tmp_path / "short.wav"
+    sf.write(short, sine(440, 1.0, 8000), 8000)
+    assert audio.audio_excerpt(short, 5.0, 16000).shape == (16000,)  # a shorter file: all of it
+    pcm, rate = sf.read(io.BytesIO(audio.wav_bytes(np.array([0.0, 0.5, 1.5, -1.5]), 16000)), dtype="int16")
+    assert rate == 16000 and pcm.tolist() == [0, 16384, 32767, -32768]  # 16-bit PCM, clipped to full scale

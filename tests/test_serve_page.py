@@ -4,7 +4,6 @@ screenshot is kept in the test's folder. Skips where there is no Chromium (``apt
 
 from __future__ import annotations
 
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,15 +12,12 @@ import pytest
 
 from audioclf.data.audio import load_audio, write_audio
 from audioclf.deploy.predictor import Predictor
+from browser import ARGS, CHROMIUM
 
 from test_serve import server, trained  # noqa: F401 (fixtures: a trained run, served on a loopback port)
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the system's Chromium (apt-get install chromium)")
-# Chromium as root in a container, with nothing reaching for the network (a closed network refuses it anyway).
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @contextmanager

@@ -195,7 +195,8 @@ def _evaluate_events(args) -> None:
 def cmd_doctor(args) -> None:
     from .workflows.doctor import console_lines, doctor_data
 
-    result = doctor_data(_data_config(args), args.out, args.fix, stage=args.stage, labels=not args.no_labels)
+    result = doctor_data(_data_config(args), args.out, args.fix, stage=args.stage, labels=not args.no_labels,
+                         players=args.players)
     for line in console_lines(result):
         out.print(line, highlight=False)
 
@@ -648,7 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("args", nargs="*", metavar="[CONFIG] [key=value]",
                         help="config or recipe and overrides, as for train (data.*: the items and how they are split)")
     doctor.add_argument("--data", help="folder with one sub-folder per class, or a CSV (fname,labels[,split,...])")
-    doctor.add_argument("--out", help="folder for doctor.md and its PNGs")
+    doctor.add_argument("--out", help="folder for doctor.md, doctor.html (self-contained: players and spectrograms "
+                        "embedded) and the PNGs")
+    doctor.add_argument("--players", type=int, metavar="N", help="doctor.html: the first N findings get "
+                        "an audio player and a log-mel thumbnail per file (first 5 s; default 30, 0 for none)")
     doctor.add_argument("--fix", metavar="OUT.csv", help="write a cleaned manifest: the later copy of each leaking or "
                                                          "conflicting duplicate dropped (audio untouched)")
     doctor.add_argument("--no-labels", action="store_true", help="skip the label-issue search (confident learning "

@@ -9,6 +9,7 @@ path, so a caller can report-and-skip one bad file in a large dataset.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ __all__ = [
     "Windows",
     "AudioInfo",
     "SilenceParams",
+    "audio_excerpt",
     "audio_info",
     "check_decoded",
     "check_header",
@@ -49,6 +51,7 @@ __all__ = [
     "truncation",
     "trim_silence",
     "trim_silence_by_length",
+    "wav_bytes",
     "write_audio",
 ]
 
@@ -276,6 +279,19 @@ def stream_audio(path: PathLike, sample_rate: int | None = None, max_seconds: fl
     yield from _stream(path, _checked_info(path, max_seconds), sample_rate, block_frames)
 
 
+def audio_excerpt(path: PathLike, seconds: float, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """The first ``seconds`` of a file, mono float32 at ``sample_rate``: :func:`stream_audio`'s checks, and
+    decoding stops once the excerpt is full (a one-hour file costs a block, not an hour)."""
+    wanted = max(1, int(round(seconds * sample_rate)))
+    blocks, have = [], 0
+    for block in stream_audio(path, sample_rate, max_seconds):
+        blocks.append(block[:wanted - have])
+        have += len(blocks[-1])
+        if have >= wanted:
+            break
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
 def _stream(path: PathLike, checked: tuple[AudioInfo, float, int], sample_rate: int | None,
             block_frames: int) -> Iterator[np.ndarray]:
     info = checked[0]
@@ -462,6 +478,14 @@ def write_audio(path: PathLike, wave: np.ndarray, sr: int, subtype: str | None =
         tmp.unlink(missing_ok=True)
         raise
     return final
+
+
+def wav_bytes(wave: np.ndarray, sr: int) -> bytes:
+    """A mono or channels-last wave as the bytes of a 16-bit PCM WAV file (for a page or a response, not a disk);
+    libsndfile clips samples beyond full scale."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(wave), int(sr), format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
 
 
 # --- silence ------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.summary import DataSummary, column_values, shared_values
-from .plots import _pyplot, _save
+from .plots import _png_bytes, _pyplot, _save
 
-__all__ = ["MAX_DRAWN_VALUES", "plot_audio", "plot_class_counts", "plot_columns", "plot_labels_per_item"]
+__all__ = ["MAX_DRAWN_VALUES", "plot_audio", "plot_class_counts", "plot_columns",
+           "plot_labels_per_item", "spectrogram_thumbnail"]
 
 # A column with more values than this (400 Freesound ids, 1,000 speakers) is drawn as distinct values per
 # split: one bar per value would be unreadable.
@@ -165,3 +166,17 @@ def plot_columns(summary: DataSummary, path: Path) -> Path:
             _counts_axis(ax.yaxis)
     return _save(fig, path)
 
+
+
+def spectrogram_thumbnail(log_mel: np.ndarray, db_range: tuple[float, float],
+                          size: tuple[int, int] = (300, 80)) -> bytes:
+    """A small PNG (``size`` pixels, width x height) of a log-mel spectrogram (mels, frames) in dB, low bands at the
+    bottom, no axes: a glance at the clip, not a plot. ``db_range``: the dB mapped to black and to the brightest
+    colour, one scale for every thumbnail, so a silent clip looks dark and a quieter copy looks quieter."""
+    plt = _pyplot()
+    fig = plt.figure(figsize=(size[0] / 100, size[1] / 100))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.imshow(np.asarray(log_mel, dtype=float), origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+              vmin=db_range[0], vmax=db_range[1])
+    ax.set_axis_off()
+    return _png_bytes(fig, tight=False, dpi=100)

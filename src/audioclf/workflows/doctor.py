@@ -5,8 +5,9 @@ keys. Every readable file is decoded once (:func:`~audioclf.data.audit.clip_fact
 layer (:mod:`~audioclf.data.audit`, :mod:`~audioclf.data.duplicates`). Likely label errors in the training split
 come from confident learning on out-of-fold probabilities (:mod:`~audioclf.training.label_issues`, cleanlab;
 single-label audio; ``labels=False`` skips it, as it prepares the data and fits k small models). Writes ``doctor.md`` with the class counts
-and duration pictures of ``describe`` into a folder, and with ``fix`` a cleaned manifest without the later copy of
-each leaking or conflicting duplicate (the audio is never touched).
+and duration pictures of ``describe`` into a folder, with ``doctor.html`` beside it (the same findings with an
+audio player and a spectrogram thumbnail each: :mod:`.doctor_page`), and with ``fix`` a cleaned manifest
+without the later copy of each leaking or conflicting duplicate (the audio is never touched).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..runs.data_plots import plot_audio, plot_class_counts
 from ..training.inputs import inputs_for
 from ..training.label_issues import DEFAULT_FOLDS, find_label_issues
 from .describe import _stage_config
+from .doctor_page import DEFAULT_PLAYERS, check_players, doctor_html
 
 __all__ = ["DoctorResult", "check_fix_path", "doctor_data"]
 
@@ -42,6 +44,7 @@ class DoctorResult:
     findings: list[Finding]
     n_items: int
     markdown: Path | None = None
+    html: Path | None = None  # doctor.html, beside doctor.md
     fixed: Path | None = None  # the cleaned manifest
     dropped: dict[str, str] = field(default_factory=dict)  # item path -> why
     sets: list[DuplicateSet] = field(default_factory=list)  # every exact and near duplicate set
@@ -67,13 +70,17 @@ def check_fix_path(fix: str | Path) -> Path:
 
 
 def doctor_data(cfg: Config, out: str | Path | None = None, fix: str | Path | None = None,
-                stage: str | None = None, progress: bool = True, labels: bool = True) -> DoctorResult:
-    """Check ``cfg.data`` (module docstring); ``out``: folder for ``doctor.md`` and its pictures; ``fix``: path
-    of the cleaned manifest CSV (written atomically); ``labels``: look for likely label errors too."""
+                stage: str | None = None, progress: bool = True, labels: bool = True,
+                players: int | None = None) -> DoctorResult:
+    """Check ``cfg.data`` (module docstring); ``out``: folder for ``doctor.md``, ``doctor.html`` and the
+    pictures; ``fix``: path of the cleaned manifest CSV (written atomically); ``labels``: look for likely label
+    errors too; ``players``: how many findings get an audio player and a thumbnail in ``doctor.html`` (None:
+    :data:`~.doctor_page.DEFAULT_PLAYERS`)."""
     fix = check_fix_path(fix) if fix is not None else None
+    players = check_players(DEFAULT_PLAYERS if players is None else players)
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: a file is there; doctor writes a folder (doctor.md and PNGs)")
+        raise ConfigError(f"{out}: a file is there; doctor writes a folder (doctor.md, doctor.html and PNGs)")
     cfg, stage = _stage_config(cfg, stage)
     headers = split_from_headers(cfg)
     manifest = headers.manifest
@@ -106,9 +113,13 @@ def doctor_data(cfg: Config, out: str | Path | None = None, fix: str | Path | No
     result.dropped = {item.path: drops[item.id] for item in manifest if item.id in drops}
     if out is not None:
         summary = summarize(manifest, headers.infos)
-        plot_class_counts(summary, out / "class_counts.png")
-        plot_audio(summary, out / "audio.png")
-        result.markdown = atomic_write_text(out / "doctor.md", doctor_markdown(result, cfg, summary, stage))
+        pictures = {"class_counts": plot_class_counts(summary, out / "class_counts.png"),
+                    "audio": plot_audio(summary, out / "audio.png")}
+        title, overview = doctor_headline(result, cfg, summary, stage)
+        result.markdown = atomic_write_text(out / "doctor.md", doctor_markdown(result, title, overview, summary))
+        page = doctor_html(result, title, overview, summary, pictures, {item.path: item for item in manifest},
+                           players, cfg.data.max_seconds)
+        result.html = atomic_write_text(out / "doctor.html", page)
     return result
 
 
@@ -126,18 +137,33 @@ def label_issue_findings(cfg: Config) -> tuple[list[Finding], str]:
     paths = {item.id: item.path for item in inputs.prepared.split("train")}
     found = [Finding("label_issue", f"{paths[issue.id]}: labelled '{issue.given}', the out-of-fold model says "
                                     f"'{issue.suggested}' (label quality {issue.quality:.3f})", [paths[issue.id]],
-                     "listen; fix the label in the CSV, or train with train.noisy=drop|relabel")
+                     f"listen; if it is '{issue.suggested}', {_relabel(cfg, paths[issue.id], issue.suggested)}; "
+                     "or train with train.noisy=drop|relabel")
              for issue in issues.ranked()]
     return found, (f"confident learning (cleanlab) on out-of-fold probabilities of {issues.folds} folds by "
                    f"{issues.folds_by}: {len(found)} of {len(issues.ids)} training labels doubted")
 
 
-def doctor_markdown(result: DoctorResult, cfg: Config, summary, stage: str | None = None) -> str:
+def _relabel(cfg: Config, path: str, label: str) -> str:
+    """Where a label is changed: the CSV's row of the file; a data set's folder says it in its metadata file or
+    (a folder per class) by the file's folder, which only its importer knows."""
+    if Path(cfg.data.path).suffix.lower() == ".csv":
+        return f"in {cfg.data.path} set the labels of the row of {Path(path).name} to '{label}'"
+    return f"relabel {path} as '{label}' (its metadata row, or move it into the class folder '{label}')"
+
+
+def doctor_headline(result: DoctorResult, cfg: Config, summary, stage: str | None = None) -> tuple[str, str]:
+    """The title and the one-sentence overview doctor.md and doctor.html share."""
     splits = summary.splits
-    lines = [f"# Data doctor: {cfg.data.path}{f' (stage {stage})' if stage else ''}", "",
-             f"{result.n_items} items ({' / '.join(f'{s} {summary.items[s]}' for s in splits)}), "
-             f"{len(summary.classes)} classes, split as `audioclf train` splits them (data.split={cfg.data.split}, "
-             f"seed {cfg.seed}).", "", "## Findings", ""]
+    return (f"Data doctor: {cfg.data.path}{f' (stage {stage})' if stage else ''}",
+            f"{result.n_items} items ({' / '.join(f'{s} {summary.items[s]}' for s in splits)}), "
+            f"{len(summary.classes)} classes, split as `audioclf train` splits them (data.split={cfg.data.split}, "
+            f"seed {cfg.seed}).")
+
+
+def doctor_markdown(result: DoctorResult, title: str, overview: str, summary) -> str:
+    splits = summary.splits
+    lines = [f"# {title}", "", overview, "", "## Findings", ""]
     counts = result.counts()
     lines.append(markdown_table(["kind", "findings"], [[kind, n] for kind, n in counts.items()])
                  if counts else "No findings.")
@@ -171,5 +197,5 @@ def console_lines(result: DoctorResult) -> list[str]:
         lines.append(f"wrote {result.fixed}: {len(result.dropped)} row(s) dropped" +
                      "".join(f"\n  dropped {path}: {why}" for path, why in list(result.dropped.items())[:10]))
     if result.markdown is not None:
-        lines.append(f"wrote {result.markdown}")
+        lines.append(f"wrote {result.markdown}" + (f" and {result.html}" if result.html is not None else ""))
     return lines
