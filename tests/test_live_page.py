@@ -65,6 +65,10 @@ def test_the_live_mode_streams_the_microphone_and_scrolls_its_labels(tmp_path):
             now, labels = page.evaluate(  # in one go: a window may arrive between two calls
                 "[document.querySelector('#live-now').textContent, live.windows.map((w) => w.labels[0])]")
             rows = page.locator("#live-labels div").all_inner_texts()
+            # each label's top against the heat map's top: its rows are 20 px (CSS px) apart
+            offsets = page.evaluate("[...document.querySelectorAll('#live-labels div')].map((d) => "
+                                    "d.getBoundingClientRect().top - "
+                                    "document.querySelector('#live-timeline').getBoundingClientRect().top)")
             status = page.inner_text("#status")
             canvas = page.eval_on_selector("#live-timeline", "c => [c.width, c.height]")
             page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
@@ -78,5 +82,6 @@ def test_the_live_mode_streams_the_microphone_and_scrolls_its_labels(tmp_path):
     runs = [label for k, label in enumerate(labels) if labels[k : k + 4] == [label] * 4]
     assert {"440 Hz", "880 Hz"} <= set(runs) and now.startswith(f"Now: {labels[-1]} (")
     assert rows == ["440 Hz", "880 Hz", "other"] and canvas[0] > 500 and canvas[1] > 0
+    assert offsets == pytest.approx([0, 20, 40], abs=1)  # each label beside its row of the heat map
     assert status.startswith("live: 0.5 s windows every 0.25 s") and button == "Live"
     assert (tmp_path / "live.png").stat().st_size > 10_000
