@@ -203,3 +203,13 @@ def test_a_websocket_from_another_origin_or_host_is_refused_before_the_upgrade(p
     same_origin.send("end")
     same_origin.until_closed()
     still_serving(port)
+
+
+def test_the_command_line_passes_the_live_bounds(monkeypatch):
+    import audioclf.deploy.serve as serving
+    from audioclf.cli import main
+
+    seen = {}
+    monkeypatch.setattr(serving, "serve", lambda source, host, port, limits: seen.update(limits=limits))
+    assert main(["serve", "runs/x", "--live-sessions", "9", "--live-seconds", "60"]) == 0
+    assert seen["limits"].live_sessions == 9 and seen["limits"].live_seconds == 60

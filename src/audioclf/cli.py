@@ -834,7 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "folder when one sweep is given, else ./comparison)")
     compare_p.set_defaults(func=cmd_compare)
 
-    serve_p = command("serve", "answer over HTTP (POST /predict, /timeline; GET /model, /health) with a web page at /")
+    serve_p = command("serve", "answer over HTTP (POST /predict, /timeline; GET /model, /health; WebSocket /live) "
+                              "with a web page at /")
     serve_p.add_argument("source", metavar="RUN_OR_ONNX", help=f"{run_dir_help}, or an exported .onnx file")
     serve_p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     serve_p.add_argument("--port", type=int, default=8000, help="port to listen on")
