@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import time
 import urllib.request
 
 import numpy as np
@@ -188,6 +189,26 @@ def test_sessions_over_the_limit_are_told_to_come_back_and_a_closed_one_frees_it
     for client in (second, fourth):
         client.send("end")
         client.until_closed()
+    still_serving(port)
+
+
+def test_clients_that_vanish_mid_stream_give_their_places_back(port):
+    for _ in range(2):  # the server's limit is 2: places kept by vanished clients would refuse the next ones
+        gone = [Client(port, "/live?rate=8000"), Client(port, "/live?rate=8000")]
+        for client in gone:
+            client.receive()
+            client.send(noise(0.05, 8000).tobytes())
+            client.sock.close()  # no close frame: the connection just ends
+        deadline = time.monotonic() + WAIT  # the server learns of it when it next reads: wait for that
+        while True:
+            client = Client(port, "/live?rate=8000")
+            first = client.receive()
+            if "classes" in first or time.monotonic() > deadline:
+                break
+            client.until_closed()
+        assert "classes" in first, first
+        client.send("end")
+        assert client.until_closed()[1].code == 1000
     still_serving(port)
 
 
