@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ..data.pcm import PCM_FORMATS, PcmDecoder
 from ..errors import AudioDecodeError, ConfigError, NonFiniteOutputs
 from .live import LiveStream
+from .predictor import top_k
 
 __all__ = ["LiveRefused", "LiveSessions", "live_query", "live_session"]
 
@@ -103,9 +104,9 @@ def close_reason(message: str) -> str:
 
 
 def window_message(window, classes) -> dict:
-    order = sorted(range(len(classes)), key=lambda c: -window.probabilities[c])[:TOP]
+    """One window's JSON message (see the module's docstring)."""
     return {"start": round(window.start, 4), "end": round(window.end, 4), "labels": list(window.labels),
-            "top": [[classes[c], round(float(window.probabilities[c]), 4)] for c in order],
+            "top": [[label, round(p, 4)] for label, p in top_k(classes, window.probabilities, TOP)],
             "probabilities": [round(float(p), 4) for p in window.probabilities]}
 
 
