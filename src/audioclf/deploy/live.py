@@ -44,9 +44,10 @@ class LiveStream:
         self.predictor = predictor
         self._score_windows = score or predictor.window_probabilities
         self.rate, self.clip = predictor.sample_rate, predictor.clip_samples
-        # NaN and infinity checked before round(), which would raise its own ValueError / OverflowError
-        finite_hop = hop_seconds is None or np.isfinite(float(hop_seconds))
-        self.hop = (self.clip // 2 if hop_seconds is None else round(float(hop_seconds) * self.rate)) if finite_hop else 0
+        if hop_seconds is None:
+            self.hop = self.clip // 2
+        else:  # NaN and infinity are refused below, not by round()'s own ValueError / OverflowError
+            self.hop = round(float(hop_seconds) * self.rate) if np.isfinite(float(hop_seconds)) else 0
         if not 1 <= self.hop <= self.clip:
             raise ConfigError(f"hop={hop_seconds!r} s: expected more than 0 and at most the clip "
                               f"({self.clip / self.rate:g} s)")
