@@ -77,6 +77,18 @@ def test_resampled_stream_matches_resampling_the_whole_signal():
     np.testing.assert_allclose(np.stack(predictor.seen), expected, atol=1e-5)
 
 
+def test_windows_can_be_scored_by_another_callable():
+    predictor, batched = Recorder(), []
+
+    def score(windows):  # as the server's WindowBatcher: the windows go elsewhere, the answers come back
+        batched.append(len(windows))
+        return predictor.window_probabilities(windows)
+
+    own = Recorder()
+    windows = _feed(LiveStream(own, SR, score=score), _signal(3 * CLIP), [CLIP])
+    assert sum(batched) == len(windows) == len(predictor.seen) == 5 and own.seen == []
+
+
 def test_memory_is_one_clip_whatever_the_streams_length():
     stream = LiveStream(Recorder(), SR)
     for _ in range(200):
@@ -89,6 +101,9 @@ def test_bad_hops_and_closed_streams_are_one_line_errors():
         LiveStream(Recorder(), SR, hop_seconds=0.5)  # longer than the 0.1-s clip
     with pytest.raises(ConfigError, match="hop"):
         LiveStream(Recorder(), SR, hop_seconds=0)
+    for odd in (float("nan"), float("inf")):  # not round()'s own ValueError / OverflowError
+        with pytest.raises(ConfigError, match="hop"):
+            LiveStream(Recorder(), SR, hop_seconds=odd)
     stream = LiveStream(Recorder(), SR)
     stream.close()
     with pytest.raises(ConfigError, match="closed"):

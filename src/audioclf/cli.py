@@ -416,7 +416,8 @@ def cmd_serve(args) -> None:
     from .deploy.serve import ServeLimits, bind_warning, serve
 
     limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds, timeout=args.timeout,
-                         read_timeout=args.read_timeout, allowed_hosts=tuple(args.allowed_host), docs=args.docs)
+                         read_timeout=args.read_timeout, allowed_hosts=tuple(args.allowed_host), docs=args.docs,
+                         live_sessions=args.live_sessions, live_seconds=args.live_seconds)
     warning = bind_warning(args.host)
     if warning:
         err.print(warning, style="yellow")
@@ -837,7 +838,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "folder when one sweep is given, else ./comparison)")
     compare_p.set_defaults(func=cmd_compare)
 
-    serve_p = command("serve", "answer over HTTP (POST /predict, /timeline; GET /model, /health) with a web page at /")
+    serve_p = command("serve", "answer over HTTP (POST /predict, /timeline; GET /model, /health; WebSocket /live) "
+                              "with a web page at /")
     serve_p.add_argument("source", metavar="RUN_OR_ONNX", help=f"{run_dir_help}, or an exported .onnx file")
     serve_p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     serve_p.add_argument("--port", type=int, default=8000, help="port to listen on")
@@ -848,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds an upload may take to arrive (408 after)")
     serve_p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                          help="a Host name to serve besides localhost and IP addresses (repeatable)")
+    serve_p.add_argument("--live-sessions", type=int, default=4,
+                         help="live microphone streams (WebSocket /live) open at once")
+    serve_p.add_argument("--live-seconds", type=float, default=3600.0,
+                         help="seconds of audio one live stream may send")
     serve_p.add_argument("--docs", action="store_true", help="serve the API docs at /docs and /openapi.json")
     serve_p.set_defaults(func=cmd_serve)
 

@@ -37,12 +37,17 @@ class LiveWindow:
 class LiveStream:
     """Feed :meth:`push` blocks of samples at ``input_rate`` (float32, ``(n,)`` or ``(n, channels)``, e.g. from
     :class:`audioclf.data.pcm.PcmDecoder`); it returns the windows each block completed, scored by ``predictor``
-    (a :class:`audioclf.deploy.predictor.WindowedPredictor`). :meth:`close` scores what is left at the end."""
+    (a :class:`audioclf.deploy.predictor.WindowedPredictor`). :meth:`close` scores what is left at the end.
+    ``score`` replaces ``predictor.window_probabilities`` (the server's :class:`WindowBatcher`, as ``timeline``)."""
 
-    def __init__(self, predictor, input_rate: int, hop_seconds: float | None = None):
+    def __init__(self, predictor, input_rate: int, hop_seconds: float | None = None, score=None):
         self.predictor = predictor
+        self._score_windows = score or predictor.window_probabilities
         self.rate, self.clip = predictor.sample_rate, predictor.clip_samples
-        self.hop = self.clip // 2 if hop_seconds is None else round(float(hop_seconds) * self.rate)
+        if hop_seconds is None:
+            self.hop = self.clip // 2
+        else:  # NaN and infinity are refused below, not by round()'s own ValueError / OverflowError
+            self.hop = round(float(hop_seconds) * self.rate) if np.isfinite(float(hop_seconds)) else 0
         if not 1 <= self.hop <= self.clip:
             raise ConfigError(f"hop={hop_seconds!r} s: expected more than 0 and at most the clip "
                               f"({self.clip / self.rate:g} s)")
@@ -105,7 +110,7 @@ class LiveStream:
         if not windows:
             return []
         predictor = self.predictor
-        probs = finite(np.asarray(predictor.window_probabilities(np.stack([w for _, _, w in windows])),
+        probs = finite(np.asarray(self._score_windows(np.stack([w for _, _, w in windows])),
                                   dtype=np.float64))
         probs = predictor.decisions.calibrated(predictor.task, probs)  # each window read as a recording
         return [LiveWindow(start / self.rate, end / self.rate, p, predictor.labels_of(p))

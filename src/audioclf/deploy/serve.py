@@ -15,6 +15,8 @@ responses are plain JSON any program can use. The endpoints:
 * ``POST /timeline``: the same inputs; every window's probabilities against time (a long recording).
 * ``POST /events``: the same inputs; the recording's sound events (``predict --events``: onset, offset, label,
   peak probability; the run's ``events`` settings, :mod:`audioclf.deploy.events`).
+* ``GET /live`` (a WebSocket, ``?rate=48000&format=f32le&channels=1&hop=0.25``): a live stream of PCM frames in,
+  each window's labels and probabilities out as soon as it is complete (:mod:`audioclf.deploy.serve_live`).
 * ``GET /health``, ``GET /model`` (classes, sample rate, clip length, parameters and MACs, the run's metrics).
 * ``GET /``: the page (``static/index.html``: choose, drop or record a file; waveform, top-k bars, timeline heat
   map; no network access beyond this server).
@@ -78,6 +80,9 @@ class ServeLimits:
     read_timeout: float = 30.0  # seconds the whole body may take to arrive (408 after: slow clients)
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides localhost and IP addresses
     docs: bool = False  # serve /docs and /openapi.json
+    live_sessions: int = 4  # live WebSocket streams open at once (more are closed: try again later)
+    live_seconds: float = 3600.0  # seconds of audio one live stream may send
+    live_message_bytes: int = 2**20  # bytes one live message may hold (the page sends about 0.1 s: 19 kB)
 
     @property
     def max_decoded(self) -> int:
@@ -246,6 +251,29 @@ async def _drain(receive, limit: int, seconds: float = 2.0) -> None:
         seen += len(message.get("body", b""))
 
 
+def _foreign(origin: str | None, host: str) -> bool:
+    """Whether a request's Origin is a page of another site than this server. Host and port compared, not the
+    scheme: behind a TLS proxy the page is https and this server http. No Origin: not a browser's page."""
+    return origin is not None and urlparse(origin).netloc.lower() != host.lower()
+
+
+async def _guard_websocket(app, limits: ServeLimits, scope, receive, send) -> None:
+    """The Host and Origin checks for a WebSocket upgrade. Browsers apply no CORS to WebSockets: any page may
+    open one to localhost, so one from a page of another origin is refused here, before the upgrade (the
+    client sees 403)."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    host, origin = headers.get("host", ""), headers.get("origin")
+    problem = None
+    if not _host_allowed(host, limits.allowed_hosts):
+        problem = f"Host {host[:100]!r} is not this server's (--allowed-host)"
+    elif _foreign(origin, host):
+        problem = f"a WebSocket from another origin ({origin[:100]!r}) is refused"
+    if problem is None:
+        return await app(scope, receive, send)
+    log.warning("refused WebSocket %s: %s", scope.get("path", ""), problem)
+    await send({"type": "websocket.close", "code": 1008, "reason": problem[:123]})
+
+
 class _Guard:
     """Pure ASGI middleware in front of every request: the Host and Origin checks, and the body counted as it is
     received (whatever its framing: Content-Length, chunked, multipart), so no parser ever holds or spools more
@@ -256,6 +284,8 @@ class _Guard:
         self.app, self.limits = app, limits
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            return await _guard_websocket(self.app, self.limits, scope, receive, send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limits = self.limits
@@ -267,8 +297,7 @@ class _Guard:
         if not _host_allowed(host, limits.allowed_hosts):
             problem = 400, f"Host {host[:100]!r} is not this server's (--allowed-host)"
         # A browser sends Origin with a cross-site form POST; a page of another site may not use this server.
-        # Host and port compared, not the scheme: behind a TLS proxy the page is https and this server http.
-        elif scope["method"] == "POST" and origin is not None and urlparse(origin).netloc.lower() != host.lower():
+        elif scope["method"] == "POST" and _foreign(origin, host):
             problem = 403, f"a POST from another origin ({origin[:100]!r}) is refused"
         elif declared.isdigit() and int(declared) > limits.max_bytes:
             problem = 413, f"{int(declared)} bytes; the server takes up to {limits.max_bytes} (--max-mb)"
@@ -454,11 +483,32 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             path.unlink(missing_ok=True)
         return {"file": name, "events": [event.to_dict() for event in found]}
 
+    add_live_route(app, predictor, limits, batcher)
+
     @app.get("/")
     async def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
+
+
+def add_live_route(app, predictor, limits: ServeLimits, batcher) -> None:
+    """``/live``: the live microphone stream (:mod:`audioclf.deploy.serve_live`), its windows scored by the same
+    batcher as every request's, in Starlette's thread pool."""
+    from fastapi import WebSocket
+    from starlette.concurrency import run_in_threadpool
+    from starlette.websockets import WebSocketDisconnect
+
+    from .serve_live import LiveSessions, live_session
+
+    sessions = LiveSessions(limits.live_sessions)
+
+    @app.websocket("/live")
+    async def live(websocket: WebSocket):
+        try:
+            await live_session(websocket, predictor, limits, sessions, batcher, run_in_threadpool)
+        except WebSocketDisconnect:  # the client left while the server was answering: nothing to tell it
+            pass
 
 
 def bind_warning(host: str) -> str | None:
@@ -484,4 +534,4 @@ def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8000, limits:
         raise ConfigError("audioclf serve needs FastAPI and uvicorn: pip install 'audioclf[serve]'") from None
     predictor = load_predictor(source, device=device)
     app = create_app(predictor, model_info(source, predictor), limits)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws="wsproto")  # wsproto: the serve extra's
