@@ -10,6 +10,7 @@ decoded file (finite, within +48 dBFS), and every error is one line naming the s
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -109,6 +110,45 @@ def _wav_format(body: bytes, source: str) -> tuple[str, int, int]:
         raise AudioDecodeError(source, f"WAV stream: format tag {tag} with {bits}-bit samples; expected PCM "
                                        "16/24/32-bit integer or 32-bit float")
     return form, rate, channels
+
+
+def open_pcm_stream(read: Callable[[int], bytes], form: str | None = None, rate: int | None = None,
+                    channels: int | None = None, source: str = "stream") -> tuple[PcmDecoder, bytes]:
+    """The decoder for a byte stream that ``read(n)`` returns piece by piece (at most ``n`` bytes, ``b""`` at its
+    end, e.g. ``os.read`` on a pipe), and the sample bytes already read past its header.
+
+    ``form``: ``"wav"``, a raw format of :data:`PCM_FORMATS` (with ``rate``, and ``channels`` else mono), or None
+    to sniff: a stream that opens with ``RIFF`` is a WAV stream; anything else is refused, since raw samples carry
+    no sign of their format and a wrong guess would be scored as noise, not reported. A WAV stream states its own
+    rate and channels; ``rate`` / ``channels`` given with one must agree with it."""
+    head = b""
+    while len(head) < 4 and (piece := read(4 - len(head))):
+        head += piece
+    if not head:
+        raise AudioDecodeError(source, "empty: the stream ended before any audio arrived")
+    if form is None or form == "wav":
+        decoder = read_wav_stream_header(_Replayed(head, read), source)
+        for what, given, stated in (("Hz", rate, decoder.rate), ("channels", channels, decoder.channels)):
+            if given is not None and given != stated:
+                raise AudioDecodeError(source, f"the WAV stream states {stated} {what}, not the {given} {what} "
+                                               "given (a WAV stream needs neither)")
+        return decoder, b""
+    if rate is None:
+        raise AudioDecodeError(source, f"raw {form} samples: their sample rate must be given (it is in no header)")
+    return PcmDecoder(form, rate, 1 if channels is None else channels, source), head
+
+
+class _Replayed:
+    """``read(n)`` as a file's ``.read``, after handing back the bytes already sniffed (``head``)."""
+
+    def __init__(self, head: bytes, read: Callable[[int], bytes]):
+        self._head, self._read = head, read
+
+    def read(self, n: int) -> bytes:
+        if self._head:
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return self._read(n)
 
 
 def _read_exactly(stream: BinaryIO, n: int, source: str, what: str) -> bytes:

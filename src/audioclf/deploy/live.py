@@ -13,13 +13,15 @@ passes (the loudest frame is not known yet), so every window is scored as it com
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import soxr
 
 from ..data.audio import fix_length, to_mono
-from ..errors import ConfigError
+from ..data.pcm import PcmDecoder
+from ..errors import AudioDecodeError, ConfigError
 from ..training.evaluate import finite
 
 
@@ -110,3 +112,33 @@ class LiveStream:
         probs = predictor.decisions.calibrated(predictor.task, probs)  # each window read as a recording
         return [LiveWindow(start / self.rate, end / self.rate, p, predictor.labels_of(p))
                 for (start, end, _), p in zip(windows, probs)]
+
+
+def score_byte_stream(read: Callable[[int], bytes], decoder: PcmDecoder, live: LiveStream, first: bytes = b"",
+                      chunk_seconds: float = 0.01) -> Iterator[LiveWindow]:
+    """Each window of a byte stream the moment its last sample has been read: ``read(n)`` returns what has
+    arrived, at most ``n`` bytes (``os.read`` on a pipe: it never waits for more than one byte), ``b""`` at the end;
+    ``first``: sample bytes already read (:func:`audioclf.data.pcm.open_pcm_stream`).
+
+    The stream is read ``chunk_seconds`` of audio at a time, so a window is never held back behind a large
+    buffer. At its end, or on Ctrl-C (KeyboardInterrupt, raised again after), the last window is scored as
+    :meth:`LiveStream.close` does. A partial frame at the end, or a stream with no sample, is an
+    :class:`AudioDecodeError` after the windows before it."""
+    chunk = max(1, round(decoder.rate * chunk_seconds)) * decoder.frame_bytes
+    frames, data = 0, first
+    try:
+        while True:
+            if data:
+                samples = decoder.decode(data)
+                frames += len(samples)
+                yield from live.push(samples)
+            data = read(chunk)
+            if not data:
+                break
+    except KeyboardInterrupt:
+        yield from live.close()
+        raise
+    decoder.finish()
+    if frames == 0:
+        raise AudioDecodeError(decoder.source, "the stream ended before its first sample")
+    yield from live.close()
