@@ -9,6 +9,7 @@ traceback); 2 a usage, config or data error (one line naming the file, row or ke
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -497,16 +498,20 @@ def _check_stdin_options(args) -> bool:
     stdin = "-" in args.paths
     if stdin and len(args.paths) > 1:
         raise AudioclfError(f"'-' (stdin) is the only input when given; got {' '.join(args.paths)}")
-    flags = {"--csv": args.csv, "--submission": args.submission, "--timeline": args.timeline,
-             "--events": args.events, "--ensemble": args.ensemble, "--tta": args.tta != 1,
-             "--aggregate": args.aggregate != "mean"} if stdin else \
-        {f"--{name}": getattr(args, name) is not None and getattr(args, name) is not False for name in _STDIN_ONLY}
-    given = [flag for flag, on in flags.items() if on]
-    if given and stdin:
-        raise AudioclfError(f"predict RUN - (stdin) prints each window as it comes: {', '.join(given)} "
-                            "work on files only")
-    if given:
-        raise AudioclfError(f"{', '.join(given)}: options of predict RUN - (audio from stdin)")
+    if stdin:
+        files_only = {"--csv": args.csv, "--submission": args.submission, "--timeline": args.timeline,
+                      "--events": args.events, "--ensemble": args.ensemble, "--tta": args.tta != 1,
+                      "--aggregate": args.aggregate != "mean"}
+        given = [flag for flag, on in files_only.items() if on]
+        if given:
+            raise AudioclfError(f"predict RUN - (stdin) prints each window as it comes: {', '.join(given)} "
+                                "work on files only")
+    else:
+        # `is not`, not `in (None, False)`: a --hop 0 is given too (0 == False)
+        given = [f"--{name}" for name in _STDIN_ONLY if getattr(args, name) is not None
+                 and getattr(args, name) is not False]
+        if given:
+            raise AudioclfError(f"{', '.join(given)}: options of predict RUN - (audio from stdin)")
     return stdin
 
 
@@ -516,8 +521,8 @@ def _predict_stdin(predictor, args) -> int:
     from .data.pcm import open_pcm_stream
     from .deploy.live import LiveStream, score_byte_stream
 
-    fd = sys.stdin.fileno()
-    read = lambda n: os.read(fd, n)  # noqa: E731  (not sys.stdin.buffer.read: it waits until n bytes are in)
+    # os.read returns what has arrived; sys.stdin.buffer.read(n) would wait until n bytes are in.
+    read = functools.partial(os.read, sys.stdin.fileno())
     decoder, first = open_pcm_stream(read, args.format, args.rate, args.channels, source="stdin")
     live = LiveStream(predictor, decoder.rate, args.hop)
     err.print(f"stdin: {decoder.form} {decoder.rate} Hz, {decoder.channels} channel(s); windows of "
