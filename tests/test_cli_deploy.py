@@ -15,7 +15,11 @@ import pytest
 import soundfile as sf
 
 from audioclf.cli import main
+from audioclf.config import EventsConfig
 from audioclf.data.synth.demo import make_demo_dataset
+from audioclf.deploy.events import detect_events, events_csv_text
+from audioclf.deploy.live import LiveStream
+from audioclf.deploy.predictor import Predictor
 
 TINY = ["train.epochs=2", "train.batch_size=16", "data.clip_seconds=1.0", "features.n_mels=40",
         "features.n_fft=512", "features.hop_length=320"]
@@ -155,14 +159,16 @@ def _rest(process, lines):
     return got, process.wait(timeout=300), process.stderr.read().decode()
 
 
-def _expected_lines(run, wave, rate, hop=None):
-    """What ``predict RUN -`` prints for ``wave``, scored here by the library (deploy.live)."""
-    from audioclf.deploy.live import LiveStream
-    from audioclf.deploy.predictor import Predictor
-
+def _library_windows(run, wave, rate, hop=None):
+    """The run's predictor, and the windows of ``wave`` scored here by the library (deploy.live)."""
     predictor = Predictor.from_run(run)
     live = LiveStream(predictor, rate, hop)
-    windows = live.push(wave) + live.close()
+    return predictor, live.push(wave) + live.close()
+
+
+def _expected_lines(run, wave, rate, hop=None):
+    """What ``predict RUN -`` prints for ``wave``."""
+    predictor, windows = _library_windows(run, wave, rate, hop)
     return [(w.start, w.end, ",".join(w.labels) or "-", predictor.classes[int(w.probabilities.argmax())],
              float(w.probabilities.max())) for w in windows]
 
@@ -283,3 +289,20 @@ def test_predict_stdin_stops_quietly_when_its_reader_does(run_and_data, monkeypa
         monkeypatch.setattr(sys, "stdout", closed)
         code, _, stderr = _predict_stdin(monkeypatch, capsys, tmp_path, header + samples, run, "-")
     assert code == 0 and "error" not in stderr
+
+
+def test_predict_stdin_writes_the_streams_events_when_it_ends(run_and_data, monkeypatch, capsys, tmp_path):
+    run, data = run_and_data
+    wave = _recording(data)
+    header, samples = _streamed_wav(wave)
+    predictor, windows = _library_windows(run, wave, 16000)
+    # a start threshold the barely trained model reaches in some windows, not in all
+    high = float(np.median([w.probabilities.max() for w in windows]))
+    out = tmp_path / "events.csv"
+    code, lines, stderr = _predict_stdin(monkeypatch, capsys, tmp_path, header + samples, run, "-", "--events", out,
+                                         "--events-set", f"events.high={high}", "--events-set", "events.low=0.01")
+    assert code == 0 and len(lines) == 7 and f"wrote {out} (" in stderr
+    expected = detect_events("stdin", [w.start for w in windows], [w.end for w in windows],
+                             np.array([w.probabilities for w in windows]), predictor.classes,
+                             EventsConfig(high=high, low=0.01), predictor.decision_thresholds())
+    assert expected and out.read_text() == events_csv_text(expected)

@@ -500,7 +500,7 @@ def _check_stdin_options(args) -> bool:
         raise AudioclfError(f"'-' (stdin) is the only input when given; got {' '.join(args.paths)}")
     if stdin:
         files_only = {"--csv": args.csv, "--submission": args.submission, "--timeline": args.timeline,
-                      "--events": args.events, "--ensemble": args.ensemble, "--tta": args.tta != 1,
+                      "--ensemble": args.ensemble, "--tta": args.tta != 1,
                       "--aggregate": args.aggregate != "mean"}
         given = [flag for flag, on in files_only.items() if on]
         if given:
@@ -517,7 +517,34 @@ def _check_stdin_options(args) -> bool:
 
 def _predict_stdin(predictor, args) -> int:
     """``predict RUN -``: audio piped in (a WAV stream or raw PCM), one line per window printed and flushed the
-    moment the window's last sample has been read (``arecord ... | audioclf predict RUN -``)."""
+    moment the window's last sample has been read (``arecord ... | audioclf predict RUN -``). With ``--events``,
+    the stream's events are written when it ends (EOF or Ctrl-C); its windows are kept till then (C numbers
+    each)."""
+    from .deploy.events import write_events_csv
+    from .deploy.live import live_events
+
+    windows = None
+    if args.events:
+        _events_csv(args)  # checked before any audio is read
+        windows = []
+    interrupted = None
+    try:
+        for window in _print_stdin_windows(predictor, args):
+            if windows is not None:
+                windows.append(window)
+    except KeyboardInterrupt as exc:  # the last window was printed; the events so far are written all the same
+        interrupted = exc
+    if windows is not None:
+        events = live_events("stdin", windows, predictor)
+        write_events_csv(events, args.events)
+        err.print(f"wrote {args.events} ({len(events)} events)", highlight=False)
+    if interrupted is not None:
+        raise interrupted
+    return EXIT_OK
+
+
+def _print_stdin_windows(predictor, args):
+    """Each window of stdin, once its line is printed; stops when stdout's reader has gone."""
     from .data.pcm import open_pcm_stream
     from .deploy.live import LiveStream, score_byte_stream
 
@@ -544,8 +571,8 @@ def _predict_stdin(predictor, args) -> int:
             sys.stdout.flush()
         except BrokenPipeError:  # the reader stopped (`| head -3`): so do we, quietly, as other filters do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
-            return EXIT_OK
-    return EXIT_OK
+            return
+        yield window
 
 
 def cmd_predict(args) -> None:
@@ -853,7 +880,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--timeline", metavar="OUT", help="one long recording: every window's probabilities "
                          "against time, as a CSV (OUT.csv) or a heat map (OUT.png)")
     predict.add_argument("--events", metavar="OUT.csv", help="each recording's sound events (onset, offset, class, "
-                         "peak probability; DCASE columns), with the run's events.* settings")
+                         "peak probability; DCASE columns), with the run's events.* settings (stdin: written when "
+                         "the stream ends)")
     predict.add_argument("--events-set", action="append", default=[], metavar="events.KEY=VALUE",
                          help="change one of the run's events settings (repeatable; audioclf config --list events)")
     predict.add_argument("--ensemble", action="append", metavar="RUN", help="average the probabilities with this "

@@ -21,6 +21,7 @@ import soxr
 
 from ..data.audio import fix_length, to_mono
 from ..data.pcm import PcmDecoder
+from .events import Event, detect_events
 from ..errors import AudioDecodeError, ConfigError
 from ..training.evaluate import finite
 
@@ -142,3 +143,12 @@ def score_byte_stream(read: Callable[[int], bytes], decoder: PcmDecoder, live: L
     if frames == 0:
         raise AudioDecodeError(decoder.source, "the stream ended before its first sample")
     yield from live.close()
+
+
+def live_events(filename: str, windows: list[LiveWindow], predictor, settings=None) -> list[Event]:
+    """The sound events (:mod:`audioclf.deploy.events`) of a stream's windows, once it has ended, with ``settings``
+    (default the predictor's ``event_settings``) and its decision thresholds, as a file's timeline gives them."""
+    probs = np.array([w.probabilities for w in windows]).reshape(len(windows), len(predictor.classes))
+    return detect_events(filename, [w.start for w in windows], [w.end for w in windows], probs,
+                         list(predictor.classes), settings or predictor.event_settings,
+                         predictor.decision_thresholds())
