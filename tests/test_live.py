@@ -256,3 +256,22 @@ def test_a_wav_stream_with_no_sample_is_an_error():
     decoder, first = open_pcm_stream(read, source="stdin")
     with pytest.raises(AudioDecodeError, match="stdin: the stream ended before its first sample"):
         list(score_byte_stream(read, decoder, LiveStream(Recorder(), SR), first))
+
+
+@pytest.mark.parametrize("declared", [None, 0, 0xFFFFFFFF, 0x7FFFFFFF])
+def test_a_piped_wav_file_stops_at_its_data_size_unless_that_is_a_placeholder(declared):
+    wave = _signal(2 * CLIP + 50)
+    data = bytearray(_wav_bytes(wave, SR))
+    if declared is not None:  # a writer that could not seek back
+        at = data.index(b"data")
+        data[at + 4 : at + 8] = struct.pack("<I", declared)
+    data += b"LIST" + struct.pack("<I", 7) + b"INFOab!\x00"  # after the samples: 7 bytes, padded to 8
+    read = _trickle(bytes(data), size=61)
+    decoder, first = open_pcm_stream(read, source="stdin")
+    predictor = Recorder()
+    windows = list(score_byte_stream(read, decoder, LiveStream(predictor, SR), first))
+    if declared is None:  # a finished file (`cat rec.wav |`): its LIST chunk is no audio
+        samples = sf.read(io.BytesIO(_wav_bytes(wave, SR)), dtype="float32")[0]  # as 16-bit samples
+        np.testing.assert_array_equal(np.stack(predictor.seen), np.asarray(clip_windows(samples, CLIP)[:]))
+    else:  # nothing says where the samples end: the chunk's 16 bytes read as 8 more samples
+        assert windows[-1].end == (len(wave) + 8) / SR
