@@ -87,8 +87,9 @@ def test_memory_is_one_clip_whatever_the_streams_length():
 def test_bad_hops_and_closed_streams_are_one_line_errors():
     with pytest.raises(ConfigError, match="hop"):
         LiveStream(Recorder(), SR, hop_seconds=0.5)  # longer than the 0.1-s clip
-    with pytest.raises(ConfigError, match="hop"):
-        LiveStream(Recorder(), SR, hop_seconds=0)
+    for hop in (0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="hop"):
+            LiveStream(Recorder(), SR, hop_seconds=hop)
     stream = LiveStream(Recorder(), SR)
     stream.close()
     with pytest.raises(ConfigError, match="closed"):

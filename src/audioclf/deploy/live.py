@@ -13,6 +13,7 @@ passes (the loudest frame is not known yet), so every window is scored as it com
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -45,7 +46,8 @@ class LiveStream:
     def __init__(self, predictor, input_rate: int, hop_seconds: float | None = None):
         self.predictor = predictor
         self.rate, self.clip = predictor.sample_rate, predictor.clip_samples
-        self.hop = self.clip // 2 if hop_seconds is None else round(float(hop_seconds) * self.rate)
+        hop = self.clip // 2 if hop_seconds is None else float(hop_seconds) * self.rate
+        self.hop = round(hop) if math.isfinite(hop) else 0  # NaN or inf: refused below, not a ValueError
         if not 1 <= self.hop <= self.clip:
             raise ConfigError(f"hop={hop_seconds!r} s: expected more than 0 and at most the clip "
                               f"({self.clip / self.rate:g} s)")
