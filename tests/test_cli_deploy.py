@@ -271,6 +271,22 @@ def test_hostile_stdin_is_one_line_after_the_lines_already_printed(run_and_data,
     assert last.startswith("error: ") and match in last
 
 
+def test_predict_stdin_from_a_terminal_asks_for_a_pipe(run_and_data, monkeypatch, capsys):
+    import pty
+
+    run, _ = run_and_data
+    leader, follower = pty.openpty()
+    os.write(leader, b"this is not audio, typed by hand\n")  # what a read would get (never a hang)
+    try:
+        with open(follower, "rb", buffering=0, closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stdin", terminal)
+            assert main(["predict", str(run), "-"]) == 2
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "stdin is a terminal: pipe audio in" in capsys.readouterr().err
+
+
 def test_stdin_options_and_files_do_not_mix(run_and_data, capsys):
     run, data = run_and_data
     wav = str(next(data.rglob("*.wav")))

@@ -548,6 +548,9 @@ def _print_stdin_windows(predictor, args):
     from .data.pcm import open_pcm_stream
     from .deploy.live import LiveStream, score_byte_stream
 
+    if os.isatty(sys.stdin.fileno()):  # nothing piped in: keystrokes would be read as samples
+        raise AudioclfError("stdin is a terminal: pipe audio in, e.g. arecord -f S16_LE -r 16000 | audioclf predict "
+                            f"{args.run_dir} -")
     # os.read returns what has arrived; sys.stdin.buffer.read(n) would wait until n bytes are in.
     read = functools.partial(os.read, sys.stdin.fileno())
     decoder, first = open_pcm_stream(read, args.format, args.rate, args.channels, source="stdin")
