@@ -195,7 +195,8 @@ def test_a_piped_stream_is_sniffed_a_byte_at_a_time():
     (_wav_bytes(np.zeros(10, np.float32), SR), {"rate": 16000}, f"states {SR} Hz, not the 16000 Hz given"),
     (_wav_bytes(np.zeros(10, np.float32), SR), {"form": "wav", "channels": 2}, "states 1 channels, not the 2"),
     (b"\x00\x00", {"form": "s16le", "rate": 10}, "sample rate 10"),
-    (b"\x00\x00", {"form": "u8", "rate": SR}, "sample format 'u8'"),
+    (b"\x00\x00", {"form": "u8", "rate": SR}, "sample format 'u8': expected wav, s16le"),
+    (b"\x00\x00", {"form": "u8"}, "sample format 'u8'"),  # the format named wrong first, then the rate missing
 ])
 def test_hostile_stream_openings_are_one_line_errors(data, kw, match):
     with pytest.raises(AudioDecodeError, match=match) as caught:

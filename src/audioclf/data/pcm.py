@@ -142,6 +142,8 @@ def open_pcm_stream(read: Callable[[int], bytes], form: str | None = None, rate:
                 raise AudioDecodeError(source, f"the WAV stream states {stated} {what}, not the {given} {what} "
                                                "given (a WAV stream needs neither)")
         return decoder, b""
+    if form not in PCM_FORMATS:
+        raise AudioDecodeError(source, f"sample format {form!r}: expected wav, {', '.join(PCM_FORMATS)}")
     if rate is None:
         raise AudioDecodeError(source, f"raw {form} samples: their sample rate must be given (it is in no header)")
     return PcmDecoder(form, rate, 1 if channels is None else channels, source), head
