@@ -220,6 +220,7 @@ def test_predict_stdin_reads_raw_pcm_at_another_rate_as_json_lines(run_and_data)
 
 def _predict_stdin(monkeypatch, capsys, tmp_path, data: bytes, *args):
     """``main(['predict', *args])`` in this process, with ``data`` on stdin; (exit code, stdout lines, stderr)."""
+    monkeypatch.chdir(tmp_path)  # a relative output path (--csv out.csv) lands here, whatever the code does
     (tmp_path / "stdin").write_bytes(data)
     with open(tmp_path / "stdin", "rb") as stdin:
         monkeypatch.setattr(sys, "stdin", stdin)

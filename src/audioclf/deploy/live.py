@@ -22,9 +22,9 @@ import soxr
 
 from ..data.audio import fix_length, to_mono
 from ..data.pcm import PcmDecoder
-from .events import Event, detect_events
 from ..errors import AudioDecodeError, ConfigError
 from ..training.evaluate import finite
+from .events import Event, detect_events
 
 
 @dataclass(frozen=True)
