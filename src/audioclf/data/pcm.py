@@ -3,8 +3,9 @@
 A live stream has no length and cannot be seeked, so no buffer is sized from a header: a WAV written to a pipe
 (``arecord -t wav``, ``ffmpeg -f wav -``) declares a data size it cannot know (``0x7FFFFFFF``, ``0xFFFFFFFF`` or
 0), and only the bytes that arrive are audio. A smaller data size is a finished file's (``cat rec.wav |``): the
-samples stop there, so the chunks a file may carry after them (LIST tags, cue points) are not decoded as audio. Bytes come in any sizes; :class:`PcmDecoder` keeps a partial frame for
-the next chunk and reports one left at the end as a truncated stream. Every decoded block is checked like a
+samples stop there, so the chunks a file may carry after them (LIST tags, cue points) are not decoded as audio.
+Bytes come in any sizes; :class:`PcmDecoder` keeps a partial frame for the next chunk and reports one left at the
+end as a truncated stream. Every decoded block is checked like a
 decoded file (finite, within +48 dBFS), and every error is one line naming the stream.
 """
 
