@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from audioclf.data.audio import clip_windows, resample
-from audioclf.data.pcm import PcmDecoder, read_wav_stream_header
-from audioclf.deploy.live import LiveStream
+from audioclf.data.pcm import PcmDecoder, open_pcm_stream, read_wav_stream_header
+from audioclf.deploy.live import LiveStream, score_byte_stream
 from audioclf.deploy.predictor import WindowedPredictor
 from audioclf.errors import AudioDecodeError, ConfigError
 
@@ -99,11 +99,9 @@ def test_memory_is_one_clip_whatever_the_streams_length():
 def test_bad_hops_and_closed_streams_are_one_line_errors():
     with pytest.raises(ConfigError, match="hop"):
         LiveStream(Recorder(), SR, hop_seconds=0.5)  # longer than the 0.1-s clip
-    with pytest.raises(ConfigError, match="hop"):
-        LiveStream(Recorder(), SR, hop_seconds=0)
-    for odd in (float("nan"), float("inf")):  # not round()'s own ValueError / OverflowError
+    for hop in (0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="hop"):
-            LiveStream(Recorder(), SR, hop_seconds=odd)
+            LiveStream(Recorder(), SR, hop_seconds=hop)
     stream = LiveStream(Recorder(), SR)
     stream.close()
     with pytest.raises(ConfigError, match="closed"):
@@ -169,3 +167,125 @@ def test_hostile_frames_are_one_line_errors():
                                         ("s16le", SR, 0, "channels")]:
         with pytest.raises(AudioDecodeError, match=match):
             PcmDecoder(form, rate, channels)
+
+
+# --- a byte stream read as it arrives (predict RUN -) -------------------------------------------------------
+
+
+def _trickle(data: bytes, size: int = 1, then=None):
+    """``read(n)`` like ``os.read`` on a pipe: at most ``size`` bytes at a time, ``b""`` at the end (or ``then``
+    raised there: a Ctrl-C while waiting for more)."""
+    stream = io.BytesIO(data)
+
+    def read(n):
+        piece = stream.read(min(n, size))
+        if not piece and then is not None:
+            raise then
+        return piece
+    return read
+
+
+def _wav_bytes(wave, rate, subtype="PCM_16"):
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, subtype=subtype, format="WAV")
+    return buffer.getvalue()
+
+
+def test_a_piped_stream_is_sniffed_a_byte_at_a_time():
+    wave = _signal(2 * CLIP)
+    decoder, first = open_pcm_stream(_trickle(_wav_bytes(wave, SR)), source="stdin")
+    assert (decoder.form, decoder.rate, decoder.channels, first) == ("s16le", SR, 1, b"")
+    raw = (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
+    decoder, first = open_pcm_stream(_trickle(raw), "s16le", SR, source="stdin")
+    assert (decoder.channels, first) == (1, raw[:4])  # the sniffed bytes are samples, handed back
+
+
+@pytest.mark.parametrize("data,kw,match", [
+    (b"", {}, "empty: the stream ended before any audio"),
+    (b"hello, this is no audio at all", {}, "not a WAV stream"),
+    (b"\x01\x02\x03\x04", {"form": "s16le"}, "sample rate must be given"),
+    (_wav_bytes(np.zeros(10, np.float32), SR), {"rate": 16000}, f"states {SR} Hz, not the 16000 Hz given"),
+    (_wav_bytes(np.zeros(10, np.float32), SR), {"form": "wav", "channels": 2}, "states 1 channels, not the 2"),
+    (b"\x00\x00", {"form": "s16le", "rate": 10}, "sample rate 10"),
+    (b"\x00\x00", {"form": "u8", "rate": SR}, "sample format 'u8': expected wav, s16le"),
+    (b"\x00\x00", {"form": "u8"}, "sample format 'u8'"),  # the format named wrong first, then the rate missing
+])
+def test_hostile_stream_openings_are_one_line_errors(data, kw, match):
+    with pytest.raises(AudioDecodeError, match=match) as caught:
+        open_pcm_stream(_trickle(data, 3), source="stdin", **kw)
+    assert str(caught.value).startswith("stdin: ") and "\n" not in str(caught.value)
+
+
+def test_a_byte_stream_gives_the_windows_of_its_samples_as_they_arrive():
+    wave = _signal(3 * CLIP + 123)
+    data = _wav_bytes(wave, SR, "FLOAT")
+    read = _trickle(data, size=97)
+    decoder, first = open_pcm_stream(read)
+    predictor = Recorder()
+    windows = list(score_byte_stream(read, decoder, LiveStream(predictor, SR), first, chunk_seconds=0.002))
+    np.testing.assert_array_equal(np.stack(predictor.seen), np.asarray(clip_windows(wave, CLIP)[:]))
+    assert [w.end for w in windows] == [0.1, 0.15, 0.2, 0.25, 0.3, (3 * CLIP + 123) / SR]
+
+
+def test_a_window_is_scored_before_the_stream_goes_on():
+    raw = np.zeros(CLIP, "<f4").tobytes()
+    reads = []
+
+    def read(n):  # the stream goes on forever: each read is recorded
+        reads.append(n)
+        return raw[:n]
+    decoder, _ = open_pcm_stream(read, "f32le", SR)
+    first = next(score_byte_stream(read, decoder, LiveStream(Recorder(), SR), chunk_seconds=0.01))
+    # 80-sample (10-ms) reads: the first window came out after the read that completed it, not after a large buffer
+    assert first.end == 0.1 and sum(reads) == 4 + CLIP * 4 and max(reads) == 80 * 4
+
+
+def test_ctrl_c_scores_the_last_window_then_stops():
+    data = _signal(CLIP + CLIP // 4).astype("<f4").tobytes()
+    read = _trickle(data, size=1000, then=KeyboardInterrupt())
+    decoder, first = open_pcm_stream(read, "f32le", SR)
+    windows = []
+    with pytest.raises(KeyboardInterrupt):
+        for window in score_byte_stream(read, decoder, LiveStream(Recorder(), SR), first):
+            windows.append(window)
+    assert [w.end for w in windows] == [0.1, (CLIP + CLIP // 4) / SR]
+
+
+@pytest.mark.parametrize("form,data,match", [
+    ("s16le", np.zeros(CLIP + 1, "<i2").tobytes() + b"\x01", "truncated: the stream ended 1 bytes into a 2-byte"),
+    ("f32le", np.r_[np.zeros(CLIP + 200), np.nan].astype("<f4").tobytes(), "NaN"),
+])
+def test_a_stream_that_breaks_raises_after_the_windows_before_it(form, data, match):
+    read = _trickle(data, size=4 * CLIP)
+    decoder, first = open_pcm_stream(read, form, SR, source="stdin")
+    windows = []
+    with pytest.raises(AudioDecodeError, match=match):
+        for window in score_byte_stream(read, decoder, LiveStream(Recorder(), SR), first):
+            windows.append(window)
+    assert [w.end for w in windows] == [0.1]
+
+
+def test_a_wav_stream_with_no_sample_is_an_error():
+    read = _trickle(_wav_bytes(np.zeros(0, np.float32), SR))
+    decoder, first = open_pcm_stream(read, source="stdin")
+    with pytest.raises(AudioDecodeError, match="stdin: the stream ended before its first sample"):
+        list(score_byte_stream(read, decoder, LiveStream(Recorder(), SR), first))
+
+
+@pytest.mark.parametrize("declared", [None, 0, 0xFFFFFFFF, 0x7FFFFFFF])
+def test_a_piped_wav_file_stops_at_its_data_size_unless_that_is_a_placeholder(declared):
+    wave = _signal(2 * CLIP + 50)
+    data = bytearray(_wav_bytes(wave, SR))
+    if declared is not None:  # a writer that could not seek back
+        at = data.index(b"data")
+        data[at + 4 : at + 8] = struct.pack("<I", declared)
+    data += b"LIST" + struct.pack("<I", 7) + b"INFOab!\x00"  # after the samples: 7 bytes, padded to 8
+    read = _trickle(bytes(data), size=61)
+    decoder, first = open_pcm_stream(read, source="stdin")
+    predictor = Recorder()
+    windows = list(score_byte_stream(read, decoder, LiveStream(predictor, SR), first))
+    if declared is None:  # a finished file (`cat rec.wav |`): its LIST chunk is no audio
+        samples = sf.read(io.BytesIO(_wav_bytes(wave, SR)), dtype="float32")[0]  # as 16-bit samples
+        np.testing.assert_array_equal(np.stack(predictor.seen), np.asarray(clip_windows(samples, CLIP)[:]))
+    else:  # nothing says where the samples end: the chunk's 16 bytes read as 8 more samples
+        assert windows[-1].end == (len(wave) + 8) / SR

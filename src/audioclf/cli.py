@@ -9,6 +9,7 @@ traceback); 2 a usage, config or data error (one line naming the file, row or ke
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -490,14 +491,106 @@ def _write_events(predictor, args) -> int:
     return EXIT_OK
 
 
+_STDIN_ONLY = ("format", "rate", "channels", "hop", "json")
+
+
+def _check_stdin_options(args) -> bool:
+    """Whether the input is stdin (``-`` alone); options that need files (or that stdin needs) are one-line errors
+    before the model is loaded."""
+    stdin = "-" in args.paths
+    if stdin and len(args.paths) > 1:
+        raise AudioclfError(f"'-' (stdin) is the only input when given; got {' '.join(args.paths)}")
+    if stdin:
+        files_only = {"--csv": args.csv, "--submission": args.submission, "--timeline": args.timeline,
+                      "--ensemble": args.ensemble, "--tta": args.tta != 1,
+                      "--aggregate": args.aggregate != "mean"}
+        given = [flag for flag, on in files_only.items() if on]
+        if given:
+            raise AudioclfError(f"predict RUN - (stdin) prints each window as it comes: {', '.join(given)} "
+                                "work on files only")
+    else:
+        # `is not`, not `in (None, False)`: a --hop 0 is given too (0 == False)
+        given = [f"--{name}" for name in _STDIN_ONLY if getattr(args, name) is not None
+                 and getattr(args, name) is not False]
+        if given:
+            raise AudioclfError(f"{', '.join(given)}: options of predict RUN - (audio from stdin)")
+    return stdin
+
+
+def _predict_stdin(predictor, args) -> int:
+    """``predict RUN -``: audio piped in (a WAV stream or raw PCM), one line per window printed and flushed the
+    moment the window's last sample has been read (``arecord ... | audioclf predict RUN -``). With ``--events``,
+    the stream's events are written when it ends (EOF or Ctrl-C); its windows are kept till then (C numbers
+    each)."""
+    from .deploy.events import write_events_csv
+    from .deploy.live import live_events
+
+    windows = None
+    if args.events:
+        _events_csv(args)  # checked before any audio is read
+        windows = []
+    interrupted = None
+    try:
+        for window in _print_stdin_windows(predictor, args):
+            if windows is not None:
+                windows.append(window)
+    except KeyboardInterrupt as exc:  # the last window was printed; the events so far are written all the same
+        interrupted = exc
+    if windows is not None:
+        events = live_events("stdin", windows, predictor)
+        write_events_csv(events, args.events)
+        err.print(f"wrote {args.events} ({len(events)} events)", highlight=False)
+    if interrupted is not None:
+        raise interrupted
+    return EXIT_OK
+
+
+def _print_stdin_windows(predictor, args):
+    """Each window of stdin, once its line is printed; stops when stdout's reader has gone."""
+    from .data.pcm import open_pcm_stream
+    from .deploy.live import LiveStream, score_byte_stream
+
+    if os.isatty(sys.stdin.fileno()):  # nothing piped in: keystrokes would be read as samples
+        raise AudioclfError("stdin is a terminal: pipe audio in, e.g. arecord -f S16_LE -r 16000 | audioclf predict "
+                            f"{args.run_dir} -")
+    # os.read returns what has arrived; sys.stdin.buffer.read(n) would wait until n bytes are in.
+    read = functools.partial(os.read, sys.stdin.fileno())
+    decoder, first = open_pcm_stream(read, args.format, args.rate, args.channels, source="stdin")
+    live = LiveStream(predictor, decoder.rate, args.hop)
+    err.print(f"stdin: {decoder.form} {decoder.rate} Hz, {decoder.channels} channel(s); windows of "
+              f"{live.clip / live.rate:g} s every {live.hop / live.rate:g} s"
+              + ("" if args.json else "; columns: start end labels top-class top-probability"), highlight=False)
+    for window in score_byte_stream(read, decoder, live, first):
+        top = int(window.probabilities.argmax())
+        if args.json:
+            line = json.dumps({"start": round(window.start, 4), "end": round(window.end, 4),
+                               "labels": list(window.labels),
+                               "probabilities": {c: round(float(p), 4) for c, p in
+                                                 zip(predictor.classes, window.probabilities)}})
+        else:  # tab-separated; '-': no label (an abstention, or no class over its threshold)
+            line = (f"{window.start:.3f}\t{window.end:.3f}\t{','.join(window.labels) or '-'}\t"
+                    f"{predictor.classes[top]}\t{window.probabilities[top]:.3f}")
+        # Written and flushed at once, not through rich (which expands tabs): a reader sees each window as it comes.
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped (`| head -3`): so do we, quietly, as other filters do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
+            return
+        yield window
+
+
 def cmd_predict(args) -> None:
     from .deploy.onnx_predictor import load_predictor
     from .deploy.predictor import check_tta, write_predictions_csv
 
     tta = check_tta(args.tta)  # before loading anything: a bad --tta is a one-line error
+    stdin = _check_stdin_options(args)
     predictor = load_predictor(args.run_dir, tta=tta)
     predictor.min_confidence = args.min_confidence  # an ensemble decides with its first member's decisions
     _set_event_settings(predictor, args.events_set)
+    if stdin:
+        return _predict_stdin(predictor, args)
     if args.timeline:
         return _write_timeline(predictor, args)
     if args.events:
@@ -782,7 +875,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = command("predict", "predict labels for audio files or folders")
     predict.add_argument("run_dir", help=f"{run_dir_help}, or an exported .onnx file")
-    predict.add_argument("paths", nargs="+", help="audio files and/or folders")
+    predict.add_argument("paths", nargs="+", help="audio files and/or folders, or '-': audio from stdin (a WAV "
+                         "stream, or raw PCM with --format), one line per window as it comes")
     predict.add_argument("--top-k", type=int, default=3, help="labels printed per file, most probable first")
     predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
                          help="how windows of a long recording are combined")
@@ -794,7 +888,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--timeline", metavar="OUT", help="one long recording: every window's probabilities "
                          "against time, as a CSV (OUT.csv) or a heat map (OUT.png)")
     predict.add_argument("--events", metavar="OUT.csv", help="each recording's sound events (onset, offset, class, "
-                         "peak probability; DCASE columns), with the run's events.* settings")
+                         "peak probability; DCASE columns), with the run's events.* settings (stdin: written when "
+                         "the stream ends)")
     predict.add_argument("--events-set", action="append", default=[], metavar="events.KEY=VALUE",
                          help="change one of the run's events settings (repeatable; audioclf config --list events)")
     predict.add_argument("--ensemble", action="append", metavar="RUN", help="average the probabilities with this "
@@ -805,6 +900,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--min-confidence", type=float, metavar="P",
                          help="single-label: below this top probability (after the run's calibration) the file gets "
                               "no label (an abstention, '-' in --csv); the count is printed")
+    stream = predict.add_argument_group("audio from stdin (predict RUN -)")
+    stream.add_argument("--format", metavar="FORMAT", help="wav, or raw PCM: s16le, s24le, s32le or f32le "
+                        "(default: a stream opening with RIFF is WAV; raw samples need their format named)")
+    stream.add_argument("--rate", type=int, metavar="HZ", help="raw PCM: the sample rate (required)")
+    stream.add_argument("--channels", type=int, metavar="N", help="raw PCM: interleaved channels (default 1)")
+    stream.add_argument("--hop", type=float, metavar="SECONDS", help="a window every SECONDS (default: half a clip; "
+                        "shorter answers sooner at more compute)")
+    stream.add_argument("--json", action="store_true", help="JSON lines (start, end, labels, every probability) "
+                        "instead of tab-separated columns")
     predict.set_defaults(func=cmd_predict)
 
     sweep = command("sweep", "many runs that differ in a few keys (grid, random or TPE search, on Optuna)",

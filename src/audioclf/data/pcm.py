@@ -1,15 +1,18 @@
 """Audio that arrives as a byte stream (a pipe from ``arecord``, a WebSocket): raw PCM frames, or a WAV stream.
 
-A live stream has no length and cannot be seeked, so nothing here is read from a header's sizes: a WAV written
-to a pipe (``arecord -t wav``, ``sox -t wav -``) declares a data size it cannot know (``0x7FFFFFFF`` or 0), and
-only the bytes that arrive are audio. Bytes come in any sizes; :class:`PcmDecoder` keeps a partial frame for
-the next chunk and reports one left at the end as a truncated stream. Every decoded block is checked like a
+A live stream has no length and cannot be seeked, so no buffer is sized from a header: a WAV written to a pipe
+(``arecord -t wav``, ``ffmpeg -f wav -``) declares a data size it cannot know (``0x7FFFFFFF``, ``0xFFFFFFFF`` or
+0), and only the bytes that arrive are audio. A smaller data size is a finished file's (``cat rec.wav |``): the
+samples stop there, so the chunks a file may carry after them (LIST tags, cue points) are not decoded as audio.
+Bytes come in any sizes; :class:`PcmDecoder` keeps a partial frame for the next chunk and reports one left at the
+end as a truncated stream. Every decoded block is checked like a
 decoded file (finite, within +48 dBFS), and every error is one line naming the stream.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -27,6 +30,9 @@ PCM_FORMATS = {
 _SAMPLE_BYTES = {"s16le": 2, "s24le": 3, "s32le": 4, "f32le": 4}
 # A WAV stream's chunks before 'data' (fmt, LIST tags, fact ...) are small; a larger one is not a WAV header.
 _MAX_HEADER_CHUNK = 1 << 20
+# Data sizes from here up are the placeholders of writers that cannot seek back (arecord 0x7FFFFFFF, ffmpeg
+# 0xFFFFFFFF), as is 0; a real file this large (2-4 GiB) is only read to the stream's end instead.
+_UNKNOWN_DATA_SIZE = 0x7FFF0000
 
 
 def check_stream_format(source: str, form: str, rate: int, channels: int) -> None:
@@ -42,14 +48,18 @@ def check_stream_format(source: str, form: str, rate: int, channels: int) -> Non
 class PcmDecoder:
     """Bytes of interleaved PCM frames, in chunks of any size -> float32 ``(n, channels)`` blocks in [-1, 1]."""
 
-    def __init__(self, form: str, rate: int, channels: int, source: str = "stream"):
+    def __init__(self, form: str, rate: int, channels: int, source: str = "stream", size: int | None = None):
         check_stream_format(source, form, rate, channels)
         self.form, self.rate, self.channels, self.source = form, rate, channels, source
         self.frame_bytes = _SAMPLE_BYTES[form] * channels
         self._pending = b""
+        self._left = size  # bytes of samples still to come, when the stream said (a WAV file's data size)
 
     def decode(self, data: bytes) -> np.ndarray:
-        """The whole frames in ``self``'s pending bytes + ``data``; a partial frame waits for the next chunk."""
+        """The whole frames in ``self``'s pending bytes + ``data``; a partial frame waits for the next chunk.
+        Bytes past the stream's stated ``size`` are not samples and are dropped."""
+        if self._left is not None:
+            data, self._left = data[: self._left], max(0, self._left - len(data))
         data = self._pending + bytes(data)
         whole = len(data) - len(data) % self.frame_bytes
         self._pending = data[whole:]
@@ -79,8 +89,9 @@ def _widen_s24(data: bytes) -> np.ndarray:
 
 def read_wav_stream_header(stream: BinaryIO, source: str = "stream") -> PcmDecoder:
     """Read a WAV header from the front of a non-seekable stream, up to the start of its samples, and return the
-    decoder for the frames that follow. The sizes in the RIFF and data chunk headers are ignored (see above).
-    PCM 16/24/32-bit integer and 32-bit float, plain or WAVE_FORMAT_EXTENSIBLE; anything else is one line."""
+    decoder for the frames that follow.
+    PCM 16/24/32-bit integer and 32-bit float, plain or WAVE_FORMAT_EXTENSIBLE; anything else is one line.
+    The RIFF size is ignored, and the data size too when it is a placeholder (see above)."""
     head = _read_exactly(stream, 12, source, "a WAV header")
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         raise AudioDecodeError(source, "not a WAV stream (no RIFF/WAVE header); for raw samples give their format")
@@ -90,7 +101,7 @@ def read_wav_stream_header(stream: BinaryIO, source: str = "stream") -> PcmDecod
         if chunk_id == b"data":
             if fmt is None:
                 raise AudioDecodeError(source, "WAV stream: its samples begin before its 'fmt ' chunk")
-            return PcmDecoder(*fmt, source=source)
+            return PcmDecoder(*fmt, source=source, size=size if 0 < size < _UNKNOWN_DATA_SIZE else None)
         if size > _MAX_HEADER_CHUNK:
             raise AudioDecodeError(source, f"WAV stream: a {chunk_id!r} chunk of {size} bytes before the samples")
         body = _read_exactly(stream, size + size % 2, source, f"the WAV {chunk_id!r} chunk")  # chunks are padded
@@ -109,6 +120,47 @@ def _wav_format(body: bytes, source: str) -> tuple[str, int, int]:
         raise AudioDecodeError(source, f"WAV stream: format tag {tag} with {bits}-bit samples; expected PCM "
                                        "16/24/32-bit integer or 32-bit float")
     return form, rate, channels
+
+
+def open_pcm_stream(read: Callable[[int], bytes], form: str | None = None, rate: int | None = None,
+                    channels: int | None = None, source: str = "stream") -> tuple[PcmDecoder, bytes]:
+    """The decoder for a byte stream that ``read(n)`` returns piece by piece (at most ``n`` bytes, ``b""`` at its
+    end, e.g. ``os.read`` on a pipe), and the sample bytes already read past its header.
+
+    ``form``: ``"wav"``, a raw format of :data:`PCM_FORMATS` (with ``rate``, and ``channels`` else mono), or None
+    to sniff: a stream that opens with ``RIFF`` is a WAV stream; anything else is refused, since raw samples carry
+    no sign of their format and a wrong guess would be scored as noise, not reported. A WAV stream states its own
+    rate and channels; ``rate`` / ``channels`` given with one must agree with it."""
+    head = b""
+    while len(head) < 4 and (piece := read(4 - len(head))):
+        head += piece
+    if not head:
+        raise AudioDecodeError(source, "empty: the stream ended before any audio arrived")
+    if form is None or form == "wav":
+        decoder = read_wav_stream_header(_Replayed(head, read), source)
+        for what, given, stated in (("Hz", rate, decoder.rate), ("channels", channels, decoder.channels)):
+            if given is not None and given != stated:
+                raise AudioDecodeError(source, f"the WAV stream states {stated} {what}, not the {given} {what} "
+                                               "given (a WAV stream needs neither)")
+        return decoder, b""
+    if form not in PCM_FORMATS:
+        raise AudioDecodeError(source, f"sample format {form!r}: expected wav, {', '.join(PCM_FORMATS)}")
+    if rate is None:
+        raise AudioDecodeError(source, f"raw {form} samples: their sample rate must be given (it is in no header)")
+    return PcmDecoder(form, rate, 1 if channels is None else channels, source), head
+
+
+class _Replayed:
+    """``read(n)`` as a file's ``.read``, after handing back the bytes already sniffed (``head``)."""
+
+    def __init__(self, head: bytes, read: Callable[[int], bytes]):
+        self._head, self._read = head, read
+
+    def read(self, n: int) -> bytes:
+        if self._head:
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return self._read(n)
 
 
 def _read_exactly(stream: BinaryIO, n: int, source: str, what: str) -> bytes:

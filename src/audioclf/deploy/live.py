@@ -13,14 +13,18 @@ passes (the loudest frame is not known yet), so every window is scored as it com
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import soxr
 
 from ..data.audio import fix_length, to_mono
-from ..errors import ConfigError
+from ..data.pcm import PcmDecoder
+from ..errors import AudioDecodeError, ConfigError
 from ..training.evaluate import finite
+from .events import Event, detect_events
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,8 @@ class LiveStream:
         self.predictor = predictor
         self._score_windows = score or predictor.window_probabilities
         self.rate, self.clip = predictor.sample_rate, predictor.clip_samples
-        if hop_seconds is None:
-            self.hop = self.clip // 2
-        else:  # NaN and infinity are refused below, not by round()'s own ValueError / OverflowError
-            self.hop = round(float(hop_seconds) * self.rate) if np.isfinite(float(hop_seconds)) else 0
+        hop = self.clip // 2 if hop_seconds is None else float(hop_seconds) * self.rate
+        self.hop = round(hop) if math.isfinite(hop) else 0  # NaN or inf: refused below, not a ValueError
         if not 1 <= self.hop <= self.clip:
             raise ConfigError(f"hop={hop_seconds!r} s: expected more than 0 and at most the clip "
                               f"({self.clip / self.rate:g} s)")
@@ -115,3 +117,42 @@ class LiveStream:
         probs = predictor.decisions.calibrated(predictor.task, probs)  # each window read as a recording
         return [LiveWindow(start / self.rate, end / self.rate, p, predictor.labels_of(p))
                 for (start, end, _), p in zip(windows, probs)]
+
+
+def score_byte_stream(read: Callable[[int], bytes], decoder: PcmDecoder, live: LiveStream, first: bytes = b"",
+                      chunk_seconds: float = 0.01) -> Iterator[LiveWindow]:
+    """Each window of a byte stream the moment its last sample has been read: ``read(n)`` returns what has
+    arrived, at most ``n`` bytes (``os.read`` on a pipe: it never waits for more than one byte), ``b""`` at the end;
+    ``first``: sample bytes already read (:func:`audioclf.data.pcm.open_pcm_stream`).
+
+    The stream is read ``chunk_seconds`` of audio at a time, so a window is never held back behind a large
+    buffer. At its end, or on Ctrl-C (KeyboardInterrupt, raised again after), the last window is scored as
+    :meth:`LiveStream.close` does. A partial frame at the end, or a stream with no sample, is an
+    :class:`AudioDecodeError` after the windows before it."""
+    chunk = max(1, round(decoder.rate * chunk_seconds)) * decoder.frame_bytes
+    frames, data = 0, first
+    try:
+        while True:
+            if data:
+                samples = decoder.decode(data)
+                frames += len(samples)
+                yield from live.push(samples)
+            data = read(chunk)
+            if not data:
+                break
+    except KeyboardInterrupt:
+        yield from live.close()
+        raise
+    decoder.finish()
+    if frames == 0:
+        raise AudioDecodeError(decoder.source, "the stream ended before its first sample")
+    yield from live.close()
+
+
+def live_events(filename: str, windows: list[LiveWindow], predictor, settings=None) -> list[Event]:
+    """The sound events (:mod:`audioclf.deploy.events`) of a stream's windows, once it has ended, with ``settings``
+    (default the predictor's ``event_settings``) and its decision thresholds, as a file's timeline gives them."""
+    probs = np.array([w.probabilities for w in windows]).reshape(len(windows), len(predictor.classes))
+    return detect_events(filename, [w.start for w in windows], [w.end for w in windows], probs,
+                         list(predictor.classes), settings or predictor.event_settings,
+                         predictor.decision_thresholds())
