@@ -4,8 +4,8 @@ The items and splits are those ``audioclf train`` (and ``audioclf describe``) wo
 keys. Every readable file is decoded once (:func:`~audioclf.data.audit.clip_facts`); the checks are in the data
 layer (:mod:`~audioclf.data.audit`, :mod:`~audioclf.data.duplicates`). Likely label errors in the training split
 come from confident learning on out-of-fold probabilities (:mod:`~audioclf.training.label_issues`, cleanlab;
-single-label audio; ``labels=False`` skips it, as it prepares the data and fits k small models). Writes ``doctor.md`` with the class counts
-and duration pictures of ``describe`` into a folder, and with ``fix`` a cleaned manifest without the later copy of
+single-label or multi-label audio; ``labels=False`` skips it, as it prepares the data and fits k small models).
+Writes ``doctor.md`` with the class counts and duration pictures of ``describe`` into a folder, and with ``fix`` a cleaned manifest without the later copy of
 each leaking or conflicting duplicate (the audio is never touched).
 """
 
@@ -25,7 +25,7 @@ from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
 from ..runs.data_plots import plot_audio, plot_class_counts
 from ..training.inputs import inputs_for
-from ..training.label_issues import DEFAULT_FOLDS, find_label_issues
+from ..training.label_issues import DEFAULT_FOLDS, find_label_issues, find_multilabel_issues
 from .describe import _stage_config
 
 __all__ = ["DoctorResult", "check_fix_path", "doctor_data"]
@@ -120,13 +120,17 @@ def label_issue_findings(cfg: Config) -> tuple[list[Finding], str]:
         if inputs.kind != "audio":
             return [], f"not looked for: the inputs are {inputs.kind}, not audio"
         inputs.prepare()
-        issues = find_label_issues(inputs, min(DEFAULT_FOLDS, cfg.train.noisy_folds), cfg.seed)
+        single = inputs.task == "single_label"
+        issues = (find_label_issues if single else find_multilabel_issues)(
+            inputs, min(DEFAULT_FOLDS, cfg.train.noisy_folds), cfg.seed)
     except (ConfigError, DataError) as exc:
         return [], f"not looked for: {str(exc).splitlines()[0]}"
     paths = {item.id: item.path for item in inputs.prepared.split("train")}
+    # train.noisy handles single-label data only; a doubted tag set is fixed by hand
+    fix = "listen; fix the label in the CSV, or train with train.noisy=drop|relabel" if single else \
+        "listen; fix the labels (a missing or an extra tag) in the CSV"
     found = [Finding("label_issue", f"{paths[issue.id]}: labelled '{issue.given}', the out-of-fold model says "
-                                    f"'{issue.suggested}' (label quality {issue.quality:.3f})", [paths[issue.id]],
-                     "listen; fix the label in the CSV, or train with train.noisy=drop|relabel")
+                                    f"'{issue.suggested}' (label quality {issue.quality:.3f})", [paths[issue.id]], fix)
              for issue in issues.ranked()]
     return found, (f"confident learning (cleanlab) on out-of-fold probabilities of {issues.folds} folds by "
                    f"{issues.folds_by}: {len(found)} of {len(issues.ids)} training labels doubted")
