@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.dataset import targets_for
 from ..errors import ConfigError, DataError
 from ..features import power_to_db
 from ..models.classical import UtteranceStatistics
@@ -117,15 +118,8 @@ def quick_features(sample_rate: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _training_targets(inputs) -> np.ndarray:
-    """The training split's targets: class indices (single-label) or a multi-hot matrix (multi-label)."""
-    subset = inputs.prepared.split("train")
-    index = {name: i for i, name in enumerate(inputs.classes)}
-    if inputs.task == "single_label":
-        return np.array([index[item.labels[0]] for item in subset], dtype=np.int64)
-    matrix = np.zeros((len(subset), len(inputs.classes)), dtype=np.int64)
-    for row, item in enumerate(subset):
-        matrix[row, [index[label] for label in item.labels]] = 1
-    return matrix
+    """The training split's targets: class indices (single-label) or a multi-hot integer matrix (multi-label)."""
+    return targets_for(inputs.prepared.split("train"), list(inputs.classes), inputs.task).astype(np.int64)
 
 
 def _check_enough(inputs, targets: np.ndarray, folds: int) -> None:
