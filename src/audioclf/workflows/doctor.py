@@ -5,8 +5,8 @@ keys. Every readable file is decoded once (:func:`~audioclf.data.audit.clip_fact
 layer (:mod:`~audioclf.data.audit`, :mod:`~audioclf.data.duplicates`). Likely label errors in the training split
 come from confident learning on out-of-fold probabilities (:mod:`~audioclf.training.label_issues`, cleanlab;
 single-label or multi-label audio; ``labels=False`` skips it, as it prepares the data and fits k small models).
-Writes ``doctor.md`` with the class counts and duration pictures of ``describe`` into a folder, and with ``fix`` a cleaned manifest without the later copy of
-each leaking or conflicting duplicate (the audio is never touched).
+Writes ``doctor.md`` with the class counts and duration pictures of ``describe`` into a folder, and with ``fix``
+a cleaned manifest without the later copy of each leaking or conflicting duplicate (the audio is never touched).
 """
 
 from __future__ import annotations
