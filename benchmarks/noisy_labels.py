@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fraction", type=float)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=10)  # training.label_issues.DEFAULT_FOLDS
     parser.add_argument("overrides", nargs="*", help="key=value for the data (e.g. data.group=group) and every training run")
     args = parser.parse_intermixed_args()
     if args.what == "issues":

@@ -4,7 +4,7 @@
 
 Writes into OUT only (never next to the source audio): ``labels.csv`` (the source rows with absolute paths plus
 the planted rows), the derived audio under ``OUT/derived/``, ``labels_flipped.csv`` (the same with 10 % of the
-labels flipped, for the label-issue check to come) and ``truth.json``. Faults, each planted on training clips
+labels flipped) and ``truth.json``. Faults, each planted on training clips
 copied into the test split:
 
 * exact: the file copied byte for byte;
@@ -12,7 +12,9 @@ copied into the test split:
   off the end), re-encoded (OGG Vorbis, and MP3 where libsndfile writes it);
 * a group (speaker) leaked: half of one test group's rows moved to train (where a group has two test rows).
 
-Then prints the doctor's precision and recall per fault kind (pairs for duplicates, values for group leaks), and
+Then runs the doctor on ``labels_flipped.csv`` (every fault at once, groups kept apart by the ``group`` column) and
+prints its precision and recall per fault kind (pairs for duplicates, values for group leaks, training files for
+label issues: the doctor looks for those in the training split only), and
 ``--compare`` the similarity of the planted near copies against the best other clip under each fingerprint
 candidate (pooled log-mel, pooled chroma, aligned log-mel), the evidence behind :mod:`audioclf.data.fingerprint`.
 """
@@ -131,9 +133,10 @@ def _pairs(sets, kind: str) -> set[frozenset]:
     return {frozenset((a.path, b.path)) for dup in sets if dup.kind == kind for a, b in combinations(dup.items, 2)}
 
 
-def score(truth: dict, result) -> dict[str, dict[str, float]]:
+def score(truth: dict, result, train_paths: set[str] | None = None) -> dict[str, dict[str, float]]:
     """Precision and recall per fault kind: duplicate pairs (a planted pair found in one set, of all pairs the
-    doctor put in sets of that kind), and leaked group values."""
+    doctor put in sets of that kind), leaked group values, and with ``train_paths`` (the resolved paths of the
+    doctored manifest's training rows) flipped training labels among the label issues."""
     table = {}
     found = _pairs(result.sets, "exact")
     planted = {frozenset(p) for p in truth["exact"]}
@@ -148,6 +151,10 @@ def score(truth: dict, result) -> dict[str, dict[str, float]]:
     leaks = {value for f in result.findings if f.kind == "group_leak" for value in f.values}
     if truth["group_leak"]:
         table["group_leak"] = _pr(set(truth["group_leak"]), leaks)
+    if train_paths is not None:  # scored only where the doctor ran on the flipped manifest
+        flipped = {str(Path(path).resolve()) for path, _, _ in truth["flipped"]} & train_paths
+        doubted = {str(Path(value).resolve()) for f in result.findings if f.kind == "label_issue" for value in f.paths}
+        table["label_issue"] = _pr(flipped, doubted)
     return table
 
 
@@ -202,9 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     from audioclf.config import load_config
     from audioclf.workflows.doctor import doctor_data
 
-    result = doctor_data(load_config(None, [f"data.path={Path(args.out) / 'labels.csv'}", "data.split=given"]),
+    manifest = Path(args.out) / "labels_flipped.csv"
+    result = doctor_data(load_config(None, [f"data.path={manifest}", "data.split=given", "data.group=group"]),
                          Path(args.out) / "doctor", progress=False)
-    for kind, row in score(truth, result).items():
+    train_paths = {str(Path(r["fname"]).resolve()) for r in _read_rows(manifest) if r["split"] == "train"}
+    for kind, row in score(truth, result, train_paths).items():
         print(f"{kind:<16} " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     if args.compare:
         for name, row in compare_fingerprints(truth).items():

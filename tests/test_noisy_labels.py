@@ -91,10 +91,24 @@ def test_confident_learning_finds_the_flipped_labels(flipped):
     assert issues.folds == 5 and issues.folds_by == "file"
 
 
+def test_a_near_tie_between_two_classes_is_not_flagged_a_clear_other_class_is():
+    from audioclf.training.label_issues import rank_label_issues
+
+    given = np.repeat([0, 1, 2], 20)
+    probs = np.full((60, 3), 0.25)
+    probs[np.arange(60), given] = 0.5  # a hesitant quick model: 0.5 on the given class
+    probs[0], probs[1] = [0.35, 0.55, 0.10], [0.34, 0.56, 0.10]  # class 1 ahead of the given 0 by ~0.2
+    probs[20], probs[40] = [0.05, 0.05, 0.90], [0.90, 0.05, 0.05]  # another class ahead by 0.85
+    flagged, _ = rank_label_issues(given, probs)
+    # cleanlab alone flags all four (each suggested class is above its threshold, 0.5); the margin keeps two
+    assert np.flatnonzero(flagged).tolist() == [20, 40]
+    assert np.flatnonzero(rank_label_issues(given, probs, min_margin=0.0)[0]).tolist() == [0, 1, 20, 40]
+
+
 def test_drop_relabel_and_weight_change_only_the_flagged_training_files(flipped):
     out, _ = flipped
     reference = _prepared(out)
-    issues = find_label_issues(reference, folds=5, seed=0)
+    issues = find_label_issues(reference, folds=reference.cfg.train.noisy_folds, seed=0)  # as train.noisy's search
     flagged = {issue.id: issue.suggested for issue in issues.ranked()}
     assert flagged
     before = {item.id: item for item in reference.prepared.manifest}
@@ -210,7 +224,7 @@ def test_the_doctor_lists_the_flipped_labels_and_can_skip_the_search(flipped, tm
     out, changed = flipped
     assert main(["doctor", "--data", str(out), "--out", str(tmp_path / "report")]) == 0
     said = capsys.readouterr().out
-    assert "label issues: confident learning (cleanlab) on out-of-fold probabilities of 5 folds" in said
+    assert "label issues: confident learning (cleanlab) on out-of-fold probabilities of 10 folds" in said
     doctor_md = (tmp_path / "report" / "doctor.md").read_text()
     listed = {str(path) for path in changed if f"{path}: labelled " in doctor_md}
     assert len(listed) >= 0.7 * len(changed), (listed, changed)  # as find_label_issues' recall above

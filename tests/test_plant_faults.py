@@ -51,3 +51,18 @@ def test_planted_faults_are_written_outside_the_source_and_all_found(tmp_path):
     assert table["exact"] == {"precision": 1.0, "recall": 1.0, "planted": 3, "found": 3}
     assert table["near"]["recall"] == 1.0 and table["near"]["precision"] == 1.0
     assert table["group_leak"]["recall"] == 1.0 and table["group_leak"]["precision"] == 1.0
+
+
+def test_flipped_training_labels_are_scored_among_the_label_issues():
+    from types import SimpleNamespace
+
+    from audioclf.data.audit import Finding
+
+    truth = {"exact": [], "near": {}, "group_leak": [],
+             "flipped": [["/a/x.wav", "dog", "rain"], ["/a/y.wav", "rain", "dog"], ["/a/z.wav", "dog", "rain"]]}
+    result = SimpleNamespace(sets=[], findings=[Finding("label_issue", "x", ["/a/x.wav"]),
+                                                Finding("label_issue", "w", ["/a/w.wav"])])
+    # z was flipped in the test split, where the doctor does not look: not counted as missed
+    table = plant_faults.score(truth, result, train_paths={"/a/x.wav", "/a/y.wav", "/a/w.wav"})
+    assert table["label_issue"] == {"precision": 0.5, "recall": 0.5, "planted": 2, "found": 2}
+    assert "label_issue" not in plant_faults.score(truth, result)

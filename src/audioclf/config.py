@@ -112,7 +112,7 @@ class TrainConfig:
     # relabel (to the suggested class) | weight (each noisy-part file's loss by its label quality). Single-label.
     noisy: str = "none"
     noisy_items: str | None = None  # null: the whole training split is the noisy part; or <group column>=<value>
-    noisy_folds: int = 5  # folds of the out-of-fold model that feeds confident learning
+    noisy_folds: int = 10  # folds of the out-of-fold model that feeds confident learning
     # Class imbalance (audioclf.data.balance): sampler (class-balanced draws) | loss (class weights) | none | auto (zero-config:
     # on when the training split's largest class has more than 5x the items of its smallest; config.yaml records
     # what it chose).

@@ -4,10 +4,11 @@ The items and splits are those ``audioclf train`` (and ``audioclf describe``) wo
 keys. Every readable file is decoded once (:func:`~audioclf.data.audit.clip_facts`); the checks are in the data
 layer (:mod:`~audioclf.data.audit`, :mod:`~audioclf.data.duplicates`). Likely label errors in the training split
 come from confident learning on out-of-fold probabilities (:mod:`~audioclf.training.label_issues`, cleanlab;
-single-label audio; ``labels=False`` skips it, as it prepares the data and fits k small models). Writes ``doctor.md`` with the class counts
-and duration pictures of ``describe`` into a folder, with ``doctor.html`` beside it (the same findings with an
-audio player and a spectrogram thumbnail each: :mod:`.doctor_page`), and with ``fix`` a cleaned manifest
-without the later copy of each leaking or conflicting duplicate (the audio is never touched).
+single-label or multi-label audio; ``labels=False`` skips it, as it prepares the data and fits k small models).
+Writes ``doctor.md`` with the class counts and duration pictures of ``describe`` into a folder, with ``doctor.html``
+beside it (the same findings with an audio player and a spectrogram thumbnail each: :mod:`.doctor_page`), and with
+``fix`` a cleaned manifest without the later copy of each leaking or conflicting duplicate (the audio is never
+touched).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..errors import AudioDecodeError, ConfigError, DataError
 from ..files import atomic_write_text
 from ..runs.data_plots import plot_audio, plot_class_counts
 from ..training.inputs import inputs_for
-from ..training.label_issues import DEFAULT_FOLDS, find_label_issues
+from ..training.label_issues import DEFAULT_FOLDS, find_label_issues, find_multilabel_issues
 from .describe import _stage_config
 from .doctor_page import DEFAULT_PLAYERS, check_players, doctor_html
 
@@ -131,17 +132,26 @@ def label_issue_findings(cfg: Config) -> tuple[list[Finding], str]:
         if inputs.kind != "audio":
             return [], f"not looked for: the inputs are {inputs.kind}, not audio"
         inputs.prepare()
-        issues = find_label_issues(inputs, min(DEFAULT_FOLDS, cfg.train.noisy_folds), cfg.seed)
+        single = inputs.task == "single_label"
+        issues = (find_label_issues if single else find_multilabel_issues)(
+            inputs, min(DEFAULT_FOLDS, cfg.train.noisy_folds), cfg.seed)
     except (ConfigError, DataError) as exc:
         return [], f"not looked for: {str(exc).splitlines()[0]}"
     paths = {item.id: item.path for item in inputs.prepared.split("train")}
     found = [Finding("label_issue", f"{paths[issue.id]}: labelled '{issue.given}', the out-of-fold model says "
                                     f"'{issue.suggested}' (label quality {issue.quality:.3f})", [paths[issue.id]],
-                     f"listen; if it is '{issue.suggested}', {_relabel(cfg, paths[issue.id], issue.suggested)}; "
-                     "or train with train.noisy=drop|relabel")
+                     _label_fix(cfg, paths[issue.id], issue.suggested, single))
              for issue in issues.ranked()]
     return found, (f"confident learning (cleanlab) on out-of-fold probabilities of {issues.folds} folds by "
                    f"{issues.folds_by}: {len(found)} of {len(issues.ids)} training labels doubted")
+
+
+def _label_fix(cfg: Config, path: str, suggested: str, single: bool) -> str:
+    """What to do about a doubted label: single-label, the row to change (or train.noisy); multi-label, the tags
+    by hand (train.noisy handles single-label data only)."""
+    if not single:
+        return f"listen; if the tags should be '{suggested}', {_relabel(cfg, path, suggested)} (a missing or an extra tag)"
+    return f"listen; if it is '{suggested}', {_relabel(cfg, path, suggested)}; or train with train.noisy=drop|relabel"
 
 
 def _relabel(cfg: Config, path: str, label: str) -> str:
