@@ -25,7 +25,8 @@ forward passes (:class:`WindowBatcher`). Bad input is a 4xx with ``{"error": "<o
 (400), a body over the size limit or a recording over the length limit (413), a content type that is not audio
 (415), a file that is not audio, truncated or holds NaN samples (422); a request over the time limit is a 503.
 
-Hostile clients: the body is counted as it arrives (raw, chunked or a form) and refused with 413 once it passes
+Hostile clients: the body is counted as it arrives (raw, chunked or a form), written to a temp file as it comes
+(never held in memory: raw PCM is converted to a WAV there a block at a time) and refused with 413 once it passes
 ``max_bytes`` (a declared Content-Length over it before a byte is read); a body not received within
 ``read_timeout`` is a 408; a header declaring more decoded samples than ``max_seconds`` of 48 kHz stereo is a
 413 before decoding; a request past ``timeout`` stops its work at the next batch of windows and answers 503.
