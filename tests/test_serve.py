@@ -264,6 +264,36 @@ def test_bad_input_is_a_4xx_with_one_line_and_the_server_goes_on(server, case, s
     assert request(f"{server}/health") == (200, {"status": "ok"})  # still serving
 
 
+def test_a_body_goes_to_disk_as_it_arrives_and_raw_pcm_is_converted_a_block_at_a_time(tmp_path, monkeypatch):
+    import asyncio
+    import tempfile
+
+    from audioclf.deploy.serve import HTTPProblem, _pcm_to_wav, _spool
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "spool"))
+    (tmp_path / "spool").mkdir()
+    frames = (np.random.default_rng(2).uniform(-1, 1, (10_000, 2)) * 32767).astype("<i2")
+    raw = frames.tobytes()
+
+    async def chunks(fail_after: int | None = None):
+        for i in range(0, len(raw), 4093):  # odd sizes: frames cut across chunks
+            if fail_after is not None and i >= fail_after:
+                raise HTTPProblem(413, "the body is over the limit")  # what _Guard raises mid-body
+            yield raw[i:i + 4093]
+
+    spooled, head = asyncio.run(_spool(chunks()))
+    assert spooled.read_bytes() == raw and head == raw[:4]
+    out = tmp_path / "pcm.wav"
+    _pcm_to_wav(spooled, "s16le", 16000, 2, out, block_frames=999)
+    wave, rate = sf.read(str(out), dtype="float32")
+    assert rate == 16000
+    np.testing.assert_array_equal(wave, frames.astype(np.float32) / 32768.0)
+    spooled.unlink()
+    with pytest.raises(HTTPProblem):
+        asyncio.run(_spool(chunks(fail_after=20_000)))
+    assert list((tmp_path / "spool").iterdir()) == []  # a refused body leaves no part-file behind
+
+
 def test_the_server_binds_to_loopback_by_default():
     import inspect
 

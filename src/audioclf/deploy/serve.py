@@ -27,7 +27,8 @@ forward passes (:class:`WindowBatcher`). Bad input is a 4xx with ``{"error": "<o
 (400), a body over the size limit or a recording over the length limit (413), a content type that is not audio
 (415), a file that is not audio, truncated or holds NaN samples (422); a request over the time limit is a 503.
 
-Hostile clients: the body is counted as it arrives (raw, chunked or a form) and refused with 413 once it passes
+Hostile clients: the body is counted as it arrives (raw, chunked or a form), written to a temp file as it comes
+(never held in memory: raw PCM is converted to a WAV there a block at a time) and refused with 413 once it passes
 ``max_bytes`` (a declared Content-Length over it before a byte is read); a body not received within
 ``read_timeout`` is a 408; a header declaring more decoded samples than ``max_seconds`` of 48 kHz stereo is a
 413 before decoding; a request past ``timeout`` stops its work at the next batch of windows and answers 503.
@@ -169,7 +170,8 @@ def _suffix(content_type: str, head: bytes, filename: str | None) -> str:
     return ".mp3" if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2") else ".bin"
 
 
-def _pcm_to_wav(body: bytes, form: str, rate: int, channels: int, path: Path) -> None:
+def _pcm_to_wav(raw: Path, form: str, rate: int, channels: int, path: Path, block_frames: int = 1 << 16) -> None:
+    """The raw PCM spooled in ``raw`` as a float WAV at ``path``, a block at a time (a long stream is never held)."""
     import soundfile as sf
 
     if form not in _PCM:
@@ -178,10 +180,42 @@ def _pcm_to_wav(body: bytes, form: str, rate: int, channels: int, path: Path) ->
         raise HTTPProblem(400, f"rate={rate}, channels={channels}: expected 1000-768000 Hz and 1-64 channels")
     dtype, scale = _PCM[form]
     width = np.dtype(dtype).itemsize * channels
-    if len(body) % width:
-        raise HTTPProblem(422, f"raw PCM: {len(body)} bytes is not a whole number of {channels}-channel {form} frames")
-    samples = np.frombuffer(body, dtype=dtype).reshape(-1, channels).astype(np.float32) / scale
-    sf.write(str(path), samples, rate, subtype="FLOAT")
+    size = raw.stat().st_size
+    if size % width:
+        raise HTTPProblem(422, f"raw PCM: {size} bytes is not a whole number of {channels}-channel {form} frames")
+    with sf.SoundFile(str(path), "w", rate, channels, subtype="FLOAT") as out:
+        for offset in range(0, size, block_frames * width):
+            block = np.fromfile(raw, dtype=dtype, count=block_frames * channels, offset=offset)
+            out.write(block.reshape(-1, channels).astype(np.float32) / scale)
+
+
+async def _spool(chunks) -> tuple[Path, bytes]:
+    """A request body written to a temp file as it arrives, and its first bytes (what kind of file it is): a long
+    recording is never held in memory, whatever the upload limit. The caller removes the file."""
+    handle, name = tempfile.mkstemp(suffix=".part", prefix="audioclf-serve-")
+    path, head = Path(name), b""
+    try:
+        with os.fdopen(handle, "wb") as out:
+            async for chunk in chunks:
+                head = head if len(head) >= 4 else (head + chunk)[:4]
+                out.write(chunk)  # a local disk write of a network chunk: brief enough for the event loop
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, head
+
+
+async def _form_chunks(field, size: int = 1 << 20):
+    """An uploaded form file (spooled to disk by the form parser past 1 MB) read back a chunk at a time."""
+    while chunk := await field.read(size):
+        yield chunk
+
+
+def _temp_audio(suffix: str) -> Path:
+    """An empty temp file with ``suffix`` (which tells the decoder the format), unique to this request."""
+    handle, name = tempfile.mkstemp(suffix=suffix, prefix="audioclf-serve-")
+    os.close(handle)
+    return Path(name)
 
 
 def _client_reason(exc: AudioDecodeError, path: Path, shown: str) -> str:
@@ -368,7 +402,7 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
 
     async def upload(request: Request) -> tuple[Path, str]:
         """The request's audio in a temp file (the caller removes it) and a name for it. The body's size and
-        pace are bounded by :class:`_Guard` as it is read."""
+        pace are bounded by :class:`_Guard` as it is read; it goes to disk as it arrives (:func:`_spool`)."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         query = request.query_params
         filename = query.get("name")  # a raw body's name, when the client gives one (?name=clip.wav)
@@ -378,33 +412,35 @@ def create_app(predictor, info: dict[str, Any], limits: ServeLimits | None = Non
             if field is None or isinstance(field, str):
                 raise HTTPProblem(400, "a form upload needs its audio in a field named 'file'")
             filename = field.filename
-            body = await field.read(limits.max_bytes + 1)
+            chunks = _form_chunks(field)
         elif content_type.startswith("audio/") or content_type in ("application/octet-stream", "") or "pcm" in query:
-            body = b"".join([chunk async for chunk in request.stream()])
+            chunks = request.stream()
         else:
             raise HTTPProblem(415, f"content type {content_type!r}: send audio (audio/*, application/octet-stream, "
                                    "or a form with a 'file' field)")
-        if filename is not None and not _NAME.match(filename):
-            raise HTTPProblem(400, "the file name must be 1-255 characters without control characters or slashes")
-        if not body:
-            raise HTTPProblem(400, "empty upload: no audio in the request")
-        handle, name = tempfile.mkstemp(suffix=".wav" if "pcm" in query else _suffix(content_type, body[:4], filename),
-                                        prefix="audioclf-serve-")
-        os.close(handle)
-        path = Path(name)
+        spooled, head = await _spool(chunks)
+        path = None
         try:
+            if filename is not None and not _NAME.match(filename):
+                raise HTTPProblem(400, "the file name must be 1-255 characters without control characters or slashes")
+            if not head:
+                raise HTTPProblem(400, "empty upload: no audio in the request")
+            path = _temp_audio(".wav" if "pcm" in query else _suffix(content_type, head, filename))
             if "pcm" in query:
                 try:
                     rate, channels = int(query.get("rate", "16000")), int(query.get("channels", "1"))
                 except ValueError:
                     raise HTTPProblem(400, "rate and channels must be whole numbers") from None
-                _pcm_to_wav(body, query["pcm"], rate, channels, path)
+                await run_in_threadpool(_pcm_to_wav, spooled, query["pcm"], rate, channels, path)
             else:
-                path.write_bytes(body)
+                os.replace(spooled, path)
             _checked(path, limits, filename or "upload")
         except BaseException:
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
             raise
+        finally:
+            spooled.unlink(missing_ok=True)
         return path, filename or "upload"
 
     async def run(fn, path: Path, shown: str):
