@@ -219,6 +219,7 @@ def test_drop_to_imbalance_names_what_it_cannot_do():
         drop_to_imbalance(_manifest(), {"a": 0})
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_a_run_from_before_train_balance_resumes_unbalanced(tmp_path, monkeypatch):
     """Its config.yaml has no balance key: resuming must not turn zero-config's balancing on half-way."""
     import yaml

@@ -198,6 +198,7 @@ def test_predict_stdin_prints_each_window_of_a_wav_stream_before_the_stream_ends
     assert "stdin: s16le 16000 Hz, 1 channel(s); windows of 1 s every 0.5 s" in stderr
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_predict_stdin_reads_raw_pcm_at_another_rate_as_json_lines(run_and_data):
     run, data = run_and_data
     wave = _recording(data, 3)
@@ -262,6 +263,7 @@ def _pcm(seconds, value=0.1, form="<i2", scale=32767):
     (b"#!/bin/sh\necho this is a script, not audio\n", [], "stdin: not a WAV stream", 0),
     (_pcm(1), ["--format", "s16le", "--rate", "16000", "--hop", "5"], "hop=5.0 s: expected", 0),
     (_pcm(1), ["--csv", "out.csv"], "--csv work on files only", 0),
+    (_pcm(1), ["--top-k", "1", "--strict"], "--top-k, --strict work on files only", 0),
 ])
 def test_hostile_stdin_is_one_line_after_the_lines_already_printed(run_and_data, monkeypatch, capsys, tmp_path,
                                                                    data, args, match, n_lines):

@@ -16,7 +16,8 @@ from test_serve_page import ARGS, CHROMIUM
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("wsproto")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the system's Chromium (apt-get install chromium)")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="needs the system's Chromium (apt-get install chromium)"),
+              pytest.mark.slow]  # a browser, a server and 30 s of fake microphone (~8 s): make test-slow
 FAKE_MICROPHONE = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                    "--autoplay-policy=no-user-gesture-required"]
 

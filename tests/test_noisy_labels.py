@@ -153,6 +153,7 @@ def test_noisy_items_limits_the_changes_to_the_marked_part(flipped):
     assert np.all(rows[curated] == 1.0) and np.any(rows[~curated] < 0.5)
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_a_run_with_noisy_drop_records_it_in_the_header_config_summary_and_snapshot(flipped, tmp_path, capsys):
     out, _ = flipped
     run = audioclf.train(out, out=tmp_path / "run", data={"group": "none"},

@@ -56,6 +56,7 @@ def test_fsd2019_simple_cnn_trains_on_curated_clips_alone_without_augmentation(t
     assert counts["train"] + counts["val"] == len(layouts.FSD_CURATED)  # no noisy clip
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_fsd2019_model1_augments_a_copy_of_the_curated_training_clips_only(tmp_path, capsys):
     """The solution's model 1 trains on curated and noisy clips together and duplicates + augments only the
     curated ones (augment.duplicate: source=curated)."""
@@ -83,6 +84,7 @@ def test_fsd2019_model1_augments_a_copy_of_the_curated_training_clips_only(tmp_p
     assert "augment.duplicate='curated': expected true, false or GROUP=VALUE" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_fsd2019_submission_has_the_sample_columns(tmp_path):
     root = layouts.fsd2019_kaggle(tmp_path / "fsd")
     run = tmp_path / "run"

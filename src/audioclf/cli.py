@@ -503,7 +503,7 @@ def _check_stdin_options(args) -> bool:
     if stdin:
         files_only = {"--csv": args.csv, "--submission": args.submission, "--timeline": args.timeline,
                       "--ensemble": args.ensemble, "--tta": args.tta != 1,
-                      "--aggregate": args.aggregate != "mean"}
+                      "--aggregate": args.aggregate != "mean", "--top-k": args.top_k != 3, "--strict": args.strict}
         given = [flag for flag, on in files_only.items() if on]
         if given:
             raise AudioclfError(f"predict RUN - (stdin) prints each window as it comes: {', '.join(given)} "
