@@ -447,6 +447,7 @@ def test_train_embeddings_writes_a_complete_run(trained, layout):
     assert result["metrics"]["mAP"] == pytest.approx(test["mAP"], abs=1e-9)
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(layout, trained, tmp_path):
     out = tmp_path / "resumed"
     train_embeddings(_cfg(layout, out, epochs=1))

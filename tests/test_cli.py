@@ -172,7 +172,7 @@ def test_window_starts_cover_the_signal():
     assert window_starts(260, 100, 50) == [0, 50, 100, 150, 160]
 
 
-@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("multi_label", [pytest.param(False, marks=pytest.mark.slow), True])  # one of them fast
 def test_demo_command_ends_with_results_and_predictions(tmp_path, capsys, multi_label):
     args = ["demo", "--out", str(tmp_path), "--clips-per-class", "12", "train.epochs=1"]
     assert main(args + (["--multi-label"] if multi_label else [])) == 0
@@ -183,6 +183,7 @@ def test_demo_command_ends_with_results_and_predictions(tmp_path, capsys, multi_
         assert (tmp_path / "run" / name).exists()
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_ensemble_of_two_runs_reports_members_and_mean(cli_run, tmp_path, capsys):
     import json
 

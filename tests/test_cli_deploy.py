@@ -77,6 +77,7 @@ def test_quantize_reports_fp32_next_to_int8(run_and_data, capsys):
     assert "within the max drop 1.0" in printed
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_quantize_over_the_max_drop_exits_4_without_an_int8_file(run_and_data, capsys, monkeypatch):
     from audioclf.deploy import quantize
 

@@ -68,6 +68,7 @@ def test_only_what_the_device_path_reproduces_is_cached():
     assert not device_clips_fit(augmented, cpu, True)  # waveform augmentation runs on NumPy arrays
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_a_run_with_the_audio_on_the_device_equals_one_with_the_loader(tmp_path):
     data = make_demo_dataset(tmp_path / "data", n_per_class=4, seconds=1.0, seed=2)
     common = ["train", "--data", str(data), "train.epochs=2", "train.batch_size=8", "data.sample_rate=16000",

@@ -149,6 +149,7 @@ def test_zero_config_keeps_the_classical_member_when_it_must_win_and_every_path_
     assert "the ONNX file holds the network alone" in caplog.text
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_a_named_model_trains_alone_unless_the_ensemble_is_asked_for(clips, tmp_path):
     named = audioclf.train(clips, out=tmp_path / "named", model={"name": "small_cnn"}, quiet=True, **STARVED)
     assert "members" not in named.summary and not (named.root / "members").exists()

@@ -162,6 +162,7 @@ def test_zero_config_without_weights_trains_no_probe(clips, cache, tmp_path):
     assert "probe: none" in run.root.joinpath("config.yaml").read_text()
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_zero_config_with_cached_weights_fits_keeps_and_predicts_with_the_probe(clips, cache, tmp_path, caplog,
                                                                               capsys, monkeypatch):
     put, _ = cache

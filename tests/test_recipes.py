@@ -19,6 +19,7 @@ def _summary(run):
     return RunDir(run).read_summary()
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_fsd2019_two_stage_recipe(tmp_path):
     root = layouts.fsd2019_kaggle(tmp_path / "fsd")
     # The recipe's noisy stage, but 1 epoch: silence cut with fixed parameters, no augmentation (curated only).
@@ -415,6 +416,7 @@ def test_dcase2022_refuses_ir_copies_made_with_a_random_ir_per_copy(tmp_path, mo
     check_made_with(teacher.data.add[0], "teacher")
 
 
+@pytest.mark.slow  # end to end (2-4 s): make test-slow, to keep make test under five minutes
 def test_fsd2019_noisy_robust_pretrains_with_the_generalised_cross_entropy_and_fine_tunes_with_bce(tmp_path, capsys):
     import audioclf
     from audioclf.config import load_config
