@@ -238,7 +238,9 @@ def _truncated(wave: np.ndarray) -> bytes:
     ("wrong content type", 415, "content type 'text/plain'"),
     ("nan samples", 422, "NaN or infinite"),
     ("finite garbage samples", 422, "beyond +-256"),  # 1e38 passed the NaN check: the server answered 500
-    ("bad pcm", 422, "not a whole number"),
+    ("bad pcm", 422, "truncated: the stream ended 1 bytes into a 2-byte"),
+    ("nan pcm", 422, "raw PCM: contains NaN"),
+    ("unknown pcm format", 400, "sample format 'u8'"),
 ])
 def test_bad_input_is_a_4xx_with_one_line_and_the_server_goes_on(server, case, status, message):
     wave = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
@@ -254,9 +256,12 @@ def test_bad_input_is_a_4xx_with_one_line_and_the_server_goes_on(server, case, s
         "nan samples": (wav_bytes(nan, 16000, subtype="FLOAT"), "audio/wav"),
         "finite garbage samples": (wav_bytes(np.full(16000, 1e38, np.float32), 16000, subtype="FLOAT"), "audio/wav"),
         "bad pcm": (b"\0" * 5, "application/octet-stream"),
+        "nan pcm": (nan.astype("<f4").tobytes(), "application/octet-stream"),
+        "unknown pcm format": (b"\0" * 16, "application/octet-stream"),
     }
     body, content_type = bodies[case]
-    url = f"{server}/predict" + ("?pcm=s16le&rate=16000" if case == "bad pcm" else "")
+    pcm = {"bad pcm": "s16le", "nan pcm": "f32le", "unknown pcm format": "u8"}.get(case)
+    url = f"{server}/predict" + (f"?pcm={pcm}&rate=16000" if pcm else "")
     got, result = (early_answer if case == "too large" else request)(url, body, content_type)
     assert got == status, result
     assert set(result) == {"error"} and message in result["error"] and "\n" not in result["error"]

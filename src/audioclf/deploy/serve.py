@@ -7,8 +7,8 @@ responses are plain JSON any program can use. The endpoints:
 * ``POST /predict`` (``?top_k=3&aggregate=mean&min_confidence=0.6``): an audio file (wav, flac, ogg, mp3) as the
   raw request body
   (``Content-Type: audio/...`` or ``application/octet-stream``; ``?name=`` names it) or as the ``file`` field
-  of a form; or raw PCM
-  (``?pcm=s16le|f32le&rate=16000&channels=1``). Returns the top-k classes, every class's probability and the
+  of a form; or raw PCM (``?pcm=s16le|s24le|s32le|f32le&rate=16000&channels=1``). Returns the top-k classes,
+  every class's probability and the
   predicted labels with the run's decisions (temperature, thresholds: :mod:`audioclf.calibration`): single-label
   the most probable, none (``"abstained": true``) below ``min_confidence``; multi-label every class above its
   threshold.
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 _SUFFIX = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
            "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
-_PCM = {"s16le": ("<i2", 32768.0), "f32le": ("<f4", 1.0)}
 _NAME = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,255}$")  # a displayable file name: no control characters or folders
 _SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
@@ -171,22 +170,24 @@ def _suffix(content_type: str, head: bytes, filename: str | None) -> str:
 
 
 def _pcm_to_wav(raw: Path, form: str, rate: int, channels: int, path: Path, block_frames: int = 1 << 16) -> None:
-    """The raw PCM spooled in ``raw`` as a float WAV at ``path``, a block at a time (a long stream is never held)."""
+    """The raw PCM spooled in ``raw`` as a float WAV at ``path``, a block at a time (a long stream is never held),
+    through the one PCM decoder (:class:`audioclf.data.pcm.PcmDecoder`, as stdin and ``/live`` use): a format the
+    server does not take is a 400, frames that are cut, NaN or out of range a 422."""
     import soundfile as sf
 
-    if form not in _PCM:
-        raise HTTPProblem(400, f"pcm={form!r}: expected one of {', '.join(_PCM)}")
-    if not 1 <= channels <= 64 or not 1000 <= rate <= 768000:
-        raise HTTPProblem(400, f"rate={rate}, channels={channels}: expected 1000-768000 Hz and 1-64 channels")
-    dtype, scale = _PCM[form]
-    width = np.dtype(dtype).itemsize * channels
-    size = raw.stat().st_size
-    if size % width:
-        raise HTTPProblem(422, f"raw PCM: {size} bytes is not a whole number of {channels}-channel {form} frames")
-    with sf.SoundFile(str(path), "w", rate, channels, subtype="FLOAT") as out:
-        for offset in range(0, size, block_frames * width):
-            block = np.fromfile(raw, dtype=dtype, count=block_frames * channels, offset=offset)
-            out.write(block.reshape(-1, channels).astype(np.float32) / scale)
+    from ..data.pcm import PcmDecoder
+
+    try:
+        decoder = PcmDecoder(form, rate, channels, source="raw PCM")
+    except AudioDecodeError as exc:
+        raise HTTPProblem(400, f"{exc} (?pcm=FORMAT&rate=HZ&channels=N)") from None
+    try:
+        with open(raw, "rb") as data, sf.SoundFile(str(path), "w", rate, channels, subtype="FLOAT") as out:
+            while block := data.read(block_frames * decoder.frame_bytes):
+                out.write(decoder.decode(block))
+        decoder.finish()
+    except AudioDecodeError as exc:
+        raise HTTPProblem(422, str(exc)) from None
 
 
 async def _spool(chunks) -> tuple[Path, bytes]:
