@@ -41,8 +41,12 @@ __all__ = ["ALIGNED_COSINE", "CANDIDATE_COSINE", "Fingerprint", "aligned_similar
 
 RATE, N_FFT, HOP, N_BANDS = 8000, 400, 80, 32
 FMIN, FMAX = 60.0, 3800.0  # under the 4 kHz Nyquist of the 8 kHz copy, where resampling filters roll off
-REFERENCE_PERCENTILE = 90.0  # the loud frame levels are judged against
-FLOOR_DB = 40.0  # levels floored this far below it: lossy codecs rework what lies under it
+REFERENCE_PERCENTILE = 99.0  # the loud frame levels are judged against (98 or 95 let unrelated bass drums match)
+FLOOR_DB = 50.0  # levels floored this far below it: lossy codecs rework what lies under it
+# ... and this far below their own frame's level: between the partials of a held or decaying note a codec
+# reworks (zeroes or fills with noise) the quiet bands even where the frame is loud (planted OGG copies of
+# sustained notes lined up to only 0.82 without it).
+FRAME_FLOOR_DB = 25.0
 SILENT_DB = 40.0  # frames this far below it are silence: trimming them changes nothing
 MAX_FRAMES = 600  # 6 s of frames kept per clip for the alignment (memory: 38 KB a clip)
 # From the measurements in the module docstring.
@@ -94,10 +98,12 @@ def fingerprint(wave: np.ndarray, rate: int) -> Fingerprint:
     """The fingerprint of a mono wave at ``rate`` Hz (module docstring)."""
     levels = _log_mel(wave, rate)
     loudness = 10.0 * np.log10(np.mean(10.0 ** (levels / 10.0), axis=1) + 1e-10)
-    # Levels are judged against a loud frame, not the loudest: trimming a note's attack (the loudest 1 %) then
-    # leaves the reference, the floor and the non-silent frames where they were.
+    # Levels are judged against the loudest 1 % of frames, not the single loudest (one click does not set it).
+    # Trimming a note's attack lowers it; the wide FLOOR_DB leaves room for that (percentiles 90 and 95, which
+    # a trim moves less, measured worse: the floor then sat in the decay, where unrelated drum hits look alike).
     reference = float(np.percentile(loudness, REFERENCE_PERCENTILE))
-    levels = np.maximum(levels, reference - FLOOR_DB)  # digital silence (-100 dB) would swamp the variance
+    # Digital silence (-100 dB) would swamp the variance; the per-frame floor: FRAME_FLOOR_DB.
+    levels = np.maximum(levels, np.maximum(reference - FLOOR_DB, loudness[:, None] - FRAME_FLOOR_DB))
     active = loudness >= reference - SILENT_DB
     used = levels[active]
     pooled = np.concatenate([used.mean(axis=0) - used.mean(), used.std(axis=0)])
