@@ -13,8 +13,8 @@ import soundfile as sf
 
 from audioclf.cli import main
 from audioclf.config import load_config
-from audioclf.data.audio import write_audio
-from audioclf.data.fingerprint import aligned_similarity, fingerprint
+from audioclf.data.audio import load_audio, write_audio
+from audioclf.data.fingerprint import ALIGNED_COSINE, aligned_similarity, fingerprint
 from audioclf.workflows.doctor import doctor_data
 from layouts import write_table
 
@@ -122,6 +122,32 @@ def test_the_fingerprint_tells_a_copy_from_another_clip_of_the_same_spectrum():
     a, b = fingerprint(clip(0), RATE), fingerprint(clip(1), RATE)
     copy = fingerprint(0.3 * clip(0)[400:], RATE)
     assert aligned_similarity(a, copy) > 0.97 > 0.5 > aligned_similarity(a, b)
+
+
+def decaying_note(f0: float, seed: int = 0, seconds: float = 3.0, rate: int = 16000) -> np.ndarray:
+    """A plucked-string-like note: eight harmonics, each decaying exponentially (the higher, the faster), into a
+    recording's noise floor, as the instrument set's notes do."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = sum(np.exp(-t * (1.0 + 0.4 * k)) / k * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+               for k in range(1, 9))
+    wave = np.minimum(t / 0.01, 1.0) * wave  # a 10-ms attack
+    return (0.5 * wave / np.abs(wave).max() + 1e-3 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_a_trimmed_ogg_copy_of_a_decaying_note_is_a_leak_and_a_note_a_fifth_up_is_not(tmp_path):
+    # The decay into the noise floor is where the codec and the trim (which moves the loud reference) change the
+    # levels most: this copy lined up to only 0.983 before the per-frame floor (FRAME_FLOOR_DB).
+    note = decaying_note(220.0)
+    write_audio(tmp_path / "note.wav", note, 16000)
+    write_audio(tmp_path / "copy.ogg", note[int(0.1 * len(note)):], 16000)
+    write_audio(tmp_path / "fifth.wav", decaying_note(330.0, seed=1), 16000)
+    copy, rate = load_audio(tmp_path / "copy.ogg")
+    assert aligned_similarity(fingerprint(note, 16000), fingerprint(copy, rate)) >= ALIGNED_COSINE
+    assert aligned_similarity(fingerprint(note, 16000), fingerprint(decaying_note(330.0, seed=1), 16000)) < 0.97
+    rows = [*clean_rows(tmp_path), ("note.wav", "dog", "train", "s90"), ("copy.ogg", "dog", "val", "s91"),
+            ("fifth.wav", "dog", "test", "s92")]
+    assert [names(f) for f in of_kind(doctor(tmp_path, rows), "leak")] == [{"note.wav", "copy.ogg"}]
 
 
 def test_a_speaker_in_two_splits_is_a_group_leak(tmp_path):
