@@ -551,6 +551,9 @@ class _SquareSums:
         return np.where(points >= self.n, self.total, grid[np.minimum(points // self.step, len(grid) - 1)])
 
 
+_FRAMES_AT_ONCE = 1 << 16  # loudness frames computed at once (see _frame_rms_db)
+
+
 def _frame_rms_db(sums: _SquareSums, frame_length: int, hop_length: int) -> np.ndarray:
     """RMS in dB of centred frames (frame i is centred on sample i * hop, zero-padded at the edges), from the
     running sums of squares (their ``step`` must divide the frame edges: see :func:`_rms_step`). Computed
@@ -568,9 +571,6 @@ def _frame_rms_db(sums: _SquareSums, frame_length: int, hop_length: int) -> np.n
         rms = np.sqrt(np.maximum(energy, 0.0) / frame_length)
         db[first:first + len(centres)] = 20.0 * np.log10(np.maximum(rms, 1e-20))
     return db
-
-
-_FRAMES_AT_ONCE = 1 << 16
 
 
 def window_levels_db(windows: np.ndarray) -> np.ndarray:

@@ -167,7 +167,6 @@ def plot_columns(summary: DataSummary, path: Path) -> Path:
     return _save(fig, path)
 
 
-
 def spectrogram_thumbnail(log_mel: np.ndarray, db_range: tuple[float, float],
                           size: tuple[int, int] = (300, 80)) -> bytes:
     """A small PNG (``size`` pixels, width x height) of a log-mel spectrogram (mels, frames) in dB, low bands at the
